@@ -1,0 +1,138 @@
+//! The command line: clap definitions, one file per command, each with a single
+//! `run(args, ctx)` entry. This is the only module that prints: stdout carries data (and
+//! `--json`), stderr carries progress and messages.
+//!
+//! Errors reaching here are rendered as `error: <what>` plus an optional `hint:` line, and
+//! their [`ErrorClass`] picks the exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
+pub const EXIT_USER: u8 = 1;
+/// Exit code for an environment problem (no user namespaces, disk full, network down).
+pub const EXIT_ENVIRONMENT: u8 = 2;
+/// Exit code for an internal bug.
+pub const EXIT_INTERNAL: u8 = 70;
+
+/// Who is to blame for a failure: decides the exit code and the wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    User,
+    Environment,
+    Internal,
+}
+
+/// An error as the CLI reports it.
+#[derive(Debug)]
+pub struct CliError {
+    pub class: ErrorClass,
+    pub message: String,
+    pub hint: Option<String>,
+    /// Overrides the class's exit code (e.g. `--check` found a difference).
+    pub exit_code: Option<u8>,
+}
+
+impl CliError {
+    pub fn user(message: impl Into<String>) -> CliError {
+        CliError {
+            class: ErrorClass::User,
+            message: message.into(),
+            hint: None,
+            exit_code: None,
+        }
+    }
+
+    pub fn environment(message: impl Into<String>) -> CliError {
+        CliError {
+            class: ErrorClass::Environment,
+            message: message.into(),
+            hint: None,
+            exit_code: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> CliError {
+        CliError {
+            class: ErrorClass::Internal,
+            message: message.into(),
+            hint: None,
+            exit_code: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> CliError {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    fn exit_code(&self) -> u8 {
+        self.exit_code.unwrap_or(match self.class {
+            ErrorClass::User => EXIT_USER,
+            ErrorClass::Environment => EXIT_ENVIRONMENT,
+            ErrorClass::Internal => EXIT_INTERNAL,
+        })
+    }
+}
+
+/// What every command gets besides its own arguments.
+#[derive(Debug)]
+pub struct Context {
+    /// Colour is allowed (`NO_COLOR` is unset).
+    pub color: bool,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bramble",
+    version,
+    about = "A functional, hermetic, rootless build system"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let ctx = Context {
+        color: std::env::var_os("NO_COLOR").is_none(),
+    };
+    match run(cli.command, &ctx) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", err.message);
+            if let Some(hint) = &err.hint {
+                eprintln!("hint: {hint}");
+            }
+            if err.class == ErrorClass::Internal {
+                eprintln!("note: this is a bug in bramble; please report it");
+            }
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
+    let _ = ctx;
+    match command {}
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var(crate::env::BRAMBLE_LOG)
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

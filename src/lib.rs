@@ -1,0 +1,23 @@
+//! Bramble: a functional, hermetic, rootless build system.
+//!
+//! # Architecture
+//!
+//! ```text
+//! store    LEAF. Hash, StorePath, Derivation (canonical JSON, hashing, templates), the archive
+//!          format, reference scanning, output hashing. Pure code; store::local is the on-disk
+//!          store (SQLite database, atomic adds, locks, verify, gc).
+//! lang     Starlark frontend: derivation(), files(), load(), run(), test(), sys, assert.
+//!          Produces derivation values; never builds, never touches the network.
+//! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
+//! build    the graph (petgraph) and scheduler (tokio): sandbox client, fetchers, DAO splicing.
+//! cli      clap commands and terminal output: the only module that prints.
+//! ```
+//!
+//! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
+//! type; `project` joins `lang` and `store`; `build` uses `store` and the sandbox spec, never
+//! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
+//! isolation happens in the `bramble-sandbox` helper it spawns.
+
+pub mod cli;
+pub mod env;
+pub mod store;

@@ -1,0 +1,369 @@
+//! `Derivation`: one pure build step, its canonical JSON form and its hash.
+//!
+//! # Canonical JSON
+//!
+//! A derivation is hashed as its canonical JSON: an object whose keys are sorted
+//! (`args`, `builder`, `env`, `name`, `outputs`, `platform`, `sources`; `env` keys sorted
+//! byte-wise), no whitespace outside strings, and `serde_json`'s compact escaping: `"` and `\`
+//! escaped with a backslash, `\b \f \n \r \t` by their short escapes, other control characters
+//! below U+0020 as `\u00XX` (lower-case hex), everything else — including non-ASCII — as raw
+//! UTF-8. Fields that are absent (`sources: None`) are omitted rather than written as `null`,
+//! so that optional fields added later leave existing hashes unchanged.
+//!
+//! The derivation hash is [`Hash::digest`] of those bytes. The *build key* is the hash of the
+//! resolved derivation (every template replaced by the input's realised store path), so two
+//! derivations whose inputs have the same content share their build key: early cutoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::hash::Hash;
+use super::path::{STORE_DIR, StorePath, StorePathError, validate_name};
+use super::template::{self, OutputRef, TemplateError};
+
+/// The platform string of the machine Bramble runs on, e.g. `x86_64-linux`.
+pub fn host_platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// The source files of a derivation: one content-addressed store object holding exactly the
+/// listed files (relative paths, sorted) with their layout. They are copied into `/build`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    /// Relative paths of the files, sorted, `/`-separated.
+    pub files: Vec<String>,
+    /// The store object that holds them.
+    pub path: StorePath,
+}
+
+/// A build step. Field order is the canonical (alphabetical) key order: keep it sorted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Derivation {
+    pub args: Vec<String>,
+    pub builder: String,
+    pub env: BTreeMap<String, String>,
+    pub name: String,
+    pub outputs: Vec<String>,
+    pub platform: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Sources>,
+}
+
+/// Why a derivation is not well-formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DerivationError {
+    #[error("derivation `{name}`: {source}")]
+    Name {
+        name: String,
+        source: StorePathError,
+    },
+    #[error("derivation `{name}`: {source}")]
+    Template { name: String, source: TemplateError },
+    #[error("derivation `{name}`: {problem}")]
+    Invalid { name: String, problem: String },
+    #[error("malformed derivation JSON: {0}")]
+    Json(String),
+}
+
+/// Largest canonical JSON accepted by [`Derivation::from_json`].
+pub const MAX_DERIVATION_JSON: usize = 16 << 20;
+
+impl Derivation {
+    /// A derivation with default outputs (`["out"]`), no sources, for the host platform.
+    pub fn new(name: impl Into<String>, builder: impl Into<String>) -> Derivation {
+        Derivation {
+            args: Vec::new(),
+            builder: builder.into(),
+            env: BTreeMap::new(),
+            name: name.into(),
+            outputs: vec!["out".to_owned()],
+            platform: host_platform(),
+            sources: None,
+        }
+    }
+
+    /// The canonical JSON bytes (see the module doc).
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a derivation always serialises")
+    }
+
+    /// Parse JSON (canonical or not) and validate the result.
+    pub fn from_json(text: &str) -> Result<Derivation, DerivationError> {
+        if text.len() > MAX_DERIVATION_JSON {
+            return Err(DerivationError::Json(format!(
+                "{} bytes is over the {MAX_DERIVATION_JSON} byte limit",
+                text.len()
+            )));
+        }
+        let drv: Derivation =
+            serde_json::from_str(text).map_err(|e| DerivationError::Json(e.to_string()))?;
+        drv.validate()?;
+        Ok(drv)
+    }
+
+    /// The derivation hash: [`Hash::digest`] of the canonical JSON.
+    pub fn hash(&self) -> Hash {
+        Hash::digest(self.canonical_json())
+    }
+
+    /// The template of one of this derivation's outputs.
+    pub fn output_ref(&self, output: &str) -> OutputRef {
+        OutputRef {
+            drv: self.hash(),
+            output: output.to_owned(),
+        }
+    }
+
+    /// Check names, outputs and templates. Every constructor of untrusted derivations calls it.
+    pub fn validate(&self) -> Result<(), DerivationError> {
+        let name = &self.name;
+        let invalid = |problem: String| {
+            Err(DerivationError::Invalid {
+                name: name.clone(),
+                problem,
+            })
+        };
+        validate_name(name).map_err(|source| DerivationError::Name {
+            name: name.clone(),
+            source,
+        })?;
+        if self.builder.is_empty() {
+            return invalid("the builder is empty".into());
+        }
+        if self.outputs.is_empty() {
+            return invalid("a derivation needs at least one output".into());
+        }
+        let mut seen = BTreeSet::new();
+        for output in &self.outputs {
+            template::validate_output_name(output).map_err(|source| DerivationError::Template {
+                name: name.clone(),
+                source,
+            })?;
+            if !seen.insert(output) {
+                return invalid(format!("output `{output}` is listed twice"));
+            }
+            validate_name(&self.output_path_name(output)).map_err(|source| {
+                DerivationError::Name {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return invalid(format!("environment variable name `{key}` is not valid"));
+            }
+        }
+        if self.strings().any(|s| s.contains('\0')) {
+            return invalid("builder, args and env must not contain NUL bytes".into());
+        }
+        if self.platform.is_empty() {
+            return invalid("the platform is empty".into());
+        }
+        if let Some(sources) = &self.sources {
+            for file in &sources.files {
+                let bad = file.is_empty()
+                    || file.starts_with('/')
+                    || file
+                        .split('/')
+                        .any(|c| c.is_empty() || c == "." || c == "..");
+                if bad {
+                    return invalid(format!(
+                        "source file `{file}` must be a relative path inside the project"
+                    ));
+                }
+            }
+            if !sources.files.windows(2).all(|w| w[0] < w[1]) {
+                return invalid("source files must be sorted and unique".into());
+            }
+        }
+        self.dependencies()?;
+        Ok(())
+    }
+
+    /// Every string that may hold templates: builder, args, env values.
+    fn strings(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.builder)
+            .chain(&self.args)
+            .chain(self.env.values())
+    }
+
+    /// The outputs of other derivations this one refers to through templates.
+    pub fn dependencies(&self) -> Result<BTreeSet<OutputRef>, DerivationError> {
+        let mut deps = BTreeSet::new();
+        for s in self.strings() {
+            let found = template::find(s).map_err(|source| DerivationError::Template {
+                name: self.name.clone(),
+                source,
+            })?;
+            deps.extend(found.into_iter().map(|(_, r)| r));
+        }
+        Ok(deps)
+    }
+
+    /// Replace every template by `/bramble/store/<path>` of the input's realised output.
+    pub fn resolve(
+        &self,
+        mut lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
+    ) -> Result<Derivation, DerivationError> {
+        let mut sub = |s: &String| {
+            template::substitute(s, |r| lookup(r).map(|p| format!("{STORE_DIR}/{p}"))).map_err(
+                |source| DerivationError::Template {
+                    name: self.name.clone(),
+                    source,
+                },
+            )
+        };
+        Ok(Derivation {
+            args: self.args.iter().map(&mut sub).collect::<Result<_, _>>()?,
+            builder: sub(&self.builder)?,
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), sub(v)?)))
+                .collect::<Result<_, DerivationError>>()?,
+            name: self.name.clone(),
+            outputs: self.outputs.clone(),
+            platform: self.platform.clone(),
+            sources: self.sources.clone(),
+        })
+    }
+
+    /// The build key: the hash of the resolved derivation. Same as [`Derivation::hash`] of
+    /// the result of [`Derivation::resolve`].
+    pub fn build_key(
+        &self,
+        lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
+    ) -> Result<Hash, DerivationError> {
+        Ok(self.resolve(lookup)?.hash())
+    }
+
+    /// The store object name of an output: `name` for `out`, `name-<output>` otherwise.
+    pub fn output_path_name(&self, output: &str) -> String {
+        if output == "out" {
+            self.name.clone()
+        } else {
+            format!("{}-{output}", self.name)
+        }
+    }
+
+    /// The placeholder path a build writes `output` to before its final hash is known. It is
+    /// derived from the build key, so it is the same for every build of the same resolved
+    /// derivation, and its hash part is what "modulo self-references" zeroes.
+    pub fn placeholder(&self, build_key: Hash, output: &str) -> StorePath {
+        let hash = Hash::of_fields(
+            "bramble-placeholder-v1",
+            &[build_key.as_bytes(), output.as_bytes()],
+        );
+        StorePath::new(hash, &self.output_path_name(output)).expect("output names were validated")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Derivation {
+        let mut d = Derivation::new("hello", "/bin/sh");
+        d.platform = "x86_64-linux".into();
+        d.args = vec!["-c".into(), "echo \"hi\"\n\t> $out ü".into()];
+        d.env.insert("Z".into(), "1".into());
+        d.env.insert("A".into(), "\u{1}".into());
+        d
+    }
+
+    #[test]
+    fn canonical_json_is_sorted_and_compact() {
+        assert_eq!(
+            sample().canonical_json(),
+            r#"{"args":["-c","echo \"hi\"\n\t> $out ü"],"builder":"/bin/sh","env":{"A":"\u0001","Z":"1"},"name":"hello","outputs":["out"],"platform":"x86_64-linux"}"#
+        );
+    }
+
+    #[test]
+    fn golden_hashes() {
+        // Part of the on-disk format: a change here changes every store path. Never edit.
+        assert_eq!(sample().hash().to_string(), GOLDEN_SAMPLE);
+        let mut with_sources = sample();
+        with_sources.sources = Some(Sources {
+            files: vec!["a.txt".into(), "dir/b.sh".into()],
+            path: format!("{}-hello-source", Hash::digest(b"src"))
+                .parse()
+                .unwrap(),
+        });
+        assert_eq!(with_sources.hash().to_string(), GOLDEN_WITH_SOURCES);
+    }
+
+    const GOLDEN_SAMPLE: &str = "zpetqbh25zvgyf5nexalnuy7rneutv2o";
+    const GOLDEN_WITH_SOURCES: &str = "urcygfsf5yenukkn6nqe2elqvs45ra33";
+
+    #[test]
+    fn resolve_and_build_key() {
+        let base = sample();
+        let mut user = Derivation::new(
+            "user",
+            format!("{}/bin/sh", base.output_ref("out").template()),
+        );
+        user.platform = "x86_64-linux".into();
+        let deps = user.dependencies().unwrap();
+        assert_eq!(
+            deps.into_iter().collect::<Vec<_>>(),
+            vec![base.output_ref("out")]
+        );
+
+        let p1: StorePath = format!("{}-hello", Hash::digest(b"1")).parse().unwrap();
+        let resolved = user.resolve(|_| Some(p1.clone())).unwrap();
+        assert_eq!(resolved.builder, format!("/bramble/store/{p1}/bin/sh"));
+        assert_eq!(
+            user.build_key(|_| Some(p1.clone())).unwrap(),
+            resolved.hash()
+        );
+        // Different input content, different key; same content, same key.
+        let p2: StorePath = format!("{}-hello", Hash::digest(b"2")).parse().unwrap();
+        assert_ne!(
+            user.build_key(|_| Some(p2.clone())).unwrap(),
+            resolved.hash()
+        );
+        assert!(user.resolve(|_| None).is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let mut d = sample();
+        d.outputs = vec!["out".into(), "out".into()];
+        assert!(d.validate().is_err());
+        let mut d = sample();
+        d.name = "bad name".into();
+        assert!(d.validate().is_err());
+        let mut d = sample();
+        d.sources = Some(Sources {
+            files: vec!["../etc/passwd".into()],
+            path: format!("{}-s", Hash::zero()).parse().unwrap(),
+        });
+        assert!(d.validate().is_err());
+        assert!(Derivation::from_json(r#"{"args":[],"builder":"b","env":{},"name":"x","outputs":["out"],"platform":"p","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let d = sample();
+        assert_eq!(Derivation::from_json(&d.canonical_json()).unwrap(), d);
+    }
+
+    proptest! {
+        #[test]
+        fn from_json_never_panics(s in "\\PC{0,200}") {
+            let _ = Derivation::from_json(&s);
+        }
+
+        #[test]
+        fn hash_depends_on_every_field(arg in "\\PC{0,20}") {
+            let mut d = sample();
+            let before = d.hash();
+            d.args.push(arg);
+            prop_assert_ne!(d.hash(), before);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The leaf of the architecture: hashes, store paths, derivations and templates — pure code
+//! that does no I/O and never panics on input — plus, in [`local`], the on-disk store.
+//!
+//! Everything else in Bramble depends on these types; they depend on nothing of Bramble's.
+
+pub mod derivation;
+pub mod hash;
+pub mod path;
+pub mod template;
+
+pub use derivation::{Derivation, DerivationError, Sources, host_platform};
+pub use hash::{Hash, ParseHashError};
+pub use path::{STORE_DIR, StorePath, StorePathError};
+pub use template::{OutputRef, TemplateError};
