@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod derivation;
 pub mod hash;
+pub mod local;
 pub mod output;
 pub mod path;
 pub mod template;

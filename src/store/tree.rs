@@ -571,17 +571,18 @@ pub fn copy(
 }
 
 /// Remove the tree at `path` (never following symlinks), making read-only directories
-/// writable as needed. A missing path is not an error.
-pub fn remove(path: &Path) -> Result<(), TreeError> {
+/// writable as needed. A missing path is not an error. Returns the bytes freed (sizes of the
+/// files and symlinks removed).
+pub fn remove(path: &Path) -> Result<u64, TreeError> {
     let (parent, name) = open_parent(path)?;
     remove_at(parent.as_fd(), &name, path)
 }
 
-/// Remove `name` inside the directory `dir`; `path` is for messages.
-pub fn remove_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<(), TreeError> {
+/// Remove `name` inside the directory `dir`; `path` is for messages. Returns bytes freed.
+pub fn remove_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<u64, TreeError> {
     let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(rustix::io::Errno::NOENT) => return Ok(0),
         Err(e) => return Err(io_err("stat", path)(e)),
     };
     if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
@@ -602,17 +603,19 @@ pub fn remove_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<(), Tr
                 names.push(n.to_owned());
             }
         }
+        let mut freed = 0u64;
         for n in names {
             let child = path.join(OsStr::from_bytes(n.to_bytes()));
-            remove_at(fd.as_fd(), &n, &child)?;
+            freed += remove_at(fd.as_fd(), &n, &child)?;
         }
         match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(freed),
             Err(e) => Err(io_err("remove directory", path)(e)),
         }
     } else {
+        let size = u64::try_from(st.st_size).unwrap_or(0);
         match rfs::unlinkat(dir, name, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(size),
             Err(e) => Err(io_err("remove", path)(e)),
         }
     }
