@@ -1,0 +1,3 @@
+//! Fetchers.
+
+pub mod unpack;
