@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
 enum Route {
+    Dir(std::path::PathBuf),
     File(Vec<u8>),
     Redirect(String),
     Status(u16),
@@ -74,6 +75,11 @@ impl Server {
         self.route(path, Route::File(body.into()));
     }
 
+    /// Serve the files below `dir` under the prefix `path` (a dumb git remote, say).
+    pub fn dir(&self, path: &str, dir: &std::path::Path) {
+        self.route(path, Route::Dir(dir.to_owned()));
+    }
+
     pub fn redirect(&self, path: &str, to: &str) {
         self.route(path, Route::Redirect(to.to_owned()));
     }
@@ -129,11 +135,24 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         .split_whitespace()
         .nth(1)
         .unwrap_or("/")
+        .split('?')
+        .next()
+        .unwrap_or("/")
         .to_owned();
     let route = {
         let mut st = state.lock().unwrap();
         *st.hits.entry(path.clone()).or_default() += 1;
-        let route = st.routes.get(&path).cloned();
+        let route = st.routes.get(&path).cloned().or_else(|| {
+            // The longest directory prefix.
+            st.routes
+                .iter()
+                .filter(|(p, r)| matches!(r, Route::Dir(_)) && path.starts_with(&format!("{p}/")))
+                .max_by_key(|(p, _)| p.len())
+                .map(|(p, r)| match r {
+                    Route::Dir(d) => Route::Dir(d.join(&path[p.len() + 1..])),
+                    _ => unreachable!(),
+                })
+        });
         // Count down the failing routes.
         match st.routes.get_mut(&path) {
             Some(Route::Flaky { fails, .. }) if *fails > 0 => *fails -= 1,
@@ -162,6 +181,18 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     };
     match route {
         None => full(&mut out, 404, b"not found\n"),
+        Some(Route::Dir(file)) => {
+            if file
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                return full(&mut out, 404, b"not found\n");
+            }
+            match std::fs::read(&file) {
+                Ok(body) => full(&mut out, 200, &body),
+                Err(_) => full(&mut out, 404, b"not found\n"),
+            }
+        }
         Some(Route::File(body)) => full(&mut out, 200, &body),
         Some(Route::Status(code)) => full(&mut out, code, b"error\n"),
         Some(Route::Redirect(to)) => {

@@ -1,5 +1,6 @@
 //! Fetchers.
 
+pub mod git;
 pub mod unpack;
 pub mod url;
 
