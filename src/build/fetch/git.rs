@@ -212,11 +212,11 @@ pub fn fetch(url: &str, rev: &str, dest: &Path, scratch: &Path) -> Result<(), Gi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A repository with two commits; returns (dir, first commit, second commit).
-    pub(crate) fn make_repo(dir: &Path) -> (String, String) {
+    pub fn make_repo(dir: &Path) -> (String, String) {
         let run = |args: &[&str]| {
             let out = Command::new("git")
                 .args(args)

@@ -1,4 +1,35 @@
-//! Fetchers.
+//! Fetchers: the only builds that touch the network (DESIGN §5).
+//!
+//! Two builtin builders, named by a derivation's `builder`:
+//!
+//! - `builtin:fetch_url` — env `url` (http or https), optional `unpack` (a [`Format`] name:
+//!   `tar.gz`, `tar.xz`, `tar.bz2`, `tar.zst`, `tar`, `zip`, `deb`), optional pins `hash`
+//!   and `sha256`;
+//! - `builtin:fetch_git` — env `url` (http(s), a local absolute path or `file://`), `rev` (a
+//!   full commit hash), optional pin `hash`.
+//!
+//! A fetch derivation has no args, no sources, no templates and the single output `out`: it
+//! depends on nothing but the outside world, which is why its result must be pinned.
+//! The engine runs it in the main process; every other builder runs in a sandbox with an
+//! empty network namespace.
+//!
+//! # What is pinned
+//!
+//! The pin is the **content hash of the result**: the [`Hash`] of the store archive of the
+//! unpacked tree (or of the single downloaded file), the same hash `bramble store verify`
+//! checks — like Nix's recursive fixed-output hash. Because a fetched object has no
+//! references, its store path is `content_address(name, hash)`: with a pin, bramble knows
+//! the output path before downloading anything and skips the download when that path is
+//! already valid. The hash also checks the result of unpacking (a decompressor or extractor
+//! that behaved differently would be caught), which a hash of the downloaded file alone
+//! would not.
+//!
+//! Upstreams publish the sha256 of their files, so `sha256` (64 hex digits, also written
+//! `sha256:<hex>`) is accepted as a pin too: the download is checked against it before
+//! unpacking. Both may be given; `bramble.lock` records both for a URL.
+//!
+//! A result that differs from a pin is an error naming the URL, the expected and the actual
+//! hash, and nothing is stored.
 
 pub mod git;
 pub mod unpack;
@@ -7,6 +38,24 @@ pub mod url;
 #[cfg(test)]
 #[path = "../../../tests/support/http.rs"]
 pub(crate) mod test_http;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::store::local::{LocalStore, hash_tree};
+use crate::store::output::content_address;
+use crate::store::tree::TreeError;
+use crate::store::{Derivation, Hash, StorePath};
+
+pub use git::GitError;
+pub use unpack::{Format, UnpackError, UnpackLimits};
+pub use url::{DownloadError, DownloadOptions};
+
+/// The builder of URL fetches.
+pub const FETCH_URL: &str = "builtin:fetch_url";
+/// The builder of git fetches.
+pub const FETCH_GIT: &str = "builtin:fetch_git";
 
 /// Progress of downloads, reported from any thread.
 pub trait Progress: Send + Sync {
@@ -21,3 +70,437 @@ pub struct NoProgress;
 impl Progress for NoProgress {
     fn download(&self, _url: &str, _done: u64, _total: Option<u64>) {}
 }
+
+/// What is fetched.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FetchSpec {
+    Url { url: String, unpack: Option<Format> },
+    Git { url: String, rev: String },
+}
+
+impl FetchSpec {
+    /// The URL, for messages.
+    pub fn url(&self) -> &str {
+        match self {
+            FetchSpec::Url { url, .. } | FetchSpec::Git { url, .. } => url,
+        }
+    }
+}
+
+impl std::fmt::Display for FetchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchSpec::Url { url, .. } => f.write_str(url),
+            FetchSpec::Git { url, rev } => write!(f, "{url} at {rev}"),
+        }
+    }
+}
+
+/// What the result must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pin {
+    /// Content hash of the result (the store archive of the tree or file).
+    pub hash: Option<Hash>,
+    /// sha256 of the downloaded file (URL fetches only).
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Pin {
+    pub fn is_empty(&self) -> bool {
+        self.hash.is_none() && self.sha256.is_none()
+    }
+
+    /// Parse a user-written pin: a bramble hash (32 base32 characters) is a content hash;
+    /// 64 hex digits, optionally after `sha256:`, are a file sha256.
+    pub fn parse(text: &str) -> Result<Pin, String> {
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        if let Some(sha) = parse_sha256(hex) {
+            return Ok(Pin {
+                hash: None,
+                sha256: Some(sha),
+            });
+        }
+        if text.starts_with("sha256:") {
+            return Err(format!(
+                "`{text}` is not `sha256:` followed by 64 hex digits"
+            ));
+        }
+        text.parse::<Hash>()
+            .map(|h| Pin {
+                hash: Some(h),
+                sha256: None,
+            })
+            .map_err(|_| {
+                format!(
+                    "`{text}` is neither a bramble content hash (32 characters of base32) nor a sha256 (64 hex digits)"
+                )
+            })
+    }
+}
+
+/// Parse 64 hex digits.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+/// Print a sha256 as 64 lower-case hex digits.
+pub fn sha256_hex(sha: &[u8; 32]) -> String {
+    data_encoding::HEXLOWER.encode(sha)
+}
+
+/// One fetch: what, under which store name, pinned to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub spec: FetchSpec,
+    pub name: String,
+    pub pin: Pin,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("fetch derivation `{name}` is invalid: {reason}")]
+    BadDerivation { name: String, reason: String },
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("cannot unpack `{url}`")]
+    Unpack { url: String, source: UnpackError },
+    #[error(
+        "the {kind} of `{what}` does not match its pin\n  expected: {expected}\n  actual:   {actual}"
+    )]
+    Mismatch {
+        what: String,
+        kind: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("cannot store the result of fetching `{what}`")]
+    Store {
+        what: String,
+        source: Box<crate::store::local::Error>,
+    },
+    #[error("cannot hash the result of fetching `{what}`")]
+    Tree {
+        what: String,
+        source: Box<TreeError>,
+    },
+    #[error("the fetch of `{what}` was interrupted")]
+    Join { what: String },
+}
+
+impl FetchError {
+    /// Advice for the user, if there is any.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            FetchError::Download(e) => e.hint(),
+            FetchError::Git(e) => e.hint(),
+            FetchError::Mismatch { .. } => Some(
+                "if upstream really changed the content, update the pin (the `hash` argument, or delete the entry from `bramble.lock`); otherwise the download was tampered with or is corrupt".into(),
+            ),
+            FetchError::Unpack { .. } => Some(
+                "check the `unpack` format; an archive that tries to write outside its directory is refused on purpose".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl FetchRequest {
+    /// The fetch a derivation describes, or `None` when its builder is not a fetcher.
+    pub fn from_derivation(drv: &Derivation) -> Result<Option<FetchRequest>, FetchError> {
+        if drv.builder != FETCH_URL && drv.builder != FETCH_GIT {
+            return Ok(None);
+        }
+        let bad = |reason: String| FetchError::BadDerivation {
+            name: drv.name.clone(),
+            reason,
+        };
+        if !drv.args.is_empty() {
+            return Err(bad("a fetcher takes no arguments".into()));
+        }
+        if drv.sources.is_some() {
+            return Err(bad("a fetcher has no sources".into()));
+        }
+        if drv.outputs != ["out"] {
+            return Err(bad("a fetcher has exactly the output `out`".into()));
+        }
+        let allowed: &[&str] = if drv.builder == FETCH_URL {
+            &["url", "unpack", "hash", "sha256"]
+        } else {
+            &["url", "rev", "hash"]
+        };
+        for (k, v) in &drv.env {
+            if !allowed.contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "unknown setting `{k}` (expected one of {})",
+                    allowed.join(", ")
+                )));
+            }
+            if v.contains("{{") {
+                return Err(bad(format!(
+                    "`{k}` refers to another derivation; a fetcher depends on nothing"
+                )));
+            }
+        }
+        let get = |k: &str| drv.env.get(k).map(String::as_str);
+        let url = get("url")
+            .ok_or_else(|| bad("`url` is missing".into()))?
+            .to_owned();
+        let spec = if drv.builder == FETCH_URL {
+            url::check_url(&url)?;
+            let unpack = get("unpack")
+                .map(|u| {
+                    Format::from_name(u).ok_or_else(|| {
+                        bad(format!(
+                            "`{u}` is not an archive format (one of {})",
+                            Format::ALL.map(Format::name).join(", ")
+                        ))
+                    })
+                })
+                .transpose()?;
+            FetchSpec::Url { url, unpack }
+        } else {
+            let rev = get("rev").ok_or_else(|| bad("`rev` is missing".into()))?;
+            git::check(&url, rev)?;
+            FetchSpec::Git {
+                url,
+                rev: rev.to_ascii_lowercase(),
+            }
+        };
+        let mut pin = Pin::default();
+        if let Some(h) = get("hash") {
+            pin.hash = Some(h.parse().map_err(|e| bad(format!("`hash`: {e}")))?);
+        }
+        if let Some(s) = get("sha256") {
+            pin.sha256 = Some(
+                parse_sha256(s.strip_prefix("sha256:").unwrap_or(s))
+                    .ok_or_else(|| bad(format!("`sha256`: `{s}` is not 64 hex digits")))?,
+            );
+        }
+        Ok(Some(FetchRequest {
+            spec,
+            name: drv.name.clone(),
+            pin,
+        }))
+    }
+
+    /// The derivation describing this fetch (the inverse of [`FetchRequest::from_derivation`]).
+    pub fn to_derivation(&self) -> Derivation {
+        let mut env = BTreeMap::new();
+        let builder = match &self.spec {
+            FetchSpec::Url { url, unpack } => {
+                env.insert("url".to_owned(), url.clone());
+                if let Some(f) = unpack {
+                    env.insert("unpack".to_owned(), f.name().to_owned());
+                }
+                if let Some(s) = &self.pin.sha256 {
+                    env.insert("sha256".to_owned(), sha256_hex(s));
+                }
+                FETCH_URL
+            }
+            FetchSpec::Git { url, rev } => {
+                env.insert("url".to_owned(), url.clone());
+                env.insert("rev".to_owned(), rev.clone());
+                FETCH_GIT
+            }
+        };
+        if let Some(h) = &self.pin.hash {
+            env.insert("hash".to_owned(), h.to_string());
+        }
+        let mut drv = Derivation::new(self.name.clone(), builder);
+        drv.env = env;
+        drv
+    }
+
+    /// The store path of the result, when the content hash is pinned.
+    pub fn expected_path(&self) -> Option<StorePath> {
+        self.pin
+            .hash
+            .and_then(|h| content_address(&self.name, h, false, &BTreeSet::new()).ok())
+    }
+}
+
+/// A verified fetch result on disk, not yet in the store.
+#[derive(Debug)]
+pub struct FetchedTree {
+    /// The tree (or single file).
+    pub path: PathBuf,
+    pub hash: Hash,
+    /// sha256 of the downloaded file (URL fetches).
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// A fetch result in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub path: StorePath,
+    pub hash: Hash,
+    pub sha256: Option<[u8; 32]>,
+    /// Whether anything was downloaded (false: the pinned result was already stored).
+    pub downloaded: bool,
+}
+
+/// Runs fetches against a store.
+#[derive(Clone)]
+pub struct Fetcher {
+    pub store: Arc<LocalStore>,
+    pub download: DownloadOptions,
+    pub limits: UnpackLimits,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("store", &self.store.home())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    pub fn new(store: Arc<LocalStore>) -> Fetcher {
+        Fetcher {
+            store,
+            download: DownloadOptions::default(),
+            limits: UnpackLimits::default(),
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// Fetch into the store. With a content-hash pin whose path is already valid, nothing is
+    /// downloaded. A result that does not match the pin is an error and nothing is stored.
+    pub async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, FetchError> {
+        let what = req.spec.to_string();
+        let store_err = |source| FetchError::Store {
+            what: what.clone(),
+            source: Box::new(source),
+        };
+        if let (Some(path), Some(hash)) = (req.expected_path(), req.pin.hash)
+            && let Some(info) = self.store.path_info(&path).map_err(store_err)?
+            && info.archive_hash == hash
+        {
+            return Ok(Fetched {
+                path,
+                hash,
+                sha256: req.pin.sha256,
+                downloaded: false,
+            });
+        }
+        let tmp = self.store.tmp_dir("fetch").map_err(store_err)?;
+        let tree = self.fetch_to(req, tmp.path()).await?;
+        let store = self.store.clone();
+        let name = req.name.clone();
+        let src = tree.path.clone();
+        let path = tokio::task::spawn_blocking(move || store.add_dir(&src, &name))
+            .await
+            .map_err(|_| FetchError::Join { what: what.clone() })?
+            .map_err(store_err)?;
+        drop(tmp);
+        Ok(Fetched {
+            path,
+            hash: tree.hash,
+            sha256: tree.sha256,
+            downloaded: true,
+        })
+    }
+
+    /// Fetch into `<dir>/out` (`dir` is an empty scratch directory the caller removes) and
+    /// check the pins. Nothing touches the store.
+    pub async fn fetch_to(
+        &self,
+        req: &FetchRequest,
+        dir: &Path,
+    ) -> Result<FetchedTree, FetchError> {
+        let what = req.spec.to_string();
+        let out = dir.join("out");
+        let mut sha256 = None;
+        match &req.spec {
+            FetchSpec::Url { url, unpack } => {
+                let file = dir.join("download");
+                let got = url::download(url, &file, &self.download, self.progress.as_ref()).await?;
+                sha256 = Some(got.sha256);
+                if let Some(expected) = req.pin.sha256
+                    && expected != got.sha256
+                {
+                    return Err(FetchError::Mismatch {
+                        what,
+                        kind: "sha256",
+                        expected: sha256_hex(&expected),
+                        actual: sha256_hex(&got.sha256),
+                    });
+                }
+                match unpack {
+                    None => std::fs::rename(&file, &out).map_err(|source| {
+                        FetchError::Download(DownloadError::Io {
+                            op: "rename",
+                            path: file.clone(),
+                            source,
+                        })
+                    })?,
+                    Some(format) => {
+                        let (format, limits, dest) = (*format, self.limits, out.clone());
+                        tokio::task::spawn_blocking(move || {
+                            unpack::unpack(&file, format, &dest, &limits)
+                        })
+                        .await
+                        .map_err(|_| FetchError::Join { what: what.clone() })?
+                        .map_err(|source| FetchError::Unpack {
+                            url: url.clone(),
+                            source,
+                        })?;
+                    }
+                }
+            }
+            FetchSpec::Git { url, rev } => {
+                let (url, rev, dest) = (url.clone(), rev.clone(), out.clone());
+                let scratch = dir.join("git");
+                std::fs::create_dir(&scratch).map_err(|source| GitError::Io {
+                    op: "create directory",
+                    path: scratch.clone(),
+                    source,
+                })?;
+                tokio::task::spawn_blocking(move || {
+                    let r = git::fetch(&url, &rev, &dest, &scratch);
+                    let _ = crate::store::tree::remove(&scratch);
+                    r
+                })
+                .await
+                .map_err(|_| FetchError::Join { what: what.clone() })??;
+            }
+        }
+        let hashed = out.clone();
+        let (hash, _) = tokio::task::spawn_blocking(move || hash_tree(&hashed))
+            .await
+            .map_err(|_| FetchError::Join { what: what.clone() })?
+            .map_err(|source| FetchError::Tree {
+                what: what.clone(),
+                source: Box::new(source),
+            })?;
+        if let Some(expected) = req.pin.hash
+            && expected != hash
+        {
+            return Err(FetchError::Mismatch {
+                what,
+                kind: "content hash",
+                expected: expected.to_string(),
+                actual: hash.to_string(),
+            });
+        }
+        Ok(FetchedTree {
+            path: out,
+            hash,
+            sha256,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
