@@ -21,4 +21,5 @@
 pub mod build;
 pub mod cli;
 pub mod env;
+pub mod project;
 pub mod store;

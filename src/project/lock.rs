@@ -1,0 +1,383 @@
+//! `bramble.lock`: the content hash of every fetch of a project (DESIGN §5).
+//!
+//! ```toml
+//! # bramble.lock: the content hash of every fetch. Written by bramble; commit it.
+//! version = 1
+//!
+//! [[url]]
+//! url = "http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_…_amd64.deb"
+//! unpack = "deb"
+//! hash = "…"        # content hash of the result (what the store verifies)
+//! sha256 = "…"      # sha256 of the downloaded file
+//!
+//! [[git]]
+//! url = "https://example.org/repo.git"
+//! rev = "<40 hex>"
+//! hash = "…"
+//! ```
+//!
+//! One table per fetch, keyed by what was fetched: a URL with its unpack format, or a git
+//! URL with its commit. The derivation's name is not part of the key (it changes the store
+//! path, not the content). Tables are written sorted by key, one field per line, so the file
+//! diffs well and two machines write identical bytes.
+//!
+//! # Concurrency
+//!
+//! Several bramble processes may record fetches of the same project at once. [`update`]
+//! takes an exclusive `flock` on the project directory itself (no lock file to clutter the
+//! project), re-reads the file, applies the change, writes a temporary sibling, fsyncs it,
+//! renames it over `bramble.lock` and fsyncs the directory. Every writer's entries survive.
+//!
+//! The key type is the fetcher's own [`FetchSpec`], so `project` uses `build::fetch` for
+//! that one type (a deviation from the layering in DESIGN §1, which keeps `build` free of
+//! `project`, not the reverse).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::build::fetch::{FetchSpec, Format, Pin, parse_sha256, sha256_hex};
+use crate::store::Hash;
+
+/// The lock file's name, next to `bramble.toml`.
+pub const LOCK_FILE: &str = "bramble.lock";
+/// The format version written and read.
+pub const LOCK_VERSION: u32 = 1;
+
+const HEADER: &str =
+    "# bramble.lock: the content hash of every fetch. Written by bramble; commit it.\n";
+
+/// Errors reading or writing the lock file.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot {op} `{path}`")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("`{path}` has version {found}; this bramble reads version {LOCK_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// What is recorded for one fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockEntry {
+    /// Content hash of the result.
+    pub hash: Hash,
+    /// sha256 of the downloaded file (URL fetches).
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl LockEntry {
+    pub fn pin(&self) -> Pin {
+        Pin {
+            hash: Some(self.hash),
+            sha256: self.sha256,
+        }
+    }
+}
+
+/// The parsed lock file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lock {
+    entries: BTreeMap<FetchSpec, LockEntry>,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    version: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    url: Vec<UrlEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    git: Vec<GitEntry>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlEntry {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unpack: Option<String>,
+    hash: Hash,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitEntry {
+    url: String,
+    rev: String,
+    hash: Hash,
+}
+
+impl Lock {
+    /// Parse the text of a lock file (`path` is for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Lock, LockError> {
+        let bad = |message: String| LockError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
+        if file.version != LOCK_VERSION {
+            return Err(LockError::Version {
+                path: path.to_owned(),
+                found: file.version,
+            });
+        }
+        let mut lock = Lock::default();
+        for e in file.url {
+            let unpack = e
+                .unpack
+                .map(|u| {
+                    Format::from_name(&u).ok_or_else(|| bad(format!("unknown unpack format `{u}`")))
+                })
+                .transpose()?;
+            let sha256 = e
+                .sha256
+                .map(|s| parse_sha256(&s).ok_or_else(|| bad(format!("`{s}` is not a sha256"))))
+                .transpose()?;
+            lock.entries.insert(
+                FetchSpec::Url { url: e.url, unpack },
+                LockEntry {
+                    hash: e.hash,
+                    sha256,
+                },
+            );
+        }
+        for e in file.git {
+            lock.entries.insert(
+                FetchSpec::Git {
+                    url: e.url,
+                    rev: e.rev,
+                },
+                LockEntry {
+                    hash: e.hash,
+                    sha256: None,
+                },
+            );
+        }
+        Ok(lock)
+    }
+
+    /// Read `path`; a missing file is an empty lock.
+    pub fn read(path: &Path) -> Result<Lock, LockError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Lock::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Lock::default()),
+            Err(source) => Err(LockError::Io {
+                op: "read",
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn get(&self, spec: &FetchSpec) -> Option<&LockEntry> {
+        self.entries.get(spec)
+    }
+
+    /// Record `entry` for `spec`; returns whether anything changed.
+    pub fn insert(&mut self, spec: FetchSpec, entry: LockEntry) -> bool {
+        self.entries.insert(spec, entry) != Some(entry)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The file's text: header, version, then the tables sorted by key.
+    pub fn to_toml(&self) -> String {
+        let mut file = File {
+            version: LOCK_VERSION,
+            ..File::default()
+        };
+        for (spec, e) in &self.entries {
+            match spec {
+                FetchSpec::Url { url, unpack } => file.url.push(UrlEntry {
+                    url: url.clone(),
+                    unpack: unpack.map(|f| f.name().to_owned()),
+                    hash: e.hash,
+                    sha256: e.sha256.as_ref().map(sha256_hex),
+                }),
+                FetchSpec::Git { url, rev } => file.git.push(GitEntry {
+                    url: url.clone(),
+                    rev: rev.clone(),
+                    hash: e.hash,
+                }),
+            }
+        }
+        let body = toml::to_string(&file).expect("a lock always serialises");
+        format!("{HEADER}{body}")
+    }
+}
+
+/// Change the lock file at `path` under an exclusive lock on its directory: re-read it,
+/// apply `change`, and write it atomically if anything changed. Returns the new lock.
+pub fn update(path: &Path, change: impl FnOnce(&mut Lock)) -> Result<Lock, LockError> {
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_owned();
+        move |source| LockError::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir_fd = std::fs::File::open(dir).map_err(io("open", dir))?;
+    loop {
+        match rustix::fs::flock(&dir_fd, rustix::fs::FlockOperation::LockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(io("lock", dir)(e.into())),
+        }
+    }
+    let mut lock = Lock::read(path)?;
+    let before = lock.clone();
+    change(&mut lock);
+    if lock != before || !path.exists() && !lock.is_empty() {
+        let tmp = dir.join(format!(".{LOCK_FILE}.tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(lock.to_toml().as_bytes())?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("write", &tmp)(e));
+        }
+        std::fs::rename(&tmp, path).map_err(io("replace", path))?;
+        dir_fd.sync_all().map_err(io("fsync", dir))?;
+    }
+    // The flock is released when `dir_fd` closes.
+    Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(u: &str) -> FetchSpec {
+        FetchSpec::Url {
+            url: u.into(),
+            unpack: None,
+        }
+    }
+
+    fn entry(seed: &str) -> LockEntry {
+        LockEntry {
+            hash: Hash::digest(seed),
+            sha256: Some([1; 32]),
+        }
+    }
+
+    #[test]
+    fn round_trips_in_sorted_order() {
+        let mut lock = Lock::default();
+        lock.insert(url("https://b.example/x"), entry("b"));
+        lock.insert(
+            FetchSpec::Url {
+                url: "https://a.example/x.deb".into(),
+                unpack: Some(Format::Deb),
+            },
+            entry("a"),
+        );
+        lock.insert(
+            FetchSpec::Git {
+                url: "/repo".into(),
+                rev: "a".repeat(40),
+            },
+            LockEntry {
+                hash: Hash::digest("g"),
+                sha256: None,
+            },
+        );
+        let text = lock.to_toml();
+        assert!(text.starts_with("# bramble.lock"));
+        let a = text.find("a.example").unwrap();
+        let b = text.find("b.example").unwrap();
+        assert!(a < b, "{text}");
+        assert!(text.contains("unpack = \"deb\""), "{text}");
+        assert!(text.contains("[[git]]"), "{text}");
+        let back = Lock::parse(&text, Path::new("bramble.lock")).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(back.to_toml(), text);
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let p = Path::new("bramble.lock");
+        assert!(matches!(
+            Lock::parse("version = 2\n", p),
+            Err(LockError::Version { found: 2, .. })
+        ));
+        assert!(matches!(
+            Lock::parse("version = 1\nfoo = 1\n", p),
+            Err(LockError::Parse { .. })
+        ));
+        assert!(matches!(
+            Lock::parse("version = 1\n[[url]]\nurl = \"x\"\nhash = \"nope\"\n", p),
+            Err(LockError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_writers_all_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..10 {
+                        update(path, |lock| {
+                            lock.insert(
+                                url(&format!("https://x/{t}/{i}")),
+                                entry(&format!("{t}{i}")),
+                            );
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let lock = Lock::read(&path).unwrap();
+        assert_eq!(lock.len(), 40);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+    }
+
+    #[test]
+    fn unchanged_locks_are_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        update(&path, |_| {}).unwrap();
+        assert!(!path.exists(), "an empty lock is not created");
+        update(&path, |l| {
+            l.insert(url("https://x/1"), entry("1"));
+        })
+        .unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        update(&path, |l| {
+            l.insert(url("https://x/1"), entry("1"));
+        })
+        .unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(before.ino(), after.ino());
+    }
+}
