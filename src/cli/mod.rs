@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod gc;
+pub mod store;
+
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
 pub const EXIT_USER: u8 = 1;
 /// Exit code for an environment problem (no user namespaces, disk full, network down).
@@ -95,7 +98,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Inspect and maintain the local store
+    Store(store::StoreArgs),
+    /// Delete store objects that no gc root reaches
+    Gc(gc::GcArgs),
+}
 
 /// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
 pub fn main() -> ExitCode {
@@ -120,8 +128,10 @@ pub fn main() -> ExitCode {
 }
 
 fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
-    let _ = ctx;
-    match command {}
+    match command {
+        Command::Store(args) => store::run(args, ctx),
+        Command::Gc(args) => gc::run(args, ctx),
+    }
 }
 
 fn init_tracing() {
