@@ -36,8 +36,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::build::fetch::{FetchSpec, Format, Pin, parse_sha256, sha256_hex};
-use crate::store::Hash;
+use crate::build::fetch::{
+    FetchError, FetchRequest, FetchSpec, Format, Pin, parse_sha256, sha256_hex,
+};
+use crate::store::template::{self, OutputRef};
+use crate::store::{Derivation, Hash};
 
 /// The lock file's name, next to `bramble.toml`.
 pub const LOCK_FILE: &str = "bramble.lock";
@@ -264,6 +267,103 @@ pub fn update(path: &Path, change: impl FnOnce(&mut Lock)) -> Result<Lock, LockE
     Ok(lock)
 }
 
+/// A derivation graph with the lock's pins written into its fetch derivations.
+#[derive(Debug, Clone, Default)]
+pub struct Pinned {
+    pub derivations: BTreeMap<Hash, Derivation>,
+    /// Old hash → new hash of every derivation that changed (fetches that got a pin and
+    /// everything depending on them).
+    pub renamed: BTreeMap<Hash, Hash>,
+    /// Fetches pinned neither in their derivation nor by the lock.
+    pub unpinned: Vec<FetchRequest>,
+}
+
+impl Pinned {
+    /// The new hash of `old`.
+    pub fn rename(&self, old: Hash) -> Hash {
+        self.renamed.get(&old).copied().unwrap_or(old)
+    }
+}
+
+/// Write the lock's pins into the fetch derivations of `derivations` that have no content
+/// hash of their own, and rewrite every dependent's templates to the new hashes.
+///
+/// The pin becomes part of the fetch derivation (as in Nix's fixed-output derivations), so
+/// changing `bramble.lock` changes the build key and can never be hidden by a cached
+/// realisation. A lock entry whose `sha256` disagrees with the derivation's own `sha256` is
+/// stale and ignored (the fetch runs again and is re-recorded).
+pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pinned, FetchError> {
+    // Dependencies first (an iterative DFS; the graph is acyclic by construction of hashes).
+    let mut order = Vec::with_capacity(derivations.len());
+    let mut state: BTreeMap<Hash, bool> = BTreeMap::new(); // false: visiting, true: done
+    for &start in derivations.keys() {
+        let mut stack = vec![(start, false)];
+        while let Some((h, expanded)) = stack.pop() {
+            if expanded {
+                state.insert(h, true);
+                order.push(h);
+                continue;
+            }
+            if state.contains_key(&h) {
+                continue;
+            }
+            state.insert(h, false);
+            stack.push((h, true));
+            if let Some(drv) = derivations.get(&h) {
+                for dep in drv.dependencies().unwrap_or_default() {
+                    if derivations.contains_key(&dep.drv) && !state.contains_key(&dep.drv) {
+                        stack.push((dep.drv, false));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Pinned::default();
+    for old in order {
+        let drv = &derivations[&old];
+        let mut new = drv.clone();
+        if let Some(mut req) = FetchRequest::from_derivation(drv)? {
+            if req.pin.hash.is_none() {
+                match lock.get(&req.spec) {
+                    Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
+                        req.pin.hash = Some(e.hash);
+                        new.env.insert("hash".to_owned(), e.hash.to_string());
+                    }
+                    _ => out.unpinned.push(req),
+                }
+            }
+        } else if drv
+            .dependencies()
+            .unwrap_or_default()
+            .iter()
+            .any(|d| out.renamed.contains_key(&d.drv))
+        {
+            let renamed = &out.renamed;
+            let sub = |s: &String| {
+                template::substitute(s, |r| {
+                    Some(
+                        OutputRef {
+                            drv: renamed.get(&r.drv).copied().unwrap_or(r.drv),
+                            output: r.output.clone(),
+                        }
+                        .template(),
+                    )
+                })
+                .unwrap_or_else(|_| s.clone())
+            };
+            new.builder = sub(&drv.builder);
+            new.args = drv.args.iter().map(sub).collect();
+            new.env = drv.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect();
+        }
+        let hash = new.hash();
+        if hash != old {
+            out.renamed.insert(old, hash);
+        }
+        out.derivations.insert(hash, new);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +459,59 @@ mod tests {
             1,
             "no temp files left"
         );
+    }
+
+    #[test]
+    fn apply_pins_fetches_and_renames_dependents() {
+        let fetch = FetchRequest {
+            spec: url("https://x/busybox.deb"),
+            name: "busybox".into(),
+            pin: Pin::default(),
+        }
+        .to_derivation();
+        let other = FetchRequest {
+            spec: url("https://x/other"),
+            name: "other".into(),
+            pin: Pin::default(),
+        }
+        .to_derivation();
+        let fh = fetch.hash();
+        let mut user = Derivation::new("hello", format!("{{{{ {fh}:out }}}}/bin/busybox"));
+        user.args = vec!["sh".into(), format!("{{{{{fh}:out}}}}")];
+        let mut top = Derivation::new("top", "/bin/sh");
+        top.env
+            .insert("dep".into(), format!("{{{{ {}:out }}}}", user.hash()));
+        let graph: BTreeMap<Hash, Derivation> =
+            [fetch.clone(), other.clone(), user.clone(), top.clone()]
+                .into_iter()
+                .map(|d| (d.hash(), d))
+                .collect();
+        let mut lock = Lock::default();
+        lock.insert(url("https://x/busybox.deb"), entry("bb"));
+        let pinned = apply(&graph, &lock).unwrap();
+        assert_eq!(pinned.unpinned.len(), 1);
+        assert_eq!(pinned.unpinned[0].spec, url("https://x/other"));
+        // fetch, user and top changed; other did not.
+        assert_eq!(pinned.renamed.len(), 3);
+        assert_eq!(pinned.rename(other.hash()), other.hash());
+        let new_fetch = &pinned.derivations[&pinned.rename(fh)];
+        assert_eq!(new_fetch.env["hash"], Hash::digest("bb").to_string());
+        let new_user = &pinned.derivations[&pinned.rename(user.hash())];
+        let nf = pinned.rename(fh);
+        assert_eq!(new_user.builder, format!("{{{{ {nf}:out }}}}/bin/busybox"));
+        assert_eq!(new_user.args[1], format!("{{{{ {nf}:out }}}}"));
+        let new_top = &pinned.derivations[&pinned.rename(top.hash())];
+        assert!(new_top.env["dep"].contains(&pinned.rename(user.hash()).to_string()));
+        // Every template of the result names a derivation of the result.
+        for d in pinned.derivations.values() {
+            for dep in d.dependencies().unwrap() {
+                assert!(pinned.derivations.contains_key(&dep.drv));
+            }
+        }
+        // An empty lock changes nothing.
+        let same = apply(&graph, &Lock::default()).unwrap();
+        assert!(same.renamed.is_empty());
+        assert_eq!(same.unpinned.len(), 2);
     }
 
     #[test]
