@@ -10,3 +10,7 @@ pub const BRAMBLE_LOG: &str = "BRAMBLE_LOG";
 
 /// Path of the `bramble-sandbox` helper. Default: next to the running `bramble` binary.
 pub const BRAMBLE_SANDBOX: &str = "BRAMBLE_SANDBOX";
+
+/// How many times a failed download is retried (connection errors, timeouts, 5xx), with
+/// exponential backoff from half a second. Default: 4.
+pub const BRAMBLE_FETCH_RETRIES: &str = "BRAMBLE_FETCH_RETRIES";

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod fetch;
+
 pub mod gc;
 pub mod store;
 
@@ -103,6 +105,8 @@ pub enum Command {
     Store(store::StoreArgs),
     /// Delete store objects that no gc root reaches
     Gc(gc::GcArgs),
+    /// Fetch a URL or a git commit into the store and print its pin
+    Fetch(fetch::FetchArgs),
 }
 
 /// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
@@ -131,6 +135,7 @@ fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
     match command {
         Command::Store(args) => store::run(args, ctx),
         Command::Gc(args) => gc::run(args, ctx),
+        Command::Fetch(args) => fetch::run(args, ctx),
     }
 }
 

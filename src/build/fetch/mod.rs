@@ -348,6 +348,14 @@ pub struct Fetched {
     pub downloaded: bool,
 }
 
+/// What one fetch produced, for `bramble.lock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRecord {
+    pub spec: FetchSpec,
+    pub hash: Hash,
+    pub sha256: Option<[u8; 32]>,
+}
+
 /// Runs fetches against a store.
 #[derive(Clone)]
 pub struct Fetcher {
@@ -355,6 +363,8 @@ pub struct Fetcher {
     pub download: DownloadOptions,
     pub limits: UnpackLimits,
     pub progress: Arc<dyn Progress>,
+    /// Every fetch that ran (downloaded and verified), in completion order.
+    pub records: Arc<std::sync::Mutex<Vec<FetchRecord>>>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -372,6 +382,7 @@ impl Fetcher {
             download: DownloadOptions::default(),
             limits: UnpackLimits::default(),
             progress: Arc::new(NoProgress),
+            records: Arc::default(),
         }
     }
 
@@ -494,6 +505,14 @@ impl Fetcher {
                 actual: hash.to_string(),
             });
         }
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FetchRecord {
+                spec: req.spec.clone(),
+                hash,
+                sha256,
+            });
         Ok(FetchedTree {
             path: out,
             hash,

@@ -32,11 +32,16 @@ pub struct DownloadOptions {
 }
 
 impl Default for DownloadOptions {
+    /// 15 s to connect, 60 s idle, 4 retries (or `$BRAMBLE_FETCH_RETRIES`) from 0.5 s.
     fn default() -> DownloadOptions {
+        let retries = std::env::var(crate::env::BRAMBLE_FETCH_RETRIES)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
         DownloadOptions {
             connect_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
-            retries: 4,
+            retries,
             backoff: Duration::from_millis(500),
         }
     }

@@ -1,0 +1,198 @@
+//! `bramble fetch <url>` / `bramble fetch --git <url> --rev <commit>`: fetch into the store and
+//! print the pin to write in a `.bramble` file (like `nix-prefetch-url`). With `--hash` the
+//! result is checked against a pin instead.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::build::fetch::{
+    FetchError, FetchRequest, FetchSpec, Fetcher, Format, Pin, Progress, sha256_hex,
+};
+use crate::store::local::{LocalStore, error_chain};
+
+use super::{CliError, Context};
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The URL (http or https), or with `--rev` a git remote (URL or absolute path)
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Fetch this commit (40 hex digits) of a git remote
+    #[arg(long, value_name = "COMMIT")]
+    pub rev: Option<String>,
+    /// Unpack the download: tar, tar.gz, tar.xz, tar.bz2, tar.zst, zip, deb, or `auto` (from
+    /// the URL's extension)
+    #[arg(long, value_name = "FORMAT")]
+    pub unpack: Option<String>,
+    /// Name of the store object [default: the last component of the URL]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Check the result against this pin (a content hash, or `sha256:<hex>`)
+    #[arg(long, value_name = "PIN")]
+    pub hash: Option<String>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Progress lines on stderr, one per 10% (or per 16 MiB without a length).
+#[derive(Debug, Default)]
+struct Lines {
+    last: std::sync::Mutex<u64>,
+}
+
+impl Progress for Lines {
+    fn download(&self, url: &str, done: u64, total: Option<u64>) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let step = total.map_or(16 << 20, |t| (t / 10).max(1 << 20));
+        if done == 0 {
+            *last = 0;
+            eprintln!("downloading `{url}`");
+        } else if done >= *last + step {
+            *last = done;
+            match total {
+                Some(t) => eprintln!("  {} of {} KiB", done >> 10, t >> 10),
+                None => eprintln!("  {} KiB", done >> 10),
+            }
+        }
+    }
+}
+
+/// The store name for a URL: its last path component, cut to what a store name allows.
+pub fn default_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let last = last.strip_suffix(".git").unwrap_or(last);
+    let cleaned: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+-._?=".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.').to_owned();
+    if cleaned.is_empty() {
+        "source".to_owned()
+    } else {
+        cleaned.chars().take(200).collect()
+    }
+}
+
+/// A fetch failure as the CLI shows it.
+pub fn fetch_error(e: &FetchError) -> CliError {
+    let message = error_chain(e);
+    let err = match e {
+        FetchError::Mismatch { .. }
+        | FetchError::BadDerivation { .. }
+        | FetchError::Unpack { .. }
+        | FetchError::Git(crate::build::fetch::GitError::NotACommitHash { .. }) => {
+            CliError::user(message)
+        }
+        FetchError::Download(crate::build::fetch::DownloadError::Status { .. })
+        | FetchError::Download(crate::build::fetch::DownloadError::BadUrl { .. })
+        | FetchError::Download(crate::build::fetch::DownloadError::Scheme { .. }) => {
+            CliError::user(message)
+        }
+        _ => CliError::environment(message),
+    };
+    match e.hint() {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
+    let spec = match &args.rev {
+        Some(rev) => {
+            if args.unpack.is_some() {
+                return Err(CliError::user("`--unpack` does not apply to a git fetch"));
+            }
+            FetchSpec::Git {
+                url: args.url.clone(),
+                rev: rev.clone(),
+            }
+        }
+        None => {
+            let unpack = match args.unpack.as_deref() {
+                None => None,
+                Some("auto") => Some(Format::guess(&args.url).ok_or_else(|| {
+                    CliError::user(format!(
+                        "cannot tell the archive format of `{}` from its name",
+                        args.url
+                    ))
+                    .with_hint(
+                        "name it: `--unpack tar.gz` (or tar, tar.xz, tar.bz2, tar.zst, zip, deb)",
+                    )
+                })?),
+                Some(f) => Some(Format::from_name(f).ok_or_else(|| {
+                    CliError::user(format!("`{f}` is not an archive format")).with_hint(
+                        "use one of tar, tar.gz, tar.xz, tar.bz2, tar.zst, zip, deb or auto",
+                    )
+                })?),
+            };
+            FetchSpec::Url {
+                url: args.url.clone(),
+                unpack,
+            }
+        }
+    };
+    let pin = match &args.hash {
+        Some(h) => Pin::parse(h).map_err(CliError::user)?,
+        None => Pin::default(),
+    };
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.url));
+    let req = FetchRequest { spec, name, pin };
+    // The same checks a fetch derivation gets.
+    FetchRequest::from_derivation(&req.to_derivation()).map_err(|e| fetch_error(&e))?;
+    let store = LocalStore::open_default().map_err(|e| CliError::environment(error_chain(&e)))?;
+    let mut fetcher = Fetcher::new(Arc::new(store));
+    fetcher.progress = Arc::new(Lines::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::environment(format!("cannot start the async runtime: {e}")))?;
+    let fetched = runtime
+        .block_on(fetcher.fetch(&req))
+        .map_err(|e| fetch_error(&e))?;
+    let host = fetcher.store.host_path(&fetched.path);
+    if args.json {
+        let doc = serde_json::json!({
+            "url": req.spec.url(),
+            "path": host,
+            "hash": fetched.hash.to_string(),
+            "sha256": fetched.sha256.as_ref().map(sha256_hex),
+            "downloaded": fetched.downloaded,
+        });
+        println!("{doc}");
+    } else {
+        println!("{}", host.display());
+        eprintln!("hash = \"{}\"", fetched.hash);
+        if let Some(sha) = &fetched.sha256 {
+            eprintln!("sha256 of the download: {}", sha256_hex(sha));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names() {
+        assert_eq!(
+            default_name("https://x/a/busybox_1.0+b1_amd64.deb"),
+            "busybox_1.0+b1_amd64.deb"
+        );
+        assert_eq!(default_name("https://x/repo.git"), "repo");
+        assert_eq!(default_name("https://x/"), "x");
+        assert_eq!(default_name("https://x/a%20b?x=1"), "a-20b");
+        assert_eq!(default_name("/srv/.hidden"), "hidden");
+    }
+}

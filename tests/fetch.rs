@@ -1,0 +1,187 @@
+//! `bramble fetch` against a fixture HTTP server and a local git repository.
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+struct Env {
+    home: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn bramble(&self, args: &[&str]) -> Output {
+        self.bramble_with(args, &[])
+    }
+
+    fn bramble_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_bramble"))
+            .args(args)
+            .env("BRAMBLE_HOME", self.home.path())
+            .env_remove("CI")
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    }
+
+    fn store_entries(&self) -> usize {
+        std::fs::read_dir(self.home.path().join("store"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn targz() -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    let data = b"#!/bin/sh\necho hi\n";
+    h.set_size(data.len() as u64);
+    h.set_mode(0o755);
+    h.set_cksum();
+    b.append_data(&mut h, "pkg/bin/hi", &data[..]).unwrap();
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn fetch_prints_the_path_and_the_pin_and_checks_it() {
+    let env = Env::new();
+    let server = http::Server::start();
+    server.file("/pkg.tar.gz", targz());
+    server.redirect("/latest.tar.gz", "/pkg.tar.gz");
+    let url = server.url("/latest.tar.gz");
+    let out = env.bramble(&["fetch", &url, "--unpack", "auto", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = Path::new(doc["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(path.join("pkg/bin/hi")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    let hash = doc["hash"].as_str().unwrap().to_owned();
+    assert_eq!(doc["downloaded"], true);
+    // With the pin, the stored result is reused: no second download.
+    let out = env.bramble(&[
+        "fetch", &url, "--unpack", "tar.gz", "--hash", &hash, "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["downloaded"], false);
+    assert_eq!(server.hits("/pkg.tar.gz"), 1);
+    // The sha256 of the file pins it too.
+    let sha = {
+        use sha2::Digest;
+        data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(targz()))
+    };
+    let out = env.bramble(&["fetch", &url, "--hash", &format!("sha256:{sha}")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hash = \""), "{}", stderr(&out));
+}
+
+#[test]
+fn a_mismatch_is_an_error_and_stores_nothing() {
+    let env = Env::new();
+    let server = http::Server::start();
+    server.file("/f", "changed upstream\n");
+    let url = server.url("/f");
+    let wrong = "sha256:".to_owned() + &"0".repeat(64);
+    let out = env.bramble(&["fetch", &url, "--hash", &wrong]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&url) && err.contains("expected") && err.contains("actual"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    assert_eq!(env.store_entries(), 0);
+}
+
+#[test]
+fn not_found_and_connection_refused_are_clear() {
+    let env = Env::new();
+    let server = http::Server::start();
+    let url = server.url("/nope.tar.gz");
+    let out = env.bramble(&["fetch", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot download `{url}`: the server answered 404")),
+        "{err}"
+    );
+    assert!(err.contains("hint: the file is not at that URL"), "{err}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/x");
+    let out = env.bramble_with(&["fetch", &url], &[("BRAMBLE_FETCH_RETRIES", "1")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot download `{url}`: cannot connect")),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: check that the host name is right"),
+        "{err}"
+    );
+}
+
+#[test]
+fn git_needs_a_full_commit() {
+    let env = Env::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    git(&["add", "a.txt"]);
+    git(&["commit", "-q", "-m", "a"]);
+    let rev = git(&["rev-parse", "HEAD"]);
+    let repo_s = repo.to_string_lossy().into_owned();
+    let out = env.bramble(&["fetch", &repo_s, "--rev", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("`main` is not a full commit hash"), "{err}");
+    assert!(err.contains("git ls-remote"), "{err}");
+    let out = env.bramble(&["fetch", &repo_s, "--rev", &rev[..12]]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = env.bramble(&["fetch", &repo_s, "--rev", &rev]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&path).join("a.txt")).unwrap(),
+        "a\n"
+    );
+    assert!(!Path::new(&path).join(".git").exists());
+}
