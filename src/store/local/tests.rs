@@ -378,6 +378,9 @@ fn golden_store_path_of_a_small_fixed_tree() {
     let p = store.add_dir(&root, "golden").unwrap();
     assert_eq!(p.to_string(), "gdawmo46cej2cdgnada4kfx5xna66xmn-golden");
     let info = store.path_info(&p).unwrap().unwrap();
-    assert_eq!(info.archive_hash.to_string(), "dk32w6sopdadsj5wnph3ar4gpht4wyg4");
+    assert_eq!(
+        info.archive_hash.to_string(),
+        "dk32w6sopdadsj5wnph3ar4gpht4wyg4"
+    );
     assert_eq!(info.archive_size, 106);
 }
