@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
+pub mod ls;
+mod project_ctx;
+pub mod repl;
+
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
 pub const EXIT_USER: u8 = 1;
 /// Exit code for an environment problem (no user namespaces, disk full, network down).
@@ -95,7 +100,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// List modules and their public functions with signatures and docstrings.
+    Ls(ls::LsArgs),
+    /// Evaluate references and print the derivation graph, without building.
+    Eval(eval::EvalArgs),
+    /// Evaluate Starlark statements interactively (or from stdin).
+    Repl(repl::ReplArgs),
+}
 
 /// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
 pub fn main() -> ExitCode {
@@ -120,8 +132,11 @@ pub fn main() -> ExitCode {
 }
 
 fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
-    let _ = ctx;
-    match command {}
+    match command {
+        Command::Ls(args) => ls::run(args, ctx),
+        Command::Eval(args) => eval::run(args, ctx),
+        Command::Repl(args) => repl::run(args, ctx),
+    }
 }
 
 fn init_tracing() {
