@@ -78,6 +78,36 @@ pub fn unrename_assert(text: &str) -> String {
     text.replace(&format!("{ASSERT_ALIAS}."), "assert.")
 }
 
+/// Undo [`rewrite`]'s additions in a rendered diagnostic: drop `, name = "<module>"` from
+/// quoted source lines and shorten the caret line below by as much.
+pub fn unrewrite_loads(text: &str) -> String {
+    let marker = format!(" = \"{MODULE_SYMBOL}\"");
+    let mut out: Vec<String> = Vec::new();
+    let mut removed = 0usize;
+    for line in text.lines() {
+        if removed > 0 && line.contains('^') && line.chars().all(|c| matches!(c, ' ' | '|' | '^')) {
+            let carets = line.matches('^').count();
+            let keep = carets.saturating_sub(removed).max(1);
+            let start = line.find('^').unwrap_or(0);
+            out.push(format!("{}{}", &line[..start], "^".repeat(keep)));
+            removed = 0;
+            continue;
+        }
+        removed = 0;
+        let mut line = line.to_owned();
+        while let Some(end) = line.find(&marker) {
+            let Some(start) = line[..end].rfind(", ") else {
+                break;
+            };
+            let cut = end + marker.len() - start;
+            line.replace_range(start..end + marker.len(), "");
+            removed += cut;
+        }
+        out.push(line);
+    }
+    out.join("\n")
+}
+
 /// The export name carrying the whole module as a struct.
 pub const MODULE_SYMBOL: &str = "<module>";
 
@@ -181,6 +211,15 @@ mod tests {
         assert_eq!(
             rename_assert(src),
             "ASSERT.eq(1, 1) # assert\nx = 'assert' + \"\"\"assert\"\"\"\ny.assert\n"
+        );
+    }
+
+    #[test]
+    fn unrewrites_rendered_lines() {
+        let text = "1 | load(\"a/go\", go = \"<module>\")\n  | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n";
+        assert_eq!(
+            unrewrite_loads(text),
+            "1 | load(\"a/go\")\n  | ^^^^^^^^^^^^^^"
         );
     }
 

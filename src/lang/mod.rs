@@ -122,6 +122,11 @@ pub enum Error {
         function: String,
         got: String,
     },
+    #[error("`{reference}` cannot be called without arguments: `{signature}`")]
+    NeedsArguments {
+        reference: String,
+        signature: String,
+    },
     #[error(
         "`{module}:{function}` returned `{got}`: expected a derivation, a list of derivations or a `run()` value"
     )]

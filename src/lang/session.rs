@@ -121,6 +121,8 @@ const MAX_CALL_DEPTH: usize = 2000;
 fn dialect() -> Dialect {
     Dialect {
         enable_f_strings: true,
+        // Names bound by `load()` stay private to the loading module.
+        enable_load_reexport: false,
         ..Dialect::Extended
     }
 }
@@ -128,9 +130,9 @@ fn dialect() -> Dialect {
 pub(crate) fn render(err: starlark::Error) -> Error {
     let text = err.to_string();
     Error::Eval {
-        rendered: loads::unrename_assert(&tidy_traceback(
+        rendered: loads::unrewrite_loads(&loads::unrename_assert(&tidy_traceback(
             text.trim_end().trim_start_matches("error: "),
-        )),
+        ))),
     }
 }
 
@@ -424,6 +426,15 @@ impl<'a> Session<'a> {
             return Err(Error::NoFunction {
                 module: display,
                 function: function.to_owned(),
+            });
+        }
+        let info = self.module_info(file)?;
+        if let Some(f) = info.functions.iter().find(|f| f.name == function)
+            && !f.entry_point
+        {
+            return Err(Error::NeedsArguments {
+                reference: format!("{display}:{function}"),
+                signature: f.signature.clone(),
             });
         }
         let snippet = format!("load(\"{file_text}\", __entry = \"{function}\")\n__entry()\n");
