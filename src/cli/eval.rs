@@ -25,7 +25,7 @@ pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &project,
         &cwd,
         &args.references,
-        &MemorySources,
+        &MemorySources::default(),
         &print_to_stderr,
     )
     .map_err(project_ctx::error)?;

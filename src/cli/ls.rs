@@ -45,7 +45,8 @@ pub fn run(args: LsArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         ]
     };
     let modules: Vec<ModuleInfo> = run_on_big_stack(|| {
-        let session = Session::new(project.options(), &MemorySources, &print_to_stderr);
+        let sources = MemorySources::default();
+        let session = Session::new(project.options(), &sources, &print_to_stderr);
         files
             .iter()
             .map(|f| session.module_info(f).map_err(Into::into))

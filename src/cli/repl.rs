@@ -26,7 +26,8 @@ pub fn run(args: ReplArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         split_statements(&text)
     };
     let failed = run_on_big_stack(move || {
-        let session = Session::new(project.options(), &MemorySources, &print_to_stderr);
+        let sources = MemorySources::default();
+        let session = Session::new(project.options(), &sources, &print_to_stderr);
         let mut failed = false;
         let mut chunks = chunks.into_iter();
         let stdin = std::io::stdin();

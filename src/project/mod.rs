@@ -11,8 +11,8 @@
 //! - [`evaluate`] runs on a dedicated thread with a large native stack, so deep Starlark
 //!   recursion ends in Starlark's own call-depth error, never in a native stack overflow.
 //! - Sources are added to the store during evaluation through a [`SourceSink`] (the hash of a
-//!   derivation depends on its source object's address). [`MemorySources`] computes that
-//!   address without writing anything.
+//!   derivation depends on its source object's address): [`StoreSources`] adds them to a
+//!   `LocalStore`, [`MemorySources`] computes the same address without writing anything.
 
 pub mod reference;
 pub mod sources;
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 pub use reference::{Reference, Target};
-pub use sources::{MemorySources, SourceSink};
+pub use sources::{MemorySources, SourceSink, StoreSources};
 
 use crate::lang::{self, Library, Options, Returned, RunSpec, Session, TestSpec};
 use crate::store::{Derivation, Hash, host_platform};
