@@ -20,4 +20,6 @@
 
 pub mod cli;
 pub mod env;
+pub mod lang;
+pub mod project;
 pub mod store;
