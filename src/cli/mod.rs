@@ -9,9 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod fetch;
-
 pub mod gc;
+pub mod ls;
+mod project_ctx;
+pub mod repl;
 pub mod store;
 
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
@@ -107,6 +110,12 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// Fetch a URL or a git commit into the store and print its pin
     Fetch(fetch::FetchArgs),
+    /// List modules and their public functions with signatures and docstrings.
+    Ls(ls::LsArgs),
+    /// Evaluate references and print the derivation graph, without building.
+    Eval(eval::EvalArgs),
+    /// Evaluate Starlark statements interactively (or from stdin).
+    Repl(repl::ReplArgs),
 }
 
 /// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
@@ -136,6 +145,9 @@ fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
         Command::Store(args) => store::run(args, ctx),
         Command::Gc(args) => gc::run(args, ctx),
         Command::Fetch(args) => fetch::run(args, ctx),
+        Command::Ls(args) => ls::run(args, ctx),
+        Command::Eval(args) => eval::run(args, ctx),
+        Command::Repl(args) => repl::run(args, ctx),
     }
 }
 
