@@ -14,3 +14,8 @@ pub const BRAMBLE_SANDBOX: &str = "BRAMBLE_SANDBOX";
 /// How many times a failed download is retried (connection errors, timeouts, 5xx), with
 /// exponential backoff from half a second. Default: 4.
 pub const BRAMBLE_FETCH_RETRIES: &str = "BRAMBLE_FETCH_RETRIES";
+
+/// Directory of Bramble's Starlark standard library (`load("bramble/...")`). Default: the
+/// first that exists of `<dir of bramble>/../share/bramble/lib` (an installed bramble) and
+/// the `lib/` of the source tree bramble was built from.
+pub const BRAMBLE_LIB: &str = "BRAMBLE_LIB";

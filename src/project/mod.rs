@@ -17,6 +17,7 @@
 pub mod lock;
 pub mod reference;
 pub mod sources;
+pub mod stdlib;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -160,7 +161,9 @@ impl Project {
         Options {
             root: self.root.clone(),
             package: self.name.clone(),
-            libraries: Vec::<Library>::new(),
+            libraries: stdlib::standard_library()
+                .into_iter()
+                .collect::<Vec<Library>>(),
             platform: host_platform(),
         }
     }
