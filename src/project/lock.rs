@@ -37,8 +37,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::build::fetch::{
-    FetchError, FetchRequest, FetchSpec, Format, Pin, parse_sha256, sha256_hex,
+    FetchError, FetchRecord, FetchRequest, FetchSpec, Format, Pin, parse_sha256, sha256_hex,
 };
+use crate::store::local::LocalStore;
 use crate::store::template::{self, OutputRef};
 use crate::store::{Derivation, Hash};
 
@@ -274,8 +275,9 @@ pub struct Pinned {
     /// Old hash → new hash of every derivation that changed (fetches that got a pin and
     /// everything depending on them).
     pub renamed: BTreeMap<Hash, Hash>,
-    /// Fetches pinned neither in their derivation nor by the lock.
-    pub unpinned: Vec<FetchRequest>,
+    /// Fetches pinned neither in their derivation nor by the lock, with their derivation's
+    /// hash (which is also their build key: a fetch has no inputs).
+    pub unpinned: Vec<(Hash, FetchRequest)>,
 }
 
 impl Pinned {
@@ -322,14 +324,14 @@ pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pi
     for old in order {
         let drv = &derivations[&old];
         let mut new = drv.clone();
-        if let Some(mut req) = FetchRequest::from_derivation(drv)? {
+        let mut unpinned = None;
+        if let Some(req) = FetchRequest::from_derivation(drv)? {
             if req.pin.hash.is_none() {
                 match lock.get(&req.spec) {
                     Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
-                        req.pin.hash = Some(e.hash);
                         new.env.insert("hash".to_owned(), e.hash.to_string());
                     }
-                    _ => out.unpinned.push(req),
+                    _ => unpinned = Some(req),
                 }
             }
         } else if drv
@@ -359,9 +361,85 @@ pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pi
         if hash != old {
             out.renamed.insert(old, hash);
         }
+        if let Some(req) = unpinned {
+            out.unpinned.push((hash, req));
+        }
         out.derivations.insert(hash, new);
     }
     Ok(out)
+}
+
+/// Fetches that are not pinned anywhere, refused under `--locked`.
+#[derive(Debug, thiserror::Error)]
+#[error("{} not pinned in `bramble.lock`: {}", if .specs.len() == 1 { "a fetch is" } else { "fetches are" }, .specs.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))]
+pub struct Unpinned {
+    pub specs: Vec<FetchSpec>,
+}
+
+impl Unpinned {
+    pub fn hint(&self) -> String {
+        "build once without `--locked` (and without CI=true) to record their hashes, then commit `bramble.lock`".into()
+    }
+}
+
+/// Refuse unpinned fetches (for `--locked`).
+pub fn require_pinned(pinned: &Pinned) -> Result<(), Unpinned> {
+    if pinned.unpinned.is_empty() {
+        return Ok(());
+    }
+    Err(Unpinned {
+        specs: pinned
+            .unpinned
+            .iter()
+            .map(|(_, r)| r.spec.clone())
+            .collect(),
+    })
+}
+
+/// Record in the lock file at `path` every fetch of `pinned` that was not pinned: from
+/// `records` (the fetches that ran, with the downloaded file's sha256) or, for one that was
+/// already realised (cached), from the store. Returns the specs newly recorded, for the
+/// `recorded hash of <url> in bramble.lock` messages.
+pub fn record(
+    path: &Path,
+    pinned: &Pinned,
+    records: &[FetchRecord],
+    store: &LocalStore,
+) -> Result<Vec<FetchSpec>, LockError> {
+    let mut entries: Vec<(FetchSpec, LockEntry)> = Vec::new();
+    for (drv, req) in &pinned.unpinned {
+        let ran = records.iter().rev().find(|r| r.spec == req.spec);
+        let entry = match ran {
+            Some(r) => Some(LockEntry {
+                hash: r.hash,
+                sha256: r.sha256,
+            }),
+            None => store
+                .realisation(*drv, "out")
+                .ok()
+                .flatten()
+                .and_then(|p| store.path_info(&p).ok().flatten())
+                .map(|info| LockEntry {
+                    hash: info.archive_hash,
+                    sha256: req.pin.sha256,
+                }),
+        };
+        if let Some(e) = entry {
+            entries.push((req.spec.clone(), e));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut recorded = Vec::new();
+    update(path, |lock| {
+        for (spec, entry) in entries {
+            if lock.insert(spec.clone(), entry) {
+                recorded.push(spec);
+            }
+        }
+    })?;
+    Ok(recorded)
 }
 
 #[cfg(test)]
@@ -490,7 +568,13 @@ mod tests {
         lock.insert(url("https://x/busybox.deb"), entry("bb"));
         let pinned = apply(&graph, &lock).unwrap();
         assert_eq!(pinned.unpinned.len(), 1);
-        assert_eq!(pinned.unpinned[0].spec, url("https://x/other"));
+        assert_eq!(pinned.unpinned[0].1.spec, url("https://x/other"));
+        assert_eq!(pinned.unpinned[0].0, other.hash());
+        let err = require_pinned(&pinned).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a fetch is not pinned in `bramble.lock`: `https://x/other`"
+        );
         // fetch, user and top changed; other did not.
         assert_eq!(pinned.renamed.len(), 3);
         assert_eq!(pinned.rename(other.hash()), other.hash());
@@ -512,6 +596,61 @@ mod tests {
         let same = apply(&graph, &Lock::default()).unwrap();
         assert!(same.renamed.is_empty());
         assert_eq!(same.unpinned.len(), 2);
+    }
+
+    #[test]
+    fn records_what_ran_and_what_was_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("home")).unwrap();
+        let lock_path = dir.path().join(LOCK_FILE);
+        let ran = FetchRequest {
+            spec: url("https://x/ran"),
+            name: "ran".into(),
+            pin: Pin::default(),
+        }
+        .to_derivation();
+        let cached = FetchRequest {
+            spec: url("https://x/cached"),
+            name: "cached".into(),
+            pin: Pin::default(),
+        }
+        .to_derivation();
+        // `cached` was realised by an earlier build.
+        std::fs::write(dir.path().join("content"), "cached\n").unwrap();
+        let path = store
+            .add_dir(&dir.path().join("content"), "cached")
+            .unwrap();
+        store
+            .register_realisation(cached.hash(), "out", &path)
+            .unwrap();
+        let graph: BTreeMap<Hash, Derivation> =
+            [ran, cached].into_iter().map(|d| (d.hash(), d)).collect();
+        let pinned = apply(&graph, &Lock::default()).unwrap();
+        let records = [FetchRecord {
+            spec: url("https://x/ran"),
+            hash: Hash::digest("ran"),
+            sha256: Some([9; 32]),
+        }];
+        let recorded = record(&lock_path, &pinned, &records, &store).unwrap();
+        assert_eq!(recorded.len(), 2);
+        let lock = Lock::read(&lock_path).unwrap();
+        assert_eq!(
+            lock.get(&url("https://x/ran")).unwrap().hash,
+            Hash::digest("ran")
+        );
+        let info = store.path_info(&path).unwrap().unwrap();
+        assert_eq!(
+            lock.get(&url("https://x/cached")).unwrap().hash,
+            info.archive_hash
+        );
+        // Applying the lock now pins both; recording again changes nothing.
+        let again = apply(&graph, &lock).unwrap();
+        assert!(again.unpinned.is_empty());
+        assert!(
+            record(&lock_path, &again, &records, &store)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
