@@ -185,3 +185,88 @@ fn git_needs_a_full_commit() {
     );
     assert!(!Path::new(&path).join(".git").exists());
 }
+
+/// A project in a temp dir with one `default.bramble`.
+fn project(bramble: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bramble.toml"),
+        "[package]\nname = \"example.com/p\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("default.bramble"), bramble).unwrap();
+    dir
+}
+
+fn eval(env: &Env, dir: &Path, reference: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bramble"))
+        .args(["eval", "--json", reference])
+        .current_dir(dir)
+        .env("BRAMBLE_HOME", env.home.path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn starlark_fetch_functions_make_fetch_derivations() {
+    let env = Env::new();
+    let sha = "3d3fdbe91d4660c873e14b092c213fe81c1da6362daa236eb25d0171eb108744";
+    let dir = project(&format!(
+        r#"
+load("bramble/fetch", "fetch_url", "fetch_git")
+
+def tarball():
+    return fetch_url("https://example.invalid/dl/pkg-1.0.tar.gz?x=1", hash = "sha256:{sha}", unpack = True)
+
+def git():
+    return fetch_git("https://example.invalid/r.git", "{rev}")
+
+def branch():
+    return fetch_git("https://example.invalid/r.git", "main")
+
+def bad_format():
+    return fetch_url("https://example.invalid/a.rar", unpack = True)
+"#,
+        rev = "a".repeat(40)
+    ));
+    let out = eval(&env, dir.path(), "./:tarball");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drv = doc["derivations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(drv["builder"], "builtin:fetch_url");
+    assert_eq!(drv["name"], "pkg-1.0.tar.gz");
+    assert_eq!(drv["env"]["unpack"], "tar.gz");
+    assert_eq!(drv["env"]["sha256"], sha);
+    let out = eval(&env, dir.path(), "./:git");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drv = doc["derivations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(drv["builder"], "builtin:fetch_git");
+    assert_eq!(drv["name"], "r");
+    let out = eval(&env, dir.path(), "./:branch");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("`main` is not a full commit hash"),
+        "{}",
+        stderr(&out)
+    );
+    let out = eval(&env, dir.path(), "./:bad_format");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot tell the archive format"),
+        "{}",
+        stderr(&out)
+    );
+}
