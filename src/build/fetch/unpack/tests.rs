@@ -492,3 +492,50 @@ fn formats_are_guessed_from_names() {
         assert_eq!(Format::from_name(f.name()), Some(f));
     }
 }
+
+mod mutated {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn zip_sample() -> Vec<u8> {
+        zip_bytes(|w| {
+            w.add_directory("pkg/", opts()).unwrap();
+            w.start_file("pkg/run", opts().unix_permissions(0o755))
+                .unwrap();
+            w.write_all(b"#!/bin/sh\necho hi\n").unwrap();
+            w.add_symlink("pkg/link", "run", opts()).unwrap();
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Corrupted archives never panic, never write outside the target, and leave no
+        /// partial target when they fail.
+        #[test]
+        fn corrupted_archives_are_contained(
+            which in 0usize..4,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        ) {
+            let (format, mut bytes) = match which {
+                0 => (Format::Tar, sample()),
+                1 => (Format::TarGz, compress(Format::TarGz, &sample())),
+                2 => (Format::Zip, zip_sample()),
+                _ => (Format::Deb, deb("data.tar", &sample())),
+            };
+            for (pos, byte) in flips {
+                let i = pos % bytes.len();
+                bytes[i] ^= byte | 1;
+            }
+            let case = Case::new();
+            let limits = UnpackLimits { max_bytes: 1 << 20, max_entries: 1000 };
+            let _ = case.unpack(&bytes, format, &limits);
+            let names: Vec<_> = std::fs::read_dir(case.dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n != "archive" && n != "out")
+                .collect();
+            prop_assert!(names.is_empty(), "wrote outside the target: {names:?}");
+        }
+    }
+}
