@@ -28,6 +28,8 @@ use std::process::{Command, Stdio};
 /// Why a git fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
+    #[error("`{url}` is not a git remote: {reason}")]
+    BadUrl { url: String, reason: &'static str },
     #[error("`{rev}` is not a full commit hash (40 hexadecimal characters)")]
     NotACommitHash { url: String, rev: String },
     #[error("cannot run `git`")]
@@ -78,8 +80,30 @@ fn is_local(url: &str) -> bool {
     url.starts_with('/') || url.starts_with("file://")
 }
 
-/// Check the pin before anything runs.
+/// Check the remote and the pin before anything runs. A remote is an http(s), git, ssh or
+/// file URL, `user@host:path`, or an absolute path: never relative (a derivation means the
+/// same wherever it is built), never an option, never git's `ext::`/`fd::` transports.
 pub fn check(url: &str, rev: &str) -> Result<(), GitError> {
+    let bad = |reason| GitError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    if url.is_empty() || url.starts_with('-') {
+        return Err(bad("it must not be empty or start with `-`"));
+    }
+    if url.contains("::") {
+        return Err(bad("git's `<transport>::` remote helpers are not allowed"));
+    }
+    let schemed = ["http://", "https://", "git://", "ssh://", "file://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    let scp_like =
+        !url.contains("://") && url.split_once(':').is_some_and(|(h, _)| h.contains('@'));
+    if !(schemed || scp_like || url.starts_with('/')) {
+        return Err(bad(
+            "use an http(s), git, ssh or file URL, `user@host:path`, or an absolute path",
+        ));
+    }
     if !is_full_rev(rev) {
         return Err(GitError::NotACommitHash {
             url: url.to_owned(),
@@ -112,6 +136,8 @@ pub fn fetch(url: &str, rev: &str, dest: &Path, scratch: &Path) -> Result<(), Gi
             .env("LC_ALL", "C")
             .arg("-c")
             .arg("core.hooksPath=/dev/null")
+            .arg("-c")
+            .arg("protocol.ext.allow=never")
             .arg("-c")
             .arg(if is_local(url) {
                 "protocol.file.allow=always"
@@ -332,6 +358,29 @@ pub(crate) mod tests {
             let err = check("/x", rev).unwrap_err();
             assert!(matches!(err, GitError::NotACommitHash { .. }), "{rev}");
             assert!(err.hint().unwrap().contains("git ls-remote"));
+        }
+    }
+
+    #[test]
+    fn refuses_relative_paths_options_and_remote_helpers() {
+        let rev = "a".repeat(40);
+        for url in [
+            "repo",
+            "./repo",
+            "-uhack",
+            "ext::sh -c touch% /tmp/pwned",
+            "",
+        ] {
+            let err = check(url, &rev).unwrap_err();
+            assert!(matches!(err, GitError::BadUrl { .. }), "{url}");
+        }
+        for url in [
+            "/srv/repo",
+            "file:///srv/repo",
+            "https://x/r.git",
+            "git@example.org:r.git",
+        ] {
+            check(url, &rev).unwrap();
         }
     }
 
