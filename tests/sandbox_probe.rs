@@ -722,3 +722,42 @@ fn stdin_is_passed_through_with_spec_fd() {
         assert_eq!(out.status.code(), Some(i32::from(EXIT_INVALID_SPEC)));
     });
 }
+
+#[test]
+fn the_sandbox_dies_with_the_parent_process() {
+    for_each_identity(|run| {
+        let token = unique("orphan");
+        let spec_file = run.build.parent().unwrap().join("orphan.json");
+        std::fs::write(&spec_file, run.spec(&["sleep", &token]).to_json()).unwrap();
+        // A parent shell that starts the helper and is then killed with SIGKILL.
+        let base = run.command();
+        let mut parent = Command::new("sh")
+            .arg("-c")
+            .arg(r#"f=$1; shift; "$@" <"$f" & wait"#)
+            .arg("sh")
+            .arg(&spec_file)
+            .arg(base.get_program())
+            .args(base.get_args())
+            .current_dir("/")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(parent.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        // PR_SET_PDEATHSIG is asynchronous: wait (bounded) for the kernel to finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !processes_with(&token).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            processes_with(&token),
+            Vec::<u32>::new(),
+            "sandbox outlived its parent"
+        );
+    });
+}

@@ -145,6 +145,33 @@ fn bad_input_gives_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is a fifo"), "{}", stderr(&o));
     assert!(store_entries(&home).is_empty());
+    // A directory holding the store itself is refused before anything is copied.
+    let o = run(
+        &home,
+        &[
+            "store",
+            "add",
+            tmp.path().to_str().unwrap(),
+            "--name",
+            "all",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("contains the store itself"),
+        "{}",
+        stderr(&o)
+    );
+    // `.` is the current directory, named after it.
+    let here = tmp.path().join("here");
+    make_tree(&here, 2, 10, 5);
+    let o = bramble(&home)
+        .args(["store", "add", "."])
+        .current_dir(&here)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).ends_with("-here"), "{}", stdout(&o));
 }
 
 #[test]

@@ -1,10 +1,50 @@
 #!/bin/sh
-# Runs inside the VM as root (see run.sh). Each check prints `ok` or `FAIL` and the script
-# exits non-zero if any check failed.
+# Runs inside the VM as root (see run.sh), on Debian's stock kernel: the sandbox helper's
+# isolation checks, run by the static probe from sandbox/tests/probe, once as root and once as
+# the ordinary user `builder` (uid 1000) created in the guest. Prints `ok`/`FAIL` per check
+# and exits non-zero if any failed.
 fail=0
 check() { name=$1; shift; if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; fi; }
-as_builder() { su -s /bin/sh builder -c "$*"; }
 
 check "unprivileged user namespaces are enabled" test "$(cat /proc/sys/user/max_user_namespaces)" -gt 0
-check "helper runs" test -x /vm/bramble-sandbox
+check "the probe was built" test -x /vm/probe
+
+# A store with the probe as the only input, and a spec template (see sandbox/src/lib.rs).
+probe_path=0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-probe
+mkdir -p /tmp/vm/store/$probe_path/bin && cp /vm/probe /tmp/vm/store/$probe_path/bin/probe
+chmod -R a+rX /tmp/vm && chmod 755 /tmp/vm
+
+# sandbox <user> <uid> <gid> <probe args...>: run the probe in the sandbox as <user>.
+sandbox() {
+  user=$1 uid=$2 gid=$3; shift 3
+  dir=$(mktemp -d /tmp/vm/run.XXXXXX); mkdir "$dir/build" "$dir/stage"
+  chown "$uid:$gid" "$dir/build" "$dir/stage"; chmod 755 "$dir"
+  args=""; for a in "$@"; do args="$args\"$a\","; done
+  cat > "$dir/spec.json" <<SPEC
+{"builder": "/bramble/store/$probe_path/bin/probe", "args": [${args%,}],
+ "binds": [
+  {"source": "$dir/stage", "target": "/bramble/store", "writable": true},
+  {"source": "/tmp/vm/store/$probe_path", "target": "/bramble/store/$probe_path"},
+  {"source": "$dir/build", "target": "/build", "writable": true}],
+ "env": {"out": "/bramble/store/3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s-out"}}
+SPEC
+  chmod 644 "$dir/spec.json"
+  if [ "$user" = root ]; then /vm/bramble-sandbox < "$dir/spec.json"
+  else su -s /bin/sh "$user" -c "/vm/bramble-sandbox < $dir/spec.json"; fi
+}
+
+for who in "root 0 0" "builder 1000 1000"; do
+  set -- $who
+  user=$1 uid=$2 gid=$3
+  check "$user: uid/gid map to one id" sandbox $user $uid $gid ids $uid $gid
+  check "$user: host processes invisible" sandbox $user $uid $gid pids
+  check "$user: no capabilities, no_new_privs" sandbox $user $uid $gid caps
+  check "$user: setuid chmod refused" sandbox $user $uid $gid chmod /build
+  check "$user: xattr writes refused" sandbox $user $uid $gid xattr /build
+  check "$user: TIOCSTI refused" sandbox $user $uid $gid tiocsti
+  check "$user: foreign-arch syscalls refused" sandbox $user $uid $gid foreign-arch
+  check "$user: only lo" sandbox $user $uid $gid net-ifaces
+  check "$user: host files absent" sandbox $user $uid $gid absent /etc/passwd /home /root /vm
+  sandbox $user $uid $gid exit 7; check "$user: exit status passes through" test $? = 7
+done
 exit $fail

@@ -31,7 +31,7 @@ fi
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 init=$work/initramfs
-mkdir -p "$init"/{bin,sbin,dev,proc,sys,tmp,etc,root,home/builder,vm}
+mkdir -p "$init"/{bin,sbin,dev,proc,sys,tmp,etc,root,home/builder,vm,mnt}
 cp /bin/busybox "$init/bin/busybox"
 for applet in $("$init/bin/busybox" --list); do [ "$applet" = busybox ] || ln -sf busybox "$init/bin/$applet"; done
 # The helper and the shared libraries it links against.
@@ -44,7 +44,17 @@ if [ -f "$probe_src" ]; then gcc -static -O2 -o "$init/vm/probe" "$probe_src"; f
 cp "$here/guest.sh" "$init/vm/guest.sh"
 printf 'root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000:builder:/home/builder:/bin/sh\n' > "$init/etc/passwd"
 printf 'root:x:0:\nbuilder:x:1000:\n' > "$init/etc/group"
+# pivot_root(2) refuses to move the initramfs `rootfs` (EINVAL), as on every real system the
+# sandbox runs on a mounted root: /init copies itself into a tmpfs and switch_root's into it.
 cat > "$init/init" <<'INIT'
+#!/bin/sh
+mount -t tmpfs -o mode=755 root /mnt
+cp -a /bin /sbin /etc /root /home /vm /lib* /usr /mnt/ 2>/dev/null
+mkdir -p /mnt/dev /mnt/proc /mnt/sys /mnt/tmp
+cp /stage2 /mnt/init
+exec switch_root /mnt /init
+INIT
+cat > "$init/stage2" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 exec </dev/console >/dev/console 2>&1
@@ -53,7 +63,7 @@ echo "VMTEST kernel $(uname -r)"
 sh /vm/guest.sh && echo "VMTEST RESULT: PASS" || echo "VMTEST RESULT: FAIL"
 poweroff -f
 INIT
-chmod +x "$init/init"
+chmod +x "$init/init" "$init/stage2"
 (cd "$init" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.gz"
 
 # TCG by default: on this project's machines (themselves Firecracker guests) nested KVM hangs

@@ -497,12 +497,17 @@ fn drop_capabilities() -> Result<(), Error> {
             io::Error::other(e.to_string()),
         )
     };
-    caps::clear(None, CapSet::Bounding).map_err(|e| err("bounding", e))?;
-    // Capabilities newer than the `caps` crate knows: drop by number up to the kernel's limit.
-    for cap in 41..64 {
-        // SAFETY: PR_CAPBSET_DROP takes an integer; EINVAL past the last capability is ignored.
+    // Bounding set: one PR_CAPBSET_DROP per number until the kernel says EINVAL (past its
+    // last capability). `caps::clear` would read each capability first and stop at the ones
+    // it knows; this is half the system calls and covers capabilities newer than the crate.
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes an integer argument.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-            break;
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) && cap > 0 {
+                break;
+            }
+            return Err(Error::setup("cannot clear the bounding capability set", e));
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient", e))?;

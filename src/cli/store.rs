@@ -86,6 +86,10 @@ pub(crate) fn store_error(err: local::Error) -> CliError {
             Some("it is not registered in this store (BRAMBLE_HOME selects the store); add it first with `bramble store add`".into()),
         ),
         E::InvalidReference { .. } => (ErrorClass::Internal, None),
+        E::ContainsStore { .. } => (
+            ErrorClass::User,
+            Some("add a directory that does not contain BRAMBLE_HOME, or move the store elsewhere".into()),
+        ),
         E::SourceChanged { .. } => (
             ErrorClass::User,
             Some("make sure nothing writes to the directory while it is being added".into()),
@@ -105,12 +109,11 @@ pub(crate) fn store_error(err: local::Error) -> CliError {
             | TreeError::Setuid { .. }
             | TreeError::ForeignHardlink { .. }
             | TreeError::Xattr { .. }
-            | TreeError::BadName { .. }
-            | TreeError::TooDeep { .. }
             | TreeError::DuplicateAfterRewrite { .. } => (
                 ErrorClass::User,
                 Some("a store object holds only regular files, directories and symlinks, without setuid/setgid bits or hardlinks to files outside it".into()),
             ),
+            TreeError::BadName { .. } | TreeError::TooDeep { .. } => (ErrorClass::User, None),
             TreeError::Changed { .. } => (
                 ErrorClass::User,
                 Some("make sure nothing writes to the directory while it is being added".into()),
@@ -163,7 +166,7 @@ fn add(path: &std::path::Path, name: Option<String>) -> Result<ExitCode, CliErro
     let name = match name {
         Some(n) => n,
         None => {
-            let abs = std::path::absolute(path)
+            let abs = std::fs::canonicalize(path)
                 .map_err(|e| CliError::user(format!("cannot resolve `{}`: {e}", path.display())))?;
             abs.file_name()
                 .and_then(|n| n.to_str())

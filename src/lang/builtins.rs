@@ -228,8 +228,8 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
                 path,
             });
         }
-        drv.validate().map_err(|e| err(e.into()))?;
-        let node = Arc::new(DerivationNode::new(drv));
+        let dependencies = drv.validate_dependencies().map_err(|e| err(e.into()))?;
+        let node = Arc::new(DerivationNode::new(drv, dependencies.into_iter().collect()));
         s.registry
             .borrow_mut()
             .derivations

@@ -18,7 +18,7 @@ use starlark::values::{
     Heap, NoSerialize, ProvidesStaticType, StarlarkValue, Value, ValueLike, starlark_value,
 };
 
-use crate::store::{Derivation, Hash};
+use crate::store::{Derivation, Hash, OutputRef};
 
 /// A derivation created by `derivation()`: the store derivation, with its canonical JSON
 /// hashed exactly once.
@@ -26,13 +26,16 @@ use crate::store::{Derivation, Hash};
 pub struct DerivationNode {
     pub drv: Derivation,
     pub hash: Hash,
+    /// The outputs of other derivations its templates name.
+    pub dependencies: Vec<OutputRef>,
     /// `{{ <hash>:<output> }}` for each output, in `drv.outputs` order.
     pub templates: Vec<String>,
 }
 
 impl DerivationNode {
-    /// Hash `drv` once and prepare the templates of its outputs.
-    pub fn new(drv: Derivation) -> DerivationNode {
+    /// Hash `drv` once and prepare the templates of its outputs. `dependencies` are what
+    /// [`Derivation::validate_dependencies`] returned for it.
+    pub fn new(drv: Derivation, dependencies: Vec<OutputRef>) -> DerivationNode {
         let hash = drv.hash();
         let hash_text = hash.to_string();
         let templates = drv
@@ -43,6 +46,7 @@ impl DerivationNode {
         DerivationNode {
             drv,
             hash,
+            dependencies,
             templates,
         }
     }

@@ -290,13 +290,14 @@ pub fn evaluate_targets(session: &Session, targets: &[Target]) -> Result<Evaluat
 
 /// Every derivation reachable from `start` through templates.
 fn closure(session: &Session, start: Vec<Hash>) -> Result<BTreeMap<Hash, Derivation>, Error> {
-    let registry = session.derivations();
+    let registry = session.registry.borrow();
+    let registry = &registry.derivations;
     let mut out = BTreeMap::new();
     let mut seen: BTreeSet<Hash> = start.iter().copied().collect();
     let mut queue: VecDeque<Hash> = start.into();
     while let Some(hash) = queue.pop_front() {
         let node = &registry[&hash];
-        for dep in node.drv.dependencies().map_err(lang::Error::from)? {
+        for dep in &node.dependencies {
             let known = registry
                 .get(&dep.drv)
                 .is_some_and(|d| d.drv.outputs.contains(&dep.output));

@@ -117,6 +117,12 @@ impl Derivation {
 
     /// Check names, outputs and templates. Every constructor of untrusted derivations calls it.
     pub fn validate(&self) -> Result<(), DerivationError> {
+        self.validate_dependencies().map(drop)
+    }
+
+    /// [`Derivation::validate`], returning [`Derivation::dependencies`] found on the way
+    /// (templates are parsed once: evaluation does this for every derivation).
+    pub fn validate_dependencies(&self) -> Result<BTreeSet<OutputRef>, DerivationError> {
         let name = &self.name;
         let invalid = |problem: String| {
             Err(DerivationError::Invalid {
@@ -178,8 +184,7 @@ impl Derivation {
                 return invalid("source files must be sorted and unique".into());
             }
         }
-        self.dependencies()?;
-        Ok(())
+        self.dependencies()
     }
 
     /// Every string that may hold templates: builder, args, env values.

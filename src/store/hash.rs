@@ -28,11 +28,17 @@ pub struct ParseHashError {
     pub input: String,
 }
 
-fn base32() -> data_encoding::Encoding {
-    let mut spec = data_encoding::Specification::new();
-    spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
-    spec.encoding()
-        .expect("static base32 specification is valid")
+/// The encoding, built once: building it takes longer than encoding a hash, and hashes are
+/// printed and parsed for every template of every derivation.
+fn base32() -> &'static data_encoding::Encoding {
+    static ENCODING: std::sync::LazyLock<data_encoding::Encoding> =
+        std::sync::LazyLock::new(|| {
+            let mut spec = data_encoding::Specification::new();
+            spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+            spec.encoding()
+                .expect("static base32 specification is valid")
+        });
+    &ENCODING
 }
 
 impl Hash {

@@ -98,6 +98,17 @@ pub struct DumpStats {
 /// Split a host path into its parent directory (opened, following symlinks: the caller owns
 /// it) and its last component.
 fn open_parent(path: &Path) -> Result<(OwnedFd, CString), TreeError> {
+    // `.`, `..` and `dir/.` name a directory without a final component: resolve them.
+    let resolved;
+    let path = if path.file_name().is_none()
+        || path.ends_with(".")
+        || path.as_os_str().as_bytes().ends_with(b"/.")
+    {
+        resolved = std::fs::canonicalize(path).map_err(std_err("resolve", path))?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let name = path.file_name().ok_or_else(|| TreeError::Io {
         op: "open",
         path: path.to_owned(),

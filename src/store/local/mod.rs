@@ -94,6 +94,8 @@ pub enum Error {
         path: StorePath,
         reference: StorePath,
     },
+    #[error("cannot add `{path}`: it contains the store itself (`{home}`)")]
+    ContainsStore { path: PathBuf, home: PathBuf },
     #[error("`{path}` changed while it was being added to the store")]
     SourceChanged { path: PathBuf },
     #[error("derivation `{hash}` in the store database is invalid")]
@@ -289,6 +291,14 @@ impl LocalStore {
     /// same path and stores it once.
     pub fn add_dir(&self, src: &Path, name: &str) -> Result<StorePath, Error> {
         validate_name(name)?;
+        if let Ok(real) = std::fs::canonicalize(src)
+            && self.home.starts_with(&real)
+        {
+            return Err(Error::ContainsStore {
+                path: src.to_owned(),
+                home: self.home.clone(),
+            });
+        }
         let (digest, _) = hash_tree(src)?;
         let path = content_address(name, digest, false, &BTreeSet::new())?;
         if self.is_valid(&path)? {

@@ -1,0 +1,217 @@
+//! Start-to-exit latency of a trivial builder (`/bin/true`): `bramble-sandbox` side by side
+//! with `bwrap` of an equivalent configuration, `unshare` with the same namespaces, and a bare
+//! exec (the command lines of `/work/shared/bench/sandbox-startup.sh`).
+//!
+//! `cargo bench --bench sandbox_startup` (env `RUNS`, default 300). As root, the whole table is
+//! measured twice: as root, and as uid 65534 (the rootless case: the bench re-executes itself
+//! under `setpriv` from a world-readable copy). A missing peer is reported and skipped.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bramble_sandbox::{Bind, Spec, Symlink};
+
+const BWRAP: &str = "bwrap --unshare-all --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --proc /proc --dev /dev /bin/true";
+const UNSHARE: &str =
+    "unshare --user --map-root-user --mount --pid --net --ipc --uts --fork /bin/true";
+const WARMUP: usize = 20;
+
+/// One measured command: argv, and a spec to write on stdin (the helper only).
+struct Case {
+    name: &'static str,
+    argv: Vec<String>,
+    stdin: Option<String>,
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+/// The helper's spec equivalent to the bwrap line: /usr read-only, the usual symlinks, fresh
+/// /proc and /dev, no network.
+fn spec() -> Spec {
+    let mut spec = Spec::new("/bin/true");
+    spec.cwd = "/".into();
+    spec.binds.push(Bind {
+        source: "/usr".into(),
+        target: "/usr".into(),
+        writable: false,
+    });
+    for (path, to) in [
+        ("/bin", "usr/bin"),
+        ("/lib", "usr/lib"),
+        ("/lib64", "usr/lib64"),
+    ] {
+        spec.symlinks.push(Symlink {
+            path: path.into(),
+            to: to.into(),
+        });
+    }
+    spec
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn run_once(case: &Case) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut child = Command::new(&case.argv[0])
+        .args(&case.argv[1..])
+        .stdin(if case.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .current_dir("/")
+        .spawn()
+        .map_err(|e| format!("cannot run `{}`: {e}", case.argv[0]))?;
+    if let Some(json) = &case.stdin {
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        stdin
+            .write_all(json.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        return Err(format!("`{}` exited with {status}", case.argv.join(" ")));
+    }
+    Ok(elapsed)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// Measures every case, interleaved round by round so machine noise hits all alike.
+fn measure(helper: &Path, runs: usize, who: &str) {
+    let mut cases = vec![Case {
+        name: "bramble-sandbox",
+        argv: vec![helper.display().to_string()],
+        stdin: Some(spec().to_json()),
+    }];
+    for (name, line, program, install) in [
+        (
+            "bwrap (unshare-all)",
+            BWRAP,
+            "bwrap",
+            "apt-get install -y bubblewrap",
+        ),
+        (
+            "unshare (same ns)",
+            UNSHARE,
+            "unshare",
+            "apt-get install -y util-linux",
+        ),
+        ("bare exec", "/bin/true", "true", ""),
+    ] {
+        if on_path(program) || program == "true" {
+            cases.push(Case {
+                name,
+                argv: words(line),
+                stdin: None,
+            });
+        } else {
+            println!("{who}: {name} skipped: `{program}` not found (install: {install})");
+        }
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); cases.len()];
+    let mut failed: Vec<Option<String>> = vec![None; cases.len()];
+    for round in 0..WARMUP + runs {
+        for (i, case) in cases.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            match run_once(case) {
+                Ok(t) if round >= WARMUP => times[i].push(t),
+                Ok(_) => {}
+                Err(e) => failed[i] = Some(e),
+            }
+        }
+    }
+    println!("\n{who}: start-to-exit of /bin/true, {runs} runs each");
+    println!(
+        "{:<22} {:>9} {:>9} {:>9}",
+        "command", "p50 ms", "p95 ms", "min ms"
+    );
+    for (i, case) in cases.iter().enumerate() {
+        if let Some(e) = &failed[i] {
+            println!("{:<22} skipped: {e}", case.name);
+            continue;
+        }
+        let t = &mut times[i];
+        t.sort();
+        println!(
+            "{:<22} {:>9.2} {:>9.2} {:>9.2}",
+            case.name,
+            percentile(t, 0.50),
+            percentile(t, 0.95),
+            percentile(t, 0.0)
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    // Re-executed as the unprivileged user: `--as-user <helper>`.
+    if let Some(pos) = args.iter().position(|a| a == "--as-user") {
+        measure(Path::new(&args[pos + 1]), runs, "uid 65534");
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("sandbox_startup: bench");
+        return;
+    }
+
+    // A world-readable copy of the helper and of this bench (the shared target dir may be
+    // rebuilt by others meanwhile, and uid 65534 may not enter it).
+    let dir = tempfile::Builder::new()
+        .prefix("bramble-bench-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let chmod = |p: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    chmod(dir.path(), 0o755);
+    let copy = |from: PathBuf, name: &str| {
+        let to = dir.path().join(name);
+        std::fs::copy(from, &to).expect("copy binary");
+        chmod(&to, 0o755);
+        to
+    };
+    let helper = copy(
+        env!("CARGO_BIN_EXE_bramble-sandbox").into(),
+        "bramble-sandbox",
+    );
+    let me = copy(std::env::current_exe().expect("current exe"), "bench");
+
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        .unwrap_or(false);
+    measure(&helper, runs, if is_root { "root" } else { "current user" });
+    if is_root {
+        let status = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&me)
+            .arg("--as-user")
+            .arg(&helper)
+            .env("RUNS", runs.to_string())
+            .current_dir("/")
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            println!("uid 65534: skipped ({status:?})");
+        }
+    }
+}
