@@ -32,6 +32,7 @@
 pub mod graph;
 pub mod report;
 pub mod scheduler;
+pub mod workspace;
 
 #[cfg(test)]
 mod fake;
