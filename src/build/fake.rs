@@ -128,6 +128,7 @@ impl FakeExecutor {
             return Err(ExecError::Failed {
                 status: "exited with code 1".into(),
                 log_tail: vec!["boom".into()],
+                kept: None,
             });
         }
         let dir = tempfile::tempdir().unwrap();

@@ -155,6 +155,8 @@ pub enum ExecError {
         status: String,
         /// The last lines the builder printed.
         log_tail: Vec<String>,
+        /// The build directory, kept for inspection (`--keep-failed`).
+        kept: Option<PathBuf>,
     },
     #[error("the builder did not create output `{output}`")]
     MissingOutput { output: String },

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod progress;
+
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
 pub const EXIT_USER: u8 = 1;
 /// Exit code for an environment problem (no user namespaces, disk full, network down).
