@@ -1,7 +1,8 @@
 //! Every `BRAMBLE_*` environment variable Bramble reads, declared once.
 
-/// Root of the local store and its database. Default: `$XDG_DATA_HOME/bramble`, else
-/// `~/.local/share/bramble`.
+/// Root of the local store and its database (`store/`, `db.sqlite`, `gcroots/`, `tmp/`,
+/// `locks/`). Default: `$XDG_DATA_HOME/bramble`, else `~/.local/share/bramble`; resolved by
+/// `store::local::default_home`.
 pub const BRAMBLE_HOME: &str = "BRAMBLE_HOME";
 
 /// Log filter for diagnostics (`tracing` syntax, e.g. `bramble=debug`); `RUST_LOG` also works.

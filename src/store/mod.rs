@@ -3,10 +3,14 @@
 //!
 //! Everything else in Bramble depends on these types; they depend on nothing of Bramble's.
 
+pub mod archive;
 pub mod derivation;
 pub mod hash;
+pub mod local;
+pub mod output;
 pub mod path;
 pub mod template;
+pub mod tree;
 
 pub use derivation::{Derivation, DerivationError, Sources, host_platform};
 pub use hash::{Hash, ParseHashError};

@@ -1,0 +1,424 @@
+//! The SQLite database of a local store: schema, migrations guard, and the queries the store
+//! makes. Only [`super`] uses it.
+//!
+//! The database is opened in WAL mode with a busy timeout, so several bramble processes can
+//! share it; every write is one `BEGIN IMMEDIATE` transaction. The schema version lives in
+//! `PRAGMA user_version`; a database from a newer bramble is refused before anything in it
+//! (or the store) is touched.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{Error, PathInfo};
+use crate::store::{Hash, StorePath};
+
+/// The schema this code reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE valid_paths (
+    id            INTEGER PRIMARY KEY,
+    path          TEXT    NOT NULL UNIQUE,  -- `<hash>-<name>`
+    archive_hash  TEXT    NOT NULL,         -- Hash of the object's archive
+    archive_size  INTEGER NOT NULL,         -- bytes of that archive
+    deriver       TEXT,                     -- hash of the derivation that built it
+    registered_at INTEGER NOT NULL          -- unix seconds
+);
+CREATE TABLE refs (
+    referrer  INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE CASCADE,
+    reference INTEGER NOT NULL REFERENCES valid_paths(id) DEFERRABLE INITIALLY DEFERRED,
+    PRIMARY KEY (referrer, reference)
+);
+CREATE INDEX refs_reference ON refs(reference);
+CREATE TABLE realisations (
+    build_key TEXT    NOT NULL,
+    output    TEXT    NOT NULL,
+    path      INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE CASCADE,
+    PRIMARY KEY (build_key, output)
+);
+CREATE TABLE derivations (
+    hash TEXT PRIMARY KEY,                  -- Derivation::hash
+    json TEXT NOT NULL                      -- canonical JSON
+);
+CREATE TABLE build_logs (
+    drv_hash   TEXT    PRIMARY KEY,
+    log        BLOB    NOT NULL,
+    written_at INTEGER NOT NULL
+);
+";
+
+fn db_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rusqlite::Error) -> Error + 'a {
+    move |source| Error::Database {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An open database.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+    path: std::path::PathBuf,
+}
+
+pub(super) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Open (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, Error> {
+        let conn = Connection::open(path).map_err(db_err("open", path))?;
+        conn.busy_timeout(Duration::from_secs(120))
+            .map_err(db_err("configure", path))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db_err("read the schema version of", path))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                path: path.to_owned(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err("configure", path))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err("configure", path))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err("configure", path))?;
+        let mut db = Db {
+            conn,
+            path: path.to_owned(),
+        };
+        if version < SCHEMA_VERSION {
+            db.create_schema()?;
+        }
+        Ok(db)
+    }
+
+    fn create_schema(&mut self) -> Result<(), Error> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err("create the schema of", &path))?;
+        // Another process may have created it while we waited for the write lock.
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db_err("read the schema version of", &path))?;
+        if version == 0 {
+            tx.execute_batch(SCHEMA)
+                .map_err(db_err("create the schema of", &path))?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(db_err("create the schema of", &path))?;
+        } else if version > SCHEMA_VERSION {
+            return Err(Error::NewerSchema {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        tx.commit().map_err(db_err("create the schema of", &path))
+    }
+
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, Error> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM valid_paths WHERE path = ?1",
+                [path.to_string()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(db_err("query", &self.path))
+    }
+
+    /// Register a valid path with its references (which must be valid, or be the path
+    /// itself) in one transaction. Registering an already valid path is a no-op.
+    pub fn register(&mut self, info: &PathInfo) -> Result<(), Error> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err("begin a transaction on", &path))?;
+        let me = info.path.to_string();
+        let exists = tx
+            .query_row("SELECT 1 FROM valid_paths WHERE path = ?1", [&me], |_| {
+                Ok(())
+            })
+            .optional()
+            .map_err(db_err("query", &path))?;
+        if exists.is_some() {
+            return Ok(());
+        }
+        tx.execute(
+            "INSERT INTO valid_paths (path, archive_hash, archive_size, deriver, registered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                me,
+                info.archive_hash.to_string(),
+                i64::try_from(info.archive_size).unwrap_or(i64::MAX),
+                info.deriver.map(|d| d.to_string()),
+                info.registered_at,
+            ],
+        )
+        .map_err(db_err("register a path in", &path))?;
+        let id = tx.last_insert_rowid();
+        for reference in &info.references {
+            let rid: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM valid_paths WHERE path = ?1",
+                    [reference.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err("query", &path))?;
+            let rid = rid.ok_or_else(|| Error::InvalidReference {
+                path: info.path.clone(),
+                reference: reference.clone(),
+            })?;
+            tx.execute(
+                "INSERT INTO refs (referrer, reference) VALUES (?1, ?2)",
+                params![id, rid],
+            )
+            .map_err(db_err("register a path in", &path))?;
+        }
+        tx.commit().map_err(db_err("commit to", &path))
+    }
+
+    pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, archive_hash, archive_size, deriver, registered_at
+                 FROM valid_paths WHERE path = ?1",
+                [path.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db_err("query", &self.path))?;
+        let Some((id, archive_hash, size, deriver, registered_at)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| Error::CorruptDatabase {
+            path: self.path.clone(),
+            detail: format!("bad {what} for `{path}`"),
+        };
+        let references = self.references_of(id)?;
+        Ok(Some(PathInfo {
+            path: path.clone(),
+            archive_hash: archive_hash.parse().map_err(|_| corrupt("archive hash"))?,
+            archive_size: u64::try_from(size).map_err(|_| corrupt("size"))?,
+            references,
+            deriver: deriver
+                .map(|d| d.parse())
+                .transpose()
+                .map_err(|_| corrupt("deriver"))?,
+            registered_at,
+        }))
+    }
+
+    fn references_of(&self, id: i64) -> Result<BTreeSet<StorePath>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT v.path FROM refs r JOIN valid_paths v ON v.id = r.reference
+                 WHERE r.referrer = ?1",
+            )
+            .map_err(db_err("query", &self.path))?;
+        let rows = stmt
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(db_err("query", &self.path))?;
+        let mut out = BTreeSet::new();
+        for row in rows {
+            let text = row.map_err(db_err("query", &self.path))?;
+            out.insert(text.parse().map_err(|_| Error::CorruptDatabase {
+                path: self.path.clone(),
+                detail: format!("bad store path `{text}`"),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// References of a path by name (empty if it is not valid).
+    pub fn references(&self, path: &StorePath) -> Result<BTreeSet<StorePath>, Error> {
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM valid_paths WHERE path = ?1",
+                [path.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("query", &self.path))?;
+        match id {
+            Some(id) => self.references_of(id),
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// Every valid path.
+    pub fn all_paths(&self) -> Result<Vec<StorePath>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path FROM valid_paths ORDER BY path")
+            .map_err(db_err("query", &self.path))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db_err("query", &self.path))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let text = row.map_err(db_err("query", &self.path))?;
+            out.push(text.parse().map_err(|_| Error::CorruptDatabase {
+                path: self.path.clone(),
+                detail: format!("bad store path `{text}`"),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Every valid path that references one of `paths`, transitively, plus `paths`.
+    pub fn referrers_closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT a.path FROM refs r
+                 JOIN valid_paths a ON a.id = r.referrer
+                 JOIN valid_paths b ON b.id = r.reference
+                 WHERE b.path = ?1",
+            )
+            .map_err(db_err("query", &self.path))?;
+        let mut seen: BTreeSet<StorePath> = BTreeSet::new();
+        let mut todo: Vec<StorePath> = paths.to_vec();
+        while let Some(p) = todo.pop() {
+            if !seen.insert(p.clone()) {
+                continue;
+            }
+            let rows = stmt
+                .query_map([p.to_string()], |r| r.get::<_, String>(0))
+                .map_err(db_err("query", &self.path))?;
+            for row in rows {
+                let text = row.map_err(db_err("query", &self.path))?;
+                if let Ok(sp) = text.parse() {
+                    todo.push(sp);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Delete registrations (their references and realisations go with them).
+    pub fn unregister(&mut self, paths: &BTreeSet<StorePath>) -> Result<(), Error> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err("begin a transaction on", &path))?;
+        for p in paths {
+            tx.execute("DELETE FROM valid_paths WHERE path = ?1", [p.to_string()])
+                .map_err(db_err("unregister a path in", &path))?;
+        }
+        tx.commit().map_err(db_err("commit to", &path))
+    }
+
+    pub fn realisation(&self, build_key: Hash, output: &str) -> Result<Option<StorePath>, Error> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT v.path FROM realisations r JOIN valid_paths v ON v.id = r.path
+                 WHERE r.build_key = ?1 AND r.output = ?2",
+                params![build_key.to_string(), output],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("query", &self.path))?;
+        text.map(|t| {
+            t.parse().map_err(|_| Error::CorruptDatabase {
+                path: self.path.clone(),
+                detail: format!("bad store path `{t}`"),
+            })
+        })
+        .transpose()
+    }
+
+    pub fn register_realisation(
+        &mut self,
+        build_key: Hash,
+        output: &str,
+        path: &StorePath,
+    ) -> Result<(), Error> {
+        let changed = self
+            .conn
+            .execute(
+                "INSERT INTO realisations (build_key, output, path)
+                 SELECT ?1, ?2, id FROM valid_paths WHERE path = ?3
+                 ON CONFLICT (build_key, output) DO UPDATE SET path = excluded.path",
+                params![build_key.to_string(), output, path.to_string()],
+            )
+            .map_err(db_err("register a realisation in", &self.path))?;
+        if changed == 0 {
+            return Err(Error::NotValid { path: path.clone() });
+        }
+        Ok(())
+    }
+
+    pub fn put_derivation(&self, hash: Hash, json: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO derivations (hash, json) VALUES (?1, ?2)",
+                params![hash.to_string(), json],
+            )
+            .map(|_| ())
+            .map_err(db_err("store a derivation in", &self.path))
+    }
+
+    pub fn get_derivation(&self, hash: Hash) -> Result<Option<String>, Error> {
+        self.conn
+            .query_row(
+                "SELECT json FROM derivations WHERE hash = ?1",
+                [hash.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("query", &self.path))
+    }
+
+    pub fn put_log(&self, drv: Hash, log: &[u8]) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT INTO build_logs (drv_hash, log, written_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (drv_hash) DO UPDATE SET log = excluded.log,
+                                                      written_at = excluded.written_at",
+                params![drv.to_string(), log, now()],
+            )
+            .map(|_| ())
+            .map_err(db_err("store a build log in", &self.path))
+    }
+
+    pub fn get_log(&self, drv: Hash) -> Result<Option<Vec<u8>>, Error> {
+        self.conn
+            .query_row(
+                "SELECT log FROM build_logs WHERE drv_hash = ?1",
+                [drv.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("query", &self.path))
+    }
+}

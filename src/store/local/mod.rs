@@ -1,0 +1,508 @@
+//! The on-disk store: where store objects live on the host, their SQLite database, atomic
+//! adds, per-path locks, `verify` and `gc`.
+//!
+//! # Layout
+//!
+//! ```text
+//! <home>/store/<hash>-<name>   store objects: files 0444/0555, directories 0555, mtime 1
+//! <home>/db.sqlite             valid paths, references, realisations, derivations, logs
+//! <home>/gcroots/              symlinks to store paths (or to links that point at them)
+//! <home>/tmp/                  temporary directories (same file system: rename is atomic)
+//! <home>/locks/                `<hash>.lock`, `gc.lock`, `tmp-<name>.lock`
+//! ```
+//!
+//! `<home>` is `$BRAMBLE_HOME`, else `$XDG_DATA_HOME/bramble`, else
+//! `~/.local/share/bramble`. There is no daemon: every bramble process opens the store
+//! itself, and they coordinate through the locks and SQLite's own locking.
+//!
+//! # Adding an object
+//!
+//! 1. hash the tree (an archive stream into sha256) to learn its store path; if the path is
+//!    already valid, stop (deduplication);
+//! 2. take the path's lock (a second process adding the same path waits here, then finds it
+//!    valid) and a shared `gc.lock` (so gc cannot delete a reference meanwhile);
+//! 3. copy the tree into a locked temp dir with store permissions, fsync it;
+//! 4. re-hash the copy (that is the archive hash recorded and later verified);
+//! 5. remove any unregistered leftover at the final name (a crash between 6 and 7), rename
+//!    the copy into place, fsync `store/`;
+//! 6. register path, archive hash, size, references and deriver in one transaction.
+//!
+//! A crash before 6 leaves an unregistered directory in `tmp/` or `store/`, which is never
+//! taken for valid (validity is the database row) and which `gc` removes.
+//!
+//! # Locks and gc
+//!
+//! `gc` holds `gc.lock` exclusively; adds hold it shared. A path whose lock is held (being
+//! built or added, or pinned with [`LocalStore::hold`]) is treated as a root by `gc`, as is
+//! its closure.
+
+mod db;
+mod gc;
+mod lock;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+pub use gc::{GcOptions, GcReport, VerifyOptions, VerifyProblem, VerifyReport};
+pub use lock::{PathLock, TempDir};
+
+use self::db::Db;
+use self::lock::LockMode;
+use super::archive::Writer;
+use super::output::{RefScanner, Rewrite, Tee, content_address};
+use super::path::{StorePathError, validate_name};
+use super::tree::{self, DumpOptions, RestoreOptions, TreeError};
+use super::{Derivation, DerivationError, Hash, StorePath};
+
+/// Errors of the local store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {op} `{path}`")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot {op} the store database `{path}`")]
+    Database {
+        op: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the store database `{path}` has schema version {found}, newer than this bramble's ({supported})"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("the store database `{path}` is corrupt: {detail}")]
+    CorruptDatabase { path: PathBuf, detail: String },
+    #[error("cannot find the store's home: neither BRAMBLE_HOME, XDG_DATA_HOME nor HOME is set")]
+    NoHome,
+    #[error(transparent)]
+    Name(#[from] StorePathError),
+    #[error("`{path}` is not a valid path in this store")]
+    NotValid { path: StorePath },
+    #[error("`{path}` refers to `{reference}`, which is not a valid path in this store")]
+    InvalidReference {
+        path: StorePath,
+        reference: StorePath,
+    },
+    #[error("`{path}` changed while it was being added to the store")]
+    SourceChanged { path: PathBuf },
+    #[error("derivation `{hash}` in the store database is invalid")]
+    BadDerivation { hash: Hash, source: DerivationError },
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+}
+
+impl From<super::archive::ArchiveError> for Error {
+    fn from(e: super::archive::ArchiveError) -> Error {
+        Error::Tree(TreeError::Archive(e))
+    }
+}
+
+/// What the database knows about a valid path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PathInfo {
+    pub path: StorePath,
+    /// Hash of the object's archive (what `verify` recomputes).
+    pub archive_hash: Hash,
+    /// Size of that archive in bytes.
+    pub archive_size: u64,
+    /// Valid paths this one refers to (itself included if it refers to itself).
+    pub references: BTreeSet<StorePath>,
+    /// Hash of the derivation that built it, if it was built.
+    pub deriver: Option<Hash>,
+    /// When it was registered (unix seconds).
+    pub registered_at: i64,
+}
+
+/// What [`LocalStore::add_output`] needs to know about a finished build output.
+#[derive(Debug, Clone, Copy)]
+pub struct AddOutput<'a> {
+    /// The tree the builder wrote (inside a [`LocalStore::tmp_dir`]). Read through fds only.
+    pub built: &'a Path,
+    /// The placeholder path the builder was told to write to.
+    pub placeholder: &'a StorePath,
+    /// Name of the final store path (usually `placeholder.name()`).
+    pub name: &'a str,
+    /// Store paths the output may refer to (the input closure).
+    pub candidate_refs: &'a BTreeSet<StorePath>,
+    /// The derivation that built it.
+    pub deriver: Option<Hash>,
+}
+
+/// A store on the local file system.
+#[derive(Debug)]
+pub struct LocalStore {
+    home: PathBuf,
+    store_dir: PathBuf,
+    db: Mutex<Db>,
+}
+
+/// The default home: `$BRAMBLE_HOME`, else `$XDG_DATA_HOME/bramble`, else
+/// `$HOME/.local/share/bramble`.
+pub fn default_home() -> Result<PathBuf, Error> {
+    let non_empty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+    if let Some(home) = non_empty(crate::env::BRAMBLE_HOME) {
+        return Ok(PathBuf::from(home));
+    }
+    if let Some(data) = non_empty("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(data).join("bramble"));
+    }
+    if let Some(home) = non_empty("HOME") {
+        return Ok(PathBuf::from(home).join(".local/share/bramble"));
+    }
+    Err(Error::NoHome)
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Hash of the archive of the tree at `path`, and the archive's size.
+pub fn hash_tree(path: &Path) -> Result<(Hash, u64), TreeError> {
+    let mut w = Writer::new(Sha256::new())?;
+    tree::dump(path, &mut w, &DumpOptions::default())?;
+    let (sha, size) = w.finish()?;
+    Ok((Hash::from_sha256(&sha.finalize().into()), size))
+}
+
+impl LocalStore {
+    /// Open the store at `home`, creating its layout and database if needed.
+    pub fn open(home: &Path) -> Result<LocalStore, Error> {
+        for dir in ["", "store", "gcroots", "tmp", "locks"] {
+            let d = home.join(dir);
+            std::fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
+        }
+        let home = std::fs::canonicalize(home).map_err(io_err("resolve", home))?;
+        let db = Db::open(&home.join("db.sqlite"))?;
+        Ok(LocalStore {
+            store_dir: home.join("store"),
+            home,
+            db: Mutex::new(db),
+        })
+    }
+
+    /// Open the store at [`default_home`].
+    pub fn open_default() -> Result<LocalStore, Error> {
+        LocalStore::open(&default_home()?)
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The host directory holding the store objects.
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
+    /// Where `path` lives on the host.
+    pub fn host_path(&self, path: &StorePath) -> PathBuf {
+        self.store_dir.join(path.to_string())
+    }
+
+    fn db(&self) -> MutexGuard<'_, Db> {
+        // A panic while holding the lock cannot leave the connection inconsistent (every
+        // write is a transaction), so a poisoned lock is still usable.
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_file(&self, name: &str) -> PathBuf {
+        self.home.join("locks").join(format!("{name}.lock"))
+    }
+
+    /// Take `path`'s lock exclusively, waiting for other holders. Hold it while building
+    /// `path`; `gc` never deletes a locked path.
+    pub fn lock(&self, path: &StorePath) -> Result<PathLock, Error> {
+        let file = self.lock_file(&path.hash().to_string());
+        lock::acquire(&file, LockMode::Exclusive, true)
+            .map(|l| l.unwrap_or_else(|| unreachable!("a blocking lock returns a lock")))
+    }
+
+    /// Pin a valid path (and so its closure) against `gc` while it is in use, e.g. as a
+    /// build input. Several holders may pin the same path. Do not add the same path from
+    /// the same process while holding this (flock locks conflict between open files).
+    pub fn hold(&self, path: &StorePath) -> Result<PathLock, Error> {
+        let file = self.lock_file(&path.hash().to_string());
+        let lock = lock::acquire(&file, LockMode::Shared, true)?
+            .unwrap_or_else(|| unreachable!("a blocking lock returns a lock"));
+        // gc may have deleted it just before we got the lock.
+        if !self.is_valid(path)? {
+            return Err(Error::NotValid { path: path.clone() });
+        }
+        Ok(lock)
+    }
+
+    fn gc_lock(&self, mode: LockMode) -> Result<PathLock, Error> {
+        lock::acquire(&self.lock_file("gc"), mode, true)
+            .map(|l| l.unwrap_or_else(|| unreachable!("a blocking lock returns a lock")))
+    }
+
+    /// A fresh locked temporary directory on the store's file system.
+    pub fn tmp_dir(&self, prefix: &str) -> Result<TempDir, Error> {
+        TempDir::create(&self.home.join("tmp"), &self.home.join("locks"), prefix)
+    }
+
+    /// Whether `path` is registered.
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, Error> {
+        self.db().is_valid(path)
+    }
+
+    /// What the database knows about `path`, or `None` if it is not valid.
+    pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
+        self.db().path_info(path)
+    }
+
+    /// The closure of `paths` under references (`paths` included). Every path must be valid.
+    pub fn closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, Error> {
+        let db = self.db();
+        let mut seen = BTreeSet::new();
+        let mut todo = paths.to_vec();
+        while let Some(p) = todo.pop() {
+            if seen.contains(&p) {
+                continue;
+            }
+            let info = db
+                .path_info(&p)?
+                .ok_or_else(|| Error::NotValid { path: p.clone() })?;
+            todo.extend(info.references.into_iter().filter(|r| !seen.contains(r)));
+            seen.insert(p);
+        }
+        Ok(seen)
+    }
+
+    /// Add the tree at `src` (a directory, file or symlink, not followed) as a
+    /// content-addressed source object named `name`. Adding the same content twice gives the
+    /// same path and stores it once.
+    pub fn add_dir(&self, src: &Path, name: &str) -> Result<StorePath, Error> {
+        validate_name(name)?;
+        let (digest, _) = hash_tree(src)?;
+        let path = content_address(name, digest, false, &BTreeSet::new())?;
+        if self.is_valid(&path)? {
+            return Ok(path);
+        }
+        let _gc = self.gc_lock(LockMode::Shared)?;
+        let _lock = self.lock(&path)?;
+        if self.is_valid(&path)? {
+            return Ok(path);
+        }
+        let tmp = self.tmp_dir("add")?;
+        let staged = tmp.path().join("object");
+        tree::copy(src, &staged, &DumpOptions::default(), store_restore())?;
+        let (archive_hash, archive_size) = hash_tree(&staged)?;
+        if archive_hash != digest {
+            return Err(Error::SourceChanged {
+                path: src.to_owned(),
+            });
+        }
+        self.install(
+            &staged,
+            PathInfo {
+                path: path.clone(),
+                archive_hash,
+                archive_size,
+                references: BTreeSet::new(),
+                deriver: None,
+                registered_at: db::now(),
+            },
+        )?;
+        Ok(path)
+    }
+
+    /// Turn a finished build output into a store object: hash it modulo self-references,
+    /// scan it for references among `candidate_refs`, copy it with the placeholder rewritten
+    /// to the final hash and with store permissions, and register it. Rejects setuid files,
+    /// devices, fifos, sockets, foreign hardlinks and user/trusted xattrs. Returns the final
+    /// path (an existing one if the same output was added before).
+    pub fn add_output(&self, out: &AddOutput<'_>) -> Result<StorePath, Error> {
+        validate_name(out.name)?;
+        let placeholder = out.placeholder.hash();
+        let _gc = self.gc_lock(LockMode::Shared)?;
+        // Pass 1: modulo digest and references.
+        let scanner = RefScanner::new(out.candidate_refs.iter().map(StorePath::hash));
+        let mut w = Writer::new(Tee(Sha256::new(), scanner))?;
+        let stats = tree::dump(
+            out.built,
+            &mut w,
+            &DumpOptions {
+                rewrite: Some(Rewrite::to_marker(placeholder)),
+                reject_xattrs: true,
+            },
+        )?;
+        let (Tee(sha, scanner), _) = w.finish()?;
+        let digest = Hash::from_sha256(&sha.finalize().into());
+        let found = scanner.into_found();
+        let references: BTreeSet<StorePath> = out
+            .candidate_refs
+            .iter()
+            .filter(|p| found.contains(&p.hash()) && p.hash() != placeholder)
+            .cloned()
+            .collect();
+        let self_ref = stats.rewrites > 0;
+        let path = content_address(out.name, digest, self_ref, &references)?;
+        if self.is_valid(&path)? {
+            return Ok(path);
+        }
+        let _lock = self.lock(&path)?;
+        if self.is_valid(&path)? {
+            return Ok(path);
+        }
+        // Pass 2: the final tree, placeholder rewritten, store permissions.
+        let tmp = self.tmp_dir("out")?;
+        let staged = tmp.path().join("object");
+        tree::copy(
+            out.built,
+            &staged,
+            &DumpOptions {
+                rewrite: Some(Rewrite::to_final(placeholder, path.hash())),
+                reject_xattrs: true,
+            },
+            store_restore(),
+        )?;
+        // Pass 3: the archive hash of what is actually stored.
+        let (archive_hash, archive_size) = hash_tree(&staged)?;
+        let mut all_refs = references;
+        if self_ref {
+            all_refs.insert(path.clone());
+        }
+        self.install(
+            &staged,
+            PathInfo {
+                path: path.clone(),
+                archive_hash,
+                archive_size,
+                references: all_refs,
+                deriver: out.deriver,
+                registered_at: db::now(),
+            },
+        )?;
+        Ok(path)
+    }
+
+    /// Move a staged, fsynced tree to its final name and register it. The caller holds the
+    /// path's lock and a shared gc lock.
+    fn install(&self, staged: &Path, info: PathInfo) -> Result<(), Error> {
+        let dest = self.host_path(&info.path);
+        // An unregistered leftover (a crash between rename and registration): nobody else
+        // can be writing it, since we hold the path's lock.
+        tree::remove(&dest)?;
+        std::fs::rename(staged, &dest).map_err(io_err("move into the store", &dest))?;
+        let dir = std::fs::File::open(&self.store_dir).map_err(io_err("open", &self.store_dir))?;
+        dir.sync_all().map_err(io_err("fsync", &self.store_dir))?;
+        self.db().register(&info)
+    }
+
+    /// The path built for `(build_key, output)`, if it is known and still valid.
+    pub fn realisation(&self, build_key: Hash, output: &str) -> Result<Option<StorePath>, Error> {
+        self.db().realisation(build_key, output)
+    }
+
+    /// Record that building `build_key` gave `path` for `output` (`path` must be valid).
+    pub fn register_realisation(
+        &self,
+        build_key: Hash,
+        output: &str,
+        path: &StorePath,
+    ) -> Result<(), Error> {
+        self.db().register_realisation(build_key, output, path)
+    }
+
+    /// Store a derivation (by its hash); returns the hash.
+    pub fn put_derivation(&self, drv: &Derivation) -> Result<Hash, Error> {
+        let hash = drv.hash();
+        self.db().put_derivation(hash, &drv.canonical_json())?;
+        Ok(hash)
+    }
+
+    pub fn get_derivation(&self, hash: Hash) -> Result<Option<Derivation>, Error> {
+        let json = self.db().get_derivation(hash)?;
+        json.map(|j| {
+            Derivation::from_json(&j).map_err(|source| Error::BadDerivation { hash, source })
+        })
+        .transpose()
+    }
+
+    /// Store (replace) the build log of derivation `drv`.
+    pub fn put_log(&self, drv: Hash, log: &[u8]) -> Result<(), Error> {
+        self.db().put_log(drv, log)
+    }
+
+    pub fn get_log(&self, drv: Hash) -> Result<Option<Vec<u8>>, Error> {
+        self.db().get_log(drv)
+    }
+
+    /// The directory of gc roots.
+    pub fn gcroots_dir(&self) -> PathBuf {
+        self.home.join("gcroots")
+    }
+
+    /// Make `path` a gc root named `name` (a symlink `<home>/gcroots/<name>`).
+    pub fn add_root(&self, name: &str, path: &StorePath) -> Result<PathBuf, Error> {
+        validate_name(name)?;
+        if !self.is_valid(path)? {
+            return Err(Error::NotValid { path: path.clone() });
+        }
+        self.replace_root_link(&self.gcroots_dir().join(name), &self.host_path(path))
+    }
+
+    /// Register the symlink `link` (e.g. a `result` link in a project) as an indirect root:
+    /// whatever store path it points at stays alive while the link exists.
+    pub fn add_indirect_root(&self, link: &Path) -> Result<PathBuf, Error> {
+        let abs = std::path::absolute(link).map_err(io_err("resolve", link))?;
+        let name = format!("auto-{}", Hash::digest(abs.as_os_str().as_encoded_bytes()));
+        self.replace_root_link(&self.gcroots_dir().join(name), &abs)
+    }
+
+    fn replace_root_link(&self, root: &Path, target: &Path) -> Result<PathBuf, Error> {
+        let tmp = root.with_extension("new");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create gc root", &tmp))?;
+        std::fs::rename(&tmp, root).map_err(io_err("create gc root", root))?;
+        Ok(root.to_owned())
+    }
+
+    /// Remove the gc root `name` (missing is fine).
+    pub fn remove_root(&self, name: &str) -> Result<(), Error> {
+        validate_name(name)?;
+        let root = self.gcroots_dir().join(name);
+        match std::fs::remove_file(&root) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &root)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn store_restore() -> RestoreOptions {
+    RestoreOptions {
+        read_only: true,
+        fsync: true,
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// An error and its sources, joined with `: ` (for reports that carry an error as text).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
