@@ -30,7 +30,9 @@
 //! scheduler is tested with in-memory fakes; [`sandbox`] holds the real executor.
 
 pub mod graph;
+pub mod local;
 pub mod report;
+pub mod sandbox;
 pub mod scheduler;
 pub mod workspace;
 
@@ -71,9 +73,8 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
-/// A failure of the store behind [`BuildStore`], with its cause chain.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+/// A failure of the store behind [`BuildStore`]; displays its whole cause chain.
+#[derive(Debug)]
 pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
 
 impl StoreError {
@@ -81,6 +82,20 @@ impl StoreError {
         StoreError(Box::new(error))
     }
 }
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {}
 
 /// What the scheduler needs from a store: realisations, locks, closures, adding outputs.
 ///
@@ -99,11 +114,16 @@ pub trait BuildStore: Send + Sync + 'static {
     /// `paths` and everything they reference, transitively.
     fn closure(&self, paths: &BTreeSet<StorePath>) -> Result<BTreeSet<StorePath>, StoreError>;
 
-    /// Move one staged output into the store (hash modulo self-references, canonicalise,
-    /// scan for references among `inputs`) and return its final path. Not yet a realisation.
+    /// Keep `paths` (and so their closures) from being garbage-collected while held.
+    fn pin(&self, paths: &BTreeSet<StorePath>) -> Result<Vec<Self::Lock>, StoreError>;
+
+    /// Move one staged output of derivation `drv` into the store (hash modulo
+    /// self-references, canonicalise, scan for references among `inputs`) and return its
+    /// final path. Not yet a realisation.
     fn add_output(
         &self,
         output: &StagedOutput,
+        drv: Hash,
         inputs: &BTreeSet<StorePath>,
     ) -> Result<StorePath, StoreError>;
 

@@ -547,10 +547,11 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
             let blocking = tokio::task::spawn_blocking(move || {
                 let lock = store.lock_build(key)?;
                 if recheck && let Some(found) = realisations(&*store, key, &outputs)? {
-                    return Ok::<_, StoreError>((lock, Err(found)));
+                    return Ok::<_, StoreError>(((lock, Vec::new()), Err(found)));
                 }
+                let pins = store.pin(&inputs)?;
                 let closure = store.closure(&inputs)?;
-                Ok((lock, Ok(closure)))
+                Ok(((lock, pins), Ok(closure)))
             });
             tokio::select! {
                 joined = blocking => joined.expect("the store does not panic")?,
@@ -572,7 +573,8 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
         let finish = tokio::task::spawn_blocking(move || {
             let mut paths = BTreeMap::new();
             for staged in &built.outputs {
-                paths.insert(staged.name.clone(), store.add_output(staged, &closure)?);
+                let path = store.add_output(staged, drv_hash, &closure)?;
+                paths.insert(staged.name.clone(), path);
             }
             drop(built);
             for output in &drv.outputs {

@@ -1,0 +1,374 @@
+//! The real executor: runs one resolved derivation in its own `bramble-sandbox`.
+//!
+//! Per build:
+//!
+//! 1. A fresh private build directory (see [`super::workspace`]: random name, 0700) inside a
+//!    locked temporary directory of the store (so `gc` leaves it alone), holding `build/`
+//!    (mounted at `/build`) and `store/` (mounted writable at
+//!    `/bramble/store`, the staging area where the builder creates its outputs at their
+//!    placeholder paths). Outputs are not pre-created: a builder may make `$out` a file
+//!    (`echo hi > $out`), a directory or a symlink, as with Nix.
+//! 2. The derivation's sources (the files of its `sources` store object) are copied into
+//!    `build/`.
+//! 3. The spec: exactly the input closure bound read-only at `/bramble/store/<path>` on top
+//!    of the staging area, `$out` and `$<output>` pointing at the placeholders, no network.
+//!    The builder is the derivation's builder if absolute (usually a path in an input's
+//!    output); a relative builder names a file of the derivation's own sources, run as
+//!    `/build/<builder>`, so a project can bootstrap from a static binary it ships.
+//! 4. The helper runs with the spec on stdin and its stdout and stderr going to a log file
+//!    next to the build directory (never visible in the sandbox), stored as the derivation's
+//!    log in the store database when the build ends (the last [`MAX_LOG_BYTES`]). Cancelling sends it SIGTERM (it kills the whole sandbox), then
+//!    SIGKILL if it has not exited after a grace period.
+//! 5. On success the staged outputs are handed back (the scheduler adds them to the store);
+//!    the build directory goes when the [`Built`] is dropped. On failure it is removed at
+//!    once unless `keep_failed`, which moves it to the store's `tmp/` (where `gc` removes it
+//!    later).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_sandbox::{Bind, Spec};
+use tokio::io::AsyncWriteExt;
+
+use crate::store::local::{LocalStore, TempDir};
+use crate::store::{Derivation, Hash, STORE_DIR, StorePath};
+
+use super::workspace::BuildDir;
+use super::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
+
+/// Lines of the log shown when a build fails.
+pub const LOG_TAIL_LINES: usize = 25;
+
+/// How long a cancelled helper gets to tear its sandbox down before SIGKILL.
+const CANCEL_GRACE: Duration = Duration::from_secs(3);
+
+/// Largest log kept per build (its end is kept).
+pub const MAX_LOG_BYTES: u64 = 32 << 20;
+
+/// How builds run.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The `bramble-sandbox` helper.
+    pub helper: PathBuf,
+    /// Keep the build directory of a failed build and name it in the error.
+    pub keep_failed: bool,
+}
+
+/// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
+#[derive(Debug)]
+pub struct SandboxExecutor {
+    pub config: SandboxConfig,
+    pub store: Arc<LocalStore>,
+}
+
+impl Executor for SandboxExecutor {
+    async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
+        let prepared = {
+            let (store, job) = (self.store.clone(), job.clone());
+            tokio::task::spawn_blocking(move || prepare(&store, &job))
+                .await
+                .expect("preparing a build does not panic")?
+        };
+        let Prepared {
+            tmp,
+            dir,
+            spec,
+            log,
+        } = prepared;
+        let status = run_helper(&self.config.helper, &spec, &log, &cancel).await;
+        let log_tail = tail(&log, LOG_TAIL_LINES);
+        {
+            let store = self.store.clone();
+            let drv = job.drv_hash;
+            let saved = tokio::task::spawn_blocking(move || save_log(&store, drv, &log))
+                .await
+                .expect("saving a log does not panic");
+            if let Err(e) = saved {
+                tracing::warn!("cannot save the log of `{}`: {e}", job.drv.name);
+            }
+        }
+        let status = status?;
+        if !status.success() {
+            let kept = if self.config.keep_failed {
+                keep(dir, &tmp)
+            } else {
+                drop(dir);
+                None
+            };
+            return Err(ExecError::Failed {
+                status: describe(status),
+                log_tail,
+                kept,
+            });
+        }
+        let mut outputs = Vec::new();
+        for name in &job.drv.outputs {
+            let placeholder = job.drv.placeholder(job.build_key, name);
+            let path = dir.path().join("store").join(placeholder.to_string());
+            if std::fs::symlink_metadata(&path).is_err() {
+                return Err(ExecError::MissingOutput {
+                    output: name.clone(),
+                });
+            }
+            outputs.push(StagedOutput {
+                name: name.clone(),
+                placeholder,
+                path,
+            });
+        }
+        Ok(Built {
+            outputs,
+            // Dropped in order: the build directory (by descriptor), then the locked temp dir.
+            workspace: Some(Box::new((dir, tmp))),
+        })
+    }
+}
+
+/// Move a failed build's directory out of its temporary directory into the store's `tmp/`.
+fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
+    let path = dir.keep();
+    let name = path.file_name()?.to_owned();
+    let target = tmp.path().parent()?.join(name);
+    match std::fs::rename(&path, &target) {
+        Ok(()) => Some(target),
+        Err(e) => {
+            tracing::warn!("cannot keep `{}`: {e}", path.display());
+            Some(path)
+        }
+    }
+}
+
+/// Store the end of the log file as the derivation's log.
+fn save_log(store: &LocalStore, drv: Hash, log: &std::fs::File) -> Result<(), String> {
+    let mut file = log.try_clone().map_err(|e| e.to_string())?;
+    let len = file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(len.saturating_sub(MAX_LOG_BYTES)))
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    store.put_log(drv, &bytes).map_err(|e| e.to_string())
+}
+
+struct Prepared {
+    tmp: TempDir,
+    dir: BuildDir,
+    spec: Spec,
+    log: std::fs::File,
+}
+
+/// Create the build directory and the log, copy the sources in and write the spec.
+fn prepare(store: &LocalStore, job: &Job) -> Result<Prepared, ExecError> {
+    let setup = |what: &str, path: &Path, e: io::Error| ExecError::Setup {
+        message: format!("{what} `{}`: {e}", path.display()),
+    };
+    let tmp = store.tmp_dir("build").map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?;
+    let dir = BuildDir::create(tmp.path()).map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?;
+    let log_path = tmp.path().join("log");
+    let log = std::fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| setup("cannot create", &log_path, e))?;
+    let build = dir.path().join("build");
+    let staging = dir.path().join("store");
+    for (path, mode) in [(&build, 0o700), (&staging, 0o755)] {
+        std::fs::create_dir(path).map_err(|e| setup("cannot create", path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| setup("cannot set permissions of", path, e))?;
+    }
+    if let Some(sources) = &job.drv.sources {
+        let from = store.host_path(&sources.path);
+        copy_tree(&from, &build).map_err(|e| setup("cannot copy sources from", &from, e))?;
+    }
+    let spec = build_spec(store, &dir, job);
+    spec.validate().map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?;
+    Ok(Prepared {
+        tmp,
+        dir,
+        spec,
+        log,
+    })
+}
+
+/// The sandbox spec of a build.
+fn build_spec(store: &LocalStore, dir: &BuildDir, job: &Job) -> Spec {
+    let drv = &job.drv;
+    let mut spec = Spec::new(builder_path(drv));
+    spec.args = drv.args.clone();
+    spec.env = output_env(drv, job);
+    spec.binds.push(Bind {
+        source: dir.path().join("store"),
+        target: STORE_DIR.into(),
+        writable: true,
+    });
+    spec.binds.push(Bind {
+        source: dir.path().join("build"),
+        target: bramble_sandbox::spec::SANDBOX_BUILD_DIR.into(),
+        writable: true,
+    });
+    for input in &job.inputs {
+        spec.binds.push(Bind {
+            source: store.host_path(input),
+            target: input.in_store_dir().into(),
+            writable: false,
+        });
+    }
+    spec
+}
+
+/// The builder as a path inside the sandbox: absolute as given, else a file in `/build`.
+pub fn builder_path(drv: &Derivation) -> PathBuf {
+    if drv.builder.starts_with('/') {
+        PathBuf::from(&drv.builder)
+    } else {
+        Path::new(bramble_sandbox::spec::SANDBOX_BUILD_DIR)
+            .join(drv.builder.trim_start_matches("./"))
+    }
+}
+
+/// The derivation's env plus `$<output>` for every output (`$out` included), which win over
+/// a variable of the same name, as in Nix.
+fn output_env(drv: &Derivation, job: &Job) -> BTreeMap<String, String> {
+    let mut env = drv.env.clone();
+    for output in &drv.outputs {
+        let placeholder: StorePath = drv.placeholder(job.build_key, output);
+        env.insert(output.clone(), placeholder.in_store_dir());
+    }
+    env
+}
+
+/// Run the helper with `spec` on stdin, output to `log`, until it exits or `cancel` fires.
+async fn run_helper(
+    helper: &Path,
+    spec: &Spec,
+    log: &std::fs::File,
+    cancel: &Cancel,
+) -> Result<std::process::ExitStatus, ExecError> {
+    let setup = |e: io::Error| ExecError::Setup {
+        message: format!("cannot run `{}`: {e}", helper.display()),
+    };
+    let mut child = tokio::process::Command::new(helper)
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().map_err(setup)?)
+        .stderr(log.try_clone().map_err(setup)?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(setup)?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // A helper that exits early closes its stdin: the status below tells why.
+    let _ = stdin.write_all(spec.to_json().as_bytes()).await;
+    drop(stdin);
+    tokio::select! {
+        status = child.wait() => status.map_err(setup),
+        () = cancel.cancelled() => {
+            if let Some(pid) = child.id() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+            if tokio::time::timeout(CANCEL_GRACE, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+            Err(ExecError::Cancelled)
+        }
+    }
+}
+
+/// `exited with code 1`, `was killed by signal 9`, or what the helper's own codes mean.
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        return format!("was killed by signal {signal}");
+    }
+    let code = status.code().unwrap_or(-1);
+    let meaning = match u8::try_from(code) {
+        Ok(bramble_sandbox::EXIT_INVALID_SPEC) => Some("the sandbox rejected its spec"),
+        Ok(bramble_sandbox::EXIT_NO_USER_NAMESPACES) => {
+            Some("the kernel refused an unprivileged user namespace")
+        }
+        Ok(bramble_sandbox::EXIT_TIMEOUT) => Some("timed out"),
+        Ok(bramble_sandbox::EXIT_SETUP_FAILED) => Some("the sandbox could not be set up"),
+        Ok(bramble_sandbox::EXIT_NOT_EXECUTABLE) => Some("the builder is not executable"),
+        Ok(bramble_sandbox::EXIT_NOT_FOUND) => Some("the builder was not found in the sandbox"),
+        Ok(c) if c > bramble_sandbox::EXIT_SIGNAL_BASE => {
+            return format!(
+                "was killed by signal {}",
+                c - bramble_sandbox::EXIT_SIGNAL_BASE
+            );
+        }
+        _ => None,
+    };
+    match meaning {
+        Some(meaning) => format!("exited with code {code} ({meaning})"),
+        None => format!("exited with code {code}"),
+    }
+}
+
+/// The last `lines` lines of a log (read through its open descriptor).
+pub fn tail(log: &std::fs::File, lines: usize) -> Vec<String> {
+    let mut file = match log.try_clone() {
+        Ok(f) => f,
+        Err(_) => return Vec::new(),
+    };
+    let len = file.seek(SeekFrom::End(0)).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    let mut buf = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut buf).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
+
+/// Copy a store object (trusted: read-only, written by the store) into a fresh directory.
+/// Regular files keep their executable bit, symlinks are recreated, directories created.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a sources object must be a directory",
+        ));
+    }
+    for entry in walkdir::WalkDir::new(from).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(io::Error::other)?;
+        let rel = entry
+            .path()
+            .strip_prefix(from)
+            .expect("walkdir yields paths under its root");
+        let target = to.join(rel);
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+            let exec = entry
+                .metadata()
+                .map_err(io::Error::other)?
+                .permissions()
+                .mode()
+                & 0o111;
+            let mode = if exec != 0 { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
