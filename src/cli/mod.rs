@@ -9,7 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod add_source;
+pub mod build;
+pub mod log;
 pub mod progress;
+pub mod session;
 
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
 pub const EXIT_USER: u8 = 1;
@@ -97,7 +101,15 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Build derivations and print their output paths
+    Build(build::BuildArgs),
+    /// Print the build log of a derivation
+    Log(log::LogArgs),
+    /// Add a directory to the store as a source object (for tests and benchmarks)
+    #[command(hide = true)]
+    AddSource(add_source::AddSourceArgs),
+}
 
 /// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
 pub fn main() -> ExitCode {
@@ -122,8 +134,11 @@ pub fn main() -> ExitCode {
 }
 
 fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
-    let _ = ctx;
-    match command {}
+    match command {
+        Command::Build(args) => build::run(args, ctx),
+        Command::Log(args) => log::run(args, ctx),
+        Command::AddSource(args) => add_source::run(args, ctx),
+    }
 }
 
 fn init_tracing() {

@@ -104,7 +104,7 @@ impl Reporter for Progress {
                     eprintln!("failed {name} after {}", seconds(elapsed));
                 }
                 Event::BuiltElsewhere { name, .. } => {
-                    eprintln!("built {name} by another process");
+                    eprintln!("reused {name}, built meanwhile by another process");
                 }
                 Event::Planned { .. } | Event::Cached { .. } | Event::Started { .. } => {}
             },
