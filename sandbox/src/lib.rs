@@ -1,12 +1,133 @@
-//! `bramble-sandbox`: the setuid-free helper that runs one derivation in fresh namespaces.
+//! `bramble-sandbox`: the setuid-free helper that runs one builder in fresh namespaces.
+//!
+//! The main `bramble` process never changes its own namespaces. For every derivation (and for
+//! `bramble run`/`bramble shell`) it spawns this helper with a [`Spec`] as JSON on stdin (or on
+//! the descriptor named by `--spec-fd N`), and reads the builder's stdout/stderr and the
+//! helper's exit status. The helper needs no privilege: no setuid bit, no `newuidmap`, only
+//! unprivileged user namespaces.
+//!
+//! # Processes
+//!
+//! ```text
+//! bramble ── bramble-sandbox (host side: supervises, time limit, cancel)     run.rs
+//!               └── init, pid 1 of the new namespaces (setup, then reaps)    init.rs
+//!                     └── builder, pid 2 (setsid, execve)
+//! ```
+//!
+//! The host side uses `clone(2)` with the namespace flags, so its child is already pid 1 and
+//! inside every new namespace (no `unshare` + extra fork). Pid 1 starts the builder with
+//! `CLONE_VM | CLONE_VFORK` (as `posix_spawn`), which costs no page-table copy.
+//!
+//! # The sequence, in order
+//!
+//! Host side ([`run`](crate::run)):
+//! 1. `PR_SET_PDEATHSIG(SIGKILL)`: the helper dies with its caller (callers must spawn it from
+//!    a thread that outlives the run: the signal fires when the spawning *thread* exits).
+//! 2. Read and validate the spec; prepare every C string, the id maps and the seccomp programs.
+//!    Stdin becomes `/dev/null` unless the spec says `"stdin": "inherit"`.
+//! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
+//!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`.
+//! 4. Supervise with `sigtimedwait`: on the time limit or a cancel signal, SIGKILL pid 1 (the
+//!    kernel then kills the whole PID namespace) and reap it.
+//!
+//! Pid 1 ([`init`](crate::init)):
+//! 1. `PR_SET_PDEATHSIG(SIGKILL)`; exit if the host side already died (pipe hang-up).
+//! 2. Unblock signals.
+//! 3. `setgroups` ← `deny`, then `uid_map` ← `<uid> <host euid> 1`, `gid_map` likewise.
+//! 4. `/` made recursively private.
+//! 5. Bind sources opened `O_PATH | O_NOFOLLOW` (symlinks are recreated as symlinks).
+//! 6. A tmpfs (nosuid, nodev) as the new root, mounted over `/tmp` in our private namespace.
+//! 7. The spec's binds (recursive; then `nosuid,nodev` and `ro` unless writable, recursively
+//!    with `mount_setattr`, or a remount keeping the locked flags on older kernels), tmpfs
+//!    directories and symlinks, in spec order.
+//! 8. A fresh `/proc` (nosuid, nodev, noexec).
+//! 9. `/dev`: `null zero full random urandom tty` bound from the host, a private `shm` tmpfs,
+//!    `pts` (devpts `newinstance`), `ptmx`, `fd`, `stdin`, `stdout`, `stderr` links.
+//! 10. Hostname; `lo` up with `SIOCSIFFLAGS` (new network namespace only, nothing else).
+//! 11. The root tmpfs remounted read-only.
+//! 12. `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`: the host tree is gone. `chdir(cwd)`.
+//! 13. Every descriptor above 2 closed.
+//! 14. `no_new_privs`; all capabilities dropped (bounding, ambient, inheritable, effective,
+//!     permitted); the seccomp filters ([`seccomp`](crate::seccomp)); not dumpable.
+//! 15. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
+//!     `HOME=/homeless-shelter`, `TMPDIR=/build`, `PATH=/path-not-set` unless the spec sets
+//!     them. Pid 1 reaps every child; when the builder exits, pid 1 exits with its status,
+//!     which makes the kernel kill whatever is left (daemons do not survive the build).
+//!
+//! # Exit status
+//!
+//! The builder's own status, or 128 + signal. Otherwise (see [`exit`]): 122 invalid spec,
+//! 123 no user namespaces, 124 timeout, 125 setup failure, 126 builder not executable,
+//! 127 builder not found; 128 + n when the helper was cancelled by signal n. Each helper
+//! failure prints one `bramble-sandbox: error: ...` line and possibly one `hint: ...` line.
+//!
+//! # Spec
+//!
+//! ```json
+//! {
+//!   "builder": "/bramble/store/1b9…-bash/bin/bash",
+//!   "args": ["-e", "/build/builder.sh"],
+//!   "env": {"out": "/bramble/store/ffff…-hello"},
+//!   "cwd": "/build",
+//!   "binds": [
+//!     {"source": "/home/u/.cache/bramble/stage-17", "target": "/bramble/store", "writable": true},
+//!     {"source": "/home/u/.local/share/bramble/store/1b9…-bash", "target": "/bramble/store/1b9…-bash"},
+//!     {"source": "/home/u/.cache/bramble/build-17", "target": "/build", "writable": true}
+//!   ],
+//!   "tmpfs": ["/tmp"],
+//!   "symlinks": [{"path": "/bin/sh", "to": "/bramble/store/1b9…-bash/bin/bash"}],
+//!   "network": "none",
+//!   "hostname": "localhost",
+//!   "time_limit_ms": 3600000,
+//!   "stdin": "null",
+//!   "uid": 1000,
+//!   "gid": 100
+//! }
+//! ```
+//!
+//! Only `builder` is required. Recommended build layout: a fresh writable staging directory at
+//! `/bramble/store` (the builder creates `$out` there, as a file or a directory; the host
+//! picks up only the declared outputs, through descriptors), the input closure bound
+//! read-only on top, the build directory at `/build`. A pre-created output directory bound
+//! writable at its placeholder path works too. For `bramble run`/`bramble shell`: the project
+//! directory as a writable bind, `"stdin": "inherit"` with the spec on `--spec-fd`, stdout and
+//! stderr are always passed through, and the exit status is the program's. The program runs
+//! in its own session without a controlling terminal (TIOCSTI defence); it can read and
+//! write the terminal through its descriptors but gets no job control (a pty relay would be
+//! needed for that; not done).
 
+mod error;
 pub mod exit;
+mod init;
+mod plan;
+mod run;
+mod seccomp;
 pub mod spec;
+mod sys;
 
+pub use error::Error;
 pub use exit::*;
 pub use spec::{Bind, Network, Spec, SpecError, Stdin, Symlink};
 
-/// Entry point of the helper binary.
+/// Prints a helper error as one `bramble-sandbox: error:` line plus an optional `hint:` line,
+/// in a single write so concurrent builders' messages do not interleave.
+pub(crate) fn report(err: &Error) {
+    let mut msg = format!("bramble-sandbox: error: {err}\n");
+    if let Some(hint) = err.hint() {
+        msg.push_str("hint: ");
+        msg.push_str(&hint);
+        msg.push('\n');
+    }
+    sys::write_stderr(msg.as_bytes());
+}
+
+/// Entry point of the helper binary (`bin/bramble-sandbox.rs`).
 pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+    match run::run() {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            std::process::ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -14,6 +14,8 @@ pub mod build;
 pub mod log;
 pub mod progress;
 pub mod session;
+pub mod gc;
+pub mod store;
 
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
 pub const EXIT_USER: u8 = 1;
@@ -109,6 +111,10 @@ pub enum Command {
     /// Add a directory to the store as a source object (for tests and benchmarks)
     #[command(hide = true)]
     AddSource(add_source::AddSourceArgs),
+    /// Inspect and maintain the local store
+    Store(store::StoreArgs),
+    /// Delete store objects that no gc root reaches
+    Gc(gc::GcArgs),
 }
 
 /// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
@@ -138,6 +144,8 @@ fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
         Command::Build(args) => build::run(args, ctx),
         Command::Log(args) => log::run(args, ctx),
         Command::AddSource(args) => add_source::run(args, ctx),
+        Command::Store(args) => store::run(args, ctx),
+        Command::Gc(args) => gc::run(args, ctx),
     }
 }
 

@@ -1,0 +1,624 @@
+//! The sandbox's pid 1: builds the sandbox from inside the new namespaces, starts the builder,
+//! reaps, and exits with the builder's status (which kills everything left in the namespace).
+//!
+//! Runs in the child created by `clone(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | ...)`.
+//! Single-threaded by construction (a fresh process); every function here is called in the
+//! order of [`run`] and says which earlier step it relies on.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::error::{Error, user_namespace_hint};
+use crate::plan::{Plan, Step, parents, sandbox_path};
+use crate::sys;
+
+/// Host directory the new root's tmpfs is mounted on (only inside our private mount
+/// namespace). Bind sources are opened before it is covered, so sources under it still work.
+const ROOT_MOUNTPOINT: &std::ffi::CStr = c"/tmp";
+
+/// Device nodes bound from the host's `/dev` (they cannot be created in a user namespace).
+const DEVICES: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
+    (c"/dev/null", c"dev/null"),
+    (c"/dev/zero", c"dev/zero"),
+    (c"/dev/full", c"dev/full"),
+    (c"/dev/random", c"dev/random"),
+    (c"/dev/urandom", c"dev/urandom"),
+    (c"/dev/tty", c"dev/tty"),
+];
+
+/// What a bind source turned out to be.
+enum Source {
+    /// A directory or file, bound through `/proc/self/fd/N` of an `O_PATH` descriptor.
+    Mount { fd: OwnedFd, dir: bool },
+    /// A symbolic link, recreated with this text.
+    Link(CString),
+}
+
+/// The whole life of pid 1. Never returns: exits with the builder's status or a setup code.
+///
+/// Must be the first code run in the cloned child. `death_pipe` is the read end of a pipe
+/// whose write end only the helper's host process holds.
+pub fn run(plan: &Plan, death_pipe: OwnedFd) -> ! {
+    let code = match setup(plan, death_pipe).and_then(|()| spawn_and_reap(plan)) {
+        Ok(code) => code,
+        Err(e) => {
+            crate::report(&e);
+            e.exit_code()
+        }
+    };
+    // SAFETY: _exit is always safe; pid 1 exiting makes the kernel kill the namespace.
+    unsafe { libc::_exit(i32::from(code)) }
+}
+
+/// The ordered setup sequence. Each step depends on the ones before it.
+fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
+    // 1. Die with the host process, and close the race where it died before this line: its
+    //    write end of the pipe is then closed and poll reports POLLHUP at once.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+        .map_err(|e| Error::setup("cannot set the parent-death signal", e))?;
+    let mut pfd = libc::pollfd {
+        fd: death_pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd; a zero timeout does not block.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if n != 0 {
+        // SAFETY: _exit is always safe; the host side is gone, nobody waits for a status.
+        unsafe { libc::_exit(i32::from(crate::EXIT_SETUP_FAILED)) }
+    }
+    drop(death_pipe);
+
+    // 2. Signals: the host process blocked them for its own sigtimedwait; pid 1 of a PID
+    //    namespace receives no default-action signal from inside anyway.
+    // SAFETY: an all-clear mask is valid; sigprocmask only reads `set`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+
+    // 3. User namespace id maps: a single id each. `setgroups` must be denied before an
+    //    unprivileged process may write `gid_map`. Host `/proc` is still the one mounted.
+    let userns = |step: &'static str, source: io::Error| Error::UserNamespace {
+        step,
+        source,
+        hint: user_namespace_hint(),
+    };
+    match sys::write_file(c"/proc/self/setgroups", b"deny") {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+            return Err(userns("writing `/proc/self/setgroups`", e));
+        }
+        _ => {}
+    }
+    sys::write_file(c"/proc/self/uid_map", &plan.uid_map)
+        .map_err(|e| userns("writing `/proc/self/uid_map`", e))?;
+    sys::write_file(c"/proc/self/gid_map", &plan.gid_map)
+        .map_err(|e| userns("writing `/proc/self/gid_map`", e))?;
+
+    // 4. Make every mount private so nothing we do propagates back to the host. EPERM here
+    //    means the namespace has no capabilities (AppArmor's userns restriction).
+    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| userns("making `/` private", e))?;
+
+    // 5. Open every bind source now, while the host tree is whole (the new root will cover
+    //    `/tmp`). O_NOFOLLOW: a source that is a symlink is recreated as a symlink.
+    let sources = plan
+        .binds
+        .iter()
+        .map(|b| open_source(&b.source, &b.source_path, b.writable))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // 6. A fresh tmpfs as the new root, populated from inside (cwd = its root).
+    sys::mount(
+        Some(c"tmpfs"),
+        ROOT_MOUNTPOINT,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(c"mode=0755"),
+    )
+    .map_err(|e| Error::setup("cannot mount the root tmpfs on `/tmp`", e))?;
+    sys::chdir(ROOT_MOUNTPOINT).map_err(|e| Error::setup("cannot enter the new root", e))?;
+
+    // 7. The spec's binds, tmpfs and symlinks, in order (validated: none hides an earlier one).
+    let mut sources = sources.into_iter();
+    for step in &plan.steps {
+        match step {
+            Step::Bind { index } => {
+                let bind = &plan.binds[*index];
+                // `sources` was built from `plan.binds` in the same order as the Bind steps.
+                let Some(source) = sources.next() else {
+                    return Err(Error::setup(
+                        "internal error: bind sources out of step",
+                        io::Error::from_raw_os_error(libc::EINVAL),
+                    ));
+                };
+                make_parents(&bind.target)?;
+                match source {
+                    Source::Link(to) => symlink(&to, &bind.target)?,
+                    Source::Mount { fd, dir } => {
+                        bind_fd(&fd, dir, &bind.target, bind.writable)?;
+                    }
+                }
+            }
+            Step::Tmpfs { target } => {
+                make_parents(target)?;
+                mkdir(target, 0o755)?;
+                mount_fs(
+                    c"tmpfs",
+                    target,
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    c"mode=1777",
+                )?;
+            }
+            Step::Symlink { path, to } => {
+                make_parents(path)?;
+                symlink(to, path)?;
+            }
+        }
+    }
+
+    // 8. A fresh /proc for the new PID namespace. The kernel only allows it while a fully
+    //    visible procfs exists in this mount namespace, i.e. before the old root goes.
+    mkdir(c"proc", 0o555)?;
+    mount_fs(
+        c"proc",
+        c"proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        c"",
+    )?;
+
+    // 9. A minimal /dev: host device nodes bound in, private shm and pts, the usual links.
+    mkdir(c"dev", 0o755)?;
+    for (host, target) in DEVICES {
+        mkfile(target)?;
+        sys::mount(Some(host), target, None, libc::MS_BIND, None)
+            .map_err(|e| Error::setup(format!("cannot bind `{}`", host.to_string_lossy()), e))?;
+    }
+    mkdir(c"dev/shm", 0o1777)?;
+    mount_fs(
+        c"tmpfs",
+        c"dev/shm",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        c"mode=1777",
+    )?;
+    mkdir(c"dev/pts", 0o755)?;
+    mount_fs(
+        c"devpts",
+        c"dev/pts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        c"newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    for (to, path) in [
+        (c"pts/ptmx", c"dev/ptmx"),
+        (c"/proc/self/fd", c"dev/fd"),
+        (c"/proc/self/fd/0", c"dev/stdin"),
+        (c"/proc/self/fd/1", c"dev/stdout"),
+        (c"/proc/self/fd/2", c"dev/stderr"),
+    ] {
+        symlink(to, path)?;
+    }
+
+    // 10. Hostname (UTS namespace) and loopback (network namespace, if new).
+    // SAFETY: `hostname` is readable for its length (validated: 1 to 64 bytes).
+    sys::cvt(unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) })
+        .map_err(|e| Error::setup("cannot set the hostname", e))?;
+    if plan.new_net {
+        loopback_up()?;
+    }
+
+    // 11. Freeze the root: only binds marked writable, tmpfs entries and /dev/shm stay writable.
+    sys::mount(
+        None,
+        c".",
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+    .map_err(|e| Error::setup("cannot make the new root read-only", e))?;
+
+    // 12. pivot_root into the new root, stacking the old root on it, then detach the old root.
+    // SAFETY: both arguments are NUL-terminated; cwd is the new root, a mount point.
+    sys::cvt_long(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
+        .map_err(|e| Error::setup("cannot pivot_root into the new root", e))?;
+    // SAFETY: "." is NUL-terminated; MNT_DETACH lazily unmounts the whole old tree.
+    sys::cvt(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) })
+        .map_err(|e| Error::setup("cannot detach the old root", e))?;
+    sys::chdir(&plan.cwd).map_err(|e| {
+        Error::setup(
+            format!(
+                "cannot enter the working directory `{}`",
+                plan.cwd_path.display()
+            ),
+            e,
+        )
+    })?;
+
+    // 13. No descriptor but stdio crosses into the builder (all of ours are O_CLOEXEC, but
+    //     the caller may have leaked some).
+    close_extra_fds();
+
+    // 14. Confinement, in the only order that works: no_new_privs (lets an unprivileged
+    //     process install seccomp), drop every capability (the bounding set needs CAP_SETPCAP,
+    //     so it goes first), then the seccomp filters. Pid 1 is confined too: the builder can
+    //     reach nothing through it. Non-dumpable: the builder cannot ptrace or read it.
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+        .map_err(|e| Error::setup("cannot set no_new_privs", e))?;
+    drop_capabilities()?;
+    for filter in &plan.filters {
+        seccompiler::apply_filter(filter).map_err(|e| {
+            Error::setup(
+                "cannot install the seccomp filter",
+                io::Error::other(e.to_string()),
+            )
+        })?;
+    }
+    sys::prctl(libc::PR_SET_DUMPABLE, 0).map_err(|e| Error::setup("cannot clear dumpable", e))?;
+    Ok(())
+}
+
+/// Opens a bind source with `O_PATH | O_NOFOLLOW` and classifies it.
+///
+/// Must run after the mount namespace exists (a bind needs a source mount in the caller's
+/// mount namespace) and before the root tmpfs covers `/tmp`.
+fn open_source(source: &CString, path: &std::path::Path, writable: bool) -> Result<Source, Error> {
+    let err = |e| Error::OpenSource {
+        path: path.to_owned(),
+        source: e,
+    };
+    let fd = sys::open(source, libc::O_PATH | libc::O_NOFOLLOW).map_err(err)?;
+    let st = sys::fstat(&fd).map_err(err)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => Ok(Source::Mount { fd, dir: true }),
+        libc::S_IFREG => Ok(Source::Mount { fd, dir: false }),
+        libc::S_IFLNK if writable => Err(Error::WritableSymlink {
+            path: path.to_owned(),
+        }),
+        libc::S_IFLNK => {
+            let text = sys::readlink_fd(&fd).map_err(err)?;
+            Ok(Source::Link(CString::new(text).unwrap_or_default()))
+        }
+        _ => Err(Error::SourceKind {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// Binds the source behind `fd` at `target` (relative to the new root), recursively, then
+/// makes it `nosuid`, `nodev` and, unless writable, read-only.
+///
+/// Runs with cwd = new root, before pivot_root (the source path goes through host /proc).
+fn bind_fd(fd: &OwnedFd, dir: bool, target: &CString, writable: bool) -> Result<(), Error> {
+    if dir {
+        mkdir(target, 0o755)?;
+    } else {
+        mkfile(target)?;
+    }
+    let source = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+    sys::mount(
+        Some(&source),
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| {
+        Error::setup(
+            format!("cannot bind onto `{}`", sandbox_path(target).display()),
+            e,
+        )
+    })?;
+    restrict(target, writable).map_err(|e| {
+        Error::setup(
+            format!(
+                "cannot make `{}` {}",
+                sandbox_path(target).display(),
+                if writable { "nosuid" } else { "read-only" }
+            ),
+            e,
+        )
+    })
+}
+
+/// Sets `nosuid`, `nodev` (and `ro` unless `writable`) on the bind at `target` and every mount
+/// below it.
+///
+/// Uses `mount_setattr(AT_RECURSIVE)` (Linux 5.12); on older kernels falls back to a
+/// bind remount of the top mount that keeps the flags the kernel locked on the source (it
+/// refuses, with EPERM, to clear `noexec`, `nosuid`... inherited from a more privileged
+/// namespace), read from `statvfs`.
+fn restrict(target: &CString, writable: bool) -> io::Result<()> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if !writable {
+        set |= MOUNT_ATTR_RDONLY;
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `target` is NUL-terminated, `attr` is a valid `struct mount_attr` of the size
+    // passed; the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    match sys::cvt_long(ret) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+        r => return r.map(drop),
+    }
+    // SAFETY: `statvfs` is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `target` is NUL-terminated, `st` a valid out pointer.
+    sys::cvt(unsafe { libc::statvfs(target.as_ptr(), &mut st) })?;
+    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
+    if !writable {
+        flags |= libc::MS_RDONLY;
+    }
+    for (st_flag, ms_flag) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    sys::mount(None, target, None, flags, None)
+}
+
+/// `mkdir -p` of the parents of `path` (relative to cwd = the new root).
+fn make_parents(path: &CString) -> Result<(), Error> {
+    for parent in parents(path) {
+        mkdir(&parent, 0o755)?;
+    }
+    Ok(())
+}
+
+fn mkdir(path: &std::ffi::CStr, mode: libc::mode_t) -> Result<(), Error> {
+    sys::mkdir(path, mode).map_err(|e| {
+        Error::setup(
+            format!("cannot create directory `{}`", sandbox_path(path).display()),
+            e,
+        )
+    })
+}
+
+fn mkfile(path: &std::ffi::CStr) -> Result<(), Error> {
+    sys::mkfile(path).map_err(|e| {
+        Error::setup(
+            format!("cannot create file `{}`", sandbox_path(path).display()),
+            e,
+        )
+    })
+}
+
+fn symlink(to: &std::ffi::CStr, path: &std::ffi::CStr) -> Result<(), Error> {
+    sys::symlink(to, path).map_err(|e| {
+        Error::setup(
+            format!("cannot create symlink `{}`", sandbox_path(path).display()),
+            e,
+        )
+    })
+}
+
+fn mount_fs(
+    fstype: &std::ffi::CStr,
+    target: &std::ffi::CStr,
+    flags: libc::c_ulong,
+    data: &std::ffi::CStr,
+) -> Result<(), Error> {
+    sys::mount(Some(fstype), target, Some(fstype), flags, Some(data)).map_err(|e| {
+        Error::setup(
+            format!(
+                "cannot mount {} on `{}`",
+                fstype.to_string_lossy(),
+                sandbox_path(target).display()
+            ),
+            e,
+        )
+    })
+}
+
+/// Brings `lo` up with SIOCSIFFLAGS on a socket of the new network namespace (the kernel
+/// then gives it 127.0.0.1 and ::1). Needs CAP_NET_ADMIN in the namespace: before step 14.
+fn loopback_up() -> Result<(), Error> {
+    let err = |e| Error::setup("cannot bring up the loopback interface `lo`", e);
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd =
+        sys::cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+            .map_err(err)?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `ifr` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills `ifru_flags`.
+    sys::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) }).map_err(err)?;
+    // SAFETY: the kernel just initialised the `ifru_flags` member of the union.
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: `ifr` is a valid ifreq; SIOCSIFFLAGS only reads it.
+    sys::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) }).map_err(err)?;
+    Ok(())
+}
+
+/// Closes every descriptor above 2. After pivot_root: nothing of the host remains needed.
+fn close_extra_fds() {
+    // SAFETY: close_range only closes descriptors; none above 2 is used after this point.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if ret == 0 {
+        return;
+    }
+    // Kernels before 5.9: close one by one up to the descriptor limit.
+    // SAFETY: `rlim` is a valid out pointer.
+    let mut rlim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `rlim` is a valid out pointer.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) } == 0 {
+        rlim.rlim_cur.min(1 << 16) as i32
+    } else {
+        1024
+    };
+    for fd in 3..max {
+        // SAFETY: closing a descriptor nothing uses (or that is not open) is harmless.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Clears the bounding, ambient, inheritable, permitted and effective sets.
+///
+/// After the mounts (which need CAP_SYS_ADMIN) and with no_new_privs set.
+fn drop_capabilities() -> Result<(), Error> {
+    use caps::CapSet;
+    let err = |set: &str, e: caps::errors::CapsError| {
+        Error::setup(
+            format!("cannot clear the {set} capability set"),
+            io::Error::other(e.to_string()),
+        )
+    };
+    caps::clear(None, CapSet::Bounding).map_err(|e| err("bounding", e))?;
+    // Capabilities newer than the `caps` crate knows: drop by number up to the kernel's limit.
+    for cap in 41..64 {
+        // SAFETY: PR_CAPBSET_DROP takes an integer; EINVAL past the last capability is ignored.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+            break;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| err("inheritable", e))?;
+    caps::clear(None, CapSet::Effective).map_err(|e| err("effective", e))?;
+    caps::clear(None, CapSet::Permitted).map_err(|e| err("permitted", e))?;
+    Ok(())
+}
+
+/// Shared between pid 1 and the builder child while they share memory (CLONE_VM): the
+/// child stores the errno of a failed execve here before exiting.
+#[repr(C)]
+struct Exec<'a> {
+    plan: &'a Plan,
+    errno: libc::c_int,
+}
+
+/// The builder child. Runs on its own small stack in pid 1's address space (CLONE_VM |
+/// CLONE_VFORK: pid 1 is suspended until the exec), so it only makes async-signal-safe
+/// system calls on data prepared in advance, and never returns into Rust code of pid 1.
+extern "C" fn builder_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Exec` that `spawn_and_reap` keeps alive until this child has
+    // exec'd or exited (CLONE_VFORK).
+    let exec = unsafe { &mut *arg.cast::<Exec<'_>>() };
+    // SAFETY: resetting a disposition and creating a session take no pointers; execve gets
+    // NUL-terminated strings and null-terminated pointer arrays prepared by the Plan.
+    unsafe {
+        // Rust ignores SIGPIPE at startup; an ignored disposition survives execve.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // A new session: no controlling terminal, so no TIOCSTI on the caller's tty.
+        libc::setsid();
+        libc::execve(
+            exec.plan.builder.as_ptr(),
+            exec.plan.argv_ptrs.as_ptr(),
+            exec.plan.envp_ptrs.as_ptr(),
+        );
+        exec.errno = *libc::__errno_location();
+        libc::_exit(127)
+    }
+}
+
+/// Starts the builder as pid 2 and reaps until it exits; returns its status as an exit code.
+///
+/// After [`setup`]: the builder inherits the confinement (seccomp, no capabilities) and cwd.
+fn spawn_and_reap(plan: &Plan) -> Result<u8, Error> {
+    let mut stack = vec![0u8; 64 * 1024];
+    let mut exec = Exec { plan, errno: 0 };
+    // SAFETY: the stack is writable and its top (stacks grow down on the supported arches)
+    // is 16-byte aligned; `exec` outlives the child's use of it because CLONE_VFORK suspends
+    // us until the child has exec'd or exited.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        libc::clone(
+            builder_child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut exec as *mut Exec<'_>).cast(),
+        )
+    };
+    let pid = sys::cvt(pid).map_err(|e| Error::setup("cannot start the builder", e))?;
+    drop(stack);
+    if exec.errno != 0 {
+        let mut status = 0;
+        // SAFETY: reaping our own child; `status` is a valid out pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(exec_error(plan, exec.errno));
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out pointer; -1 reaps any child, including orphans
+        // re-parented to us as pid 1.
+        let got = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if got == pid {
+            return Ok(status_code(status));
+        }
+        if got == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(Error::setup("cannot wait for the builder", e));
+            }
+        }
+    }
+}
+
+/// A wait status as a shell reports it: the exit code, or 128 + the signal number.
+pub fn status_code(status: libc::c_int) -> u8 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status) as u8
+    } else if libc::WIFSIGNALED(status) {
+        crate::EXIT_SIGNAL_BASE.saturating_add(libc::WTERMSIG(status) as u8)
+    } else {
+        crate::EXIT_SETUP_FAILED
+    }
+}
+
+/// Classifies a failed execve of the builder.
+fn exec_error(plan: &Plan, errno: libc::c_int) -> Error {
+    let path = plan.builder_path.clone();
+    match errno {
+        libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG => {
+            // SAFETY: `builder` is NUL-terminated.
+            let exists = unsafe { libc::access(plan.builder.as_ptr(), libc::F_OK) } == 0;
+            Error::BuilderNotFound {
+                path,
+                interpreter: exists && errno == libc::ENOENT,
+            }
+        }
+        libc::EACCES | libc::ENOEXEC | libc::EPERM | libc::EISDIR | libc::ETXTBSY => {
+            Error::BuilderNotExecutable {
+                path,
+                source: io::Error::from_raw_os_error(errno),
+            }
+        }
+        _ => Error::setup(
+            format!("cannot execute builder `{}`", path.display()),
+            io::Error::from_raw_os_error(errno),
+        ),
+    }
+}

@@ -1,0 +1,148 @@
+//! Thin, checked wrappers over the raw system calls the helper makes.
+//!
+//! Every function returns `io::Error::last_os_error()` on failure and never panics. Paths are
+//! `&CStr` prepared in advance so the sequence does no formatting on its success path.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr;
+
+/// Converts a `-1` return into the current `errno`.
+pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Converts a `-1` return of `syscall(2)` into the current `errno`.
+pub fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `mount(2)` with optional source, filesystem type and data.
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let p = |s: Option<&CStr>| s.map_or(ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
+    let ret = unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data).cast()) };
+    cvt(ret).map(drop)
+}
+
+/// `mkdir(2)`; an existing entry is not an error (the caller's next step checks its type).
+pub fn mkdir(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    match cvt(unsafe { libc::mkdir(path.as_ptr(), mode) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// Creates an empty regular file to bind a file onto; an existing entry is not an error.
+pub fn mkfile(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated and outlives the call; S_IFREG needs no device number.
+    match cvt(unsafe { libc::mknod(path.as_ptr(), libc::S_IFREG | 0o644, 0) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// `symlink(2)`: creates `path` pointing to `to`.
+pub fn symlink(to: &CStr, path: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    cvt(unsafe { libc::symlink(to.as_ptr(), path.as_ptr()) }).map(drop)
+}
+
+/// `open(2)` returning an owned descriptor (`O_CLOEXEC` is always added).
+pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated; the mode argument is ignored without O_CREAT.
+    let fd = cvt(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o644) })?;
+    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstat(2)` on any descriptor, including `O_PATH` ones.
+pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: `libc::stat` is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open, "" with AT_EMPTY_PATH names it, `st` is a valid out pointer.
+    let ret = unsafe {
+        libc::fstatat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut st,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    cvt(ret).map(|_| st)
+}
+
+/// Reads the text of the symbolic link `fd` was opened on (`O_PATH | O_NOFOLLOW`).
+pub fn readlink_fd(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `buf` is writable for `buf.len()` bytes; "" names the link itself.
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = cvt_long(n as libc::c_long)? as usize;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Writes all of `data` to the file at `path` (used for `/proc/self/{uid,gid}_map`).
+pub fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
+    let fd = open(path, libc::O_WRONLY)?;
+    // SAFETY: `data` is readable for `data.len()` bytes; `fd` is open.
+    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+    let n = cvt_long(n as libc::c_long)? as usize;
+    if n != data.len() {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(())
+}
+
+/// `chdir(2)`.
+pub fn chdir(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+}
+
+/// `prctl(2)` with one argument.
+pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the options used by the helper take integer arguments only.
+    cvt(unsafe {
+        libc::prctl(
+            option,
+            arg,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
+    .map(drop)
+}
+
+/// Writes a whole message to stderr in one `write(2)` (no locks, no buffering).
+pub fn write_stderr(msg: &[u8]) {
+    // SAFETY: `msg` is readable for its length; a failed write to stderr is ignored as there
+    // is nowhere else to report it.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+    }
+}

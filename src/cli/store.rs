@@ -1,0 +1,267 @@
+//! `bramble store …`: look at and maintain the local store (add a tree, show a path's
+//! metadata, verify every object against the database).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::{CliError, Context, ErrorClass};
+use crate::store::StorePath;
+use crate::store::local::{self, LocalStore, VerifyOptions, VerifyProblem};
+use crate::store::tree::TreeError;
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Add a directory (or file) to the store; prints its store path
+    Add {
+        /// The directory, file or symlink to add (symlinks are stored, not followed)
+        path: PathBuf,
+        /// Name of the store object (default: the last component of PATH)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show what the store knows about a path: archive hash, size, references, deriver
+    PathInfo {
+        /// A store path (`<hash>-<name>` or a full path into the store)
+        path: String,
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every store object and compare with the database
+    Verify {
+        /// Delete broken objects (and the objects that refer to them)
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+/// Render a store error for the terminal: class, message with its causes, hint.
+pub(crate) fn store_error(err: local::Error) -> CliError {
+    use local::Error as E;
+    let message = local::error_chain(&err);
+    let (class, hint): (ErrorClass, Option<String>) = match &err {
+        E::NewerSchema { .. } => (
+            ErrorClass::Environment,
+            Some(
+                "this store was written by a newer bramble: upgrade bramble, or set BRAMBLE_HOME to use another store"
+                    .into(),
+            ),
+        ),
+        E::CorruptDatabase { .. } => (
+            ErrorClass::Environment,
+            Some("run `bramble store verify --repair`; if that fails, move the database aside".into()),
+        ),
+        E::NoHome => (
+            ErrorClass::Environment,
+            Some("set BRAMBLE_HOME to the directory that should hold the store".into()),
+        ),
+        E::Name(_) => (
+            ErrorClass::User,
+            Some("names use letters, digits and `+-._?=`; pass `--name` to choose one".into()),
+        ),
+        E::NotValid { .. } => (
+            ErrorClass::User,
+            Some("it is not registered in this store (BRAMBLE_HOME selects the store); add it first with `bramble store add`".into()),
+        ),
+        E::InvalidReference { .. } => (ErrorClass::Internal, None),
+        E::SourceChanged { .. } => (
+            ErrorClass::User,
+            Some("make sure nothing writes to the directory while it is being added".into()),
+        ),
+        E::BadDerivation { .. } => (ErrorClass::Environment, None),
+        E::Tree(tree) => match tree {
+            TreeError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                (ErrorClass::User, None)
+            }
+            TreeError::Io { .. } => (ErrorClass::Environment, None),
+            TreeError::Unsupported { .. }
+            | TreeError::Setuid { .. }
+            | TreeError::ForeignHardlink { .. }
+            | TreeError::Xattr { .. }
+            | TreeError::BadName { .. }
+            | TreeError::TooDeep { .. }
+            | TreeError::DuplicateAfterRewrite { .. } => (
+                ErrorClass::User,
+                Some("a store object holds only regular files, directories and symlinks, without setuid/setgid bits or hardlinks to files outside it".into()),
+            ),
+            TreeError::Changed { .. } => (
+                ErrorClass::User,
+                Some("make sure nothing writes to the directory while it is being added".into()),
+            ),
+            TreeError::Archive(_) => (ErrorClass::User, None),
+        },
+        E::Io { .. } | E::Database { .. } => (ErrorClass::Environment, None),
+    };
+    let err = CliError {
+        class,
+        message,
+        hint: None,
+        exit_code: None,
+    };
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+/// Open the default store, with CLI errors.
+pub(crate) fn open_store() -> Result<LocalStore, CliError> {
+    LocalStore::open_default().map_err(store_error)
+}
+
+/// Parse a store path given on the command line.
+pub(crate) fn parse_store_path(text: &str) -> Result<StorePath, CliError> {
+    StorePath::from_path_str(text).map_err(|e| {
+        CliError::user(e.to_string())
+            .with_hint("a store path looks like `<store>/<32-char hash>-<name>`, as printed by `bramble store add`")
+    })
+}
+
+fn stdout_error(err: std::io::Error) -> CliError {
+    CliError::environment(format!("cannot write to stdout: {err}"))
+}
+
+pub fn run(args: StoreArgs, ctx: &Context) -> Result<ExitCode, CliError> {
+    let _ = ctx;
+    match args.command {
+        StoreCommand::Add { path, name } => add(&path, name),
+        StoreCommand::PathInfo { path, json } => path_info(&path, json),
+        StoreCommand::Verify { repair } => verify(repair),
+    }
+}
+
+fn add(path: &std::path::Path, name: Option<String>) -> Result<ExitCode, CliError> {
+    let name = match name {
+        Some(n) => n,
+        None => {
+            let abs = std::path::absolute(path)
+                .map_err(|e| CliError::user(format!("cannot resolve `{}`: {e}", path.display())))?;
+            abs.file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    CliError::user(format!("`{}` has no usable name", path.display()))
+                        .with_hint("pass `--name <name>`")
+                })?
+        }
+    };
+    let store = open_store()?;
+    let added = store.add_dir(path, &name).map_err(store_error)?;
+    writeln!(std::io::stdout(), "{}", store.host_path(&added).display()).map_err(stdout_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path_info(text: &str, json: bool) -> Result<ExitCode, CliError> {
+    let path = parse_store_path(text)?;
+    let store = open_store()?;
+    let info = store
+        .path_info(&path)
+        .map_err(store_error)?
+        .ok_or_else(|| store_error(local::Error::NotValid { path: path.clone() }))?;
+    let host = store.host_path(&path);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({
+            "path": info.path,
+            "host_path": host,
+            "archive_hash": info.archive_hash,
+            "archive_size": info.archive_size,
+            "references": info.references,
+            "deriver": info.deriver,
+            "registered_at": info.registered_at,
+        });
+        writeln!(out, "{value}").map_err(stdout_error)?;
+    } else {
+        let refs: Vec<String> = info.references.iter().map(ToString::to_string).collect();
+        let text = format!(
+            "path:         {}\narchive hash: {}\nsize:         {}\nreferences:   {}\nderiver:      {}\n",
+            host.display(),
+            info.archive_hash,
+            info.archive_size,
+            if refs.is_empty() {
+                "(none)".to_owned()
+            } else {
+                refs.join(" ")
+            },
+            info.deriver
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "(none)".to_owned()),
+        );
+        out.write_all(text.as_bytes()).map_err(stdout_error)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(repair: bool) -> Result<ExitCode, CliError> {
+    let store = open_store()?;
+    let report = store
+        .verify(&VerifyOptions { repair })
+        .map_err(store_error)?;
+    let mut out = std::io::stdout().lock();
+    for problem in &report.problems {
+        let line = match problem {
+            VerifyProblem::Missing { path } => {
+                format!("missing {}", store.host_path(path).display())
+            }
+            VerifyProblem::Mismatch {
+                path,
+                expected,
+                actual,
+                expected_size,
+                actual_size,
+            } => format!(
+                "corrupt {}: expected archive hash {expected} ({expected_size} bytes), found {actual} ({actual_size} bytes)",
+                store.host_path(path).display()
+            ),
+            VerifyProblem::Unreadable { path, error } => {
+                format!("unreadable {}: {error}", store.host_path(path).display())
+            }
+        };
+        writeln!(out, "{line}").map_err(stdout_error)?;
+    }
+    for removed in &report.removed {
+        writeln!(out, "removed {}", store.host_path(removed).display()).map_err(stdout_error)?;
+    }
+    drop(out);
+    eprintln!(
+        "checked {} store paths: {} broken{}",
+        report.checked,
+        report.problems.len(),
+        if repair {
+            format!(", {} removed", report.removed.len())
+        } else {
+            String::new()
+        }
+    );
+    let unrepaired = report
+        .problems
+        .iter()
+        .any(|p| !report.removed.contains(p.path()));
+    if unrepaired {
+        let err = CliError::environment(format!(
+            "{} store path{} failed verification",
+            report.problems.len(),
+            if report.problems.len() == 1 { "" } else { "s" }
+        ));
+        return Err(if repair {
+            err.with_hint("some broken paths are in use (locked); retry when no build is running")
+        } else {
+            err.with_hint("run `bramble store verify --repair` to delete them and what refers to them, then rebuild")
+        });
+    }
+    Ok(ExitCode::SUCCESS)
+}
