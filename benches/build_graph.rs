@@ -48,7 +48,7 @@ impl Bench {
             busybox: Derivation::new("busybox", "busybox"),
         };
         let out = b
-            .command(&["add-source", src.to_str().unwrap()])
+            .command(&["store", "add", src.to_str().unwrap(), "--name", "source"])
             .output()
             .unwrap();
         assert!(
@@ -56,11 +56,7 @@ impl Bench {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let path: StorePath = String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let path = StorePath::from_path_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
         b.busybox.args = vec![
             "sh".into(),
             "-c".into(),

@@ -206,11 +206,13 @@ fn two_processes_on_one_store_build_each_derivation_once() {
     ];
     let a = f
         .command(&args)
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let b = f
         .command(&args)
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

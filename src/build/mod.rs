@@ -48,7 +48,9 @@ use crate::store::{Derivation, DerivationError, Hash, StorePath};
 
 pub use graph::BuildGraph;
 pub use report::{Event, NullReporter, Reporter};
-pub use scheduler::{BuildOptions, BuildReport, Failure, FailureKind, Plan, RootResult, plan, run};
+pub use scheduler::{
+    BuildOptions, BuildReport, Engine, Failure, FailureKind, Plan, RootResult, plan, run,
+};
 
 /// Errors that stop a build before or outside any one derivation.
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,7 @@ pub struct SandboxExecutor {
 
 impl Executor for SandboxExecutor {
     async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
+        let started = std::time::Instant::now();
         let prepared = {
             let (store, job) = (self.store.clone(), job.clone());
             tokio::task::spawn_blocking(move || prepare(&store, &job))
@@ -80,7 +81,10 @@ impl Executor for SandboxExecutor {
             spec,
             log,
         } = prepared;
+        tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
+        let started = std::time::Instant::now();
         let status = run_helper(&self.config.helper, &spec, &log, &cancel).await;
+        tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
         let log_tail = tail(&log, LOG_TAIL_LINES);
         {
             let store = self.store.clone();

@@ -569,8 +569,11 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
         });
         let drv = job.drv.clone();
         let (key, drv_hash) = (job.build_key, job.drv_hash);
+        let started = Instant::now();
         let built = executor.execute(job, stop.clone()).await?;
+        tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "builder finished");
         let finish = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let mut paths = BTreeMap::new();
             for staged in &built.outputs {
                 let path = store.add_output(staged, drv_hash, &closure)?;
@@ -599,6 +602,7 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
                 store.register(key, drv_hash, &paths)?;
             }
             drop(lock);
+            tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "outputs added");
             Ok(paths)
         });
         let paths = finish.await.expect("the store does not panic")?;

@@ -9,12 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod add_source;
 pub mod build;
+pub mod gc;
 pub mod log;
 pub mod progress;
 pub mod session;
-pub mod gc;
 pub mod store;
 
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
@@ -108,9 +107,6 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Print the build log of a derivation
     Log(log::LogArgs),
-    /// Add a directory to the store as a source object (for tests and benchmarks)
-    #[command(hide = true)]
-    AddSource(add_source::AddSourceArgs),
     /// Inspect and maintain the local store
     Store(store::StoreArgs),
     /// Delete store objects that no gc root reaches
@@ -143,7 +139,6 @@ fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
     match command {
         Command::Build(args) => build::run(args, ctx),
         Command::Log(args) => log::run(args, ctx),
-        Command::AddSource(args) => add_source::run(args, ctx),
         Command::Store(args) => store::run(args, ctx),
         Command::Gc(args) => gc::run(args, ctx),
     }

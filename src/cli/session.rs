@@ -99,10 +99,7 @@ impl Session {
     }
 }
 
-/// A store error for the user: the whole cause chain.
-pub fn store_error(e: crate::store::local::Error) -> CliError {
-    CliError::environment(crate::store::local::error_chain(&e))
-}
+pub(crate) use super::store::store_error;
 
 /// How long running builds get to stop after a cancellation before the runtime goes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

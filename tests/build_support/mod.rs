@@ -35,9 +35,9 @@ impl Fixture {
             project,
             busybox: Derivation::new("busybox", "busybox"),
         };
-        let out = f.bramble(&["add-source", src.to_str().unwrap()]);
-        assert!(out.status.success(), "add-source: {}", stderr(&out));
-        let path: StorePath = stdout(&out).trim().parse().unwrap();
+        let out = f.bramble(&["store", "add", src.to_str().unwrap(), "--name", "source"]);
+        assert!(out.status.success(), "store add: {}", stderr(&out));
+        let path = StorePath::from_path_str(stdout(&out).trim()).unwrap();
         let mut bb = Derivation::new("busybox", "busybox");
         bb.args = vec![
             "sh".into(),
