@@ -118,7 +118,7 @@ struct DerivationsFile {
     roots: Option<Vec<Hash>>,
 }
 
-fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
+pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::user(format!("cannot read `{}`: {e}", path.display())))?;
     let file: DerivationsFile = serde_json::from_str(&text)

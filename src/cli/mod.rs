@@ -14,6 +14,7 @@ pub mod gc;
 pub mod log;
 pub mod progress;
 pub mod session;
+pub mod shell;
 pub mod store;
 
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
@@ -107,6 +108,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Print the build log of a derivation
     Log(log::LogArgs),
+    /// Open a shell in a derivation's build environment
+    Shell(shell::ShellArgs),
     /// Inspect and maintain the local store
     Store(store::StoreArgs),
     /// Delete store objects that no gc root reaches
@@ -139,6 +142,7 @@ fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
     match command {
         Command::Build(args) => build::run(args, ctx),
         Command::Log(args) => log::run(args, ctx),
+        Command::Shell(args) => shell::run(args, ctx),
         Command::Store(args) => store::run(args, ctx),
         Command::Gc(args) => gc::run(args, ctx),
     }

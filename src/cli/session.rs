@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use crate::build::sandbox::{SandboxConfig, SandboxExecutor};
 use crate::build::{
-    self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Plan,
+    self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Job, Plan,
 };
 use crate::store::local::LocalStore;
-use crate::store::{Derivation, Hash, StorePath};
+use crate::store::{Derivation, Hash, OutputRef, StorePath};
 
 use super::progress::Progress;
 use super::{CliError, Context};
@@ -57,6 +57,55 @@ impl Session {
             store: self.store.clone(),
         });
         run_build(self.store.clone(), executor, request, options, quiet)
+    }
+
+    /// Build everything derivation `root` of `request` needs and return it as a resolved job
+    /// whose inputs are its input closure (for `shell`).
+    pub fn prepare_root(
+        &self,
+        request: &Request,
+        root: Hash,
+        options: &BuildOptions,
+    ) -> Result<Job, CliError> {
+        let drv = request
+            .derivations
+            .get(&root)
+            .ok_or_else(|| {
+                CliError::internal(format!("derivation `{root}` is not in the request"))
+            })?
+            .clone();
+        let deps = drv
+            .dependencies()
+            .map_err(|e| CliError::user(e.to_string()))?;
+        let mut dep_roots: Vec<Hash> = deps.iter().map(|r| r.drv).collect();
+        dep_roots.dedup();
+        let inputs_request = Request {
+            derivations: request.derivations.clone(),
+            roots: dep_roots,
+        };
+        let report = self.build(&inputs_request, options, false, false)?;
+        explain_failures(&report)?;
+        let mut realised: HashMap<OutputRef, StorePath> = HashMap::new();
+        for r in &report.roots {
+            for (output, path) in r.outputs.iter().flatten() {
+                let reference = OutputRef {
+                    drv: r.drv,
+                    output: output.clone(),
+                };
+                realised.insert(reference, path.clone());
+            }
+        }
+        let resolved = drv
+            .resolve(|r| realised.get(r).cloned())
+            .map_err(|e| CliError::user(e.to_string()))?;
+        let direct: Vec<StorePath> = realised.into_values().collect();
+        let closure = self.store.closure(&direct).map_err(store_error)?;
+        Ok(Job {
+            drv_hash: root,
+            build_key: resolved.hash(),
+            drv: Arc::new(resolved),
+            inputs: closure,
+        })
     }
 
     pub fn plan(&self, request: &Request) -> Result<Plan, CliError> {
@@ -236,4 +285,15 @@ pub fn evaluate_refs(refs: &[String]) -> Result<(Request, PathBuf), CliError> {
     Err(CliError::user(
         "building `.bramble` references needs the project support, not in this build",
     ))
+}
+
+/// The exit code that passes a child's status through: its code, or 128 + signal.
+pub fn exit_code(status: std::process::ExitStatus) -> std::process::ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 1,
+    };
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
