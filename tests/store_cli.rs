@@ -295,3 +295,48 @@ fn gc_dry_run_then_gc() {
     );
     assert!(!Path::new(&path).exists());
 }
+
+#[test]
+fn export_import_round_trip_and_a_truncated_archive_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let src = tmp.path().join("src");
+    make_tree(&src, 10, 3000, 4);
+    let path = stdout(&run(
+        &home,
+        &["store", "add", src.to_str().unwrap(), "--name", "t"],
+    ));
+    let exported = run(&home, &["store", "export", &path]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let archive = tmp.path().join("t.archive");
+    std::fs::write(&archive, &exported.stdout).unwrap();
+
+    let other = tmp.path().join("other");
+    let imported = run(
+        &other,
+        &["store", "import", archive.to_str().unwrap(), "--name", "t"],
+    );
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert_eq!(
+        Path::new(&stdout(&imported)).file_name(),
+        Path::new(&path).file_name()
+    );
+
+    let cut = tmp.path().join("cut.archive");
+    std::fs::write(&cut, &exported.stdout[..exported.stdout.len() / 2]).unwrap();
+    let third = tmp.path().join("third");
+    let o = run(
+        &third,
+        &["store", "import", cut.to_str().unwrap(), "--name", "t"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("archive is truncated at byte"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("hint:"));
+    assert!(store_entries(&third).is_empty());
+    assert_eq!(std::fs::read_dir(third.join("tmp")).unwrap().count(), 0);
+    assert!(run(&third, &["store", "verify"]).status.success());
+}

@@ -36,6 +36,19 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the archive of a store path to stdout
+    Export {
+        /// A store path
+        path: String,
+    },
+    /// Add a store object from an archive (as written by `export`); prints its store path
+    Import {
+        /// The archive file, or `-` for stdin
+        file: PathBuf,
+        /// Name of the store object
+        #[arg(long)]
+        name: String,
+    },
     /// Re-hash every store object and compare with the database
     Verify {
         /// Delete broken objects (and the objects that refer to them)
@@ -141,6 +154,8 @@ pub fn run(args: StoreArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         StoreCommand::Add { path, name } => add(&path, name),
         StoreCommand::PathInfo { path, json } => path_info(&path, json),
         StoreCommand::Verify { repair } => verify(repair),
+        StoreCommand::Export { path } => export(&path),
+        StoreCommand::Import { file, name } => import(&file, &name),
     }
 }
 
@@ -263,5 +278,39 @@ fn verify(repair: bool) -> Result<ExitCode, CliError> {
             err.with_hint("run `bramble store verify --repair` to delete them and what refers to them, then rebuild")
         });
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(text: &str) -> Result<ExitCode, CliError> {
+    let path = parse_store_path(text)?;
+    let store = open_store()?;
+    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    store.export(&path, out).map_err(store_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(file: &std::path::Path, name: &str) -> Result<ExitCode, CliError> {
+    let store = open_store()?;
+    let added = if file == std::path::Path::new("-") {
+        store.add_archive(std::io::stdin().lock(), name)
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| {
+            CliError::user(format!("cannot open `{}`: {e}", file.display()))
+        })?;
+        store.add_archive(std::io::BufReader::with_capacity(1 << 16, f), name)
+    }
+    .map_err(|e| {
+        let is_archive = matches!(&e, local::Error::Tree(TreeError::Archive(_)));
+        let err = store_error(e);
+        if is_archive {
+            err.with_hint(format!(
+                "`{}` is not a complete bramble archive; export it again with `bramble store export`",
+                file.display()
+            ))
+        } else {
+            err
+        }
+    })?;
+    writeln!(std::io::stdout(), "{}", store.host_path(&added).display()).map_err(stdout_error)?;
     Ok(ExitCode::SUCCESS)
 }

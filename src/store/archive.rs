@@ -181,8 +181,9 @@ pub trait Sink {
     fn symlink(&mut self, name: Option<&[u8]>, target: &[u8]) -> Result<(), Self::Error>;
 }
 
-/// Size of the buffer used to copy file contents.
-pub const COPY_BUFFER: usize = 1 << 20;
+/// Size of the buffer used to copy file contents: large enough to amortise `read` calls,
+/// small enough to stay in the L2 cache between the read and the hash.
+pub const COPY_BUFFER: usize = 256 * 1024;
 
 /// Streaming archive encoder: a [`Sink`] that writes archive bytes to `W`.
 ///

@@ -322,6 +322,50 @@ impl LocalStore {
         Ok(path)
     }
 
+    /// Add a source object from an archive stream (e.g. `bramble store import`). The archive
+    /// is untrusted: it is decoded with the default [`Limits`](super::archive::Limits) into a
+    /// temp dir, and nothing reaches `store/` unless it decoded completely.
+    pub fn add_archive(&self, archive: impl io::Read, name: &str) -> Result<StorePath, Error> {
+        validate_name(name)?;
+        let tmp = self.tmp_dir("import")?;
+        let staged = tmp.path().join("object");
+        tree::restore(
+            archive,
+            &staged,
+            &super::archive::Limits::default(),
+            store_restore(),
+        )?;
+        let (archive_hash, archive_size) = hash_tree(&staged)?;
+        let path = content_address(name, archive_hash, false, &BTreeSet::new())?;
+        let _gc = self.gc_lock(LockMode::Shared)?;
+        let _lock = self.lock(&path)?;
+        if self.is_valid(&path)? {
+            return Ok(path);
+        }
+        self.install(
+            &staged,
+            PathInfo {
+                path: path.clone(),
+                archive_hash,
+                archive_size,
+                references: BTreeSet::new(),
+                deriver: None,
+                registered_at: db::now(),
+            },
+        )?;
+        Ok(path)
+    }
+
+    /// Write the archive of a valid path to `out`.
+    pub fn export(&self, path: &StorePath, out: impl io::Write) -> Result<u64, Error> {
+        if !self.is_valid(path)? {
+            return Err(Error::NotValid { path: path.clone() });
+        }
+        let mut w = Writer::new(out)?;
+        tree::dump(&self.host_path(path), &mut w, &DumpOptions::default())?;
+        Ok(w.finish()?.1)
+    }
+
     /// Turn a finished build output into a store object: hash it modulo self-references,
     /// scan it for references among `candidate_refs`, copy it with the placeholder rewritten
     /// to the final hash and with store permissions, and register it. Rejects setuid files,

@@ -360,3 +360,27 @@ fn concurrent_adds_of_the_same_tree_store_it_once() {
     assert_eq!(store.db().all_paths().unwrap().len(), 1);
     assert_eq!(std::fs::read_dir(store.store_dir()).unwrap().count(), 1);
 }
+
+#[test]
+fn golden_store_path_of_a_small_fixed_tree() {
+    // The tree of `archive::tests::golden_archive_bytes`, on disk. Its path, computed
+    // independently in Python from the archive bytes given in that test:
+    //   d = hashlib.sha256(archive).digest()[:20]
+    //   of_fields(b'bramble-store-path-v1', [b'golden', d, b'\x00'])
+    //   → 'gdawmo46cej2cdgnada4kfx5xna66xmn'
+    let (tmp, store) = store();
+    let root = tmp.path().join("t");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(root.join("bin/hello"), PermissionsExt::from_mode(0o700)).unwrap();
+    symlink("bin/hello", root.join("link")).unwrap();
+    std::fs::write(root.join("readme"), "hello\n").unwrap();
+    let p = store.add_dir(&root, "golden").unwrap();
+    assert_eq!(p.to_string(), "gdawmo46cej2cdgnada4kfx5xna66xmn-golden");
+    let info = store.path_info(&p).unwrap().unwrap();
+    assert_eq!(
+        info.archive_hash.to_string(),
+        "dk32w6sopdadsj5wnph3ar4gpht4wyg4"
+    );
+    assert_eq!(info.archive_size, 106);
+}

@@ -1,0 +1,420 @@
+/* The sandbox probe: runs as the builder inside bramble-sandbox and asserts isolation from
+ * within. Built static (gcc -static -O2) so it needs nothing from the sandbox.
+ *
+ * usage: probe <check> [args...]; exit 0 and print "ok" when every assertion holds, else
+ * print "FAIL: ..." lines on stderr and exit 1. Some checks (exit, signal, sleep, daemon)
+ * exist to give the host side something to observe. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <termios.h>
+#include <unistd.h>
+
+extern char **environ;
+static int failures;
+
+#define CHECK(cond, ...)                                                                       \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "FAIL: " __VA_ARGS__);                                             \
+            fprintf(stderr, " (errno %d: %s)\n", errno, strerror(errno));                      \
+            failures++;                                                                        \
+        }                                                                                      \
+    } while (0)
+
+static int read_file(const char *path, char *buf, size_t len) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    if (n < 0) return -1;
+    buf[n] = 0;
+    return (int)n;
+}
+
+/* ids <host uid> <host gid>: the single-id maps, setgroups denied, uid 1000 gid 100. */
+static void check_ids(char **argv) {
+    char buf[256];
+    CHECK(getuid() == 1000 && geteuid() == 1000, "uid is %d, want 1000", getuid());
+    CHECK(getgid() == 100 && getegid() == 100, "gid is %d, want 100", getgid());
+    CHECK(read_file("/proc/self/uid_map", buf, sizeof buf) > 0, "read uid_map");
+    unsigned a, b, c;
+    CHECK(sscanf(buf, "%u %u %u", &a, &b, &c) == 3 && a == 1000 && c == 1 &&
+              b == (unsigned)atoi(argv[0]),
+          "uid_map is `%s`, want `1000 %s 1`", buf, argv[0]);
+    CHECK(strchr(buf, '\n') == buf + strlen(buf) - 1, "uid_map has more than one line: %s", buf);
+    CHECK(read_file("/proc/self/gid_map", buf, sizeof buf) > 0, "read gid_map");
+    CHECK(sscanf(buf, "%u %u %u", &a, &b, &c) == 3 && a == 100 && c == 1 &&
+              b == (unsigned)atoi(argv[1]),
+          "gid_map is `%s`, want `100 %s 1`", buf, argv[1]);
+    CHECK(read_file("/proc/self/setgroups", buf, sizeof buf) > 0 && strncmp(buf, "deny", 4) == 0,
+          "setgroups is `%s`, want deny", buf);
+    CHECK(setuid(0) != 0, "setuid(0) succeeded");
+}
+
+/* absent PATH...: none of the paths exists. */
+static void check_absent(char **argv) {
+    struct stat st;
+    for (; *argv; argv++) CHECK(lstat(*argv, &st) != 0 && errno == ENOENT, "`%s` exists", *argv);
+}
+
+/* root-entries NAME...: `/` holds exactly these entries. */
+static void check_root_entries(char **argv) {
+    int want = 0, got = 0;
+    for (char **a = argv; *a; a++) want++;
+    DIR *d = opendir("/");
+    CHECK(d != NULL, "opendir /");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        int found = 0;
+        for (char **a = argv; *a; a++) found |= !strcmp(*a, e->d_name);
+        CHECK(found, "unexpected `/%s`", e->d_name);
+        got++;
+    }
+    closedir(d);
+    CHECK(got == want, "/ has %d entries, want %d", got, want);
+    /* The root itself is read-only. */
+    CHECK(mkdir("/newdir", 0755) != 0 && errno == EROFS, "mkdir in / did not fail with EROFS");
+}
+
+static void create_in(const char *dir, int want_errno) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/probe-created", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (want_errno == 0) {
+        CHECK(fd >= 0 && write(fd, "ok", 2) == 2, "cannot write into `%s`", dir);
+    } else {
+        CHECK(fd < 0 && errno == want_errno, "creating in `%s`: want errno %d", dir, want_errno);
+    }
+    if (fd >= 0) close(fd);
+}
+
+/* readonly DIR...: read-only, nosuid, nodev mounts; readable. */
+static void check_readonly(char **argv) {
+    for (; *argv; argv++) {
+        struct statvfs sv;
+        CHECK(statvfs(*argv, &sv) == 0, "statvfs `%s`", *argv);
+        CHECK(sv.f_flag & ST_RDONLY, "`%s` is not read-only", *argv);
+        CHECK(sv.f_flag & ST_NOSUID, "`%s` is not nosuid", *argv);
+        CHECK(sv.f_flag & ST_NODEV, "`%s` is not nodev", *argv);
+        create_in(*argv, EROFS);
+        CHECK(access(*argv, R_OK | X_OK) == 0, "`%s` is not readable", *argv);
+    }
+}
+
+/* writable DIR...: writable, nosuid, nodev. */
+static void check_writable(char **argv) {
+    for (; *argv; argv++) {
+        struct statvfs sv;
+        CHECK(statvfs(*argv, &sv) == 0, "statvfs `%s`", *argv);
+        CHECK(!(sv.f_flag & ST_RDONLY), "`%s` is read-only", *argv);
+        CHECK(sv.f_flag & ST_NOSUID, "`%s` is not nosuid", *argv);
+        CHECK(sv.f_flag & ST_NODEV, "`%s` is not nodev", *argv);
+        create_in(*argv, 0);
+    }
+}
+
+/* write-file PATH TEXT: creates PATH (e.g. $out) holding TEXT. */
+static void write_path(char **argv) {
+    int fd = open(argv[0], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    CHECK(fd >= 0, "create `%s`", argv[0]);
+    if (fd >= 0) {
+        CHECK(write(fd, argv[1], strlen(argv[1])) == (ssize_t)strlen(argv[1]), "write");
+        close(fd);
+    }
+}
+
+/* net-tcp PORT ok|refused: connecting to 127.0.0.1:PORT. */
+static void check_tcp(char **argv) {
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[0]))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int r = connect(s, (struct sockaddr *)&sa, sizeof sa);
+    if (!strcmp(argv[1], "ok"))
+        CHECK(r == 0, "cannot reach 127.0.0.1:%s", argv[0]);
+    else
+        CHECK(r != 0 && errno == ECONNREFUSED, "127.0.0.1:%s reachable or not refused", argv[0]);
+    close(s);
+}
+
+/* net-unix NAME: the host's abstract socket @NAME is unreachable. */
+static void check_unix(char **argv) {
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(argv[0]);
+    memcpy(sa.sun_path + 1, argv[0], n);
+    int r = connect(s, (struct sockaddr *)&sa, offsetof(struct sockaddr_un, sun_path) + 1 + n);
+    CHECK(r != 0 && errno == ECONNREFUSED, "abstract socket @%s reachable", argv[0]);
+    close(s);
+}
+
+/* net-ifaces: only `lo`, and it is up. */
+static void check_ifaces(char **argv) {
+    (void)argv;
+    struct if_nameindex *ifs = if_nameindex();
+    CHECK(ifs != NULL, "if_nameindex");
+    if (!ifs) return;
+    int n = 0;
+    for (struct if_nameindex *i = ifs; i->if_index; i++, n++)
+        CHECK(!strcmp(i->if_name, "lo"), "unexpected interface `%s`", i->if_name);
+    CHECK(n == 1, "%d interfaces, want 1", n);
+    if_freenameindex(ifs);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr = {0};
+    strcpy(ifr.ifr_name, "lo");
+    CHECK(ioctl(s, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_UP), "lo is not up");
+    close(s);
+}
+
+/* pids: the builder is pid 2, its parent is pid 1, /proc shows nothing else. */
+static void check_pids(char **argv) {
+    (void)argv;
+    CHECK(getpid() == 2, "pid is %d, want 2", getpid());
+    CHECK(getppid() == 1, "parent is %d, want 1", getppid());
+    DIR *d = opendir("/proc");
+    CHECK(d != NULL, "opendir /proc");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int pid = atoi(e->d_name);
+        if (pid > 0) CHECK(pid == 1 || pid == 2, "foreign process %d visible", pid);
+    }
+    closedir(d);
+}
+
+/* caps: every capability set is empty; no_new_privs and seccomp are on. */
+static void check_caps(char **argv) {
+    (void)argv;
+    char buf[4096];
+    CHECK(read_file("/proc/self/status", buf, sizeof buf) > 0, "read status");
+    const char *keys[] = {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        char *p = strstr(buf, keys[i]);
+        CHECK(p && strtoull(p + strlen(keys[i]), NULL, 16) == 0, "%s not empty", keys[i]);
+    }
+    CHECK(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1, "no_new_privs is not set");
+    char *p = strstr(buf, "Seccomp:");
+    CHECK(p && atoi(p + 8) == 2, "seccomp is not in filter mode");
+}
+
+/* chmod DIR: setuid/setgid modes fail with EPERM through every chmod syscall. */
+static void check_chmod(char **argv) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/setid", argv[0]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0755);
+    CHECK(fd >= 0, "create `%s`", path);
+    int modes[] = {04755, 02755, 06755, 04000, 02000};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        errno = 0;
+        CHECK(chmod(path, modes[i]) == -1 && errno == EPERM, "chmod %o not EPERM", modes[i]);
+        errno = 0;
+        CHECK(fchmod(fd, modes[i]) == -1 && errno == EPERM, "fchmod %o not EPERM", modes[i]);
+        errno = 0;
+        CHECK(fchmodat(AT_FDCWD, path, modes[i], 0) == -1 && errno == EPERM,
+              "fchmodat %o not EPERM", modes[i]);
+        errno = 0;
+        CHECK(syscall(452 /* fchmodat2 */, AT_FDCWD, path, modes[i], 0) == -1 &&
+                  (errno == EPERM || errno == ENOSYS),
+              "fchmodat2 %o not EPERM", modes[i]);
+        /* High bits above the 32-bit mode must not smuggle the bits past the filter. */
+        errno = 0;
+        CHECK(syscall(SYS_fchmod, fd, 0x100000000UL | modes[i]) == -1 && errno == EPERM,
+              "fchmod with high bits %o not EPERM", modes[i]);
+    }
+#ifdef __x86_64__
+    /* x32 ABI: the same chmod through the x32 syscall bit must not work. */
+    errno = 0;
+    CHECK(syscall(0x40000000 | SYS_chmod, path, 04755) == -1, "x32 chmod succeeded");
+#endif
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0 && !(st.st_mode & 06000), "mode has setid bits: %o", st.st_mode);
+    CHECK(chmod(path, 0700) == 0, "plain chmod 0700 failed");
+    CHECK(fchmod(fd, 01777) == 0, "plain fchmod 01777 failed");
+    close(fd);
+}
+
+/* xattr DIR: every xattr write fails with ENOTSUP; reads still work. */
+static void check_xattr(char **argv) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/xattr", argv[0]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    CHECK(fd >= 0, "create `%s`", path);
+    errno = 0;
+    CHECK(setxattr(path, "user.bramble", "x", 1, 0) == -1 && errno == ENOTSUP, "setxattr");
+    errno = 0;
+    CHECK(lsetxattr(path, "user.bramble", "x", 1, 0) == -1 && errno == ENOTSUP, "lsetxattr");
+    errno = 0;
+    CHECK(fsetxattr(fd, "user.bramble", "x", 1, 0) == -1 && errno == ENOTSUP, "fsetxattr");
+    errno = 0;
+    CHECK(removexattr(path, "user.bramble") == -1 && errno == ENOTSUP, "removexattr");
+    errno = 0;
+    CHECK(fremovexattr(fd, "user.bramble") == -1 && errno == ENOTSUP, "fremovexattr");
+    close(fd);
+}
+
+/* tiocsti: a pty of our own, made our controlling terminal, still refuses TIOCSTI. */
+static void check_tiocsti(char **argv) {
+    (void)argv;
+    signal(SIGHUP, SIG_IGN); /* closing the master hangs up our controlling terminal */
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    CHECK(m >= 0, "posix_openpt");
+    if (m < 0) return;
+    CHECK(grantpt(m) == 0 && unlockpt(m) == 0, "unlockpt");
+    char *name = ptsname(m);
+    int s = open(name, O_RDWR | O_CLOEXEC); /* session leader without a tty: becomes ctty */
+    CHECK(s >= 0, "open `%s`", name);
+    char c = 'x';
+    errno = 0;
+    CHECK(ioctl(s, TIOCSTI, &c) == -1, "TIOCSTI succeeded");
+    errno = 0;
+    CHECK(syscall(SYS_ioctl, s, 0x100000000UL | TIOCSTI, &c) == -1,
+          "TIOCSTI with high bits succeeded");
+    close(s);
+    close(m);
+}
+
+/* foreign-arch: an i386 syscall kills the process; an x32 one fails. */
+static void check_foreign_arch(char **argv) {
+    (void)argv;
+#ifdef __x86_64__
+    pid_t pid = fork();
+    if (pid == 0) {
+        long ret;
+        __asm__ volatile("int $0x80" : "=a"(ret) : "a"(20) /* i386 getpid */ : "memory");
+        _exit(ret > 0 ? 0 : 3);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS,
+          "i386 syscall was not killed by SIGSYS (status %x)", status);
+    errno = 0;
+    CHECK(syscall(0x40000000 | SYS_getpid) == -1 && errno == ENOSYS, "x32 getpid not ENOSYS");
+#endif
+}
+
+/* env NAME=VALUE...: the environment is exactly these. */
+static void check_env(char **argv) {
+    int want = 0, got = 0;
+    for (char **a = argv; *a; a++) want++;
+    for (char **e = environ; *e; e++, got++) {
+        int found = 0;
+        for (char **a = argv; *a; a++) found |= !strcmp(*a, *e);
+        CHECK(found, "unexpected variable `%s`", *e);
+    }
+    CHECK(got == want, "%d variables, want %d", got, want);
+}
+
+/* misc HOSTNAME CWD: hostname, cwd, /dev contents, stdin at EOF. */
+static void check_misc(char **argv) {
+    char buf[256];
+    CHECK(gethostname(buf, sizeof buf) == 0 && !strcmp(buf, argv[0]), "hostname `%s`", buf);
+    CHECK(getcwd(buf, sizeof buf) && !strcmp(buf, argv[1]), "cwd `%s`", buf);
+    CHECK(read(0, buf, 1) == 0, "stdin is not at EOF (not /dev/null)");
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && write(fd, "x", 1) == 1, "/dev/null");
+    close(fd);
+    fd = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && write(fd, "x", 1) == -1 && errno == ENOSPC, "/dev/full");
+    close(fd);
+    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && read(fd, buf, 16) == 16, "/dev/urandom");
+    close(fd);
+    fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && read(fd, buf, 4) == 4 && buf[0] == 0, "/dev/zero");
+    close(fd);
+    fd = open("/dev/shm/x", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    CHECK(fd >= 0, "/dev/shm is not writable");
+    close(fd);
+    fd = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    CHECK(fd >= 0, "/dev/ptmx");
+    close(fd);
+    struct stat st;
+    CHECK(stat("/dev/fd/0", &st) == 0, "/dev/fd");
+    /* Only stdio crossed into the sandbox. */
+    for (int i = 3; i < 64; i++) CHECK(fcntl(i, F_GETFD) == -1, "descriptor %d leaked", i);
+}
+
+/* daemon TOKEN: leave a daemonised grandchild running, then exit 0. */
+static void daemonise(char **argv) {
+    int p[2];
+    if (pipe(p) != 0) exit(2);
+    if (fork() == 0) {
+        setsid();
+        if (fork() == 0) {
+            close(p[0]);
+            if (write(p[1], "r", 1) != 1) _exit(2);
+            close(p[1]);
+            for (;;) pause();
+        }
+        _exit(0);
+    }
+    close(p[1]);
+    char c;
+    if (read(p[0], &c, 1) != 1) exit(2);
+    (void)argv;
+    printf("ok\n");
+    exit(0);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: probe CHECK [ARGS...]\n");
+        return 2;
+    }
+    const char *cmd = argv[1];
+    char **rest = argv + 2;
+    if (!strcmp(cmd, "ids")) check_ids(rest);
+    else if (!strcmp(cmd, "absent")) check_absent(rest);
+    else if (!strcmp(cmd, "root-entries")) check_root_entries(rest);
+    else if (!strcmp(cmd, "readonly")) check_readonly(rest);
+    else if (!strcmp(cmd, "writable")) check_writable(rest);
+    else if (!strcmp(cmd, "write-file")) write_path(rest);
+    else if (!strcmp(cmd, "net-tcp")) check_tcp(rest);
+    else if (!strcmp(cmd, "net-unix")) check_unix(rest);
+    else if (!strcmp(cmd, "net-ifaces")) check_ifaces(rest);
+    else if (!strcmp(cmd, "pids")) check_pids(rest);
+    else if (!strcmp(cmd, "caps")) check_caps(rest);
+    else if (!strcmp(cmd, "chmod")) check_chmod(rest);
+    else if (!strcmp(cmd, "xattr")) check_xattr(rest);
+    else if (!strcmp(cmd, "tiocsti")) check_tiocsti(rest);
+    else if (!strcmp(cmd, "foreign-arch")) check_foreign_arch(rest);
+    else if (!strcmp(cmd, "env")) check_env(rest);
+    else if (!strcmp(cmd, "misc")) check_misc(rest);
+    else if (!strcmp(cmd, "daemon")) daemonise(rest);
+    else if (!strcmp(cmd, "exit")) return atoi(rest[0]);
+    else if (!strcmp(cmd, "signal")) { raise(atoi(rest[0])); return 99; }
+    else if (!strcmp(cmd, "sleep")) { printf("ready\n"); fflush(stdout); for (;;) pause(); }
+    else if (!strcmp(cmd, "cat")) {
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(0, buf, sizeof buf)) > 0)
+            if (write(1, buf, n) != n) return 3;
+        return 0;
+    } else {
+        fprintf(stderr, "probe: unknown check `%s`\n", cmd);
+        return 2;
+    }
+    if (failures) return 1;
+    printf("ok\n");
+    return 0;
+}
