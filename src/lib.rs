@@ -21,4 +21,6 @@
 pub mod build;
 pub mod cli;
 pub mod env;
+pub mod lang;
+pub mod project;
 pub mod store;

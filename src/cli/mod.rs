@@ -10,9 +10,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod build;
+pub mod eval;
 pub mod gc;
 pub mod log;
+pub mod ls;
 pub mod progress;
+mod project_ctx;
+pub mod repl;
 pub mod session;
 pub mod shell;
 pub mod store;
@@ -114,6 +118,12 @@ pub enum Command {
     Store(store::StoreArgs),
     /// Delete store objects that no gc root reaches
     Gc(gc::GcArgs),
+    /// List modules and their public functions with signatures and docstrings.
+    Ls(ls::LsArgs),
+    /// Evaluate references and print the derivation graph, without building.
+    Eval(eval::EvalArgs),
+    /// Evaluate Starlark statements interactively (or from stdin).
+    Repl(repl::ReplArgs),
 }
 
 /// Parse the command line, run the command, render any error. Called by `bin/bramble.rs`.
@@ -145,6 +155,9 @@ fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
         Command::Shell(args) => shell::run(args, ctx),
         Command::Store(args) => store::run(args, ctx),
         Command::Gc(args) => gc::run(args, ctx),
+        Command::Ls(args) => ls::run(args, ctx),
+        Command::Eval(args) => eval::run(args, ctx),
+        Command::Repl(args) => repl::run(args, ctx),
     }
 }
 
