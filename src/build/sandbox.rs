@@ -463,3 +463,54 @@ pub fn run_interactive(
     drop(file);
     Ok(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn builder_paths() {
+        let mut d = Derivation::new("x", "/bramble/store/abc-sh/bin/sh");
+        assert_eq!(builder_path(&d), Path::new("/bramble/store/abc-sh/bin/sh"));
+        d.builder = "busybox".into();
+        assert_eq!(builder_path(&d), Path::new("/build/busybox"));
+        d.builder = "./tools/sh".into();
+        assert_eq!(builder_path(&d), Path::new("/build/tools/sh"));
+    }
+
+    #[test]
+    fn statuses_are_described() {
+        let exited = |code: i32| std::process::ExitStatus::from_raw(code << 8);
+        assert_eq!(describe(exited(3)), "exited with code 3");
+        assert_eq!(
+            describe(exited(127)),
+            "exited with code 127 (the builder was not found in the sandbox)"
+        );
+        assert_eq!(describe(exited(128 + 9)), "was killed by signal 9");
+        assert_eq!(
+            describe(std::process::ExitStatus::from_raw(9)),
+            "was killed by signal 9"
+        );
+    }
+
+    #[test]
+    fn output_variables_point_at_placeholders() {
+        let mut d = Derivation::new("multi", "/bin/sh");
+        d.outputs = vec!["out".into(), "dev".into()];
+        d.env.insert("dev".into(), "overridden".into());
+        d.env.insert("other".into(), "kept".into());
+        let key = Hash::digest(b"key");
+        let job = Job {
+            drv_hash: d.hash(),
+            drv: Arc::new(d.clone()),
+            build_key: key,
+            inputs: Default::default(),
+        };
+        let env = output_env(&d, &job);
+        assert_eq!(env["out"], d.placeholder(key, "out").in_store_dir());
+        assert_eq!(env["dev"], d.placeholder(key, "dev").in_store_dir());
+        assert!(env["dev"].ends_with("-multi-dev"));
+        assert_eq!(env["other"], "kept");
+    }
+}

@@ -88,7 +88,7 @@ pub fn run(args: BuildArgs, ctx: &Context) -> Result<ExitCode, CliError> {
                 CliError::environment(format!("cannot read the current directory: {e}"))
             })?,
         ),
-        None => session::evaluate_refs(&args.refs)?,
+        None => session::evaluate_refs(&session, &args.refs)?,
     };
     if args.dry_run {
         return dry_run(&session, &request);

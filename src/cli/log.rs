@@ -60,6 +60,6 @@ fn derivations_of(session: &Session, target: &str) -> Result<Vec<Hash>, CliError
             ))
         });
     }
-    let (request, _) = session::evaluate_refs(&[target.to_owned()])?;
+    let (request, _) = session::evaluate_refs(session, &[target.to_owned()])?;
     Ok(request.roots)
 }

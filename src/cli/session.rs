@@ -274,17 +274,67 @@ pub fn host_path(store_dir: &Path, path: &StorePath) -> PathBuf {
     store_dir.join(path.to_string())
 }
 
+/// The result of evaluating references in the current project.
+#[derive(Debug)]
+pub struct Evaluated {
+    pub evaluation: crate::project::Evaluation,
+    pub project_root: PathBuf,
+    pub cwd: PathBuf,
+}
+
+impl Evaluated {
+    /// Every derivation of the evaluation, with the requested derivations as roots (in
+    /// reference order) followed by those of `run()` values.
+    pub fn request(&self) -> Request {
+        let derivations = self
+            .evaluation
+            .derivations
+            .iter()
+            .map(|(hash, drv)| (*hash, Arc::new(drv.clone())))
+            .collect();
+        let mut roots: Vec<Hash> = Vec::new();
+        let wanted = self.evaluation.roots.iter().flat_map(|root| {
+            root.derivations
+                .iter()
+                .copied()
+                .chain(root.run.as_ref().map(|r| r.derivation))
+        });
+        for hash in wanted {
+            if !roots.contains(&hash) {
+                roots.push(hash);
+            }
+        }
+        Request { derivations, roots }
+    }
+}
+
+/// Evaluate references (relative to the working directory) in the project containing it,
+/// adding sources to the store. Starlark `print()` goes to stderr.
+pub fn evaluate(session: &Session, refs: &[String]) -> Result<Evaluated, CliError> {
+    let (cwd, project) = super::project_ctx::find(None)?;
+    let sink = crate::project::StoreSources {
+        store: &session.store,
+    };
+    let printer = |line: &str| eprintln!("{line}");
+    let evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)
+        .map_err(super::project_ctx::error)?;
+    Ok(Evaluated {
+        evaluation,
+        project_root: project.root,
+        cwd,
+    })
+}
+
 /// Evaluate `.bramble` references into a build request and the project directory.
-pub fn evaluate_refs(refs: &[String]) -> Result<(Request, PathBuf), CliError> {
+pub fn evaluate_refs(session: &Session, refs: &[String]) -> Result<(Request, PathBuf), CliError> {
     if refs.is_empty() {
         return Err(
             CliError::user("nothing to build: name at least one reference")
                 .with_hint("e.g. `bramble build ./:hello` or `bramble build ./...`"),
         );
     }
-    Err(CliError::user(
-        "building `.bramble` references needs the project support, not in this build",
-    ))
+    let evaluated = evaluate(session, refs)?;
+    Ok((evaluated.request(), evaluated.project_root))
 }
 
 /// The exit code that passes a child's status through: its code, or 128 + signal.

@@ -34,7 +34,9 @@ pub fn run(args: ShellArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let session = Session::open(ctx)?;
     let request = match (&args.derivations, &args.reference) {
         (Some(file), _) => super::build::read_derivations_file(file)?,
-        (None, Some(reference)) => session::evaluate_refs(std::slice::from_ref(reference))?.0,
+        (None, Some(reference)) => {
+            session::evaluate_refs(&session, std::slice::from_ref(reference))?.0
+        }
         (None, None) => return Err(CliError::user("name the derivation to open a shell for")),
     };
     let [root] = request.roots[..] else {
