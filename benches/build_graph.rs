@@ -103,14 +103,31 @@ impl Bench {
                 )
             })
             .collect();
-        let deps: Vec<String> = leaves
+        // graph.sh passes the leaves in one variable; one environment string is limited to
+        // 128 KiB (MAX_ARG_STRLEN), so larger graphs spread them over several.
+        let templates: Vec<String> = leaves
             .iter()
             .map(|l| l.output_ref("out").template())
             .collect();
+        let chunks: Vec<&[String]> = templates.chunks(1000).collect();
+        let names: Vec<String> = (0..chunks.len())
+            .map(|i| {
+                if i == 0 {
+                    "deps".into()
+                } else {
+                    format!("deps{i}")
+                }
+            })
+            .collect();
+        let mut env = vec![("salt", salt.to_owned())];
+        for (name, chunk) in names.iter().zip(&chunks) {
+            env.push((name.as_str(), chunk.join(" ")));
+        }
+        let vars: Vec<String> = names.iter().map(|n| format!("${n}")).collect();
         let root = self.step(
             "wide-root",
-            "echo $deps > $out",
-            &[("salt", salt.to_owned()), ("deps", deps.join(" "))],
+            &format!("echo {} > $out", vars.join(" ")),
+            &env,
         );
         let mut all = leaves;
         all.push(root.clone());
