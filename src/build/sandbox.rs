@@ -15,9 +15,9 @@
 //!    The builder is the derivation's builder if absolute (usually a path in an input's
 //!    output); a relative builder names a file of the derivation's own sources, run as
 //!    `/build/<builder>`, so a project can bootstrap from a static binary it ships.
-//! 4. The helper runs with the spec on stdin and its stdout and stderr going to a log file
-//!    next to the build directory (never visible in the sandbox), stored as the derivation's
-//!    log in the store database when the build ends (the last [`MAX_LOG_BYTES`]). Cancelling sends it SIGTERM (it kills the whole sandbox), then
+//! 4. The helper runs with the spec on stdin and its stdout and stderr on one pipe, read
+//!    into memory (the last [`MAX_LOG_BYTES`]) and stored as the derivation's log in the
+//!    store database when the build ends: no log file a builder could reach, no extra inode. Cancelling sends it SIGTERM (it kills the whole sandbox), then
 //!    SIGKILL if it has not exited after a grace period.
 //! 5. On success the staged outputs are handed back (the scheduler adds them to the store);
 //!    the build directory goes when the [`Built`] is dropped. On failure it is removed at
@@ -25,7 +25,7 @@
 //!    later).
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,7 +36,7 @@ use bramble_sandbox::{Bind, Spec};
 use tokio::io::AsyncWriteExt;
 
 use crate::store::local::{LocalStore, TempDir};
-use crate::store::{Derivation, Hash, STORE_DIR, StorePath};
+use crate::store::{Derivation, STORE_DIR, StorePath};
 
 use super::workspace::BuildDir;
 use super::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
@@ -75,28 +75,23 @@ impl Executor for SandboxExecutor {
                 .await
                 .expect("preparing a build does not panic")?
         };
-        let Prepared {
-            tmp,
-            dir,
-            spec,
-            log,
-        } = prepared;
+        let Prepared { tmp, dir, spec } = prepared;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
         let started = std::time::Instant::now();
-        let status = run_helper(&self.config.helper, &spec, &log, &cancel).await;
+        let run = run_helper(&self.config.helper, &spec, &cancel).await;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
+        let (status, log) = run?;
         let log_tail = tail(&log, LOG_TAIL_LINES);
         {
             let store = self.store.clone();
             let drv = job.drv_hash;
-            let saved = tokio::task::spawn_blocking(move || save_log(&store, drv, &log))
+            let saved = tokio::task::spawn_blocking(move || store.put_log(drv, &log))
                 .await
                 .expect("saving a log does not panic");
             if let Err(e) = saved {
                 tracing::warn!("cannot save the log of `{}`: {e}", job.drv.name);
             }
         }
-        let status = status?;
         if !status.success() {
             let kept = if self.config.keep_failed {
                 keep(dir, &tmp)
@@ -147,25 +142,13 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
     }
 }
 
-/// Store the end of the log file as the derivation's log.
-fn save_log(store: &LocalStore, drv: Hash, log: &std::fs::File) -> Result<(), String> {
-    let mut file = log.try_clone().map_err(|e| e.to_string())?;
-    let len = file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
-    file.seek(SeekFrom::Start(len.saturating_sub(MAX_LOG_BYTES)))
-        .map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    store.put_log(drv, &bytes).map_err(|e| e.to_string())
-}
-
 struct Prepared {
     tmp: TempDir,
     dir: BuildDir,
     spec: Spec,
-    log: std::fs::File,
 }
 
-/// Create the build directory and the log, copy the sources in and write the spec.
+/// Create the build directory, copy the sources in and write the spec.
 fn prepare(store: &LocalStore, job: &Job) -> Result<Prepared, ExecError> {
     let setup = |what: &str, path: &Path, e: io::Error| ExecError::Setup {
         message: format!("{what} `{}`: {e}", path.display()),
@@ -176,13 +159,6 @@ fn prepare(store: &LocalStore, job: &Job) -> Result<Prepared, ExecError> {
     let dir = BuildDir::create(tmp.path()).map_err(|e| ExecError::Setup {
         message: e.to_string(),
     })?;
-    let log_path = tmp.path().join("log");
-    let log = std::fs::OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| setup("cannot create", &log_path, e))?;
     let build = dir.path().join("build");
     let staging = dir.path().join("store");
     for (path, mode) in [(&build, 0o700), (&staging, 0o755)] {
@@ -198,12 +174,7 @@ fn prepare(store: &LocalStore, job: &Job) -> Result<Prepared, ExecError> {
     spec.validate().map_err(|e| ExecError::Setup {
         message: e.to_string(),
     })?;
-    Ok(Prepared {
-        tmp,
-        dir,
-        spec,
-        log,
-    })
+    Ok(Prepared { tmp, dir, spec })
 }
 
 /// The sandbox spec of a build.
@@ -253,29 +224,36 @@ fn output_env(drv: &Derivation, job: &Job) -> BTreeMap<String, String> {
     env
 }
 
-/// Run the helper with `spec` on stdin, output to `log`, until it exits or `cancel` fires.
+/// Run the helper with `spec` on stdin until it exits or `cancel` fires; returns its status
+/// and the end of its output (stdout and stderr interleaved on one pipe).
 async fn run_helper(
     helper: &Path,
     spec: &Spec,
-    log: &std::fs::File,
     cancel: &Cancel,
-) -> Result<std::process::ExitStatus, ExecError> {
+) -> Result<(std::process::ExitStatus, Vec<u8>), ExecError> {
     let setup = |e: io::Error| ExecError::Setup {
         message: format!("cannot run `{}`: {e}", helper.display()),
     };
-    let mut child = tokio::process::Command::new(helper)
+    let (reader, writer) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup(e.into()))?;
+    let mut command = tokio::process::Command::new(helper);
+    command
         .stdin(Stdio::piped())
-        .stdout(log.try_clone().map_err(setup)?)
-        .stderr(log.try_clone().map_err(setup)?)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(setup)?;
+        .stdout(writer.try_clone().map_err(setup)?)
+        .stderr(writer)
+        .kill_on_drop(true);
+    let spawned = command.spawn();
+    // The command holds our copies of the pipe's write end: drop it so the reader sees EOF
+    // when the sandbox is gone.
+    drop(command);
+    let mut child = spawned.map_err(setup)?;
+    let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(reader)));
     let mut stdin = child.stdin.take().expect("stdin is piped");
     // A helper that exits early closes its stdin: the status below tells why.
     let _ = stdin.write_all(spec.to_json().as_bytes()).await;
     drop(stdin);
-    tokio::select! {
-        status = child.wait() => status.map_err(setup),
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(setup)?,
         () = cancel.cancelled() => {
             if let Some(pid) = child.id() {
                 let pid = nix::unistd::Pid::from_raw(pid as i32);
@@ -284,9 +262,36 @@ async fn run_helper(
             if tokio::time::timeout(CANCEL_GRACE, child.wait()).await.is_err() {
                 let _ = child.kill().await;
             }
-            Err(ExecError::Cancelled)
+            return Err(ExecError::Cancelled);
+        }
+    };
+    let log = collector.await.expect("reading a log does not panic");
+    Ok((status, log))
+}
+
+/// Read a pipe to its end, keeping the last [`MAX_LOG_BYTES`].
+fn read_log(mut pipe: std::fs::File) -> Vec<u8> {
+    let mut log = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                log.extend_from_slice(&buf[..n]);
+                let max = usize::try_from(MAX_LOG_BYTES).unwrap_or(usize::MAX);
+                if log.len() > 2 * max {
+                    log.drain(..log.len() - max);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
         }
     }
+    let max = usize::try_from(MAX_LOG_BYTES).unwrap_or(usize::MAX);
+    if log.len() > max {
+        log.drain(..log.len() - max);
+    }
+    log
 }
 
 /// `exited with code 1`, `was killed by signal 9`, or what the helper's own codes mean.
@@ -319,19 +324,10 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last `lines` lines of a log (read through its open descriptor).
-pub fn tail(log: &std::fs::File, lines: usize) -> Vec<String> {
-    let mut file = match log.try_clone() {
-        Ok(f) => f,
-        Err(_) => return Vec::new(),
-    };
-    let len = file.seek(SeekFrom::End(0)).unwrap_or(0);
-    let start = len.saturating_sub(64 * 1024);
-    let mut buf = Vec::new();
-    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut buf).is_err() {
-        return Vec::new();
-    }
-    let text = String::from_utf8_lossy(&buf);
+/// The last `lines` lines of a log.
+pub fn tail(log: &[u8], lines: usize) -> Vec<String> {
+    let start = log.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&log[start..]);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..]
         .iter()
@@ -392,12 +388,7 @@ pub struct Interactive {
 /// shell in place of the builder: the builder itself if it is a shell (`sh`, `bash`, `ash`,
 /// `dash`), `<builder> sh` if it is a busybox, else `bin/sh` of an input.
 pub fn prepare_shell(store: &LocalStore, job: &Job) -> Result<Interactive, ExecError> {
-    let Prepared {
-        tmp,
-        dir,
-        mut spec,
-        log: _,
-    } = prepare(store, job)?;
+    let Prepared { tmp, dir, mut spec } = prepare(store, job)?;
     let (builder, args) = shell_for(store, job).ok_or_else(|| ExecError::Setup {
         message: format!(
             "no shell for `{}`: its builder is not a shell or busybox and no input has `bin/sh`",
@@ -467,6 +458,7 @@ pub fn run_interactive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Hash;
     use std::os::unix::process::ExitStatusExt;
 
     #[test]
