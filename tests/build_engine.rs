@@ -185,7 +185,7 @@ fn keep_failed_keeps_the_build_directory() {
         .find_map(|l| l.strip_prefix("note: the build directory was kept at `"))
         .and_then(|l| l.strip_suffix('`'))
         .unwrap_or_else(|| panic!("{err}"));
-    let marker = std::path::Path::new(kept).join("build/marker");
+    let marker = std::path::Path::new(kept).join("marker");
     assert_eq!(std::fs::read_to_string(marker).unwrap(), "partial\n");
 }
 

@@ -2,14 +2,14 @@
 //!
 //! Per build:
 //!
-//! 1. A fresh private build directory (see [`super::workspace`]: random name, 0700) inside a
-//!    locked temporary directory of the store (so `gc` leaves it alone), holding `build/`
-//!    (mounted at `/build`) and `store/` (mounted writable at
-//!    `/bramble/store`, the staging area where the builder creates its outputs at their
-//!    placeholder paths). Outputs are not pre-created: a builder may make `$out` a file
-//!    (`echo hi > $out`), a directory or a symlink, as with Nix.
+//! 1. A locked temporary directory of the store (so `gc` leaves it alone) holding a fresh
+//!    private build directory (see [`super::workspace`]: random name, 0700), mounted at
+//!    `/build`, and `store/` (0700), mounted writable at `/bramble/store`: the staging area
+//!    where the builder creates its outputs at their placeholder paths. Outputs are not
+//!    pre-created: a builder may make `$out` a file (`echo hi > $out`), a directory or a
+//!    symlink, as with Nix.
 //! 2. The derivation's sources (the files of its `sources` store object) are copied into
-//!    `build/`.
+//!    the build directory.
 //! 3. The spec: exactly the input closure bound read-only at `/bramble/store/<path>` on top
 //!    of the staging area, `$out` and `$<output>` pointing at the placeholders, no network.
 //!    The builder is the derivation's builder if absolute (usually a path in an input's
@@ -17,12 +17,13 @@
 //!    `/build/<builder>`, so a project can bootstrap from a static binary it ships.
 //! 4. The helper runs with the spec on stdin and its stdout and stderr on one pipe, read
 //!    into memory (the last [`MAX_LOG_BYTES`]) and stored as the derivation's log in the
-//!    store database when the build ends: no log file a builder could reach, no extra inode. Cancelling sends it SIGTERM (it kills the whole sandbox), then
-//!    SIGKILL if it has not exited after a grace period.
+//!    store database when the build ends: no log file a builder could reach, no extra
+//!    inode. Cancelling sends the helper SIGTERM (it kills the whole sandbox), then SIGKILL
+//!    if it has not exited after a grace period.
 //! 5. On success the staged outputs are handed back (the scheduler adds them to the store);
-//!    the build directory goes when the [`Built`] is dropped. On failure it is removed at
-//!    once unless `keep_failed`, which moves it to the store's `tmp/` (where `gc` removes it
-//!    later).
+//!    the directories go when the [`Built`] is dropped, the build directory through
+//!    descriptors. On failure they are removed at once, unless `keep_failed` moves the build
+//!    directory to the store's `tmp/` (where `gc` removes it later).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -108,7 +109,7 @@ impl Executor for SandboxExecutor {
         let mut outputs = Vec::new();
         for name in &job.drv.outputs {
             let placeholder = job.drv.placeholder(job.build_key, name);
-            let path = dir.path().join("store").join(placeholder.to_string());
+            let path = staging_dir(&tmp).join(placeholder.to_string());
             if std::fs::symlink_metadata(&path).is_err() {
                 return Err(ExecError::MissingOutput {
                     output: name.clone(),
@@ -159,37 +160,39 @@ fn prepare(store: &LocalStore, job: &Job) -> Result<Prepared, ExecError> {
     let dir = BuildDir::create(tmp.path()).map_err(|e| ExecError::Setup {
         message: e.to_string(),
     })?;
-    let build = dir.path().join("build");
-    let staging = dir.path().join("store");
-    for (path, mode) in [(&build, 0o700), (&staging, 0o755)] {
-        std::fs::create_dir(path).map_err(|e| setup("cannot create", path, e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| setup("cannot set permissions of", path, e))?;
-    }
+    let staging = staging_dir(&tmp);
+    std::fs::create_dir(&staging).map_err(|e| setup("cannot create", &staging, e))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| setup("cannot set permissions of", &staging, e))?;
     if let Some(sources) = &job.drv.sources {
         let from = store.host_path(&sources.path);
-        copy_tree(&from, &build).map_err(|e| setup("cannot copy sources from", &from, e))?;
+        copy_tree(&from, dir.path()).map_err(|e| setup("cannot copy sources from", &from, e))?;
     }
-    let spec = build_spec(store, &dir, job);
+    let spec = build_spec(store, &dir, &staging, job);
     spec.validate().map_err(|e| ExecError::Setup {
         message: e.to_string(),
     })?;
     Ok(Prepared { tmp, dir, spec })
 }
 
+/// The staging directory mounted at `/bramble/store`, where outputs are created.
+fn staging_dir(tmp: &TempDir) -> PathBuf {
+    tmp.path().join("store")
+}
+
 /// The sandbox spec of a build.
-fn build_spec(store: &LocalStore, dir: &BuildDir, job: &Job) -> Spec {
+fn build_spec(store: &LocalStore, dir: &BuildDir, staging: &Path, job: &Job) -> Spec {
     let drv = &job.drv;
     let mut spec = Spec::new(builder_path(drv));
     spec.args = drv.args.clone();
     spec.env = output_env(drv, job);
     spec.binds.push(Bind {
-        source: dir.path().join("store"),
+        source: staging.to_owned(),
         target: STORE_DIR.into(),
         writable: true,
     });
     spec.binds.push(Bind {
-        source: dir.path().join("build"),
+        source: dir.path().to_owned(),
         target: bramble_sandbox::spec::SANDBOX_BUILD_DIR.into(),
         writable: true,
     });
@@ -417,7 +420,7 @@ fn shell_for(store: &LocalStore, job: &Job) -> Option<(PathBuf, Vec<String>)> {
 impl Interactive {
     /// The build directory on the host (`/build` inside).
     pub fn build_dir(&self) -> PathBuf {
-        self.dir.path().join("build")
+        self.dir.path().to_owned()
     }
 
     /// Run the program with this process's stdin, stdout and stderr; returns its status.
