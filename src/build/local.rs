@@ -22,6 +22,10 @@ impl BuildStore for LocalStore {
         LocalStore::realisation(self, key, output).map_err(StoreError::new)
     }
 
+    fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, StoreError> {
+        LocalStore::realisations(self, wanted).map_err(StoreError::new)
+    }
+
     fn lock_build(&self, key: Hash) -> Result<PathLock, StoreError> {
         let pseudo = StorePath::new(key, BUILD_LOCK_NAME).expect("a constant valid name");
         self.lock(&pseudo).map_err(StoreError::new)

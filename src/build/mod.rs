@@ -110,6 +110,15 @@ pub trait BuildStore: Send + Sync + 'static {
     /// The realised path of `output` for `key`, if registered and valid.
     fn realisation(&self, key: Hash, output: &str) -> Result<Option<StorePath>, StoreError>;
 
+    /// [`BuildStore::realisation`] for many `(key, output)` pairs, in order. Stores override
+    /// it to answer in one round trip (a no-op build asks about every derivation).
+    fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, StoreError> {
+        wanted
+            .iter()
+            .map(|(key, output)| self.realisation(*key, output))
+            .collect()
+    }
+
     /// Take the exclusive build lock for `key`, waiting for other processes.
     fn lock_build(&self, key: Hash) -> Result<Self::Lock, StoreError>;
 

@@ -304,8 +304,6 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             }
             state.insert(index, State::Waiting(missing));
         }
-        // Pop order: roots' leaves in insertion order.
-        ready.reverse();
         let check_roots = if options.check {
             graph.roots().iter().copied().collect()
         } else {
@@ -329,55 +327,75 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         }
     }
 
-    /// Resolve every ready node: done if realised, queued otherwise.
+    /// Resolve every ready node: done if realised, queued otherwise. Nodes that become
+    /// ready meanwhile (dependents of cached ones) are handled in the same call, one wave
+    /// at a time, with one store lookup per wave.
     fn settle(&mut self) -> Result<(), Error> {
-        while let Some(index) = self.ready.pop() {
-            if self.stopping {
-                self.state.insert(index, State::Skipped);
-                continue;
-            }
-            let node = self.graph.node(index).clone();
-            let refs: HashMap<OutputRef, StorePath> = self
-                .graph
-                .dependencies(index)
-                .filter_map(|(dep, r)| match self.state.get(&dep) {
-                    Some(State::Done(outputs)) => {
-                        Some((r.clone(), outputs.get(&r.output)?.clone()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let resolved = match node.drv.resolve(|r| refs.get(r).cloned()) {
-                Ok(resolved) => resolved,
-                Err(e) => {
-                    self.fail(index, FailureKind::Resolve(e));
+        while !self.ready.is_empty() {
+            let wave = std::mem::take(&mut self.ready);
+            let mut resolved = Vec::with_capacity(wave.len());
+            for index in wave {
+                if self.stopping {
+                    self.state.insert(index, State::Skipped);
                     continue;
                 }
-            };
-            let key = resolved.hash();
-            self.keys.insert(index, key);
-            let found = realisations(&**self.store, key, &resolved.outputs)?;
-            let check = self.check_roots.contains(&index);
-            match found {
-                Some(outputs) if !check => {
-                    self.reporter.event(Event::Cached {
-                        drv: node.hash,
-                        name: node.drv.name.clone(),
-                    });
-                    self.report.cached += 1;
-                    self.complete(index, outputs);
+                let node = self.graph.node(index).clone();
+                let refs: HashMap<OutputRef, StorePath> = self
+                    .graph
+                    .dependencies(index)
+                    .filter_map(|(dep, r)| match self.state.get(&dep) {
+                        Some(State::Done(outputs)) => {
+                            Some((r.clone(), outputs.get(&r.output)?.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                match node.drv.resolve(|r| refs.get(r).cloned()) {
+                    Ok(drv) => {
+                        let key = drv.hash();
+                        self.keys.insert(index, key);
+                        resolved.push((index, node, drv, key, refs));
+                    }
+                    Err(e) => self.fail(index, FailureKind::Resolve(e)),
                 }
-                expected => {
-                    let job = Job {
-                        drv_hash: node.hash,
-                        drv: Arc::new(resolved),
-                        build_key: key,
-                        inputs: refs.into_values().collect(),
-                    };
-                    let expected = if check { expected } else { None };
-                    self.state
-                        .insert(index, State::Queued(Box::new(Queued { job, expected })));
-                    self.queue.push_back(index);
+            }
+            let wanted: Vec<(Hash, &str)> = resolved
+                .iter()
+                .flat_map(|(_, _, drv, key, _)| drv.outputs.iter().map(|o| (*key, o.as_str())))
+                .collect();
+            let mut found = self.store.realisations(&wanted)?.into_iter();
+            for (index, node, drv, key, refs) in resolved {
+                let mut outputs = Some(BTreeMap::new());
+                for output in &drv.outputs {
+                    match (found.next().flatten(), outputs.as_mut()) {
+                        (Some(path), Some(map)) => {
+                            map.insert(output.clone(), path);
+                        }
+                        _ => outputs = None,
+                    }
+                }
+                let check = self.check_roots.contains(&index);
+                match outputs {
+                    Some(outputs) if !check => {
+                        self.reporter.event(Event::Cached {
+                            drv: node.hash,
+                            name: node.drv.name.clone(),
+                        });
+                        self.report.cached += 1;
+                        self.complete(index, outputs);
+                    }
+                    expected => {
+                        let job = Job {
+                            drv_hash: node.hash,
+                            drv: Arc::new(drv),
+                            build_key: key,
+                            inputs: refs.into_values().collect(),
+                        };
+                        let expected = if check { expected } else { None };
+                        self.state
+                            .insert(index, State::Queued(Box::new(Queued { job, expected })));
+                        self.queue.push_back(index);
+                    }
                 }
             }
         }

@@ -112,7 +112,7 @@ pub fn run(args: BuildArgs, ctx: &Context) -> Result<ExitCode, CliError> {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DerivationsFile {
-    derivations: Vec<serde_json::Value>,
+    derivations: Vec<Derivation>,
     /// Hashes of the roots; default: every derivation no other one depends on.
     #[serde(default)]
     roots: Option<Vec<Hash>>,
@@ -125,8 +125,8 @@ pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
         .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
     let mut derivations = HashMap::new();
     let mut order = Vec::new();
-    for value in file.derivations {
-        let drv = Derivation::from_json(&value.to_string())
+    for drv in file.derivations {
+        drv.validate()
             .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
         let hash = drv.hash();
         order.push(hash);
