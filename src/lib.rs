@@ -18,6 +18,7 @@
 //! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
 //! isolation happens in the `bramble-sandbox` helper it spawns.
 
+pub mod build;
 pub mod cli;
 pub mod env;
 pub mod lang;
