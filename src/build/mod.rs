@@ -1,3 +1,246 @@
-//! The build engine. On this branch only the fetchers; the engine itself lands from `build`.
+//! The build engine: the graph of derivations, the scheduler that walks it, and the executors
+//! that run one derivation each (DESIGN §2, §3, §7).
+//!
+//! `build` uses `store` and the sandbox spec, never `lang`: callers hand it store derivations
+//! and the hashes of the roots they want.
+//!
+//! # How a build runs
+//!
+//! 1. [`BuildGraph`] collects the roots and everything their templates name (one node per
+//!    derivation; a missing derivation, a missing output or a cycle is an error).
+//! 2. [`run`] (the scheduler, on tokio) owns the graph. A node whose dependencies are all
+//!    realised is *resolved* (templates replaced by `/bramble/store/<path>`), which gives its
+//!    build key. If the store has a realisation for every output of that key, the node is
+//!    done without building (cached). Because the key depends on the inputs' *content*, an
+//!    input rebuilt to identical bytes leaves its dependents cached (early cutoff).
+//! 3. Otherwise the node waits for one of the `jobs` build slots. Its task takes the store's
+//!    per-key build lock (several bramble processes may share a store; whoever holds the lock
+//!    builds, the others find the realisation when they get it), runs the [`Executor`], adds
+//!    each output to the store and registers all realisations together. Nothing is registered
+//!    for a build that failed or was cancelled.
+//! 4. A failure stops new builds and cancels running ones, unless `keep_going`: then
+//!    everything that does not depend on the failure still builds. Cancellation (Ctrl-C)
+//!    kills running sandboxes and returns a report marked cancelled.
+//!
+//! `--check` rebuilds the requested roots even when realised and compares the result's store
+//! paths with the registered ones (as `nix-build --check` does for the requested
+//! derivations); a difference is a [`FailureKind::NotDeterministic`].
+//!
+//! The store side ([`BuildStore`]) and the executor ([`Executor`]) are small traits so the
+//! scheduler is tested with in-memory fakes; [`sandbox`] holds the real executor.
 
 pub mod fetch;
+pub mod graph;
+pub mod local;
+pub mod report;
+pub mod sandbox;
+pub mod scheduler;
+pub mod workspace;
+
+#[cfg(test)]
+mod fake;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::store::{Derivation, DerivationError, Hash, StorePath};
+
+pub use graph::BuildGraph;
+pub use report::{Event, NullReporter, Reporter};
+pub use scheduler::{
+    BuildOptions, BuildReport, Engine, Failure, FailureKind, Plan, RootResult, plan, run,
+};
+
+/// Errors that stop a build before or outside any one derivation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("derivation `{drv}` was requested but is not known")]
+    UnknownRoot { drv: Hash },
+    #[error("derivation `{dependent}` refers to `{template}`, which names no known derivation")]
+    UnknownDerivation { dependent: String, template: String },
+    #[error(
+        "derivation `{dependent}` uses output `{output}` of `{dependency}`, which has no such output"
+    )]
+    UnknownOutput {
+        dependent: String,
+        dependency: String,
+        output: String,
+    },
+    #[error("dependency cycle: {path}")]
+    Cycle { path: String },
+    #[error(transparent)]
+    Derivation(DerivationError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A failure of the store behind [`BuildStore`]; displays its whole cause chain.
+#[derive(Debug)]
+pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError(Box::new(error))
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What the scheduler needs from a store: realisations, locks, closures, adding outputs.
+///
+/// Methods may block (SQLite, file locks, copying); the scheduler calls the slow ones
+/// (`lock_build`, `closure`, `add_output`, `register`) from blocking threads.
+pub trait BuildStore: Send + Sync + 'static {
+    /// Held while one process builds one build key; dropping it releases the lock.
+    type Lock: Send + 'static;
+
+    /// The realised path of `output` for `key`, if registered and valid.
+    fn realisation(&self, key: Hash, output: &str) -> Result<Option<StorePath>, StoreError>;
+
+    /// [`BuildStore::realisation`] for many `(key, output)` pairs, in order. Stores override
+    /// it to answer in one round trip (a no-op build asks about every derivation).
+    fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, StoreError> {
+        wanted
+            .iter()
+            .map(|(key, output)| self.realisation(*key, output))
+            .collect()
+    }
+
+    /// Take the exclusive build lock for `key`, waiting for other processes.
+    fn lock_build(&self, key: Hash) -> Result<Self::Lock, StoreError>;
+
+    /// `paths` and everything they reference, transitively.
+    fn closure(&self, paths: &BTreeSet<StorePath>) -> Result<BTreeSet<StorePath>, StoreError>;
+
+    /// Keep `paths` (and so their closures) from being garbage-collected while held.
+    fn pin(&self, paths: &BTreeSet<StorePath>) -> Result<Vec<Self::Lock>, StoreError>;
+
+    /// Move one staged output of derivation `drv` into the store (hash modulo
+    /// self-references, canonicalise, scan for references among `inputs`) and return its
+    /// final path. Not yet a realisation.
+    fn add_output(
+        &self,
+        output: &StagedOutput,
+        drv: Hash,
+        inputs: &BTreeSet<StorePath>,
+    ) -> Result<StorePath, StoreError>;
+
+    /// Register the realisations of every output of `key` in one transaction.
+    fn register(
+        &self,
+        key: Hash,
+        drv: Hash,
+        outputs: &BTreeMap<String, StorePath>,
+    ) -> Result<(), StoreError>;
+}
+
+/// One resolved derivation, ready to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The hash of the unresolved derivation (names its log).
+    pub drv_hash: Hash,
+    /// The resolved derivation: templates replaced by store paths.
+    pub drv: Arc<Derivation>,
+    pub build_key: Hash,
+    /// The input closure: exactly what the sandbox may see under `/bramble/store`.
+    pub inputs: BTreeSet<StorePath>,
+}
+
+/// One output a finished build left in its placeholder location on the host.
+#[derive(Debug, Clone)]
+pub struct StagedOutput {
+    pub name: String,
+    /// The placeholder store path the builder wrote to (`$out`).
+    pub placeholder: StorePath,
+    /// Where that is on the host.
+    pub path: PathBuf,
+}
+
+/// A successful run of a builder: staged outputs, and the workspace that holds them (removed
+/// when dropped).
+#[derive(Debug)]
+pub struct Built {
+    pub outputs: Vec<StagedOutput>,
+    pub workspace: Option<Box<dyn std::fmt::Debug + Send>>,
+}
+
+/// Why an executor produced no outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("builder {status}")]
+    Failed {
+        /// `exited with code 3`, `was killed by signal 9`…
+        status: String,
+        /// The last lines the builder printed.
+        log_tail: Vec<String>,
+        /// The build directory, kept for inspection (`--keep-failed`).
+        kept: Option<PathBuf>,
+    },
+    #[error("the builder did not create output `{output}`")]
+    MissingOutput { output: String },
+    #[error("the build was cancelled")]
+    Cancelled,
+    #[error("cannot run the build: {message}")]
+    Setup { message: String },
+}
+
+/// Runs one resolved derivation.
+pub trait Executor: Send + Sync + 'static {
+    /// Run `job`; on success every output of the derivation is staged. When `cancel` fires
+    /// the executor stops the builder and returns [`ExecError::Cancelled`].
+    fn execute(
+        &self,
+        job: Job,
+        cancel: Cancel,
+    ) -> impl Future<Output = Result<Built, ExecError>> + Send;
+}
+
+/// A cancellation signal shared by the scheduler and its tasks. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    sender: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel::new()
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel {
+            sender: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Fire the signal; every waiter of [`Cancel::cancelled`] wakes.
+    pub fn cancel(&self) {
+        self.sender.send_replace(true);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.sender.borrow()
+    }
+
+    /// Wait until the signal fires (at once if it has).
+    pub async fn cancelled(&self) {
+        let mut rx = self.sender.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail.
+        let _ = rx.wait_for(|c| *c).await;
+    }
+}

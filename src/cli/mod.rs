@@ -9,13 +9,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod build;
 pub mod eval;
 pub mod fetch;
 pub mod gc;
+pub mod log;
 pub mod ls;
+pub mod progress;
 mod project_ctx;
 pub mod repl;
+pub mod run;
+pub mod session;
+pub mod shell;
 pub mod store;
+pub mod test;
 
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
 pub const EXIT_USER: u8 = 1;
@@ -104,6 +111,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build derivations and print their output paths
+    Build(build::BuildArgs),
+    /// Print the build log of a derivation
+    Log(log::LogArgs),
+    /// Build, then run a program from the output in a sandbox
+    Run(run::RunArgs),
+    /// Open a shell in a derivation's build environment
+    Shell(shell::ShellArgs),
+    /// Run the tests registered with `test()`
+    Test(test::TestArgs),
     /// Inspect and maintain the local store
     Store(store::StoreArgs),
     /// Delete store objects that no gc root reaches
@@ -142,6 +159,11 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
     match command {
+        Command::Build(args) => build::run(args, ctx),
+        Command::Log(args) => log::run(args, ctx),
+        Command::Run(args) => run::run(args, ctx),
+        Command::Shell(args) => shell::run(args, ctx),
+        Command::Test(args) => test::run(args, ctx),
         Command::Store(args) => store::run(args, ctx),
         Command::Gc(args) => gc::run(args, ctx),
         Command::Fetch(args) => fetch::run(args, ctx),
@@ -160,6 +182,10 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .without_time()
         .try_init();
 }

@@ -357,6 +357,41 @@ impl Db {
         .transpose()
     }
 
+    /// Many [`Db::realisation`] lookups in one read transaction with one prepared
+    /// statement (a no-op build looks up every derivation of the graph).
+    pub fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, Error> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db_err("begin a transaction on", &self.path))?;
+        let mut found = Vec::with_capacity(wanted.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT v.path FROM realisations r JOIN valid_paths v ON v.id = r.path
+                     WHERE r.build_key = ?1 AND r.output = ?2",
+                )
+                .map_err(db_err("query", &self.path))?;
+            for (build_key, output) in wanted {
+                let text: Option<String> = stmt
+                    .query_row(params![build_key.to_string(), output], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err("query", &self.path))?;
+                found.push(
+                    text.map(|t| {
+                        t.parse().map_err(|_| Error::CorruptDatabase {
+                            path: self.path.clone(),
+                            detail: format!("bad store path `{t}`"),
+                        })
+                    })
+                    .transpose()?,
+                );
+            }
+        }
+        tx.finish().map_err(db_err("query", &self.path))?;
+        Ok(found)
+    }
+
     pub fn register_realisation(
         &mut self,
         build_key: Hash,

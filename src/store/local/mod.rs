@@ -464,6 +464,12 @@ impl LocalStore {
         self.db().realisation(build_key, output)
     }
 
+    /// [`LocalStore::realisation`] for many `(build_key, output)` pairs at once, in one
+    /// read transaction; the results are in the order asked.
+    pub fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, Error> {
+        self.db().realisations(wanted)
+    }
+
     /// Record that building `build_key` gave `path` for `output` (`path` must be valid).
     pub fn register_realisation(
         &self,

@@ -1,0 +1,163 @@
+//! In-memory fakes of the store and the executor, for the scheduler's unit tests.
+//!
+//! The fake executor writes each output as a file whose content comes from the derivation:
+//! env `content` (plus the output name) if set, else the resolved derivation's JSON — so an
+//! output changes exactly when its inputs' content does, unless `content` pins it. Env `fail`
+//! makes it fail, `sleep_ms` makes it take time, `random` makes its content differ every run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::store::{Hash, StorePath};
+
+use super::{BuildStore, Built, Cancel, ExecError, Executor, Job, StagedOutput, StoreError};
+
+#[derive(Debug, Default)]
+pub struct FakeStore {
+    realisations: Mutex<HashMap<(Hash, String), StorePath>>,
+    locks: Arc<(Mutex<HashSet<Hash>>, Condvar)>,
+    pub registrations: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct FakeLock {
+    key: Hash,
+    locks: Arc<(Mutex<HashSet<Hash>>, Condvar)>,
+}
+
+impl Drop for FakeLock {
+    fn drop(&mut self) {
+        self.locks.0.lock().unwrap().remove(&self.key);
+        self.locks.1.notify_all();
+    }
+}
+
+impl BuildStore for FakeStore {
+    type Lock = FakeLock;
+
+    fn realisation(&self, key: Hash, output: &str) -> Result<Option<StorePath>, StoreError> {
+        let map = self.realisations.lock().unwrap();
+        Ok(map.get(&(key, output.to_owned())).cloned())
+    }
+
+    fn lock_build(&self, key: Hash) -> Result<FakeLock, StoreError> {
+        let (set, cond) = &*self.locks;
+        let mut held = set.lock().unwrap();
+        while held.contains(&key) {
+            held = cond.wait(held).unwrap();
+        }
+        held.insert(key);
+        Ok(FakeLock {
+            key,
+            locks: self.locks.clone(),
+        })
+    }
+
+    fn closure(&self, paths: &BTreeSet<StorePath>) -> Result<BTreeSet<StorePath>, StoreError> {
+        Ok(paths.clone())
+    }
+
+    fn pin(&self, _paths: &BTreeSet<StorePath>) -> Result<Vec<FakeLock>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn add_output(
+        &self,
+        output: &StagedOutput,
+        _drv: Hash,
+        _inputs: &BTreeSet<StorePath>,
+    ) -> Result<StorePath, StoreError> {
+        let content = std::fs::read(&output.path).map_err(StoreError::new)?;
+        Ok(StorePath::new(Hash::digest(&content), output.placeholder.name()).unwrap())
+    }
+
+    fn register(
+        &self,
+        key: Hash,
+        _drv: Hash,
+        outputs: &BTreeMap<String, StorePath>,
+    ) -> Result<(), StoreError> {
+        let mut map = self.realisations.lock().unwrap();
+        for (output, path) in outputs {
+            map.insert((key, output.clone()), path.clone());
+        }
+        self.registrations.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FakeExecutor {
+    /// Names of the derivations run, in start order.
+    pub started: Mutex<Vec<String>>,
+    running: AtomicUsize,
+    pub max_running: AtomicUsize,
+    counter: AtomicUsize,
+}
+
+impl FakeExecutor {
+    pub fn runs_of(&self, name: &str) -> usize {
+        let started = self.started.lock().unwrap();
+        started.iter().filter(|n| *n == name).count()
+    }
+
+    pub fn total_runs(&self) -> usize {
+        self.started.lock().unwrap().len()
+    }
+}
+
+impl Executor for FakeExecutor {
+    async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
+        self.started.lock().unwrap().push(job.drv.name.clone());
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+        let result = self.execute_inner(&job, &cancel).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+impl FakeExecutor {
+    async fn execute_inner(&self, job: &Job, cancel: &Cancel) -> Result<Built, ExecError> {
+        let env = &job.drv.env;
+        if let Some(ms) = env.get("sleep_ms") {
+            let ms: u64 = ms.parse().unwrap();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                () = cancel.cancelled() => return Err(ExecError::Cancelled),
+            }
+        }
+        if env.contains_key("fail") {
+            return Err(ExecError::Failed {
+                status: "exited with code 1".into(),
+                log_tail: vec!["boom".into()],
+                kept: None,
+            });
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut outputs = Vec::new();
+        for output in &job.drv.outputs {
+            let mut content = match env.get("content") {
+                Some(c) => format!("{c}:{output}"),
+                None => format!("{}:{output}", job.drv.canonical_json()),
+            };
+            if env.contains_key("random") {
+                let n = self.counter.fetch_add(1, Ordering::SeqCst);
+                content.push_str(&n.to_string());
+            }
+            let path = dir.path().join(output);
+            std::fs::write(&path, content).unwrap();
+            outputs.push(StagedOutput {
+                name: output.clone(),
+                placeholder: job.drv.placeholder(job.build_key, output),
+                path,
+            });
+        }
+        Ok(Built {
+            outputs,
+            workspace: Some(Box::new(dir)),
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! The build graph: one node per derivation, one edge per (dependent, dependency output).
+//!
+//! Nodes are derivations keyed by their hash; an edge `a → b` carries the template (an
+//! [`OutputRef`]) through which `a` names an output of `b`. Resolution follows edges, not
+//! hashes, so redirecting an edge (DAO splicing) changes what a template resolves to without
+//! touching the derivation. Several requested roots share one graph, so a
+//! dependency shared by many of them is one node and is built once.
+//!
+//! The graph is a `StableDiGraph` owned by the scheduler loop rather than a topological order
+//! computed up front: node indices stay valid when nodes are added or removed, which is what
+//! derivations-as-output (DAO, DESIGN §6) needs to splice generated derivations in while a
+//! build runs ([`BuildGraph::insert`] and [`BuildGraph::redirect_dependents`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+
+use crate::store::{Derivation, Hash, OutputRef};
+
+use super::Error;
+
+/// A derivation in the graph.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The derivation's hash (its key).
+    pub hash: Hash,
+    pub drv: Arc<Derivation>,
+}
+
+/// The derivations to build and their dependencies.
+#[derive(Debug, Default)]
+pub struct BuildGraph {
+    graph: StableDiGraph<Node, OutputRef>,
+    index: HashMap<Hash, NodeIndex>,
+    roots: Vec<NodeIndex>,
+}
+
+impl BuildGraph {
+    /// The graph of everything `roots` need. `known` holds every derivation a template may
+    /// name (more is fine: only what the roots reach is added), keyed by hash.
+    pub fn new(
+        known: &HashMap<Hash, Arc<Derivation>>,
+        roots: &[Hash],
+    ) -> Result<BuildGraph, Error> {
+        let mut graph = BuildGraph::default();
+        for root in roots {
+            let drv = known
+                .get(root)
+                .ok_or_else(|| Error::UnknownRoot { drv: *root })?;
+            let index = graph.add_reachable(*root, drv, known)?;
+            if !graph.roots.contains(&index) {
+                graph.roots.push(index);
+            }
+        }
+        graph.check_acyclic()?;
+        Ok(graph)
+    }
+
+    /// Build a graph from a list of derivations, keyed by their computed hashes.
+    pub fn from_derivations(
+        derivations: impl IntoIterator<Item = Derivation>,
+        roots: &[Hash],
+    ) -> Result<BuildGraph, Error> {
+        let known: HashMap<Hash, Arc<Derivation>> = derivations
+            .into_iter()
+            .map(|d| (d.hash(), Arc::new(d)))
+            .collect();
+        BuildGraph::new(&known, roots)
+    }
+
+    /// Add `drv` under key `hash` and, transitively, every dependency found in `known`.
+    fn add_reachable(
+        &mut self,
+        hash: Hash,
+        drv: &Arc<Derivation>,
+        known: &HashMap<Hash, Arc<Derivation>>,
+    ) -> Result<NodeIndex, Error> {
+        if let Some(&index) = self.index.get(&hash) {
+            return Ok(index);
+        }
+        let first = self.insert(hash, drv.clone());
+        let mut stack = vec![first];
+        while let Some(index) = stack.pop() {
+            let node = self.graph[index].clone();
+            for dep in dependencies(&node.drv)? {
+                let dep_index = match self.index.get(&dep.drv) {
+                    Some(&i) => i,
+                    None => {
+                        let dep_drv =
+                            known
+                                .get(&dep.drv)
+                                .ok_or_else(|| Error::UnknownDerivation {
+                                    dependent: node.drv.name.clone(),
+                                    template: dep.template(),
+                                })?;
+                        let i = self.insert(dep.drv, dep_drv.clone());
+                        stack.push(i);
+                        i
+                    }
+                };
+                let dep_node = &self.graph[dep_index];
+                if !dep_node.drv.outputs.contains(&dep.output) {
+                    return Err(Error::UnknownOutput {
+                        dependent: node.drv.name.clone(),
+                        dependency: dep_node.drv.name.clone(),
+                        output: dep.output.clone(),
+                    });
+                }
+                self.graph.add_edge(index, dep_index, dep);
+            }
+        }
+        Ok(first)
+    }
+
+    /// Add one node without edges; the caller vouches that `hash` identifies `drv`. Returns
+    /// the existing node if the key is already present.
+    pub fn insert(&mut self, hash: Hash, drv: Arc<Derivation>) -> NodeIndex {
+        if let Some(&index) = self.index.get(&hash) {
+            return index;
+        }
+        let index = self.graph.add_node(Node { hash, drv });
+        self.index.insert(hash, index);
+        index
+    }
+
+    /// Make every dependent of `from` depend on `to` instead: their templates naming `from`
+    /// now resolve to the same output of `to`. The hook DAO splicing uses once a generator's
+    /// result derivation is in the graph.
+    pub fn redirect_dependents(&mut self, from: NodeIndex, to: NodeIndex) {
+        let incoming: Vec<_> = self
+            .graph
+            .edges_directed(from, Direction::Incoming)
+            .map(|e| (e.id(), e.source(), e.weight().clone()))
+            .collect();
+        for (edge, source, output) in incoming {
+            self.graph.remove_edge(edge);
+            self.graph.add_edge(source, to, output);
+        }
+    }
+
+    /// Fail with the names along a cycle if there is one.
+    pub fn check_acyclic(&self) -> Result<(), Error> {
+        if petgraph::algo::toposort(&self.graph, None).is_ok() {
+            return Ok(());
+        }
+        for scc in petgraph::algo::tarjan_scc(&self.graph) {
+            let self_loop = scc.len() == 1 && self.graph.contains_edge(scc[0], scc[0]);
+            if scc.len() > 1 || self_loop {
+                let mut names: Vec<String> = scc
+                    .iter()
+                    .rev()
+                    .map(|&i| self.graph[i].drv.name.clone())
+                    .collect();
+                names.push(names[0].clone());
+                return Err(Error::Cycle {
+                    path: names.join(" -> "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, index: NodeIndex) -> &Node {
+        &self.graph[index]
+    }
+
+    pub fn index_of(&self, hash: &Hash) -> Option<NodeIndex> {
+        self.index.get(hash).copied()
+    }
+
+    /// The requested roots, in request order, without duplicates.
+    pub fn roots(&self) -> &[NodeIndex] {
+        &self.roots
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.graph.node_indices()
+    }
+
+    /// What `index` needs: per edge, the dependency node and the template naming it.
+    pub fn dependencies(
+        &self,
+        index: NodeIndex,
+    ) -> impl Iterator<Item = (NodeIndex, &OutputRef)> + '_ {
+        self.graph
+            .edges_directed(index, Direction::Outgoing)
+            .map(|e| (e.target(), e.weight()))
+    }
+
+    /// The distinct derivations that depend on `index`.
+    pub fn dependents(&self, index: NodeIndex) -> BTreeSet<NodeIndex> {
+        self.graph
+            .neighbors_directed(index, Direction::Incoming)
+            .collect()
+    }
+
+    /// The number of distinct derivations `index` depends on.
+    pub fn dependency_count(&self, index: NodeIndex) -> usize {
+        self.graph
+            .neighbors_directed(index, Direction::Outgoing)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+}
+
+fn dependencies(drv: &Derivation) -> Result<BTreeSet<OutputRef>, Error> {
+    drv.dependencies().map_err(Error::Derivation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drv(name: &str, deps: &[(&Derivation, &str)]) -> Derivation {
+        let mut d = Derivation::new(name, "/bin/sh");
+        d.args = deps
+            .iter()
+            .map(|(dep, output)| dep.output_ref(output).template())
+            .collect();
+        d
+    }
+
+    #[test]
+    fn shared_dependencies_are_one_node() {
+        let base = drv("base", &[]);
+        let left = drv("left", &[(&base, "out")]);
+        let right = drv("right", &[(&base, "out")]);
+        let top = drv("top", &[(&left, "out"), (&right, "out")]);
+        let roots = [top.hash(), left.hash()];
+        let g = BuildGraph::from_derivations([base, left, right, top], &roots).unwrap();
+        assert_eq!(g.node_count(), 4);
+        assert_eq!(g.roots().len(), 2);
+    }
+
+    #[test]
+    fn unknown_dependency_is_named() {
+        let base = drv("base", &[]);
+        let top = drv("top", &[(&base, "out")]);
+        let err = BuildGraph::from_derivations([top.clone()], &[top.hash()]).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnknownDerivation { dependent, template }
+                if dependent == "top" && template.contains(&base.hash().to_string())),
+            "{err}"
+        );
+        let err = BuildGraph::from_derivations([base.clone()], &[top.hash()]).unwrap_err();
+        assert!(matches!(err, Error::UnknownRoot { .. }));
+    }
+
+    #[test]
+    fn unknown_output_is_named() {
+        let base = drv("base", &[]);
+        let top = drv("top", &[(&base, "dev")]);
+        let err = BuildGraph::from_derivations([base, top.clone()], &[top.hash()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "derivation `top` uses output `dev` of `base`, which has no such output"
+        );
+    }
+
+    #[test]
+    fn cycle_is_an_error_naming_it() {
+        // Content hashes make real cycles impossible; keys given by a caller (stored or
+        // generated derivations) are checked anyway.
+        let (ka, kb) = (Hash::digest(b"a"), Hash::digest(b"b"));
+        let mut a = Derivation::new("a", "/bin/sh");
+        a.args = vec![
+            OutputRef {
+                drv: kb,
+                output: "out".into(),
+            }
+            .template(),
+        ];
+        let mut b = Derivation::new("b", "/bin/sh");
+        b.args = vec![
+            OutputRef {
+                drv: ka,
+                output: "out".into(),
+            }
+            .template(),
+        ];
+        let known = HashMap::from([(ka, Arc::new(a)), (kb, Arc::new(b))]);
+        let err = BuildGraph::new(&known, &[ka]).unwrap_err();
+        let Error::Cycle { path } = &err else {
+            panic!("{err}")
+        };
+        assert!(path == "a -> b -> a" || path == "b -> a -> b", "{path}");
+        assert!(err.to_string().contains("dependency cycle"));
+    }
+
+    #[test]
+    fn redirect_moves_dependents() {
+        let base = drv("base", &[]);
+        let top = drv("top", &[(&base, "out")]);
+        let mut g =
+            BuildGraph::from_derivations([base.clone(), top.clone()], &[top.hash()]).unwrap();
+        let other = g.insert(Hash::digest(b"other"), Arc::new(drv("other", &[])));
+        let b = g.index_of(&base.hash()).unwrap();
+        let t = g.index_of(&top.hash()).unwrap();
+        g.redirect_dependents(b, other);
+        assert!(g.dependents(b).is_empty());
+        let deps: Vec<_> = g.dependencies(t).collect();
+        assert_eq!(deps, vec![(other, &base.output_ref("out"))]);
+    }
+}

@@ -1,0 +1,44 @@
+//! The one interface through which a build reports progress. Only `cli` renders it (a
+//! progress bar on a terminal, one plain line per finished derivation otherwise).
+
+use std::time::Duration;
+
+use crate::store::Hash;
+
+/// Something that happened during a build.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The graph is known: `total` derivations.
+    Planned { total: usize },
+    /// A derivation was already realised.
+    Cached { drv: Hash, name: String },
+    /// A builder started.
+    Started { drv: Hash, name: String },
+    /// A build finished and its outputs are registered.
+    Built {
+        drv: Hash,
+        name: String,
+        elapsed: Duration,
+    },
+    /// Another process built it while this one waited for the lock.
+    BuiltElsewhere { drv: Hash, name: String },
+    /// A build failed (the failure itself is in the report).
+    Failed {
+        drv: Hash,
+        name: String,
+        elapsed: Duration,
+    },
+}
+
+/// Receives build events, from any thread.
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// Ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullReporter;
+
+impl Reporter for NullReporter {
+    fn event(&self, _event: Event) {}
+}

@@ -1,0 +1,511 @@
+//! The real executor: runs one resolved derivation in its own `bramble-sandbox`.
+//!
+//! Per build:
+//!
+//! 1. A locked temporary directory of the store (so `gc` leaves it alone) holding a fresh
+//!    private build directory (see [`super::workspace`]: random name, 0700), mounted at
+//!    `/build`, and `store/` (0700), mounted writable at `/bramble/store`: the staging area
+//!    where the builder creates its outputs at their placeholder paths. Outputs are not
+//!    pre-created: a builder may make `$out` a file (`echo hi > $out`), a directory or a
+//!    symlink, as with Nix.
+//! 2. The derivation's sources (the files of its `sources` store object) are copied into
+//!    the build directory.
+//! 3. The spec: exactly the input closure bound read-only at `/bramble/store/<path>` on top
+//!    of the staging area, `$out` and `$<output>` pointing at the placeholders, no network.
+//!    The builder is the derivation's builder if absolute (usually a path in an input's
+//!    output); a relative builder names a file of the derivation's own sources, run as
+//!    `/build/<builder>`, so a project can bootstrap from a static binary it ships.
+//! 4. The helper runs with the spec on stdin and its stdout and stderr on one pipe, read
+//!    into memory (the last [`MAX_LOG_BYTES`]) and stored as the derivation's log in the
+//!    store database when the build ends: no log file a builder could reach, no extra
+//!    inode. Cancelling sends the helper SIGTERM (it kills the whole sandbox), then SIGKILL
+//!    if it has not exited after a grace period.
+//! 5. On success the staged outputs are handed back (the scheduler adds them to the store);
+//!    the directories go when the [`Built`] is dropped, the build directory through
+//!    descriptors. On failure they are removed at once, unless `keep_failed` moves the build
+//!    directory to the store's `tmp/` (where `gc` removes it later).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_sandbox::{Bind, Spec};
+use tokio::io::AsyncWriteExt;
+
+use crate::store::local::{LocalStore, TempDir};
+use crate::store::{Derivation, STORE_DIR, StorePath};
+
+use super::workspace::BuildDir;
+use super::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
+
+/// Lines of the log shown when a build fails.
+pub const LOG_TAIL_LINES: usize = 25;
+
+/// How long a cancelled helper gets to tear its sandbox down before SIGKILL.
+const CANCEL_GRACE: Duration = Duration::from_secs(3);
+
+/// Largest log kept per build (its end is kept).
+pub const MAX_LOG_BYTES: u64 = 32 << 20;
+
+/// How builds run.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The `bramble-sandbox` helper.
+    pub helper: PathBuf,
+    /// Keep the build directory of a failed build and name it in the error.
+    pub keep_failed: bool,
+}
+
+/// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
+#[derive(Debug)]
+pub struct SandboxExecutor {
+    pub config: SandboxConfig,
+    pub store: Arc<LocalStore>,
+}
+
+impl Executor for SandboxExecutor {
+    async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
+        let started = std::time::Instant::now();
+        let prepared = {
+            let (store, job) = (self.store.clone(), job.clone());
+            tokio::task::spawn_blocking(move || prepare(&store, &job))
+                .await
+                .expect("preparing a build does not panic")?
+        };
+        let Prepared { tmp, dir, spec } = prepared;
+        tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
+        let started = std::time::Instant::now();
+        let run = run_helper(&self.config.helper, &spec, &cancel).await;
+        tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
+        let (status, log) = run?;
+        let log_tail = tail(&log, LOG_TAIL_LINES);
+        {
+            let store = self.store.clone();
+            let drv = job.drv_hash;
+            let saved = tokio::task::spawn_blocking(move || store.put_log(drv, &log))
+                .await
+                .expect("saving a log does not panic");
+            if let Err(e) = saved {
+                tracing::warn!("cannot save the log of `{}`: {e}", job.drv.name);
+            }
+        }
+        if !status.success() {
+            let kept = if self.config.keep_failed {
+                keep(dir, &tmp)
+            } else {
+                drop(dir);
+                None
+            };
+            return Err(ExecError::Failed {
+                status: describe(status),
+                log_tail,
+                kept,
+            });
+        }
+        let mut outputs = Vec::new();
+        for name in &job.drv.outputs {
+            let placeholder = job.drv.placeholder(job.build_key, name);
+            let path = staging_dir(&tmp).join(placeholder.to_string());
+            if std::fs::symlink_metadata(&path).is_err() {
+                return Err(ExecError::MissingOutput {
+                    output: name.clone(),
+                });
+            }
+            outputs.push(StagedOutput {
+                name: name.clone(),
+                placeholder,
+                path,
+            });
+        }
+        Ok(Built {
+            outputs,
+            // Dropped in order: the build directory (by descriptor), then the locked temp dir.
+            workspace: Some(Box::new((dir, tmp))),
+        })
+    }
+}
+
+/// Move a failed build's directory out of its temporary directory into the store's `tmp/`.
+fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
+    let path = dir.keep();
+    let name = path.file_name()?.to_owned();
+    let target = tmp.path().parent()?.join(name);
+    match std::fs::rename(&path, &target) {
+        Ok(()) => Some(target),
+        Err(e) => {
+            tracing::warn!("cannot keep `{}`: {e}", path.display());
+            Some(path)
+        }
+    }
+}
+
+struct Prepared {
+    tmp: TempDir,
+    dir: BuildDir,
+    spec: Spec,
+}
+
+/// Create the build directory, copy the sources in and write the spec.
+fn prepare(store: &LocalStore, job: &Job) -> Result<Prepared, ExecError> {
+    let setup = |what: &str, path: &Path, e: io::Error| ExecError::Setup {
+        message: format!("{what} `{}`: {e}", path.display()),
+    };
+    let tmp = store.tmp_dir("build").map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?;
+    let dir = BuildDir::create(tmp.path()).map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?;
+    let staging = staging_dir(&tmp);
+    std::fs::create_dir(&staging).map_err(|e| setup("cannot create", &staging, e))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| setup("cannot set permissions of", &staging, e))?;
+    if let Some(sources) = &job.drv.sources {
+        let from = store.host_path(&sources.path);
+        copy_tree(&from, dir.path()).map_err(|e| setup("cannot copy sources from", &from, e))?;
+    }
+    let spec = build_spec(store, &dir, &staging, job);
+    spec.validate().map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?;
+    Ok(Prepared { tmp, dir, spec })
+}
+
+/// The staging directory mounted at `/bramble/store`, where outputs are created.
+fn staging_dir(tmp: &TempDir) -> PathBuf {
+    tmp.path().join("store")
+}
+
+/// The sandbox spec of a build.
+fn build_spec(store: &LocalStore, dir: &BuildDir, staging: &Path, job: &Job) -> Spec {
+    let drv = &job.drv;
+    let mut spec = Spec::new(builder_path(drv));
+    spec.args = drv.args.clone();
+    spec.env = output_env(drv, job);
+    spec.binds.push(Bind {
+        source: staging.to_owned(),
+        target: STORE_DIR.into(),
+        writable: true,
+    });
+    spec.binds.push(Bind {
+        source: dir.path().to_owned(),
+        target: bramble_sandbox::spec::SANDBOX_BUILD_DIR.into(),
+        writable: true,
+    });
+    for input in &job.inputs {
+        spec.binds.push(Bind {
+            source: store.host_path(input),
+            target: input.in_store_dir().into(),
+            writable: false,
+        });
+    }
+    spec
+}
+
+/// The builder as a path inside the sandbox: absolute as given, else a file in `/build`.
+pub fn builder_path(drv: &Derivation) -> PathBuf {
+    if drv.builder.starts_with('/') {
+        PathBuf::from(&drv.builder)
+    } else {
+        Path::new(bramble_sandbox::spec::SANDBOX_BUILD_DIR)
+            .join(drv.builder.trim_start_matches("./"))
+    }
+}
+
+/// The derivation's env plus `$<output>` for every output (`$out` included), which win over
+/// a variable of the same name, as in Nix.
+fn output_env(drv: &Derivation, job: &Job) -> BTreeMap<String, String> {
+    let mut env = drv.env.clone();
+    for output in &drv.outputs {
+        let placeholder: StorePath = drv.placeholder(job.build_key, output);
+        env.insert(output.clone(), placeholder.in_store_dir());
+    }
+    env
+}
+
+/// Run the helper with `spec` on stdin until it exits or `cancel` fires; returns its status
+/// and the end of its output (stdout and stderr interleaved on one pipe).
+async fn run_helper(
+    helper: &Path,
+    spec: &Spec,
+    cancel: &Cancel,
+) -> Result<(std::process::ExitStatus, Vec<u8>), ExecError> {
+    let setup = |e: io::Error| ExecError::Setup {
+        message: format!("cannot run `{}`: {e}", helper.display()),
+    };
+    let (reader, writer) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup(e.into()))?;
+    let mut command = tokio::process::Command::new(helper);
+    command
+        .stdin(Stdio::piped())
+        .stdout(writer.try_clone().map_err(setup)?)
+        .stderr(writer)
+        .kill_on_drop(true);
+    let spawned = command.spawn();
+    // The command holds our copies of the pipe's write end: drop it so the reader sees EOF
+    // when the sandbox is gone.
+    drop(command);
+    let mut child = spawned.map_err(setup)?;
+    let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(reader)));
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // A helper that exits early closes its stdin: the status below tells why.
+    let _ = stdin.write_all(spec.to_json().as_bytes()).await;
+    drop(stdin);
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(setup)?,
+        () = cancel.cancelled() => {
+            if let Some(pid) = child.id() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+            if tokio::time::timeout(CANCEL_GRACE, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+            return Err(ExecError::Cancelled);
+        }
+    };
+    let log = collector.await.expect("reading a log does not panic");
+    Ok((status, log))
+}
+
+/// Read a pipe to its end, keeping the last [`MAX_LOG_BYTES`].
+fn read_log(mut pipe: std::fs::File) -> Vec<u8> {
+    let mut log = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                log.extend_from_slice(&buf[..n]);
+                let max = usize::try_from(MAX_LOG_BYTES).unwrap_or(usize::MAX);
+                if log.len() > 2 * max {
+                    log.drain(..log.len() - max);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let max = usize::try_from(MAX_LOG_BYTES).unwrap_or(usize::MAX);
+    if log.len() > max {
+        log.drain(..log.len() - max);
+    }
+    log
+}
+
+/// `exited with code 1`, `was killed by signal 9`, or what the helper's own codes mean.
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        return format!("was killed by signal {signal}");
+    }
+    let code = status.code().unwrap_or(-1);
+    let meaning = match u8::try_from(code) {
+        Ok(bramble_sandbox::EXIT_INVALID_SPEC) => Some("the sandbox rejected its spec"),
+        Ok(bramble_sandbox::EXIT_NO_USER_NAMESPACES) => {
+            Some("the kernel refused an unprivileged user namespace")
+        }
+        Ok(bramble_sandbox::EXIT_TIMEOUT) => Some("timed out"),
+        Ok(bramble_sandbox::EXIT_SETUP_FAILED) => Some("the sandbox could not be set up"),
+        Ok(bramble_sandbox::EXIT_NOT_EXECUTABLE) => Some("the builder is not executable"),
+        Ok(bramble_sandbox::EXIT_NOT_FOUND) => Some("the builder was not found in the sandbox"),
+        Ok(c) if c > bramble_sandbox::EXIT_SIGNAL_BASE => {
+            return format!(
+                "was killed by signal {}",
+                c - bramble_sandbox::EXIT_SIGNAL_BASE
+            );
+        }
+        _ => None,
+    };
+    match meaning {
+        Some(meaning) => format!("exited with code {code} ({meaning})"),
+        None => format!("exited with code {code}"),
+    }
+}
+
+/// The last `lines` lines of a log.
+pub fn tail(log: &[u8], lines: usize) -> Vec<String> {
+    let start = log.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&log[start..]);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
+
+/// Copy a store object (trusted: read-only, written by the store) into a fresh directory.
+/// Regular files keep their executable bit, symlinks are recreated, directories created.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a sources object must be a directory",
+        ));
+    }
+    for entry in walkdir::WalkDir::new(from).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(io::Error::other)?;
+        let rel = entry
+            .path()
+            .strip_prefix(from)
+            .expect("walkdir yields paths under its root");
+        let target = to.join(rel);
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&target)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+            let exec = entry
+                .metadata()
+                .map_err(io::Error::other)?
+                .permissions()
+                .mode()
+                & 0o111;
+            let mode = if exec != 0 { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// A build environment for an interactive program (`bramble shell`): the directory, sources,
+/// input closure and environment of a build, with another program instead of the builder
+/// and the caller's terminal. Removed when dropped.
+#[derive(Debug)]
+pub struct Interactive {
+    // Field order is drop order: the build directory (by descriptor), then the temp dir.
+    dir: BuildDir,
+    tmp: TempDir,
+    pub spec: Spec,
+}
+
+/// Prepare the build environment of `job` (resolved, `inputs` = its input closure) with a
+/// shell in place of the builder: the builder itself if it is a shell (`sh`, `bash`, `ash`,
+/// `dash`), `<builder> sh` if it is a busybox, else `bin/sh` of an input.
+pub fn prepare_shell(store: &LocalStore, job: &Job) -> Result<Interactive, ExecError> {
+    let Prepared { tmp, dir, mut spec } = prepare(store, job)?;
+    let (builder, args) = shell_for(store, job).ok_or_else(|| ExecError::Setup {
+        message: format!(
+            "no shell for `{}`: its builder is not a shell or busybox and no input has `bin/sh`",
+            job.drv.name
+        ),
+    })?;
+    spec.builder = builder;
+    spec.args = args;
+    spec.stdin = bramble_sandbox::Stdin::Inherit;
+    Ok(Interactive { dir, tmp, spec })
+}
+
+fn shell_for(store: &LocalStore, job: &Job) -> Option<(PathBuf, Vec<String>)> {
+    let builder = builder_path(&job.drv);
+    match builder.file_name().and_then(|n| n.to_str()) {
+        Some("busybox") => return Some((builder, vec!["sh".into()])),
+        Some("sh" | "bash" | "ash" | "dash") => return Some((builder, Vec::new())),
+        _ => {}
+    }
+    job.inputs
+        .iter()
+        .find(|p| std::fs::symlink_metadata(store.host_path(p).join("bin/sh")).is_ok())
+        .map(|p| (Path::new(&p.in_store_dir()).join("bin/sh"), Vec::new()))
+}
+
+impl Interactive {
+    /// The build directory on the host (`/build` inside).
+    pub fn build_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Run the program with this process's stdin, stdout and stderr; returns its status.
+    pub fn run(&self, helper: &Path) -> Result<std::process::ExitStatus, ExecError> {
+        run_interactive(helper, &self.spec, self.tmp.path())
+    }
+}
+
+/// Run `spec` (whose stdin is inherited) with the helper: the spec goes on a descriptor
+/// (`--spec-fd`) read from a file written in `scratch`.
+pub fn run_interactive(
+    helper: &Path,
+    spec: &Spec,
+    scratch: &Path,
+) -> Result<std::process::ExitStatus, ExecError> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::AsRawFd;
+    let setup = |what: String, e: io::Error| ExecError::Setup {
+        message: format!("{what}: {e}"),
+    };
+    let path = scratch.join("spec.json");
+    std::fs::write(&path, spec.to_json())
+        .map_err(|e| setup(format!("cannot write `{}`", path.display()), e))?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| setup(format!("cannot open `{}`", path.display()), e))?;
+    // The helper inherits this one descriptor (std opens everything else close-on-exec).
+    fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
+        .map_err(|e| setup("cannot pass the spec descriptor".into(), e.into()))?;
+    let status = std::process::Command::new(helper)
+        .arg("--spec-fd")
+        .arg(file.as_raw_fd().to_string())
+        .status()
+        .map_err(|e| setup(format!("cannot run `{}`", helper.display()), e))?;
+    drop(file);
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Hash;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn builder_paths() {
+        let mut d = Derivation::new("x", "/bramble/store/abc-sh/bin/sh");
+        assert_eq!(builder_path(&d), Path::new("/bramble/store/abc-sh/bin/sh"));
+        d.builder = "busybox".into();
+        assert_eq!(builder_path(&d), Path::new("/build/busybox"));
+        d.builder = "./tools/sh".into();
+        assert_eq!(builder_path(&d), Path::new("/build/tools/sh"));
+    }
+
+    #[test]
+    fn statuses_are_described() {
+        let exited = |code: i32| std::process::ExitStatus::from_raw(code << 8);
+        assert_eq!(describe(exited(3)), "exited with code 3");
+        assert_eq!(
+            describe(exited(127)),
+            "exited with code 127 (the builder was not found in the sandbox)"
+        );
+        assert_eq!(describe(exited(128 + 9)), "was killed by signal 9");
+        assert_eq!(
+            describe(std::process::ExitStatus::from_raw(9)),
+            "was killed by signal 9"
+        );
+    }
+
+    #[test]
+    fn output_variables_point_at_placeholders() {
+        let mut d = Derivation::new("multi", "/bin/sh");
+        d.outputs = vec!["out".into(), "dev".into()];
+        d.env.insert("dev".into(), "overridden".into());
+        d.env.insert("other".into(), "kept".into());
+        let key = Hash::digest(b"key");
+        let job = Job {
+            drv_hash: d.hash(),
+            drv: Arc::new(d.clone()),
+            build_key: key,
+            inputs: Default::default(),
+        };
+        let env = output_env(&d, &job);
+        assert_eq!(env["out"], d.placeholder(key, "out").in_store_dir());
+        assert_eq!(env["dev"], d.placeholder(key, "dev").in_store_dir());
+        assert!(env["dev"].ends_with("-multi-dev"));
+        assert_eq!(env["other"], "kept");
+    }
+}

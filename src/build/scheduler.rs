@@ -1,0 +1,632 @@
+//! The scheduler: a loop on tokio that owns the [`BuildGraph`] and the state of every node.
+//!
+//! The loop never blocks on a build. Each build is a task that reports back through a channel;
+//! the loop then releases the dependents whose inputs are now all realised. A node is only
+//! ever in one state, and slots are counted by the loop itself, so a node that waits for
+//! something (a lock, later a DAO's spliced subgraph) holds a slot only while its builder runs
+//! or its outputs are being added.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use petgraph::stable_graph::NodeIndex;
+
+use crate::store::{DerivationError, Hash, OutputRef, StorePath};
+
+use super::report::{Event, Reporter};
+use super::{BuildGraph, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError};
+
+/// How to run a build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Concurrent builds (at least 1).
+    pub jobs: usize,
+    /// Keep building what does not depend on a failure.
+    pub keep_going: bool,
+    /// Rebuild the requested roots even if realised and compare the outputs.
+    pub check: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            keep_going: false,
+            check: false,
+        }
+    }
+}
+
+/// A requested root and, if it was realised, its outputs.
+#[derive(Debug, Clone)]
+pub struct RootResult {
+    pub drv: Hash,
+    pub name: String,
+    pub build_key: Option<Hash>,
+    pub outputs: Option<BTreeMap<String, StorePath>>,
+}
+
+/// One derivation that could not be built.
+#[derive(Debug)]
+pub struct Failure {
+    pub drv: Hash,
+    pub name: String,
+    pub kind: FailureKind,
+}
+
+/// Why a derivation could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FailureKind {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Resolve(#[from] DerivationError),
+    #[error(
+        "output `{output}` differs from the registered one: registered `{registered}`, rebuilt `{rebuilt}`"
+    )]
+    NotDeterministic {
+        output: String,
+        registered: StorePath,
+        rebuilt: StorePath,
+    },
+}
+
+/// What a build did.
+#[derive(Debug, Default)]
+pub struct BuildReport {
+    /// One entry per requested root, in request order.
+    pub roots: Vec<RootResult>,
+    /// Derivations built by this run.
+    pub built: usize,
+    /// Derivations found realised (including those another process built meanwhile).
+    pub cached: usize,
+    /// Derivations not attempted because a dependency failed or the build stopped.
+    pub skipped: usize,
+    pub failures: Vec<Failure>,
+    /// Cancelled from outside (Ctrl-C).
+    pub cancelled: bool,
+}
+
+impl BuildReport {
+    pub fn success(&self) -> bool {
+        self.failures.is_empty() && !self.cancelled
+    }
+}
+
+/// What a build would do (`--dry-run`).
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Derivations that would be built, dependencies first: (hash, name).
+    pub to_build: Vec<(Hash, String)>,
+    /// Derivations already realised.
+    pub cached: Vec<(Hash, String)>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for this many dependencies.
+    Waiting(usize),
+    Queued(Box<Queued>),
+    Running,
+    Done(BTreeMap<String, StorePath>),
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug)]
+struct Queued {
+    job: Job,
+    /// `--check`: the registered outputs to compare with.
+    expected: Option<BTreeMap<String, StorePath>>,
+}
+
+/// How a finished task ended.
+enum TaskOutcome {
+    Built(BTreeMap<String, StorePath>),
+    BuiltElsewhere(BTreeMap<String, StorePath>),
+    Failed(FailureKind),
+}
+
+struct Finished {
+    node: NodeIndex,
+    outcome: TaskOutcome,
+    elapsed: Duration,
+}
+
+/// The store, the executor and the reporter a build runs with.
+pub struct Engine<S, E> {
+    pub store: Arc<S>,
+    pub executor: Arc<E>,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+impl<S, E> std::fmt::Debug for Engine<S, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Build every root of `graph`. Build failures are in the report; `Err` is for failures of
+/// the store outside any one build.
+pub async fn run<S: BuildStore, E: Executor>(
+    engine: &Engine<S, E>,
+    graph: BuildGraph,
+    options: &BuildOptions,
+    cancel: Cancel,
+) -> Result<BuildReport, Error> {
+    let mut run = Run::new(engine, graph, options);
+    run.reporter.event(Event::Planned {
+        total: run.graph.node_count(),
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    loop {
+        run.settle()?;
+        run.dispatch(&tx);
+        if run.running == 0 {
+            break;
+        }
+        tokio::select! {
+            finished = rx.recv() => {
+                let finished = finished.expect("the loop holds a sender");
+                run.finish(finished);
+            }
+            () = cancel.cancelled(), if !run.report.cancelled => {
+                run.report.cancelled = true;
+                run.stop_all();
+            }
+        }
+    }
+    Ok(run.into_report())
+}
+
+/// What `run` would build and what is already realised, without building (`--dry-run`).
+/// A node with an unbuilt dependency counts as to be built (early cutoff may still spare it).
+pub fn plan<S: BuildStore>(store: &S, graph: &BuildGraph) -> Result<Plan, Error> {
+    let mut plan = Plan::default();
+    let mut realised: HashMap<NodeIndex, BTreeMap<String, StorePath>> = HashMap::new();
+    let mut unknown: HashSet<NodeIndex> = HashSet::new();
+    for index in topological(graph) {
+        let node = graph.node(index);
+        let entry = (node.hash, node.drv.name.clone());
+        if graph
+            .dependencies(index)
+            .any(|(dep, _)| unknown.contains(&dep))
+        {
+            unknown.insert(index);
+            plan.to_build.push(entry);
+            continue;
+        }
+        let refs = resolution_map(graph, index, &realised);
+        let key = node
+            .drv
+            .build_key(|r| refs.get(r).cloned())
+            .map_err(Error::Derivation)?;
+        match realisations(store, key, &node.drv.outputs)? {
+            Some(outputs) => {
+                realised.insert(index, outputs);
+                plan.cached.push(entry);
+            }
+            None => {
+                unknown.insert(index);
+                plan.to_build.push(entry);
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Nodes, dependencies first.
+fn topological(graph: &BuildGraph) -> Vec<NodeIndex> {
+    let mut order = Vec::with_capacity(graph.node_count());
+    let mut missing: HashMap<NodeIndex, usize> = graph
+        .nodes()
+        .map(|i| (i, graph.dependency_count(i)))
+        .collect();
+    let mut ready: Vec<NodeIndex> = graph.nodes().filter(|i| missing[i] == 0).collect();
+    while let Some(index) = ready.pop() {
+        order.push(index);
+        for dependent in graph.dependents(index) {
+            let m = missing.get_mut(&dependent).expect("every node is counted");
+            *m -= 1;
+            if *m == 0 {
+                ready.push(dependent);
+            }
+        }
+    }
+    order
+}
+
+/// Template → realised path, for every dependency edge of `index` that is realised.
+fn resolution_map(
+    graph: &BuildGraph,
+    index: NodeIndex,
+    realised: &HashMap<NodeIndex, BTreeMap<String, StorePath>>,
+) -> HashMap<OutputRef, StorePath> {
+    graph
+        .dependencies(index)
+        .filter_map(|(dep, r)| {
+            let path = realised.get(&dep)?.get(&r.output)?;
+            Some((r.clone(), path.clone()))
+        })
+        .collect()
+}
+
+/// Every output's realisation for `key`, or `None` if any is missing.
+fn realisations<S: BuildStore>(
+    store: &S,
+    key: Hash,
+    outputs: &[String],
+) -> Result<Option<BTreeMap<String, StorePath>>, StoreError> {
+    let mut found = BTreeMap::new();
+    for output in outputs {
+        match store.realisation(key, output)? {
+            Some(path) => {
+                found.insert(output.clone(), path);
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(found))
+}
+
+struct Run<'a, S, E> {
+    store: &'a Arc<S>,
+    executor: &'a Arc<E>,
+    reporter: &'a Arc<dyn Reporter>,
+    options: &'a BuildOptions,
+    graph: BuildGraph,
+    state: HashMap<NodeIndex, State>,
+    keys: HashMap<NodeIndex, Hash>,
+    /// Nodes whose dependencies are all realised, not yet resolved.
+    ready: Vec<NodeIndex>,
+    /// Resolved nodes waiting for a slot, in order.
+    queue: VecDeque<NodeIndex>,
+    running: usize,
+    /// No new builds start (a failure without keep-going, or cancellation).
+    stopping: bool,
+    /// Fired to cancel running builds.
+    stop: Cancel,
+    check_roots: HashSet<NodeIndex>,
+    report: BuildReport,
+}
+
+impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
+    fn new(engine: &'a Engine<S, E>, graph: BuildGraph, options: &'a BuildOptions) -> Self {
+        let mut state = HashMap::with_capacity(graph.node_count());
+        let mut ready = Vec::new();
+        for index in graph.nodes() {
+            let missing = graph.dependency_count(index);
+            if missing == 0 {
+                ready.push(index);
+            }
+            state.insert(index, State::Waiting(missing));
+        }
+        let check_roots = if options.check {
+            graph.roots().iter().copied().collect()
+        } else {
+            HashSet::new()
+        };
+        Run {
+            store: &engine.store,
+            executor: &engine.executor,
+            reporter: &engine.reporter,
+            options,
+            graph,
+            state,
+            keys: HashMap::new(),
+            ready,
+            queue: VecDeque::new(),
+            running: 0,
+            stopping: false,
+            stop: Cancel::new(),
+            check_roots,
+            report: BuildReport::default(),
+        }
+    }
+
+    /// Resolve every ready node: done if realised, queued otherwise. Nodes that become
+    /// ready meanwhile (dependents of cached ones) are handled in the same call, one wave
+    /// at a time, with one store lookup per wave.
+    fn settle(&mut self) -> Result<(), Error> {
+        while !self.ready.is_empty() {
+            let wave = std::mem::take(&mut self.ready);
+            let mut resolved = Vec::with_capacity(wave.len());
+            for index in wave {
+                if self.stopping {
+                    self.state.insert(index, State::Skipped);
+                    continue;
+                }
+                let node = self.graph.node(index).clone();
+                let refs: HashMap<OutputRef, StorePath> = self
+                    .graph
+                    .dependencies(index)
+                    .filter_map(|(dep, r)| match self.state.get(&dep) {
+                        Some(State::Done(outputs)) => {
+                            Some((r.clone(), outputs.get(&r.output)?.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                match node.drv.resolve(|r| refs.get(r).cloned()) {
+                    Ok(drv) => {
+                        let key = drv.hash();
+                        self.keys.insert(index, key);
+                        resolved.push((index, node, drv, key, refs));
+                    }
+                    Err(e) => self.fail(index, FailureKind::Resolve(e)),
+                }
+            }
+            let wanted: Vec<(Hash, &str)> = resolved
+                .iter()
+                .flat_map(|(_, _, drv, key, _)| drv.outputs.iter().map(|o| (*key, o.as_str())))
+                .collect();
+            let mut found = self.store.realisations(&wanted)?.into_iter();
+            for (index, node, drv, key, refs) in resolved {
+                let mut outputs = Some(BTreeMap::new());
+                for output in &drv.outputs {
+                    match (found.next().flatten(), outputs.as_mut()) {
+                        (Some(path), Some(map)) => {
+                            map.insert(output.clone(), path);
+                        }
+                        _ => outputs = None,
+                    }
+                }
+                let check = self.check_roots.contains(&index);
+                match outputs {
+                    Some(outputs) if !check => {
+                        self.reporter.event(Event::Cached {
+                            drv: node.hash,
+                            name: node.drv.name.clone(),
+                        });
+                        self.report.cached += 1;
+                        self.complete(index, outputs);
+                    }
+                    expected => {
+                        let job = Job {
+                            drv_hash: node.hash,
+                            drv: Arc::new(drv),
+                            build_key: key,
+                            inputs: refs.into_values().collect(),
+                        };
+                        let expected = if check { expected } else { None };
+                        self.state
+                            .insert(index, State::Queued(Box::new(Queued { job, expected })));
+                        self.queue.push_back(index);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start queued builds while slots are free.
+    fn dispatch(&mut self, tx: &tokio::sync::mpsc::UnboundedSender<Finished>) {
+        while !self.stopping && self.running < self.options.jobs.max(1) {
+            let Some(index) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(State::Queued(queued)) = self.state.insert(index, State::Running) else {
+                unreachable!("only queued nodes are in the queue");
+            };
+            self.running += 1;
+            let task = Task {
+                store: self.store.clone(),
+                executor: self.executor.clone(),
+                reporter: self.reporter.clone(),
+                name: self.graph.node(index).drv.name.clone(),
+                queued: *queued,
+                stop: self.stop.clone(),
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let outcome = task.run().await;
+                let _ = tx.send(Finished {
+                    node: index,
+                    outcome,
+                    elapsed: start.elapsed(),
+                });
+            });
+        }
+    }
+
+    fn finish(&mut self, finished: Finished) {
+        self.running -= 1;
+        let index = finished.node;
+        let node = self.graph.node(index).clone();
+        match finished.outcome {
+            TaskOutcome::Built(outputs) => {
+                self.reporter.event(Event::Built {
+                    drv: node.hash,
+                    name: node.drv.name.clone(),
+                    elapsed: finished.elapsed,
+                });
+                self.report.built += 1;
+                self.complete(index, outputs);
+            }
+            TaskOutcome::BuiltElsewhere(outputs) => {
+                self.reporter.event(Event::BuiltElsewhere {
+                    drv: node.hash,
+                    name: node.drv.name.clone(),
+                });
+                self.report.cached += 1;
+                self.complete(index, outputs);
+            }
+            TaskOutcome::Failed(FailureKind::Exec(ExecError::Cancelled)) if self.stopping => {
+                self.state.insert(index, State::Skipped);
+            }
+            TaskOutcome::Failed(kind) => {
+                self.reporter.event(Event::Failed {
+                    drv: node.hash,
+                    name: node.drv.name.clone(),
+                    elapsed: finished.elapsed,
+                });
+                self.fail(index, kind);
+            }
+        }
+    }
+
+    /// `index` is realised: release the dependents that now have every input.
+    fn complete(&mut self, index: NodeIndex, outputs: BTreeMap<String, StorePath>) {
+        self.state.insert(index, State::Done(outputs));
+        for dependent in self.graph.dependents(index) {
+            if let Some(State::Waiting(missing)) = self.state.get_mut(&dependent) {
+                *missing -= 1;
+                if *missing == 0 {
+                    self.ready.push(dependent);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, index: NodeIndex, kind: FailureKind) {
+        let node = self.graph.node(index);
+        self.report.failures.push(Failure {
+            drv: node.hash,
+            name: node.drv.name.clone(),
+            kind,
+        });
+        self.state.insert(index, State::Failed);
+        if !self.options.keep_going {
+            self.stop_all();
+        }
+    }
+
+    /// Start nothing new and cancel running builds.
+    fn stop_all(&mut self) {
+        self.stopping = true;
+        self.stop.cancel();
+        while let Some(index) = self.queue.pop_front() {
+            self.state.insert(index, State::Skipped);
+        }
+    }
+
+    fn into_report(mut self) -> BuildReport {
+        let skipped = self
+            .state
+            .values()
+            .filter(|s| matches!(s, State::Waiting(_) | State::Skipped | State::Queued(_)))
+            .count();
+        self.report.skipped = skipped;
+        for &index in self.graph.roots() {
+            let node = self.graph.node(index);
+            let outputs = match self.state.get(&index) {
+                Some(State::Done(outputs)) => Some(outputs.clone()),
+                _ => None,
+            };
+            self.report.roots.push(RootResult {
+                drv: node.hash,
+                name: node.drv.name.clone(),
+                build_key: self.keys.get(&index).copied(),
+                outputs,
+            });
+        }
+        self.report
+    }
+}
+
+/// One build, run as a tokio task.
+struct Task<S, E> {
+    store: Arc<S>,
+    executor: Arc<E>,
+    reporter: Arc<dyn Reporter>,
+    name: String,
+    queued: Queued,
+    stop: Cancel,
+}
+
+impl<S: BuildStore, E: Executor> Task<S, E> {
+    async fn run(self) -> TaskOutcome {
+        match self.run_inner().await {
+            Ok(outcome) => outcome,
+            Err(kind) => TaskOutcome::Failed(kind),
+        }
+    }
+
+    async fn run_inner(self) -> Result<TaskOutcome, FailureKind> {
+        let Task {
+            store,
+            executor,
+            reporter,
+            name,
+            queued: Queued { mut job, expected },
+            stop,
+        } = self;
+        // Take the build lock, then look again: another process may have built it.
+        let prepared = {
+            let store = store.clone();
+            let key = job.build_key;
+            let outputs = job.drv.outputs.clone();
+            let inputs = std::mem::take(&mut job.inputs);
+            let recheck = expected.is_none();
+            let blocking = tokio::task::spawn_blocking(move || {
+                let lock = store.lock_build(key)?;
+                if recheck && let Some(found) = realisations(&*store, key, &outputs)? {
+                    return Ok::<_, StoreError>(((lock, Vec::new()), Err(found)));
+                }
+                let pins = store.pin(&inputs)?;
+                let closure = store.closure(&inputs)?;
+                Ok(((lock, pins), Ok(closure)))
+            });
+            tokio::select! {
+                joined = blocking => joined.expect("the store does not panic")?,
+                () = stop.cancelled() => return Err(ExecError::Cancelled.into()),
+            }
+        };
+        let (lock, closure) = match prepared {
+            (_lock, Err(found)) => return Ok(TaskOutcome::BuiltElsewhere(found)),
+            (lock, Ok(closure)) => (lock, closure),
+        };
+        job.inputs = closure.clone();
+        reporter.event(Event::Started {
+            drv: job.drv_hash,
+            name,
+        });
+        let drv = job.drv.clone();
+        let (key, drv_hash) = (job.build_key, job.drv_hash);
+        let started = Instant::now();
+        let built = executor.execute(job, stop.clone()).await?;
+        tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "builder finished");
+        let finish = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut paths = BTreeMap::new();
+            for staged in &built.outputs {
+                let path = store.add_output(staged, drv_hash, &closure)?;
+                paths.insert(staged.name.clone(), path);
+            }
+            drop(built);
+            for output in &drv.outputs {
+                if !paths.contains_key(output) {
+                    return Err(FailureKind::Exec(ExecError::MissingOutput {
+                        output: output.clone(),
+                    }));
+                }
+            }
+            if let Some(expected) = expected {
+                for (output, registered) in expected {
+                    let rebuilt = &paths[&output];
+                    if *rebuilt != registered {
+                        return Err(FailureKind::NotDeterministic {
+                            output,
+                            registered,
+                            rebuilt: rebuilt.clone(),
+                        });
+                    }
+                }
+            } else {
+                store.register(key, drv_hash, &paths)?;
+            }
+            drop(lock);
+            tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "outputs added");
+            Ok(paths)
+        });
+        let paths = finish.await.expect("the store does not panic")?;
+        Ok(TaskOutcome::Built(paths))
+    }
+}
+
+#[cfg(test)]
+mod tests;

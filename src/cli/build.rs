@@ -1,0 +1,271 @@
+//! `bramble build <ref>…`: build derivations and print their output paths.
+//!
+//! Stdout gets one host path per output of each requested root (or, with `--json`, one JSON
+//! document); progress and errors go to stderr. Each output also gets a `result` link in the
+//! project directory (`result`, `result-<output>`, `result-2`… for further roots, as
+//! `nix-build` names them; `--out-link` changes the base name, `--no-out-link` skips them),
+//! registered as a gc root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::build::{BuildOptions, BuildReport, FailureKind};
+use crate::store::{Derivation, Hash};
+
+use super::session::{self, Request, Session};
+use super::{CliError, Context};
+
+/// Exit code when `--check` found an output that differs from the registered one (as Nix).
+pub const EXIT_NOT_DETERMINISTIC: u8 = 104;
+/// Exit code when the build was cancelled (Ctrl-C, SIGTERM).
+pub const EXIT_CANCELLED: u8 = 130;
+
+/// Options shared by every command that builds.
+#[derive(Debug, Clone, Args)]
+pub struct BuildFlags {
+    /// Concurrent builds [default: number of cores]
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Keep building what does not depend on a failed derivation
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
+    /// Keep the build directory of a failed build for inspection
+    #[arg(long)]
+    pub keep_failed: bool,
+}
+
+impl BuildFlags {
+    pub fn options(&self) -> Result<BuildOptions, CliError> {
+        let mut options = BuildOptions::default();
+        if let Some(jobs) = self.jobs {
+            if jobs == 0 {
+                return Err(CliError::user("`--jobs` must be at least 1"));
+            }
+            options.jobs = jobs;
+        }
+        options.keep_going = self.keep_going;
+        Ok(options)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// What to build: `<path-or-module>:<function>` or `<path>/...`
+    #[arg(value_name = "REF")]
+    pub refs: Vec<String>,
+    #[command(flatten)]
+    pub flags: BuildFlags,
+    /// Show what would be built and what is already in the store, build nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rebuild the requested derivations and compare with the stored outputs
+    #[arg(long)]
+    pub check: bool,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Base name of the result links [default: `result` in the project directory]
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub out_link: Option<PathBuf>,
+    /// Create no result links
+    #[arg(long, conflicts_with = "out_link")]
+    pub no_out_link: bool,
+    /// Build the derivations of a JSON file (`{"derivations": […], "roots": [<hash>…]}`)
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub derivations: Option<PathBuf>,
+}
+
+pub fn run(args: BuildArgs, ctx: &Context) -> Result<ExitCode, CliError> {
+    let session = Session::open(ctx)?;
+    let (request, project_dir) = match &args.derivations {
+        Some(file) => (
+            read_derivations_file(file)?,
+            std::env::current_dir().map_err(|e| {
+                CliError::environment(format!("cannot read the current directory: {e}"))
+            })?,
+        ),
+        None => session::evaluate_refs(&session, &args.refs)?,
+    };
+    if args.dry_run {
+        return dry_run(&session, &request);
+    }
+    let mut options = args.flags.options()?;
+    options.check = args.check;
+    let report = session.build(&request, &options, args.flags.keep_failed, false)?;
+    if !args.check && !args.no_out_link {
+        let base = args
+            .out_link
+            .clone()
+            .unwrap_or_else(|| project_dir.join("result"));
+        link_results(&session, &report, &base)?;
+    }
+    print_results(&session, &report, args.json);
+    session::explain_failures(&report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON input of the hidden `--derivations` flag.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DerivationsFile {
+    derivations: Vec<Derivation>,
+    /// Hashes of the roots; default: every derivation no other one depends on.
+    #[serde(default)]
+    roots: Option<Vec<Hash>>,
+}
+
+pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::user(format!("cannot read `{}`: {e}", path.display())))?;
+    let file: DerivationsFile = serde_json::from_str(&text)
+        .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
+    let mut derivations = HashMap::new();
+    let mut order = Vec::new();
+    for drv in file.derivations {
+        drv.validate()
+            .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
+        let hash = drv.hash();
+        order.push(hash);
+        derivations.insert(hash, Arc::new(drv));
+    }
+    let roots = match file.roots {
+        Some(roots) => roots,
+        None => {
+            let mut used = std::collections::HashSet::new();
+            for drv in derivations.values() {
+                let deps = drv
+                    .dependencies()
+                    .map_err(|e| CliError::user(e.to_string()))?;
+                used.extend(deps.into_iter().map(|r| r.drv));
+            }
+            order.into_iter().filter(|h| !used.contains(h)).collect()
+        }
+    };
+    Ok(Request { derivations, roots })
+}
+
+fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {
+    let plan = session.plan(request)?;
+    if plan.to_build.is_empty() {
+        eprintln!(
+            "nothing to build: {} derivations in the store",
+            plan.cached.len()
+        );
+    } else {
+        eprintln!("these {} derivations would be built:", plan.to_build.len());
+        for (hash, name) in &plan.to_build {
+            println!("{hash} {name}");
+        }
+        eprintln!("{} derivations are already in the store", plan.cached.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `result`, `result-dev`, `result-2`, `result-2-dev`…: one link per output of each root.
+fn link_name(base: &Path, root: usize, output: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    if root > 0 {
+        name.push(format!("-{}", root + 1));
+    }
+    if output != "out" {
+        name.push(format!("-{output}"));
+    }
+    PathBuf::from(name)
+}
+
+fn link_results(session: &Session, report: &BuildReport, base: &Path) -> Result<(), CliError> {
+    for (i, root) in report.roots.iter().enumerate() {
+        let Some(outputs) = &root.outputs else {
+            continue;
+        };
+        for (output, path) in outputs {
+            let link = link_name(base, i, output);
+            session.add_result_link(&link, path)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_results(session: &Session, report: &BuildReport, json: bool) {
+    if json {
+        let roots: Vec<serde_json::Value> = report
+            .roots
+            .iter()
+            .map(|root| {
+                let outputs: BTreeMap<&String, serde_json::Value> = root
+                    .outputs
+                    .iter()
+                    .flatten()
+                    .map(|(name, path)| {
+                        (
+                            name,
+                            serde_json::json!({
+                                "store_path": path.to_string(),
+                                "path": session.host_path(path),
+                            }),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": root.name,
+                    "drv": root.drv.to_string(),
+                    "build_key": root.build_key.map(|k| k.to_string()),
+                    "outputs": outputs,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "roots": roots,
+            "built": report.built,
+            "cached": report.cached,
+        });
+        println!("{doc}");
+    } else {
+        for root in &report.roots {
+            for path in root.outputs.iter().flat_map(|o| o.values()) {
+                println!("{}", session.host_path(path).display());
+            }
+        }
+    }
+}
+
+/// The exit code and error for a report with failures.
+pub fn failure_error(report: &BuildReport) -> CliError {
+    if report.cancelled {
+        let mut err = CliError::user("the build was cancelled");
+        err.exit_code = Some(EXIT_CANCELLED);
+        return err;
+    }
+    let not_deterministic = report
+        .failures
+        .iter()
+        .any(|f| matches!(f.kind, FailureKind::NotDeterministic { .. }));
+    let n = report.failures.len();
+    let mut err = if n == 1 {
+        CliError::user("1 derivation failed to build")
+    } else {
+        CliError::user(format!("{n} derivations failed to build"))
+    };
+    if not_deterministic {
+        err.exit_code = Some(EXIT_NOT_DETERMINISTIC);
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_link_names_follow_nix() {
+        let base = Path::new("/p/result");
+        assert_eq!(link_name(base, 0, "out"), Path::new("/p/result"));
+        assert_eq!(link_name(base, 0, "dev"), Path::new("/p/result-dev"));
+        assert_eq!(link_name(base, 1, "out"), Path::new("/p/result-2"));
+        assert_eq!(link_name(base, 2, "lib"), Path::new("/p/result-3-lib"));
+    }
+}

@@ -1,0 +1,65 @@
+//! `bramble log <drv-or-path>`: print the build log of a derivation.
+//!
+//! The argument is a derivation hash (as `bramble build` failures print it), a store path
+//! (host path or `<hash>-<name>`: the log of the derivation that built it), or a reference
+//! (`./path:function`: the logs of the derivations it returns).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::store::{Hash, StorePath};
+
+use super::session::{self, Session, store_error};
+use super::{CliError, Context};
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// A derivation hash, a store path or a reference
+    #[arg(value_name = "DRV-OR-PATH")]
+    pub target: String,
+}
+
+pub fn run(args: LogArgs, ctx: &Context) -> Result<ExitCode, CliError> {
+    let session = Session::open(ctx)?;
+    let drvs = derivations_of(&session, &args.target)?;
+    let mut stdout = std::io::stdout().lock();
+    for drv in drvs {
+        let log = session.store.get_log(drv).map_err(store_error)?;
+        let Some(log) = log else {
+            return Err(
+                CliError::user(format!("no build log of derivation `{drv}` in the store"))
+                    .with_hint("logs exist for derivations built on this machine"),
+            );
+        };
+        stdout
+            .write_all(&log)
+            .map_err(|e| CliError::environment(format!("cannot write to stdout: {e}")))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn derivations_of(session: &Session, target: &str) -> Result<Vec<Hash>, CliError> {
+    if let Ok(hash) = target.parse::<Hash>() {
+        return Ok(vec![hash]);
+    }
+    let looks_like_path = target.contains('/') && !target.contains(':');
+    if let Ok(path) = StorePath::from_path_str(target)
+        && (looks_like_path || !target.contains(':'))
+    {
+        let info = session.store.path_info(&path).map_err(store_error)?;
+        let Some(info) = info else {
+            return Err(CliError::user(format!(
+                "`{target}` is not a valid store path"
+            )));
+        };
+        return info.deriver.map(|d| vec![d]).ok_or_else(|| {
+            CliError::user(format!(
+                "`{path}` was not built by a derivation (it is a source)"
+            ))
+        });
+    }
+    let (request, _) = session::evaluate_refs(session, &[target.to_owned()])?;
+    Ok(request.roots)
+}

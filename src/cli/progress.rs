@@ -1,0 +1,159 @@
+//! Rendering build progress: the one [`Reporter`] the CLI installs.
+//!
+//! On a terminal: a bar with done/total and the cached count, and one line per running build
+//! with its name and elapsed time. Otherwise: one plain line per finished (built or failed)
+//! derivation, so logs of CI runs stay readable; cached derivations are only counted.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::build::{Event, Reporter};
+use crate::store::Hash;
+
+/// The CLI's progress display (stderr).
+#[derive(Debug)]
+pub struct Progress {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    Bars {
+        multi: MultiProgress,
+        main: ProgressBar,
+        running: HashMap<Hash, ProgressBar>,
+        cached: usize,
+        built: usize,
+    },
+    Plain,
+    Quiet,
+}
+
+impl Progress {
+    /// Bars if stderr is a terminal, plain lines otherwise; nothing if `quiet`.
+    pub fn new(quiet: bool) -> Progress {
+        let state = if quiet {
+            State::Quiet
+        } else if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let main = multi.add(ProgressBar::new(0));
+            main.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            State::Bars {
+                multi,
+                main,
+                running: HashMap::new(),
+                cached: 0,
+                built: 0,
+            }
+        } else {
+            State::Plain
+        };
+        Progress {
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Clear the bars (before printing results).
+    pub fn finish(&self) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let State::Bars {
+            multi,
+            main,
+            running,
+            ..
+        } = &*state
+        {
+            for bar in running.values() {
+                bar.finish_and_clear();
+            }
+            main.finish_and_clear();
+            let _ = multi.clear();
+        }
+    }
+
+    /// Print a line without tearing the bars.
+    pub fn println(&self, line: &str) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &*state {
+            State::Bars { multi, .. } => {
+                let _ = multi.println(line);
+            }
+            State::Plain | State::Quiet => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Reporter for Progress {
+    fn event(&self, event: Event) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            State::Quiet => {}
+            State::Plain => match event {
+                Event::Built { name, elapsed, .. } => {
+                    eprintln!("built {name} in {}", seconds(elapsed));
+                }
+                Event::Failed { name, elapsed, .. } => {
+                    eprintln!("failed {name} after {}", seconds(elapsed));
+                }
+                Event::BuiltElsewhere { name, .. } => {
+                    eprintln!("reused {name}, built meanwhile by another process");
+                }
+                Event::Planned { .. } | Event::Cached { .. } | Event::Started { .. } => {}
+            },
+            State::Bars {
+                multi,
+                main,
+                running,
+                cached,
+                built,
+            } => {
+                match event {
+                    Event::Planned { total } => main.set_length(total as u64),
+                    Event::Cached { .. } | Event::BuiltElsewhere { .. } => {
+                        *cached += 1;
+                        main.inc(1);
+                    }
+                    Event::Started { drv, name } => {
+                        let bar = multi.add(ProgressBar::new_spinner());
+                        bar.set_style(
+                            ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                                .expect("static template"),
+                        );
+                        bar.set_message(name);
+                        bar.enable_steady_tick(Duration::from_millis(120));
+                        running.insert(drv, bar);
+                    }
+                    Event::Built { drv, .. } => {
+                        *built += 1;
+                        main.inc(1);
+                        if let Some(bar) = running.remove(&drv) {
+                            bar.finish_and_clear();
+                            multi.remove(&bar);
+                        }
+                    }
+                    Event::Failed { drv, name, .. } => {
+                        main.inc(1);
+                        if let Some(bar) = running.remove(&drv) {
+                            bar.finish_and_clear();
+                            multi.remove(&bar);
+                        }
+                        let _ = multi.println(format!("failed {name}"));
+                    }
+                }
+                main.set_message(format!("built {built}, cached {cached}"));
+            }
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}

@@ -1,0 +1,191 @@
+//! `bramble run <ref> [cmd args…]`: build, then run a program from the output in a sandbox.
+//!
+//! The reference returns either a `run()` value (its command, args, paths and network) or a
+//! derivation (then the first extra argument is the command, relative to the output, and
+//! the rest its arguments; with `run()` extra arguments are appended to its `args`). The
+//! sandbox has the output's closure at `/bramble/store`, the project directory read-write at
+//! its own path (the working directory, if inside it, stays the working directory),
+//! `paths` read-write, `read_only_paths` read-only and `hidden_paths` replaced by empty
+//! directories, all relative to the project root unless absolute. Only `network = True`
+//! shares the host network. Stdin, stdout and stderr are this process's; the exit status is
+//! the program's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bramble_sandbox::{Bind, Network, Spec, Stdin};
+use clap::Args;
+
+use crate::build::sandbox::run_interactive;
+use crate::lang::RunSpec;
+use crate::store::{STORE_DIR, StorePath};
+
+use super::build::BuildFlags;
+use super::session::{self, Session, store_error};
+use super::{CliError, Context};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A reference returning `run()` or a derivation
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// The command (for a derivation) or extra arguments (for `run()`)
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub flags: BuildFlags,
+}
+
+pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
+    let session = Session::open(ctx)?;
+    let evaluated = session::evaluate(&session, std::slice::from_ref(&args.reference))?;
+    let runs: Vec<&RunSpec> = evaluated.evaluation.runs().collect();
+    let (run, extra) = match (&runs[..], &evaluated.evaluation.roots[..]) {
+        ([run], _) => ((*run).clone(), args.args.clone()),
+        ([], [root]) if root.derivations.len() == 1 => {
+            let Some((cmd, rest)) = args.args.split_first() else {
+                return Err(CliError::user(format!(
+                    "`{}` is a derivation: name the command to run from its output",
+                    args.reference
+                ))
+                .with_hint(format!("e.g. `bramble run {} bin/hello`", args.reference)));
+            };
+            let run = RunSpec {
+                derivation: root.derivations[0],
+                cmd: cmd.clone(),
+                args: Vec::new(),
+                paths: Vec::new(),
+                read_only_paths: Vec::new(),
+                hidden_paths: Vec::new(),
+                network: false,
+            };
+            (run, rest.to_vec())
+        }
+        _ => {
+            return Err(CliError::user(format!(
+                "`{}` must return one `run()` value or one derivation",
+                args.reference
+            )));
+        }
+    };
+    let mut request = evaluated.request();
+    request.roots = vec![run.derivation];
+    let report = session.build(
+        &request,
+        &args.flags.options()?,
+        args.flags.keep_failed,
+        false,
+    )?;
+    session::explain_failures(&report)?;
+    let outputs = report.roots[0]
+        .outputs
+        .clone()
+        .ok_or_else(|| CliError::internal("a successful build has outputs"))?;
+    let spec = run_spec(
+        &session,
+        &run,
+        &extra,
+        &outputs,
+        &evaluated.project_root,
+        &evaluated.cwd,
+    )?;
+    let scratch = session.store.tmp_dir("run").map_err(store_error)?;
+    let status = run_interactive(&session.helper, &spec, scratch.path())
+        .map_err(|e| CliError::environment(e.to_string()))?;
+    Ok(session::exit_code(status))
+}
+
+fn run_spec(
+    session: &Session,
+    run: &RunSpec,
+    extra: &[String],
+    outputs: &BTreeMap<String, StorePath>,
+    project_root: &Path,
+    cwd: &Path,
+) -> Result<Spec, CliError> {
+    let out = outputs
+        .get("out")
+        .or_else(|| outputs.values().next())
+        .ok_or_else(|| CliError::internal("a derivation has at least one output"))?;
+    let out_dir = PathBuf::from(out.in_store_dir());
+    let cmd = if run.cmd.starts_with('/') {
+        PathBuf::from(&run.cmd)
+    } else {
+        out_dir.join(&run.cmd)
+    };
+    let mut spec = Spec::new(cmd);
+    spec.args = run.args.iter().chain(extra).cloned().collect();
+    spec.stdin = Stdin::Inherit;
+    spec.network = if run.network {
+        Network::Host
+    } else {
+        Network::None
+    };
+    spec.env.insert(
+        "PATH".into(),
+        outputs
+            .values()
+            .map(|p| format!("{}/bin", p.in_store_dir()))
+            .collect::<Vec<_>>()
+            .join(":"),
+    );
+    if let Ok(term) = std::env::var("TERM") {
+        spec.env.insert("TERM".into(), term);
+    }
+    let roots: Vec<StorePath> = outputs.values().cloned().collect();
+    let closure = session.store.closure(&roots).map_err(store_error)?;
+    for path in &closure {
+        spec.binds.push(Bind {
+            source: session.host_path(path),
+            target: path.in_store_dir().into(),
+            writable: false,
+        });
+    }
+    let resolve = |p: &str| -> Result<PathBuf, CliError> {
+        let path = project_root.join(p);
+        let path = std::path::absolute(&path)
+            .map_err(|e| CliError::user(format!("cannot resolve `{}`: {e}", path.display())))?;
+        if path.starts_with(STORE_DIR) || path.starts_with("/proc") || path.starts_with("/dev") {
+            return Err(CliError::user(format!(
+                "`{}` cannot be mapped into the sandbox",
+                path.display()
+            )));
+        }
+        Ok(path)
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut bind = |spec: &mut Spec, path: PathBuf, writable: bool| {
+        if seen.insert(path.clone()) {
+            spec.binds.push(Bind {
+                source: path.clone(),
+                target: path,
+                writable,
+            });
+        }
+    };
+    bind(&mut spec, project_root.to_path_buf(), true);
+    for p in &run.paths {
+        bind(&mut spec, resolve(p)?, true);
+    }
+    for p in &run.read_only_paths {
+        bind(&mut spec, resolve(p)?, false);
+    }
+    for p in &run.hidden_paths {
+        spec.tmpfs.push(resolve(p)?);
+    }
+    spec.cwd = if cwd.starts_with(project_root) {
+        cwd.to_path_buf()
+    } else {
+        project_root.to_path_buf()
+    };
+    spec.validate().map_err(|e| {
+        CliError::user(format!("cannot run `{}`: {e}", run.cmd))
+            .with_hint("check the `paths`, `read_only_paths` and `hidden_paths` of `run()`")
+    })?;
+    Ok(spec)
+}

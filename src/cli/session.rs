@@ -1,0 +1,349 @@
+//! What the building commands share: opening the store, finding the sandbox helper, running
+//! the scheduler on a tokio runtime with Ctrl-C / SIGTERM wired to cancellation, and
+//! rendering build failures.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::build::sandbox::{SandboxConfig, SandboxExecutor};
+use crate::build::{
+    self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Job, Plan,
+};
+use crate::store::local::LocalStore;
+use crate::store::{Derivation, Hash, OutputRef, StorePath};
+
+use super::progress::Progress;
+use super::{CliError, Context};
+
+/// Derivations to build: every derivation a root may need, and the roots.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub derivations: HashMap<Hash, Arc<Derivation>>,
+    pub roots: Vec<Hash>,
+}
+
+/// The store and the sandbox helper every building command uses.
+#[derive(Debug)]
+pub struct Session {
+    pub store: Arc<LocalStore>,
+    pub helper: PathBuf,
+}
+
+impl Session {
+    /// Open the store (`$BRAMBLE_HOME` or the default) and find the helper.
+    pub fn open(_ctx: &Context) -> Result<Session, CliError> {
+        let store = LocalStore::open_default().map_err(store_error)?;
+        Ok(Session {
+            store: Arc::new(store),
+            helper: sandbox_helper()?,
+        })
+    }
+
+    /// Build `request` in sandboxes, with progress on stderr (none if `quiet`).
+    pub fn build(
+        &self,
+        request: &Request,
+        options: &BuildOptions,
+        keep_failed: bool,
+        quiet: bool,
+    ) -> Result<BuildReport, CliError> {
+        let executor = Arc::new(SandboxExecutor {
+            config: SandboxConfig {
+                helper: self.helper.clone(),
+                keep_failed,
+            },
+            store: self.store.clone(),
+        });
+        run_build(self.store.clone(), executor, request, options, quiet)
+    }
+
+    /// Build everything derivation `root` of `request` needs and return it as a resolved job
+    /// whose inputs are its input closure (for `shell`).
+    pub fn prepare_root(
+        &self,
+        request: &Request,
+        root: Hash,
+        options: &BuildOptions,
+    ) -> Result<Job, CliError> {
+        let drv = request
+            .derivations
+            .get(&root)
+            .ok_or_else(|| {
+                CliError::internal(format!("derivation `{root}` is not in the request"))
+            })?
+            .clone();
+        let deps = drv
+            .dependencies()
+            .map_err(|e| CliError::user(e.to_string()))?;
+        let mut dep_roots: Vec<Hash> = deps.iter().map(|r| r.drv).collect();
+        dep_roots.dedup();
+        let inputs_request = Request {
+            derivations: request.derivations.clone(),
+            roots: dep_roots,
+        };
+        let report = self.build(&inputs_request, options, false, false)?;
+        explain_failures(&report)?;
+        let mut realised: HashMap<OutputRef, StorePath> = HashMap::new();
+        for r in &report.roots {
+            for (output, path) in r.outputs.iter().flatten() {
+                let reference = OutputRef {
+                    drv: r.drv,
+                    output: output.clone(),
+                };
+                realised.insert(reference, path.clone());
+            }
+        }
+        let resolved = drv
+            .resolve(|r| realised.get(r).cloned())
+            .map_err(|e| CliError::user(e.to_string()))?;
+        let direct: Vec<StorePath> = realised.into_values().collect();
+        let closure = self.store.closure(&direct).map_err(store_error)?;
+        Ok(Job {
+            drv_hash: root,
+            build_key: resolved.hash(),
+            drv: Arc::new(resolved),
+            inputs: closure,
+        })
+    }
+
+    pub fn plan(&self, request: &Request) -> Result<Plan, CliError> {
+        plan(&*self.store, request)
+    }
+
+    /// Where a store path is on the host.
+    pub fn host_path(&self, path: &StorePath) -> PathBuf {
+        self.store.host_path(path)
+    }
+
+    /// Point the symlink `link` at `path` (replacing an older link atomically) and register
+    /// it as an indirect gc root.
+    pub fn add_result_link(&self, link: &Path, path: &StorePath) -> Result<(), CliError> {
+        let target = self.host_path(path);
+        let mut tmp_name = link.as_os_str().to_owned();
+        tmp_name.push(".tmp-bramble");
+        let tmp = PathBuf::from(tmp_name);
+        let io = |e: std::io::Error| {
+            CliError::environment(format!(
+                "cannot create result link `{}`: {e}",
+                link.display()
+            ))
+        };
+        match std::fs::symlink_metadata(link) {
+            Ok(meta) if !meta.file_type().is_symlink() => {
+                return Err(CliError::user(format!(
+                    "`{}` exists and is not a symlink: not replacing it with a result link",
+                    link.display()
+                ))
+                .with_hint("remove it or choose another name with `--out-link`"));
+            }
+            _ => {}
+        }
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(io)?;
+        std::fs::rename(&tmp, link).map_err(io)?;
+        self.store.add_indirect_root(link).map_err(store_error)?;
+        Ok(())
+    }
+}
+
+pub(crate) use super::store::store_error;
+
+/// How long running builds get to stop after a cancellation before the runtime goes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The `bramble-sandbox` helper: `$BRAMBLE_SANDBOX`, else next to the running binary.
+pub fn sandbox_helper() -> Result<PathBuf, CliError> {
+    if let Some(path) = std::env::var_os(crate::env::BRAMBLE_SANDBOX) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::environment(format!("cannot find the running executable: {e}")))?;
+    let helper = exe.with_file_name("bramble-sandbox");
+    if !helper.exists() {
+        return Err(CliError::environment(format!(
+            "the sandbox helper `{}` does not exist",
+            helper.display()
+        ))
+        .with_hint(format!(
+            "install `bramble-sandbox` next to `bramble` or set {}",
+            crate::env::BRAMBLE_SANDBOX
+        )));
+    }
+    Ok(helper)
+}
+
+/// Run `future` on a fresh runtime with Ctrl-C and SIGTERM firing `cancel`.
+pub fn block_on<T>(cancel: &Cancel, future: impl std::future::Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be created");
+    let result = runtime.block_on(async {
+        let signals = cancel.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(term) => {
+                        term.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminated => {}
+            }
+            signals.cancel();
+        });
+        future.await
+    });
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+/// Print every failure of `report` (with the log tail and how to see the whole log) and
+/// return the error that decides the exit code; `Ok` if there was none.
+pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
+    if report.success() {
+        return Ok(());
+    }
+    for failure in &report.failures {
+        eprintln!(
+            "error: building `{}` failed: {}",
+            failure.name, failure.kind
+        );
+        match &failure.kind {
+            FailureKind::Exec(ExecError::Failed { log_tail, kept, .. }) => {
+                if !log_tail.is_empty() {
+                    eprintln!("last {} log lines:", log_tail.len());
+                    for line in log_tail {
+                        eprintln!("  > {line}");
+                    }
+                }
+                eprintln!("hint: the whole log: `bramble log {}`", failure.drv);
+                if let Some(kept) = kept {
+                    eprintln!("note: the build directory was kept at `{}`", kept.display());
+                }
+            }
+            FailureKind::NotDeterministic { .. } => {
+                eprintln!("hint: the derivation is not reproducible: compare both paths")
+            }
+            _ => {}
+        }
+    }
+    Err(super::build::failure_error(report))
+}
+
+/// A graph for `request`, with errors worded for the user.
+pub fn graph(request: &Request) -> Result<BuildGraph, CliError> {
+    BuildGraph::new(&request.derivations, &request.roots).map_err(|e| CliError::user(e.to_string()))
+}
+
+/// What `--dry-run` prints.
+pub fn plan<S: build::BuildStore>(store: &S, request: &Request) -> Result<Plan, CliError> {
+    build::plan(store, &graph(request)?).map_err(|e| CliError::environment(e.to_string()))
+}
+
+/// Run a build to completion with the CLI's progress display.
+pub fn run_build<S: build::BuildStore, E: build::Executor>(
+    store: Arc<S>,
+    executor: Arc<E>,
+    request: &Request,
+    options: &BuildOptions,
+    quiet: bool,
+) -> Result<BuildReport, CliError> {
+    let graph = graph(request)?;
+    let progress = Arc::new(Progress::new(quiet));
+    let engine = Engine {
+        store,
+        executor,
+        reporter: progress.clone(),
+    };
+    let cancel = Cancel::new();
+    let report = block_on(&cancel, build::run(&engine, graph, options, cancel.clone()));
+    progress.finish();
+    report.map_err(|e| CliError::environment(e.to_string()))
+}
+
+/// A host path for a store path under `store_dir`.
+pub fn host_path(store_dir: &Path, path: &StorePath) -> PathBuf {
+    store_dir.join(path.to_string())
+}
+
+/// The result of evaluating references in the current project.
+#[derive(Debug)]
+pub struct Evaluated {
+    pub evaluation: crate::project::Evaluation,
+    pub project_root: PathBuf,
+    pub cwd: PathBuf,
+}
+
+impl Evaluated {
+    /// Every derivation of the evaluation, with the requested derivations as roots (in
+    /// reference order) followed by those of `run()` values.
+    pub fn request(&self) -> Request {
+        let derivations = self
+            .evaluation
+            .derivations
+            .iter()
+            .map(|(hash, drv)| (*hash, Arc::new(drv.clone())))
+            .collect();
+        let mut roots: Vec<Hash> = Vec::new();
+        let wanted = self.evaluation.roots.iter().flat_map(|root| {
+            root.derivations
+                .iter()
+                .copied()
+                .chain(root.run.as_ref().map(|r| r.derivation))
+        });
+        for hash in wanted {
+            if !roots.contains(&hash) {
+                roots.push(hash);
+            }
+        }
+        Request { derivations, roots }
+    }
+}
+
+/// Evaluate references (relative to the working directory) in the project containing it,
+/// adding sources to the store. Starlark `print()` goes to stderr.
+pub fn evaluate(session: &Session, refs: &[String]) -> Result<Evaluated, CliError> {
+    let (cwd, project) = super::project_ctx::find(None)?;
+    let sink = crate::project::StoreSources {
+        store: &session.store,
+    };
+    let printer = |line: &str| eprintln!("{line}");
+    let evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)
+        .map_err(super::project_ctx::error)?;
+    Ok(Evaluated {
+        evaluation,
+        project_root: project.root,
+        cwd,
+    })
+}
+
+/// Evaluate `.bramble` references into a build request and the project directory.
+pub fn evaluate_refs(session: &Session, refs: &[String]) -> Result<(Request, PathBuf), CliError> {
+    if refs.is_empty() {
+        return Err(
+            CliError::user("nothing to build: name at least one reference")
+                .with_hint("e.g. `bramble build ./:hello` or `bramble build ./...`"),
+        );
+    }
+    let evaluated = evaluate(session, refs)?;
+    Ok((evaluated.request(), evaluated.project_root))
+}
+
+/// The exit code that passes a child's status through: its code, or 128 + signal.
+pub fn exit_code(status: std::process::ExitStatus) -> std::process::ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 1,
+    };
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

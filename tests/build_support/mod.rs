@@ -1,0 +1,127 @@
+//! Shared fixtures of the build integration tests: a private `BRAMBLE_HOME`, a project
+//! directory shipping a static busybox (copied from the `busybox-static` package at test
+//! time, never committed), and helpers to write derivations and run the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use bramble::store::{Derivation, Sources, StorePath};
+
+/// Where `busybox-static` installs its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+pub struct Fixture {
+    pub home: tempfile::TempDir,
+    pub project: tempfile::TempDir,
+    /// The `busybox` derivation: copies the shipped binary to `$out/bin`.
+    pub busybox: Derivation,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        assert!(
+            Path::new(BUSYBOX).exists(),
+            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
+        );
+        let home = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        let src = project.path().join("bootstrap");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::copy(BUSYBOX, src.join("busybox")).unwrap();
+        let mut f = Fixture {
+            home,
+            project,
+            busybox: Derivation::new("busybox", "busybox"),
+        };
+        let out = f.bramble(&["store", "add", src.to_str().unwrap(), "--name", "source"]);
+        assert!(out.status.success(), "store add: {}", stderr(&out));
+        let path = StorePath::from_path_str(stdout(&out).trim()).unwrap();
+        let mut bb = Derivation::new("busybox", "busybox");
+        bb.args = vec![
+            "sh".into(),
+            "-c".into(),
+            "mkdir -p $out/bin && cp busybox $out/bin/busybox && ln -s busybox $out/bin/sh".into(),
+        ];
+        bb.sources = Some(Sources {
+            files: vec!["busybox".into()],
+            path,
+        });
+        f.busybox = bb;
+        f
+    }
+
+    /// The `bramble` binary with this fixture's store, in the project directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
+        cmd.args(args)
+            .current_dir(self.project.path())
+            .env("BRAMBLE_HOME", self.home.path())
+            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
+            .env("NO_COLOR", "1")
+            .env_remove("BRAMBLE_LOG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn bramble(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// A derivation running `script` with busybox `sh`; `deps` are templates it may use.
+    pub fn sh(&self, name: &str, script: &str) -> Derivation {
+        let mut d = Derivation::new(
+            name,
+            format!("{}/bin/busybox", self.busybox.output_ref("out").template()),
+        );
+        d.args = vec!["sh".into(), "-c".into(), script.into()];
+        d
+    }
+
+    /// Write `drvs` (plus busybox) as a derivations file; roots default to the last one.
+    pub fn write(&self, file: &str, drvs: &[&Derivation], roots: &[&Derivation]) -> PathBuf {
+        let mut all: Vec<serde_json::Value> =
+            vec![serde_json::from_str(&self.busybox.canonical_json()).unwrap()];
+        for d in drvs {
+            all.push(serde_json::from_str(&d.canonical_json()).unwrap());
+        }
+        let roots: Vec<String> = roots.iter().map(|d| d.hash().to_string()).collect();
+        let doc = serde_json::json!({ "derivations": all, "roots": roots });
+        let path = self.project.path().join(file);
+        std::fs::write(&path, doc.to_string()).unwrap();
+        path
+    }
+
+    /// `bramble build --derivations <file> <extra…>`.
+    pub fn build(&self, drvs: &[&Derivation], roots: &[&Derivation], extra: &[&str]) -> Output {
+        let file = self.write("drvs.json", drvs, roots);
+        let mut args = vec!["build", "--derivations", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.bramble(&args)
+    }
+
+    /// The store directory on the host.
+    pub fn store_dir(&self) -> PathBuf {
+        self.home.path().join("store")
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Lines of stderr that say a derivation was built: `built <name> in …`.
+pub fn built_names(out: &Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("built "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
