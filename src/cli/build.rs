@@ -74,6 +74,9 @@ pub struct BuildArgs {
     /// Create no result links
     #[arg(long, conflicts_with = "out_link")]
     pub no_out_link: bool,
+    /// Refuse fetches not pinned in `bramble.lock` (also when CI=true)
+    #[arg(long)]
+    pub locked: bool,
     /// Build the derivations of a JSON file (`{"derivations": […], "roots": [<hash>…]}`)
     #[arg(long, hide = true, value_name = "FILE")]
     pub derivations: Option<PathBuf>,
@@ -90,6 +93,15 @@ pub fn run(args: BuildArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         ),
         None => session::evaluate_refs(&session, &args.refs)?,
     };
+    if super::lockfile::locked(args.locked)
+        && let Some(pins) = session
+            .pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+    {
+        super::lockfile::require_pinned(pins)?;
+    }
     if args.dry_run {
         return dry_run(&session, &request);
     }

@@ -13,6 +13,7 @@ pub mod build;
 pub mod eval;
 pub mod fetch;
 pub mod gc;
+pub mod lockfile;
 pub mod log;
 pub mod ls;
 pub mod progress;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::build::fetch::Fetcher;
+use crate::build::fetch::executor::WithFetchers;
 use crate::build::sandbox::{SandboxConfig, SandboxExecutor};
 use crate::build::{
     self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Job, Plan,
@@ -29,15 +31,21 @@ pub struct Request {
 pub struct Session {
     pub store: Arc<LocalStore>,
     pub helper: PathBuf,
+    /// Runs the fetch derivations (in this process: they are the only builds with network).
+    pub fetcher: Fetcher,
+    /// The lock-file pins of the last evaluation; a build records its unpinned fetches.
+    pub pins: std::sync::Mutex<Option<super::lockfile::Pins>>,
 }
 
 impl Session {
     /// Open the store (`$BRAMBLE_HOME` or the default) and find the helper.
     pub fn open(_ctx: &Context) -> Result<Session, CliError> {
-        let store = LocalStore::open_default().map_err(store_error)?;
+        let store = Arc::new(LocalStore::open_default().map_err(store_error)?);
         Ok(Session {
-            store: Arc::new(store),
+            fetcher: Fetcher::new(store.clone()),
+            store,
             helper: sandbox_helper()?,
+            pins: std::sync::Mutex::new(None),
         })
     }
 
@@ -49,14 +57,29 @@ impl Session {
         keep_failed: bool,
         quiet: bool,
     ) -> Result<BuildReport, CliError> {
-        let executor = Arc::new(SandboxExecutor {
-            config: SandboxConfig {
-                helper: self.helper.clone(),
-                keep_failed,
+        let executor = Arc::new(WithFetchers {
+            inner: SandboxExecutor {
+                config: SandboxConfig {
+                    helper: self.helper.clone(),
+                    keep_failed,
+                },
+                store: self.store.clone(),
             },
-            store: self.store.clone(),
+            fetcher: self.fetcher.clone(),
         });
-        run_build(self.store.clone(), executor, request, options, quiet)
+        let report = run_build(self.store.clone(), executor, request, options, quiet);
+        // Record what was fetched even when the build failed later.
+        let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(pins) = pins {
+            let records = self
+                .fetcher
+                .records
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            super::lockfile::record(&pins, &records, &self.store)?;
+        }
+        report
     }
 
     /// Build everything derivation `root` of `request` needs and return it as a resolved job
@@ -334,7 +357,9 @@ pub fn evaluate_refs(session: &Session, refs: &[String]) -> Result<(Request, Pat
         );
     }
     let evaluated = evaluate(session, refs)?;
-    Ok((evaluated.request(), evaluated.project_root))
+    let (request, pins) = super::lockfile::pin(evaluated.request(), &evaluated.project_root)?;
+    *session.pins.lock().unwrap_or_else(|e| e.into_inner()) = Some(pins);
+    Ok((request, evaluated.project_root))
 }
 
 /// The exit code that passes a child's status through: its code, or 128 + signal.

@@ -31,6 +31,7 @@
 //! A result that differs from a pin is an error naming the URL, the expected and the actual
 //! hash, and nothing is stored.
 
+pub mod executor;
 pub mod git;
 pub mod unpack;
 pub mod url;

@@ -1,0 +1,192 @@
+//! Fetch derivations in real builds: the lock file is recorded and honoured, `--locked`
+//! refuses unpinned fetches, a pin mismatch fails the build, and an ordinary builder has no
+//! network even to a server on 127.0.0.1 that a fetch reaches.
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Where `busybox-static` installs its binary.
+const BUSYBOX: &str = "/bin/busybox";
+
+struct Project {
+    home: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    server: http::Server,
+}
+
+impl Project {
+    fn new() -> Project {
+        assert!(
+            Path::new(BUSYBOX).exists(),
+            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
+        );
+        let server = http::Server::start();
+        server.file("/data.tar.gz", targz(b"fetched over http\n"));
+        server.file("/other.txt", "another file\n");
+        let home = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bramble.toml"),
+            "[package]\nname = \"example.com/fetchtest\"\n",
+        )
+        .unwrap();
+        let module = MODULE
+            .replace("@DATA@", &server.url("/data.tar.gz"))
+            .replace("@OTHER@", &server.url("/other.txt"))
+            .replace("@PORT@", server.url("").rsplit(':').next().unwrap());
+        std::fs::write(dir.path().join("default.bramble"), module).unwrap();
+        std::fs::copy(BUSYBOX, dir.path().join("busybox")).unwrap();
+        Project { home, dir, server }
+    }
+
+    fn bramble(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_bramble"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("BRAMBLE_HOME", self.home.path())
+            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
+            .env("BRAMBLE_FETCH_RETRIES", "0")
+            .env("NO_COLOR", "1")
+            .env_remove("CI")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn lock(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bramble.lock")).unwrap_or_default()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn targz(msg: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(msg.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "data/msg.txt", msg).unwrap();
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+const MODULE: &str = r#"
+load("bramble/fetch", "fetch_url")
+
+def busybox():
+    return derivation(
+        "busybox",
+        "busybox",
+        args = ["sh", "-c", "mkdir -p $out/bin && cp busybox $out/bin/busybox"],
+        sources = files(["busybox"]),
+    )
+
+def data():
+    return fetch_url("@DATA@", unpack = "tar.gz", name = "data")
+
+def use():
+    bb = busybox()
+    return derivation("use", bb.out + "/bin/busybox", args = ["sh", "-c", "cat " + data().out + "/data/msg.txt > $out"])
+
+def other():
+    return fetch_url("@OTHER@")
+
+def offline():
+    bb = busybox()
+    return derivation("offline", bb.out + "/bin/busybox", args = ["sh", "-c", "echo 'GET /data.tar.gz HTTP/1.0' | busybox nc -w 3 127.0.0.1 @PORT@ && echo CONNECTED; exit 1"], env = {"PATH": bb.out + "/bin"})
+"#;
+
+#[test]
+fn fetches_record_the_lock_and_reuse_it() {
+    let p = Project::new();
+    let out = p.bramble(&["build", "./:use"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = stdout(&out).trim().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "fetched over http\n"
+    );
+    let url = p.server.url("/data.tar.gz");
+    assert!(
+        stderr(&out).contains(&format!("recorded hash of {url} in bramble.lock")),
+        "{}",
+        stderr(&out)
+    );
+    let lock = p.lock();
+    assert!(lock.contains(&format!("url = \"{url}\"")), "{lock}");
+    assert!(lock.contains("unpack = \"tar.gz\""), "{lock}");
+    assert_eq!(p.server.hits("/data.tar.gz"), 1);
+    // With the pin from the lock: same result, no download, nothing recorded again.
+    let again = p.bramble(&["build", "./:use"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again).trim(), path);
+    assert!(!stderr(&again).contains("recorded"), "{}", stderr(&again));
+    assert_eq!(p.server.hits("/data.tar.gz"), 1);
+    assert_eq!(p.lock(), lock);
+    // --locked accepts it, and refuses a fetch that is pinned nowhere.
+    let locked = p.bramble(&["build", "--locked", "./:use"]);
+    assert!(locked.status.success(), "{}", stderr(&locked));
+    let refused = p.bramble(&["build", "--locked", "./:other"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let err = stderr(&refused);
+    assert!(
+        err.contains("not pinned in `bramble.lock`") && err.contains("/other.txt"),
+        "{err}"
+    );
+    assert_eq!(p.server.hits("/other.txt"), 0);
+}
+
+#[test]
+fn a_changed_upstream_fails_the_build_and_stores_nothing() {
+    let p = Project::new();
+    let out = p.bramble(&["build", "./:data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = stdout(&out).trim().to_owned();
+    // Upstream changes its file; a fresh store must refuse it.
+    p.server.file("/data.tar.gz", targz(b"tampered\n"));
+    std::fs::remove_dir_all(p.home.path()).unwrap();
+    let out = p.bramble(&["build", "./:data"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let url = p.server.url("/data.tar.gz");
+    assert!(
+        err.contains(&url) && err.contains("does not match its pin"),
+        "{err}"
+    );
+    assert!(err.contains("expected") && err.contains("actual"), "{err}");
+    assert!(!Path::new(&first).exists());
+    let stored: Vec<_> = std::fs::read_dir(p.home.path().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with("-data"))
+        .collect();
+    assert!(stored.is_empty(), "{stored:?}");
+}
+
+#[test]
+fn ordinary_builders_have_no_network() {
+    let p = Project::new();
+    // A fetch reaches the server...
+    let out = p.bramble(&["build", "./:data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hits = p.server.hits("/data.tar.gz");
+    // ...a sandboxed builder cannot: its 127.0.0.1 is its own empty loopback.
+    let out = p.bramble(&["build", "./:offline"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(!err.contains("CONNECTED"), "{err}");
+    assert_eq!(p.server.hits("/data.tar.gz"), hits);
+}
