@@ -100,6 +100,16 @@ def use():
     bb = busybox()
     return derivation("use", bb.out + "/bin/busybox", args = ["sh", "-c", "cat " + data().out + "/data/msg.txt > $out"])
 
+def tool():
+    bb = busybox()
+    script = (
+        "mkdir -p $out/bin; " +
+        "echo '#!" + bb.out + "/bin/busybox sh' > $out/bin/show; " +
+        "echo 'cat " + data().out + "/data/msg.txt' >> $out/bin/show; " +
+        "chmod +x $out/bin/show"
+    )
+    return derivation("tool", bb.out + "/bin/busybox", args = ["sh", "-c", script])
+
 def other():
     return fetch_url("@OTHER@")
 
@@ -135,6 +145,12 @@ fn fetches_record_the_lock_and_reuse_it() {
     assert!(!stderr(&again).contains("recorded"), "{}", stderr(&again));
     assert_eq!(p.server.hits("/data.tar.gz"), 1);
     assert_eq!(p.lock(), lock);
+    // Every command sees the lock's pins: `run` neither downloads nor rebuilds the fetch.
+    let run = p.bramble(&["run", "./:tool", "bin/show"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run), "fetched over http\n");
+    assert!(!stderr(&run).contains("built data"), "{}", stderr(&run));
+    assert_eq!(p.server.hits("/data.tar.gz"), 1);
     // --locked accepts it, and refuses a fetch that is pinned nowhere.
     let locked = p.bramble(&["build", "--locked", "./:use"]);
     assert!(locked.status.success(), "{}", stderr(&locked));

@@ -3,17 +3,14 @@
 //! `--locked` (or `CI=true`) refuses fetches pinned nowhere, and after a build every fetch
 //! that was not pinned is recorded, with a line on stderr for each.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::build::fetch::FetchRecord;
+use crate::project::Evaluation;
 use crate::project::lock::{self, LOCK_FILE, Lock, Pinned};
 use crate::store::local::LocalStore;
-use crate::store::{Derivation, Hash};
 
 use super::CliError;
-use super::session::Request;
 
 /// The pins of one evaluation and where its lock file is.
 #[derive(Debug, Clone)]
@@ -33,26 +30,28 @@ fn lock_error(e: &lock::LockError) -> CliError {
     ))
 }
 
-/// Apply `<project_dir>/bramble.lock` to `request`: fetch derivations get their pins, and
-/// every derivation and root is renamed accordingly.
-pub fn pin(request: Request, project_dir: &Path) -> Result<(Request, Pins), CliError> {
+/// Apply `<project_dir>/bramble.lock` to an evaluation: fetch derivations get their pins,
+/// and every derivation, root, `run()` value and test is renamed accordingly.
+pub fn pin(mut evaluation: Evaluation, project_dir: &Path) -> Result<(Evaluation, Pins), CliError> {
     let lock_path = project_dir.join(LOCK_FILE);
     let lock = Lock::read(&lock_path).map_err(|e| lock_error(&e))?;
-    let graph: BTreeMap<Hash, Derivation> = request
-        .derivations
-        .iter()
-        .map(|(h, d)| (*h, (**d).clone()))
-        .collect();
-    let pinned = lock::apply(&graph, &lock).map_err(|e| super::fetch::fetch_error(&e))?;
-    let renamed = Request {
-        derivations: pinned
-            .derivations
-            .iter()
-            .map(|(h, d)| (*h, Arc::new(d.clone())))
-            .collect(),
-        roots: request.roots.iter().map(|r| pinned.rename(*r)).collect(),
-    };
-    Ok((renamed, Pins { lock_path, pinned }))
+    let pinned =
+        lock::apply(&evaluation.derivations, &lock).map_err(|e| super::fetch::fetch_error(&e))?;
+    if !pinned.renamed.is_empty() {
+        evaluation.derivations = pinned.derivations.clone();
+        for root in &mut evaluation.roots {
+            for d in &mut root.derivations {
+                *d = pinned.rename(*d);
+            }
+            if let Some(run) = &mut root.run {
+                run.derivation = pinned.rename(run.derivation);
+            }
+        }
+        for test in &mut evaluation.tests {
+            test.derivation = pinned.rename(test.derivation);
+        }
+    }
+    Ok((evaluation, Pins { lock_path, pinned }))
 }
 
 /// Refuse unpinned fetches.

@@ -341,6 +341,10 @@ pub fn evaluate(session: &Session, refs: &[String]) -> Result<Evaluated, CliErro
     let printer = |line: &str| eprintln!("{line}");
     let evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)
         .map_err(super::project_ctx::error)?;
+    // bramble.lock's pins become part of the fetch derivations (and so of every build key
+    // that depends on them); the build records what was pinned nowhere.
+    let (evaluation, pins) = super::lockfile::pin(evaluation, &project.root)?;
+    *session.pins.lock().unwrap_or_else(|e| e.into_inner()) = Some(pins);
     Ok(Evaluated {
         evaluation,
         project_root: project.root,
@@ -357,9 +361,7 @@ pub fn evaluate_refs(session: &Session, refs: &[String]) -> Result<(Request, Pat
         );
     }
     let evaluated = evaluate(session, refs)?;
-    let (request, pins) = super::lockfile::pin(evaluated.request(), &evaluated.project_root)?;
-    *session.pins.lock().unwrap_or_else(|e| e.into_inner()) = Some(pins);
-    Ok((request, evaluated.project_root))
+    Ok((evaluated.request(), evaluated.project_root))
 }
 
 /// The exit code that passes a child's status through: its code, or 128 + signal.
