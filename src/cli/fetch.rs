@@ -37,16 +37,19 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
-/// Progress lines on stderr, one per 10% (or per 16 MiB without a length).
+/// Download progress as plain lines on stderr: one when a download starts, then one per 10%
+/// (at least 1 MiB; per 16 MiB without a length), so small files print one line.
 #[derive(Debug, Default)]
-struct Lines {
-    last: std::sync::Mutex<u64>,
+pub struct Lines {
+    /// Bytes at the last line printed, per URL (downloads run concurrently in builds).
+    last: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Progress for Lines {
     fn download(&self, url: &str, done: u64, total: Option<u64>) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let step = total.map_or(16 << 20, |t| (t / 10).max(1 << 20));
+        let last = seen.entry(url.to_owned()).or_insert(0);
         if done == 0 {
             *last = 0;
             eprintln!("downloading `{url}`");

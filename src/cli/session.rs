@@ -65,7 +65,13 @@ impl Session {
                 },
                 store: self.store.clone(),
             },
-            fetcher: self.fetcher.clone(),
+            fetcher: if quiet {
+                self.fetcher.clone()
+            } else {
+                let mut f = self.fetcher.clone();
+                f.progress = Arc::new(super::fetch::Lines::default());
+                f
+            },
         });
         let report = run_build(self.store.clone(), executor, request, options, quiet);
         // Record what was fetched even when the build failed later.
