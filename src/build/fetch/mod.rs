@@ -30,6 +30,21 @@
 //!
 //! A result that differs from a pin is an error naming the URL, the expected and the actual
 //! hash, and nothing is stored.
+//!
+//! # How a fetch runs in a build
+//!
+//! 1. `cli` applies `bramble.lock` to the evaluation ([`crate::project::lock::apply`]): a
+//!    fetch derivation without a content hash gets the lock's, which renames it and every
+//!    derivation depending on it. The pin is thus part of the build key: editing the lock
+//!    can never be hidden by a cached realisation. `--locked` (or `CI=true`) refuses a fetch
+//!    pinned nowhere.
+//! 2. The engine's executor is [`executor::WithFetchers`]: fetch derivations run here, in the
+//!    main process, with the network; every other derivation goes to the sandbox, which has
+//!    an empty network namespace. With a pinned path already in the store nothing is
+//!    downloaded.
+//! 3. After the build, `cli` records in `bramble.lock` every fetch that was pinned nowhere
+//!    (from [`Fetcher::records`], or from the store's realisation when it was cached) and
+//!    says so on stderr.
 
 pub mod executor;
 pub mod git;
