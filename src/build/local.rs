@@ -75,3 +75,42 @@ impl BuildStore for LocalStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_lookup_matches_single_lookups_and_build_locks_are_exclusive() {
+        let home = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(home.path()).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), "x").unwrap();
+        let path = store.add_dir(src.path(), "thing").unwrap();
+        let (k1, k2) = (Hash::digest(b"k1"), Hash::digest(b"k2"));
+        let outputs = BTreeMap::from([("out".to_owned(), path.clone())]);
+        BuildStore::register(&store, k1, Hash::digest(b"drv"), &outputs).unwrap();
+        let wanted = [(k1, "out"), (k2, "out"), (k1, "dev")];
+        let batch = BuildStore::realisations(&store, &wanted).unwrap();
+        assert_eq!(batch, vec![Some(path.clone()), None, None]);
+        for ((key, output), found) in wanted.iter().zip(&batch) {
+            assert_eq!(
+                &BuildStore::realisation(&store, *key, output).unwrap(),
+                found
+            );
+        }
+        // The build lock of a key is exclusive between lock holders.
+        let held = store.lock_build(k1).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _second = store.lock_build(k1).unwrap();
+                tx.send(()).unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(rx.try_recv().is_err(), "a second holder got the lock");
+            drop(held);
+            rx.recv().unwrap();
+        });
+    }
+}
