@@ -318,18 +318,7 @@ impl LocalStore {
                 path: src.to_owned(),
             });
         }
-        self.install(
-            &staged,
-            PathInfo {
-                path: path.clone(),
-                archive_hash,
-                archive_size,
-                references: BTreeSet::new(),
-                deriver: None,
-                registered_at: db::now(),
-            },
-        )?;
-        Ok(path)
+        self.install_source(&staged, path, archive_hash, archive_size)
     }
 
     /// Add a source object from an archive stream (e.g. `bramble store import`). The archive
@@ -352,8 +341,20 @@ impl LocalStore {
         if self.is_valid(&path)? {
             return Ok(path);
         }
+        self.install_source(&staged, path, archive_hash, archive_size)
+    }
+
+    /// Install a staged source object: no references, no deriver. The caller holds the
+    /// path's lock and has checked that it is not valid yet.
+    fn install_source(
+        &self,
+        staged: &Path,
+        path: StorePath,
+        archive_hash: Hash,
+        archive_size: u64,
+    ) -> Result<StorePath, Error> {
         self.install(
-            &staged,
+            staged,
             PathInfo {
                 path: path.clone(),
                 archive_hash,
