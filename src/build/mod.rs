@@ -29,6 +29,7 @@
 //! The store side ([`BuildStore`]) and the executor ([`Executor`]) are small traits so the
 //! scheduler is tested with in-memory fakes; [`sandbox`] holds the real executor.
 
+pub mod dao;
 pub mod fetch;
 pub mod graph;
 pub mod local;

@@ -1,6 +1,8 @@
 //! The builtins every `.bramble` file sees, beyond standard Starlark.
 //!
-//! - `derivation(name, builder, args=[], env={}, sources=None, outputs=["out"], platform=sys.platform)`
+//! - `derivation(name, builder, args=[], env={}, sources=None, outputs=["out"], platform=sys.platform, dao=False)`
+//!   — with `dao=True` the derivation is a derivation-as-output: its `out` is a document of
+//!   generated derivations that the build splices in its place (`crate::build::dao`).
 //! - `files(include, exclude=[], allow_empty=False)`
 //! - `run(derivation, cmd, args=[], paths=[], read_only_paths=[], hidden_paths=[], network=False)`
 //! - `test(derivation, args=[])`, `print(*args, sep=" ")`
@@ -149,6 +151,7 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
         sources: Option<Value<'v>>,
         outputs: Option<Value<'v>>,
         platform: Option<Value<'v>>,
+        #[starlark(require = named, default = false)] dao: bool,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> starlark::Result<DerivationValue> {
         const F: &str = "derivation";
@@ -193,6 +196,7 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
         let mut drv = Derivation {
             args,
             builder,
+            dao,
             env: env_map,
             name,
             outputs,

@@ -3,12 +3,13 @@
 //! # Canonical JSON
 //!
 //! A derivation is hashed as its canonical JSON: an object whose keys are sorted
-//! (`args`, `builder`, `env`, `name`, `outputs`, `platform`, `sources`; `env` keys sorted
+//! (`args`, `builder`, `dao`, `env`, `name`, `outputs`, `platform`, `sources`; `env` keys sorted
 //! byte-wise), no whitespace outside strings, and `serde_json`'s compact escaping: `"` and `\`
 //! escaped with a backslash, `\b \f \n \r \t` by their short escapes, other control characters
 //! below U+0020 as `\u00XX` (lower-case hex), everything else — including non-ASCII — as raw
-//! UTF-8. Fields that are absent (`sources: None`) are omitted rather than written as `null`,
-//! so that optional fields added later leave existing hashes unchanged.
+//! UTF-8. Fields that are absent (`sources: None`, `dao: false`) are omitted rather than
+//! written as `null` or `false`, so that optional fields added later leave existing hashes
+//! unchanged.
 //!
 //! The derivation hash is [`Hash::digest`] of those bytes. The *build key* is the hash of the
 //! resolved derivation (every template replaced by the input's realised store path), so two
@@ -42,6 +43,10 @@ pub struct Sources {
 pub struct Derivation {
     pub args: Vec<String>,
     pub builder: String,
+    /// A derivation-as-output: its `out` is a document of more derivations, spliced into the
+    /// build in its place (see [`crate::build::dao`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dao: bool,
     pub env: BTreeMap<String, String>,
     pub name: String,
     pub outputs: Vec<String>,
@@ -75,6 +80,7 @@ impl Derivation {
         Derivation {
             args: Vec::new(),
             builder: builder.into(),
+            dao: false,
             env: BTreeMap::new(),
             name: name.into(),
             outputs: vec!["out".to_owned()],
@@ -167,6 +173,9 @@ impl Derivation {
         if self.platform.is_empty() {
             return invalid("the platform is empty".into());
         }
+        if self.dao && self.outputs != ["out"] {
+            return invalid("a DAO has exactly one output, `out`".into());
+        }
         if let Some(sources) = &self.sources {
             for file in &sources.files {
                 let bad = file.is_empty()
@@ -223,6 +232,7 @@ impl Derivation {
         Ok(Derivation {
             args: self.args.iter().map(&mut sub).collect::<Result<_, _>>()?,
             builder: sub(&self.builder)?,
+            dao: self.dao,
             env: self
                 .env
                 .iter()
@@ -299,6 +309,25 @@ mod tests {
                 .unwrap(),
         });
         assert_eq!(with_sources.hash().to_string(), GOLDEN_WITH_SOURCES);
+    }
+
+    #[test]
+    fn dao_flag_is_hashed_only_when_set() {
+        let mut d = sample();
+        d.dao = true;
+        assert!(
+            d.canonical_json()
+                .contains(r#""builder":"/bin/sh","dao":true,"env""#)
+        );
+        assert_ne!(d.hash().to_string(), GOLDEN_SAMPLE);
+        assert_eq!(Derivation::from_json(&d.canonical_json()).unwrap(), d);
+        d.outputs.push("dev".into());
+        assert!(
+            d.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one output")
+        );
     }
 
     const GOLDEN_SAMPLE: &str = "zpetqbh25zvgyf5nexalnuy7rneutv2o";

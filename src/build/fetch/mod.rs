@@ -245,6 +245,9 @@ impl FetchRequest {
         if drv.sources.is_some() {
             return Err(bad("a fetcher has no sources".into()));
         }
+        if drv.dao {
+            return Err(bad("a fetcher cannot be a DAO".into()));
+        }
         if drv.outputs != ["out"] {
             return Err(bad("a fetcher has exactly the output `out`".into()));
         }
