@@ -3,7 +3,8 @@
 //! The fake executor writes each output as a file whose content comes from the derivation:
 //! env `content` (plus the output name) if set, else the resolved derivation's JSON — so an
 //! output changes exactly when its inputs' content does, unless `content` pins it. Env `fail`
-//! makes it fail, `sleep_ms` makes it take time, `random` makes its content differ every run.
+//! makes it fail, `sleep_ms` makes it take time, `random` makes its content differ every run,
+//! `document` is written verbatim (a DAO's document).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,8 @@ use super::{BuildStore, Built, Cancel, ExecError, Executor, Job, StagedOutput, S
 #[derive(Debug, Default)]
 pub struct FakeStore {
     realisations: Mutex<HashMap<(Hash, String), StorePath>>,
+    /// The content of every output added, for DAO documents.
+    contents: Mutex<HashMap<StorePath, Vec<u8>>>,
     locks: Arc<(Mutex<HashSet<Hash>>, Condvar)>,
     pub registrations: AtomicUsize,
 }
@@ -31,6 +34,18 @@ impl Drop for FakeLock {
     fn drop(&mut self) {
         self.locks.0.lock().unwrap().remove(&self.key);
         self.locks.1.notify_all();
+    }
+}
+
+impl FakeStore {
+    /// An added output (path, content) whose content contains `needle`.
+    pub fn contents_matching(&self, needle: &str) -> Option<(StorePath, String)> {
+        let contents = self.contents.lock().unwrap();
+        contents.iter().find_map(|(path, content)| {
+            let text = String::from_utf8_lossy(content);
+            text.contains(needle)
+                .then(|| (path.clone(), text.into_owned()))
+        })
     }
 }
 
@@ -70,7 +85,17 @@ impl BuildStore for FakeStore {
         _inputs: &BTreeSet<StorePath>,
     ) -> Result<StorePath, StoreError> {
         let content = std::fs::read(&output.path).map_err(StoreError::new)?;
-        Ok(StorePath::new(Hash::digest(&content), output.placeholder.name()).unwrap())
+        let path = StorePath::new(Hash::digest(&content), output.placeholder.name()).unwrap();
+        self.contents.lock().unwrap().insert(path.clone(), content);
+        Ok(path)
+    }
+
+    fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError> {
+        let contents = self.contents.lock().unwrap();
+        let content = contents.get(output).ok_or_else(|| {
+            StoreError::new(std::io::Error::other(format!("no content for `{output}`")))
+        })?;
+        Ok(content[..content.len().min(limit + 1)].to_vec())
     }
 
     fn register(
@@ -139,9 +164,10 @@ impl FakeExecutor {
         let dir = tempfile::tempdir().unwrap();
         let mut outputs = Vec::new();
         for output in &job.drv.outputs {
-            let mut content = match env.get("content") {
-                Some(c) => format!("{c}:{output}"),
-                None => format!("{}:{output}", job.drv.canonical_json()),
+            let mut content = match (env.get("document"), env.get("content")) {
+                (Some(d), _) => d.clone(),
+                (None, Some(c)) => format!("{c}:{output}"),
+                (None, None) => format!("{}:{output}", job.drv.canonical_json()),
             };
             if env.contains_key("random") {
                 let n = self.counter.fetch_add(1, Ordering::SeqCst);

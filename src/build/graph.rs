@@ -126,6 +126,42 @@ impl BuildGraph {
         index
     }
 
+    /// Add a generated derivation whose dependencies are already in the graph, with its
+    /// edges. Returns its node and whether it is new (an identical derivation already in the
+    /// graph is shared: same hash, same node).
+    pub fn insert_generated(
+        &mut self,
+        hash: Hash,
+        drv: Arc<Derivation>,
+    ) -> Result<(NodeIndex, bool), Error> {
+        if let Some(&index) = self.index.get(&hash) {
+            return Ok((index, false));
+        }
+        let deps = dependencies(&drv)?;
+        let mut edges = Vec::with_capacity(deps.len());
+        for dep in deps {
+            let Some(&dep_index) = self.index.get(&dep.drv) else {
+                return Err(Error::UnknownDerivation {
+                    dependent: drv.name.clone(),
+                    template: dep.template(),
+                });
+            };
+            if !self.graph[dep_index].drv.outputs.contains(&dep.output) {
+                return Err(Error::UnknownOutput {
+                    dependent: drv.name.clone(),
+                    dependency: self.graph[dep_index].drv.name.clone(),
+                    output: dep.output.clone(),
+                });
+            }
+            edges.push((dep_index, dep));
+        }
+        let index = self.insert(hash, drv);
+        for (dep_index, dep) in edges {
+            self.graph.add_edge(index, dep_index, dep);
+        }
+        Ok((index, true))
+    }
+
     /// Make every dependent of `from` depend on `to` instead: their templates naming `from`
     /// now resolve to the same output of `to`. The hook DAO splicing uses once a generator's
     /// result derivation is in the graph.

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::store::local::{AddOutput, LocalStore, PathLock};
 use crate::store::{Hash, StorePath};
 
+use super::dao::DOCUMENT_FILE;
 use super::{BuildStore, StagedOutput, StoreError};
 
 /// Name of the pseudo path whose lock is a build key's lock.
@@ -60,6 +61,47 @@ impl BuildStore for LocalStore {
             },
         )
         .map_err(StoreError::new)
+    }
+
+    fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        use std::io::Read;
+        let host = self.host_path(output);
+        let io = |what: &str, e: std::io::Error| {
+            StoreError::new(std::io::Error::new(
+                e.kind(),
+                format!("{what} `{}`: {e}", host.display()),
+            ))
+        };
+        // Store objects are read-only, but open without following links all the same.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&host, flags, Mode::empty())
+            .map_err(|e| io("cannot open", e.into()))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| io("cannot stat", e.into()))?;
+        let fd = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => fd,
+            FileType::Directory => rustix::fs::openat(&fd, DOCUMENT_FILE, flags, Mode::empty())
+                .map_err(|e| io(&format!("cannot open `{DOCUMENT_FILE}` in"), e.into()))?,
+            _ => {
+                return Err(io(
+                    "cannot read",
+                    std::io::Error::other("the output is neither a file nor a directory"),
+                ));
+            }
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| io("cannot stat", e.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(io(
+                "cannot read",
+                std::io::Error::other(format!("`{DOCUMENT_FILE}` is not a regular file")),
+            ));
+        }
+        let mut text = Vec::new();
+        std::fs::File::from(fd)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| io("cannot read", e))?;
+        Ok(text)
     }
 
     fn register(

@@ -51,7 +51,7 @@ use crate::store::{Derivation, DerivationError, Hash, StorePath};
 pub use graph::BuildGraph;
 pub use report::{Event, NullReporter, Reporter};
 pub use scheduler::{
-    BuildOptions, BuildReport, Engine, Failure, FailureKind, Plan, RootResult, plan, run,
+    BuildOptions, BuildReport, Engine, Failure, FailureKind, Plan, RootResult, Splice, plan, run,
 };
 
 /// Errors that stop a build before or outside any one derivation.
@@ -139,6 +139,11 @@ pub trait BuildStore: Send + Sync + 'static {
         drv: Hash,
         inputs: &BTreeSet<StorePath>,
     ) -> Result<StorePath, StoreError>;
+
+    /// The document of a realised DAO output: the output itself when it is a file, else its
+    /// [`dao::DOCUMENT_FILE`]. At most `limit + 1` bytes are read, so an oversized document
+    /// can be reported as such.
+    fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError>;
 
     /// Register the realisations of every output of `key` in one transaction.
     fn register(

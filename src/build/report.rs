@@ -22,6 +22,14 @@ pub enum Event {
     },
     /// Another process built it while this one waited for the lock.
     BuiltElsewhere { drv: Hash, name: String },
+    /// A DAO's document was spliced into the graph: `generated` derivations, `new` of them
+    /// not already in the graph.
+    Spliced {
+        drv: Hash,
+        name: String,
+        generated: usize,
+        new: usize,
+    },
     /// A build failed (the failure itself is in the report).
     Failed {
         drv: Hash,

@@ -5,8 +5,20 @@
 //! ever in one state, and slots are counted by the loop itself, so a node that waits for
 //! something (a lock, later a DAO's spliced subgraph) holds a slot only while its builder runs
 //! or its outputs are being added.
+//!
+//! # Derivations as output
+//!
+//! When a DAO node is realised (built, or found in the store) the loop does not release its
+//! dependents. A blocking task reads and validates its document ([`super::dao`]) without a
+//! build slot; back in the loop the generated derivations are inserted (an identical one
+//! already in the graph is the same node), every dependent of the DAO is redirected to the
+//! result, and the new nodes are scheduled like any others. The DAO's own node ends
+//! [`State::Spliced`]: a requested root that is a DAO reports its result's outputs. A
+//! generated DAO is spliced the same way, one level deeper. The generated graph is compared
+//! with the one `bramble.lock` recorded ([`BuildOptions::dao_graphs`]) before anything is
+//! spliced.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +26,7 @@ use petgraph::stable_graph::NodeIndex;
 
 use crate::store::{DerivationError, Hash, OutputRef, StorePath};
 
+use super::dao::{self, DaoError, Generated, Problem};
 use super::report::{Event, Reporter};
 use super::{BuildGraph, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError};
 
@@ -24,8 +37,15 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Keep building what does not depend on a failure.
     pub keep_going: bool,
-    /// Rebuild the requested roots even if realised and compare the outputs.
+    /// Rebuild the requested roots and every DAO even if realised and compare the outputs.
     pub check: bool,
+    /// Bounds on DAO documents and nesting.
+    pub dao_limits: dao::Limits,
+    /// The graph hash recorded for a DAO (by derivation hash), e.g. in `bramble.lock`: a
+    /// DAO that generates another graph fails.
+    pub dao_graphs: Arc<HashMap<Hash, Hash>>,
+    /// A DAO without a recorded graph fails (`--locked`).
+    pub dao_locked: bool,
 }
 
 impl Default for BuildOptions {
@@ -34,6 +54,9 @@ impl Default for BuildOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             keep_going: false,
             check: false,
+            dao_limits: dao::Limits::default(),
+            dao_graphs: Arc::default(),
+            dao_locked: false,
         }
     }
 }
@@ -64,6 +87,10 @@ pub enum FailureKind {
     Store(#[from] StoreError),
     #[error(transparent)]
     Resolve(#[from] DerivationError),
+    #[error(transparent)]
+    Dao(#[from] DaoError),
+    #[error("cannot splice the generated derivations: {0}")]
+    Splice(Error),
     #[error(
         "output `{output}` differs from the registered one: registered `{registered}`, rebuilt `{rebuilt}`"
     )]
@@ -72,6 +99,23 @@ pub enum FailureKind {
         registered: StorePath,
         rebuilt: StorePath,
     },
+}
+
+/// What one DAO added to the graph.
+#[derive(Debug, Clone)]
+pub struct Splice {
+    pub dao: Hash,
+    pub name: String,
+    /// The DAO's own output: the document.
+    pub document: StorePath,
+    /// The result derivation, whose `out` stands in for the DAO's.
+    pub result: Hash,
+    /// See [`dao::Generated::graph_hash`].
+    pub graph: Hash,
+    /// Every derivation of the document (hash, name), dependencies first.
+    pub derivations: Vec<(Hash, String)>,
+    /// How many of them were not already in the graph.
+    pub new: usize,
 }
 
 /// What a build did.
@@ -88,6 +132,8 @@ pub struct BuildReport {
     pub failures: Vec<Failure>,
     /// Cancelled from outside (Ctrl-C).
     pub cancelled: bool,
+    /// The DAOs spliced, in the order they were.
+    pub splices: Vec<Splice>,
 }
 
 impl BuildReport {
@@ -112,6 +158,12 @@ enum State {
     Queued(Box<Queued>),
     Running,
     Done(BTreeMap<String, StorePath>),
+    /// A realised DAO whose document is being read and validated.
+    Generating(BTreeMap<String, StorePath>),
+    /// A DAO whose document was spliced: its dependents now depend on `result`.
+    Spliced {
+        result: NodeIndex,
+    },
     Failed,
     Skipped,
 }
@@ -128,6 +180,8 @@ enum TaskOutcome {
     Built(BTreeMap<String, StorePath>),
     BuiltElsewhere(BTreeMap<String, StorePath>),
     Failed(FailureKind),
+    /// A DAO's document, read and validated (no build slot was held).
+    Generated(Result<Generated, DaoError>),
 }
 
 struct Finished {
@@ -157,15 +211,15 @@ pub async fn run<S: BuildStore, E: Executor>(
     options: &BuildOptions,
     cancel: Cancel,
 ) -> Result<BuildReport, Error> {
-    let mut run = Run::new(engine, graph, options);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    let mut run = Run::new(engine, graph, options, tx);
     run.reporter.event(Event::Planned {
         total: run.graph.node_count(),
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
     loop {
         run.settle()?;
-        run.dispatch(&tx);
-        if run.running == 0 {
+        run.dispatch();
+        if run.running == 0 && run.generating == 0 {
             break;
         }
         tokio::select! {
@@ -291,10 +345,24 @@ struct Run<'a, S, E> {
     stop: Cancel,
     check_roots: HashSet<NodeIndex>,
     report: BuildReport,
+    tx: tokio::sync::mpsc::UnboundedSender<Finished>,
+    /// DAO documents being read and validated (these hold no build slot).
+    generating: usize,
+    /// The DAO nesting level that generated a node (absent: written in Starlark, level 0).
+    level: HashMap<NodeIndex, u32>,
+    /// Store paths a generated node names literally: inputs besides its dependencies.
+    extra_inputs: HashMap<NodeIndex, BTreeSet<StorePath>>,
+    /// The resolved inputs of DAO nodes, for the paths their documents may name.
+    dao_inputs: HashMap<NodeIndex, BTreeSet<StorePath>>,
 }
 
 impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
-    fn new(engine: &'a Engine<S, E>, graph: BuildGraph, options: &'a BuildOptions) -> Self {
+    fn new(
+        engine: &'a Engine<S, E>,
+        graph: BuildGraph,
+        options: &'a BuildOptions,
+        tx: tokio::sync::mpsc::UnboundedSender<Finished>,
+    ) -> Self {
         let mut state = HashMap::with_capacity(graph.node_count());
         let mut ready = Vec::new();
         for index in graph.nodes() {
@@ -305,7 +373,8 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             state.insert(index, State::Waiting(missing));
         }
         let check_roots = if options.check {
-            graph.roots().iter().copied().collect()
+            let daos = graph.nodes().filter(|&i| graph.node(i).drv.dao);
+            graph.roots().iter().copied().chain(daos).collect()
         } else {
             HashSet::new()
         };
@@ -324,6 +393,11 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             stop: Cancel::new(),
             check_roots,
             report: BuildReport::default(),
+            tx,
+            generating: 0,
+            level: HashMap::new(),
+            extra_inputs: HashMap::new(),
+            dao_inputs: HashMap::new(),
         }
     }
 
@@ -375,6 +449,13 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                     }
                 }
                 let check = self.check_roots.contains(&index);
+                if node.drv.dao && outputs.is_some() && !check {
+                    let mut inputs: BTreeSet<StorePath> = refs.values().cloned().collect();
+                    if let Some(extra) = self.extra_inputs.get(&index) {
+                        inputs.extend(extra.iter().cloned());
+                    }
+                    self.dao_inputs.insert(index, inputs);
+                }
                 match outputs {
                     Some(outputs) if !check => {
                         self.reporter.event(Event::Cached {
@@ -385,11 +466,18 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                         self.complete(index, outputs);
                     }
                     expected => {
+                        let mut inputs: BTreeSet<StorePath> = refs.into_values().collect();
+                        if let Some(extra) = self.extra_inputs.get(&index) {
+                            inputs.extend(extra.iter().cloned());
+                        }
+                        if node.drv.dao {
+                            self.dao_inputs.insert(index, inputs.clone());
+                        }
                         let job = Job {
                             drv_hash: node.hash,
                             drv: Arc::new(drv),
                             build_key: key,
-                            inputs: refs.into_values().collect(),
+                            inputs,
                         };
                         let expected = if check { expected } else { None };
                         self.state
@@ -403,7 +491,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     }
 
     /// Start queued builds while slots are free.
-    fn dispatch(&mut self, tx: &tokio::sync::mpsc::UnboundedSender<Finished>) {
+    fn dispatch(&mut self) {
         while !self.stopping && self.running < self.options.jobs.max(1) {
             let Some(index) = self.queue.pop_front() else {
                 break;
@@ -420,7 +508,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 queued: *queued,
                 stop: self.stop.clone(),
             };
-            let tx = tx.clone();
+            let tx = self.tx.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
                 let outcome = task.run().await;
@@ -434,9 +522,27 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     }
 
     fn finish(&mut self, finished: Finished) {
-        self.running -= 1;
         let index = finished.node;
         let node = self.graph.node(index).clone();
+        if let TaskOutcome::Generated(generated) = finished.outcome {
+            self.generating -= 1;
+            match generated {
+                _ if self.stopping => {
+                    self.state.insert(index, State::Skipped);
+                }
+                Ok(generated) => self.splice(index, generated),
+                Err(e) => {
+                    self.reporter.event(Event::Failed {
+                        drv: node.hash,
+                        name: node.drv.name.clone(),
+                        elapsed: finished.elapsed,
+                    });
+                    self.fail(index, FailureKind::Dao(e));
+                }
+            }
+            return;
+        }
+        self.running -= 1;
         match finished.outcome {
             TaskOutcome::Built(outputs) => {
                 self.reporter.event(Event::Built {
@@ -466,11 +572,17 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 });
                 self.fail(index, kind);
             }
+            TaskOutcome::Generated(_) => unreachable!("handled above"),
         }
     }
 
-    /// `index` is realised: release the dependents that now have every input.
+    /// `index` is realised: release the dependents that now have every input — or, for a
+    /// DAO, read its document first.
     fn complete(&mut self, index: NodeIndex, outputs: BTreeMap<String, StorePath>) {
+        if self.graph.node(index).drv.dao {
+            self.generate(index, outputs);
+            return;
+        }
         self.state.insert(index, State::Done(outputs));
         for dependent in self.graph.dependents(index) {
             if let Some(State::Waiting(missing)) = self.state.get_mut(&dependent) {
@@ -480,6 +592,160 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 }
             }
         }
+    }
+
+    /// Read and validate the document of realised DAO `index` on a blocking thread.
+    fn generate(&mut self, index: NodeIndex, outputs: BTreeMap<String, StorePath>) {
+        let node = self.graph.node(index).clone();
+        let document = outputs
+            .get("out")
+            .expect("a DAO has the output `out`")
+            .clone();
+        self.state.insert(index, State::Generating(outputs));
+        self.generating += 1;
+        let inputs = self.dao_inputs.remove(&index).unwrap_or_default();
+        let level = self.level.get(&index).copied().unwrap_or(0) + 1;
+        let limits = self.options.dao_limits;
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let problem = |p: Problem| DaoError {
+                dao: node.drv.name.clone(),
+                entry: None,
+                problem: p,
+            };
+            let generated = (|| {
+                let text = store
+                    .read_document(&document, limits.max_bytes)
+                    .map_err(|e| problem(Problem::Document(e.to_string())))?;
+                let mut wanted = inputs;
+                wanted.insert(document.clone());
+                let allowed = store
+                    .closure(&wanted)
+                    .map_err(|e| problem(Problem::Document(e.to_string())))?;
+                let origin = dao::Origin {
+                    name: &node.drv.name,
+                    hash: node.hash,
+                    platform: &node.drv.platform,
+                    level,
+                    allowed: &allowed,
+                };
+                dao::validate(&text, &origin, &limits)
+            })();
+            tracing::debug!(dao = %node.drv.name, elapsed = ?start.elapsed(), "document validated");
+            let _ = tx.send(Finished {
+                node: index,
+                outcome: TaskOutcome::Generated(generated),
+                elapsed: start.elapsed(),
+            });
+        });
+    }
+
+    /// Splice a validated document in place of DAO `index`.
+    fn splice(&mut self, index: NodeIndex, generated: Generated) {
+        let node = self.graph.node(index).clone();
+        let Some(State::Generating(outputs)) = self.state.get(&index) else {
+            unreachable!("only generating DAOs are spliced");
+        };
+        let document = outputs["out"].clone();
+        let locked = match self.options.dao_graphs.get(&node.hash) {
+            Some(&recorded) if recorded != generated.graph_hash => Some(Problem::GraphChanged {
+                recorded,
+                generated: generated.graph_hash,
+            }),
+            None if self.options.dao_locked => Some(Problem::NotRecorded {
+                generated: generated.graph_hash,
+            }),
+            _ => None,
+        };
+        if let Some(problem) = locked {
+            let error = DaoError {
+                dao: node.drv.name.clone(),
+                entry: None,
+                problem,
+            };
+            return self.fail(index, FailureKind::Dao(error));
+        }
+        let level = self.level.get(&index).copied().unwrap_or(0) + 1;
+        let mut new = 0;
+        let mut derivations = Vec::with_capacity(generated.derivations.len());
+        for g in generated.derivations {
+            let (i, is_new) = match self.graph.insert_generated(g.hash, g.drv.clone()) {
+                Ok(inserted) => inserted,
+                Err(e) => return self.fail(index, FailureKind::Splice(e)),
+            };
+            if !g.inputs.is_empty() {
+                self.extra_inputs.entry(i).or_default().extend(g.inputs);
+            }
+            if is_new {
+                new += 1;
+                self.level.insert(i, level);
+                if self.options.check && g.drv.dao {
+                    self.check_roots.insert(i);
+                }
+                let missing = self.missing(i);
+                self.state.insert(i, State::Waiting(missing));
+                if missing == 0 {
+                    self.ready.push(i);
+                }
+            }
+            derivations.push((g.hash, g.drv.name.clone()));
+        }
+        let result = self
+            .graph
+            .index_of(&generated.result)
+            .expect("the result was inserted");
+        let moved = self.graph.dependents(index);
+        self.graph.redirect_dependents(index, result);
+        for dependent in moved {
+            if let Some(State::Waiting(_)) = self.state.get(&dependent) {
+                let missing = self.missing(dependent);
+                self.state.insert(dependent, State::Waiting(missing));
+                if missing == 0 {
+                    self.ready.push(dependent);
+                }
+            }
+        }
+        self.state.insert(index, State::Spliced { result });
+        self.reporter.event(Event::Spliced {
+            drv: node.hash,
+            name: node.drv.name.clone(),
+            generated: derivations.len(),
+            new,
+        });
+        self.reporter.event(Event::Planned {
+            total: self.graph.node_count(),
+        });
+        self.report.splices.push(Splice {
+            dao: node.hash,
+            name: node.drv.name.clone(),
+            document,
+            result: generated.result,
+            graph: generated.graph_hash,
+            derivations,
+            new,
+        });
+    }
+
+    /// How many distinct dependencies of `index` are not realised.
+    fn missing(&self, index: NodeIndex) -> usize {
+        let deps: BTreeSet<NodeIndex> = self.graph.dependencies(index).map(|(d, _)| d).collect();
+        deps.into_iter()
+            .filter(|d| !matches!(self.state.get(d), Some(State::Done(_))))
+            .count()
+    }
+
+    /// The outputs of `index`, following spliced DAOs to their results.
+    fn outputs_of(&self, mut index: NodeIndex) -> Option<BTreeMap<String, StorePath>> {
+        for _ in 0..=self.graph.node_count() {
+            match self.state.get(&index)? {
+                State::Done(outputs) => return Some(outputs.clone()),
+                State::Spliced { result } => index = *result,
+                _ => return None,
+            }
+        }
+        None
     }
 
     fn fail(&mut self, index: NodeIndex, kind: FailureKind) {
@@ -508,15 +774,17 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         let skipped = self
             .state
             .values()
-            .filter(|s| matches!(s, State::Waiting(_) | State::Skipped | State::Queued(_)))
+            .filter(|s| {
+                matches!(
+                    s,
+                    State::Waiting(_) | State::Skipped | State::Queued(_) | State::Generating(_)
+                )
+            })
             .count();
         self.report.skipped = skipped;
         for &index in self.graph.roots() {
             let node = self.graph.node(index);
-            let outputs = match self.state.get(&index) {
-                Some(State::Done(outputs)) => Some(outputs.clone()),
-                _ => None,
-            };
+            let outputs = self.outputs_of(index);
             self.report.roots.push(RootResult {
                 drv: node.hash,
                 name: node.drv.name.clone(),
@@ -630,3 +898,6 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod dao_tests;

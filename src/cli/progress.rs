@@ -106,6 +106,14 @@ impl Reporter for Progress {
                 Event::BuiltElsewhere { name, .. } => {
                     eprintln!("reused {name}, built meanwhile by another process");
                 }
+                Event::Spliced {
+                    name,
+                    generated,
+                    new,
+                    ..
+                } => {
+                    eprintln!("spliced {name}: {generated} derivations generated, {new} new");
+                }
                 Event::Planned { .. } | Event::Cached { .. } | Event::Started { .. } => {}
             },
             State::Bars {
@@ -146,6 +154,16 @@ impl Reporter for Progress {
                             multi.remove(&bar);
                         }
                         let _ = multi.println(format!("failed {name}"));
+                    }
+                    Event::Spliced {
+                        name,
+                        generated,
+                        new,
+                        ..
+                    } => {
+                        let _ = multi.println(format!(
+                            "spliced {name}: {generated} derivations generated, {new} new"
+                        ));
                     }
                 }
                 main.set_message(format!("built {built}, cached {cached}"));

@@ -6,7 +6,7 @@ use crate::store::Derivation;
 
 use super::*;
 
-fn drv(name: &str, deps: &[&Derivation], env: &[(&str, &str)]) -> Derivation {
+pub(super) fn drv(name: &str, deps: &[&Derivation], env: &[(&str, &str)]) -> Derivation {
     let mut d = Derivation::new(name, "/bin/sh");
     d.args = deps
         .iter()
@@ -19,12 +19,12 @@ fn drv(name: &str, deps: &[&Derivation], env: &[(&str, &str)]) -> Derivation {
     d
 }
 
-struct Fixture {
-    engine: Engine<FakeStore, FakeExecutor>,
+pub(super) struct Fixture {
+    pub(super) engine: Engine<FakeStore, FakeExecutor>,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         Fixture {
             engine: Engine {
                 store: Arc::new(FakeStore::default()),
@@ -34,7 +34,7 @@ impl Fixture {
         }
     }
 
-    async fn build(
+    pub(super) async fn build(
         &self,
         drvs: &[&Derivation],
         roots: &[&Derivation],
@@ -50,16 +50,15 @@ impl Fixture {
             .unwrap()
     }
 
-    fn runs(&self, name: &str) -> usize {
+    pub(super) fn runs(&self, name: &str) -> usize {
         self.engine.executor.runs_of(name)
     }
 }
 
-fn jobs(n: usize) -> BuildOptions {
+pub(super) fn jobs(n: usize) -> BuildOptions {
     BuildOptions {
         jobs: n,
-        keep_going: false,
-        check: false,
+        ..BuildOptions::default()
     }
 }
 
@@ -167,9 +166,8 @@ async fn keep_going_builds_independent_branches() {
     let good = drv("good", &[], &[]);
     let above_good = drv("above-good", &[&good], &[]);
     let options = BuildOptions {
-        jobs: 1,
         keep_going: true,
-        check: false,
+        ..jobs(1)
     };
     let report = f
         .build(
@@ -217,9 +215,8 @@ async fn check_detects_non_reproducible_output() {
     let random = drv("random", &[&stable], &[("random", "1")]);
     f.build(&[&stable, &random], &[&random], jobs(1)).await;
     let check = BuildOptions {
-        jobs: 1,
-        keep_going: false,
         check: true,
+        ..jobs(1)
     };
     let report = f
         .build(&[&stable, &random], &[&random], check.clone())
