@@ -36,6 +36,9 @@ pub struct BuildFlags {
     /// Keep the build directory of a failed build for inspection
     #[arg(long)]
     pub keep_failed: bool,
+    /// Deepest nesting of derivations-as-output (a DAO in a .bramble file is level 1)
+    #[arg(long, value_name = "N", default_value_t = crate::build::dao::Limits::default().max_depth)]
+    pub max_dao_depth: u32,
 }
 
 impl BuildFlags {
@@ -48,6 +51,10 @@ impl BuildFlags {
             options.jobs = jobs;
         }
         options.keep_going = self.keep_going;
+        if self.max_dao_depth == 0 {
+            return Err(CliError::user("`--max-dao-depth` must be at least 1"));
+        }
+        options.dao_limits.max_depth = self.max_dao_depth;
         Ok(options)
     }
 }
@@ -74,7 +81,8 @@ pub struct BuildArgs {
     /// Create no result links
     #[arg(long, conflicts_with = "out_link")]
     pub no_out_link: bool,
-    /// Refuse fetches not pinned in `bramble.lock` (also when CI=true)
+    /// Refuse fetches not pinned and DAO graphs not recorded in `bramble.lock` (also when
+    /// CI=true)
     #[arg(long)]
     pub locked: bool,
     /// Build the derivations of a JSON file (`{"derivations": […], "roots": [<hash>…]}`)
@@ -107,6 +115,7 @@ pub fn run(args: BuildArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     }
     let mut options = args.flags.options()?;
     options.check = args.check;
+    options.dao_locked = args.derivations.is_none() && super::lockfile::locked(args.locked);
     let report = session.build(&request, &options, args.flags.keep_failed, false)?;
     if !args.check && !args.no_out_link {
         let base = args
@@ -230,10 +239,31 @@ fn print_results(session: &Session, report: &BuildReport, json: bool) {
                 })
             })
             .collect();
+        let daos: Vec<serde_json::Value> = report
+            .splices
+            .iter()
+            .map(|s| {
+                let derivations: Vec<serde_json::Value> = s
+                    .derivations
+                    .iter()
+                    .map(|(drv, name)| serde_json::json!({"drv": drv.to_string(), "name": name}))
+                    .collect();
+                serde_json::json!({
+                    "name": s.name,
+                    "drv": s.dao.to_string(),
+                    "document": session.host_path(&s.document),
+                    "result": s.result.to_string(),
+                    "graph": s.graph.to_string(),
+                    "derivations": derivations,
+                    "new": s.new,
+                })
+            })
+            .collect();
         let doc = serde_json::json!({
             "roots": roots,
             "built": report.built,
             "cached": report.cached,
+            "daos": daos,
         });
         println!("{doc}");
     } else {

@@ -3,7 +3,12 @@
 //! `--locked` (or `CI=true`) refuses fetches pinned nowhere, and after a build every fetch
 //! that was not pinned is recorded, with a line on stderr for each.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::build::Splice;
+use crate::store::Hash;
 
 use crate::build::fetch::FetchRecord;
 use crate::project::Evaluation;
@@ -17,6 +22,8 @@ use super::CliError;
 pub struct Pins {
     pub lock_path: PathBuf,
     pub pinned: Pinned,
+    /// The graph recorded for each DAO, by derivation hash.
+    pub dao_graphs: Arc<HashMap<Hash, Hash>>,
 }
 
 /// Whether unpinned fetches are refused: `--locked`, or `CI=true` in the environment.
@@ -51,7 +58,15 @@ pub fn pin(mut evaluation: Evaluation, project_dir: &Path) -> Result<(Evaluation
             test.derivation = pinned.rename(test.derivation);
         }
     }
-    Ok((evaluation, Pins { lock_path, pinned }))
+    let dao_graphs = Arc::new(lock.dao_graphs());
+    Ok((
+        evaluation,
+        Pins {
+            lock_path,
+            pinned,
+            dao_graphs,
+        },
+    ))
 }
 
 /// Refuse unpinned fetches.
@@ -60,15 +75,44 @@ pub fn require_pinned(pins: &Pins) -> Result<(), CliError> {
         .map_err(|e| CliError::user(e.to_string()).with_hint(e.hint()))
 }
 
-/// Record every unpinned fetch that ran or is realised, saying so on stderr.
-pub fn record(pins: &Pins, records: &[FetchRecord], store: &LocalStore) -> Result<(), CliError> {
-    if pins.pinned.unpinned.is_empty() {
+/// Record every unpinned fetch that ran or is realised, and the graph of every DAO spliced
+/// that has none recorded, saying so on stderr.
+pub fn record(
+    pins: &Pins,
+    records: &[FetchRecord],
+    splices: &[Splice],
+    store: &LocalStore,
+) -> Result<(), CliError> {
+    let mut fetches_recorded = false;
+    if !pins.pinned.unpinned.is_empty() {
+        let recorded = lock::record(&pins.lock_path, &pins.pinned, records, store)
+            .map_err(|e| lock_error(&e))?;
+        for spec in &recorded {
+            eprintln!("recorded hash of {spec} in {LOCK_FILE}");
+        }
+        fetches_recorded = !recorded.is_empty();
+    }
+    let mut daos: Vec<(Hash, String, Hash)> = splices
+        .iter()
+        .filter(|s| !pins.dao_graphs.contains_key(&s.dao))
+        .map(|s| (s.dao, s.name.clone(), s.graph))
+        .collect();
+    if daos.is_empty() {
         return Ok(());
     }
-    let recorded =
-        lock::record(&pins.lock_path, &pins.pinned, records, store).map_err(|e| lock_error(&e))?;
-    for spec in recorded {
-        eprintln!("recorded hash of {spec} in {LOCK_FILE}");
+    if fetches_recorded {
+        // The fetches just pinned rename every derivation depending on them, DAOs included:
+        // record each DAO under the hash the next evaluation will give it.
+        let lock = Lock::read(&pins.lock_path).map_err(|e| lock_error(&e))?;
+        let renamed = lock::apply(&pins.pinned.derivations, &lock)
+            .map_err(|e| super::fetch::fetch_error(&e))?;
+        for (drv, _, _) in &mut daos {
+            *drv = renamed.rename(*drv);
+        }
+    }
+    let recorded = lock::record_daos(&pins.lock_path, &daos).map_err(|e| lock_error(&e))?;
+    for name in recorded {
+        eprintln!("recorded the graph of DAO `{name}` in {LOCK_FILE}");
     }
     Ok(())
 }

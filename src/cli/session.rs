@@ -73,9 +73,13 @@ impl Session {
                 f
             },
         });
-        let report = run_build(self.store.clone(), executor, request, options, quiet);
-        // Record what was fetched even when the build failed later.
         let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut options = options.clone();
+        if let Some(pins) = &pins {
+            options.dao_graphs = pins.dao_graphs.clone();
+        }
+        let report = run_build(self.store.clone(), executor, request, &options, quiet);
+        // Record what was fetched and generated even when the build failed later.
         if let Some(pins) = pins {
             let records = self
                 .fetcher
@@ -83,7 +87,8 @@ impl Session {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            super::lockfile::record(&pins, &records, &self.store)?;
+            let splices = report.as_ref().map_or(&[][..], |r| &r.splices[..]);
+            super::lockfile::record(&pins, &records, splices, &self.store)?;
         }
         report
     }
@@ -260,6 +265,11 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
             }
             FailureKind::NotDeterministic { .. } => {
                 eprintln!("hint: the derivation is not reproducible: compare both paths")
+            }
+            FailureKind::Dao(e) => {
+                if let Some(hint) = e.hint() {
+                    eprintln!("hint: {hint}");
+                }
             }
             _ => {}
         }

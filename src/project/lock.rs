@@ -1,4 +1,5 @@
-//! `bramble.lock`: the content hash of every fetch of a project (DESIGN §5).
+//! `bramble.lock`: the content hash of every fetch of a project (DESIGN §5), and the graph
+//! each derivation-as-output generated (DESIGN §6).
 //!
 //! ```toml
 //! # bramble.lock: the content hash of every fetch. Written by bramble; commit it.
@@ -14,12 +15,22 @@
 //! url = "https://example.org/repo.git"
 //! rev = "<40 hex>"
 //! hash = "…"
+//!
+//! [[dao]]
+//! drv = "…"         # the DAO's derivation hash
+//! name = "deps"     # for the reader
+//! graph = "…"       # hash of the graph it generated (`build::dao::Generated::graph_hash`)
 //! ```
 //!
 //! One table per fetch, keyed by what was fetched: a URL with its unpack format, or a git
 //! URL with its commit. The derivation's name is not part of the key (it changes the store
 //! path, not the content). Tables are written sorted by key, one field per line, so the file
 //! diffs well and two machines write identical bytes.
+//!
+//! A DAO is keyed by its derivation hash, which the same sources and lock give on every
+//! machine: a build that generates another graph for a recorded DAO fails, so a generator
+//! that is not reproducible, or behaves differently elsewhere, is caught before its graph is
+//! built. Entries are only added (an edited DAO gets a new hash and a new entry).
 //!
 //! # Concurrency
 //!
@@ -84,10 +95,18 @@ impl LockEntry {
     }
 }
 
+/// What is recorded for one DAO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaoEntry {
+    pub name: String,
+    pub graph: Hash,
+}
+
 /// The parsed lock file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lock {
     entries: BTreeMap<FetchSpec, LockEntry>,
+    daos: BTreeMap<Hash, DaoEntry>,
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -98,6 +117,16 @@ struct File {
     url: Vec<UrlEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     git: Vec<GitEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dao: Vec<DaoFileEntry>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaoFileEntry {
+    drv: Hash,
+    name: String,
+    graph: Hash,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -165,6 +194,15 @@ impl Lock {
                 },
             );
         }
+        for e in file.dao {
+            lock.daos.insert(
+                e.drv,
+                DaoEntry {
+                    name: e.name,
+                    graph: e.graph,
+                },
+            );
+        }
         Ok(lock)
     }
 
@@ -190,12 +228,31 @@ impl Lock {
         self.entries.insert(spec, entry) != Some(entry)
     }
 
+    /// The graph recorded for each DAO, by derivation hash.
+    pub fn dao_graphs(&self) -> std::collections::HashMap<Hash, Hash> {
+        self.daos.iter().map(|(drv, e)| (*drv, e.graph)).collect()
+    }
+
+    pub fn dao(&self, drv: &Hash) -> Option<&DaoEntry> {
+        self.daos.get(drv)
+    }
+
+    /// Record the graph of DAO `drv` unless one is recorded; returns whether it was added.
+    pub fn insert_dao(&mut self, drv: Hash, entry: DaoEntry) -> bool {
+        if self.daos.contains_key(&drv) {
+            return false;
+        }
+        self.daos.insert(drv, entry);
+        true
+    }
+
+    /// Fetch and DAO entries together.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.daos.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// The file's text: header, version, then the tables sorted by key.
@@ -218,6 +275,13 @@ impl Lock {
                     hash: e.hash,
                 }),
             }
+        }
+        for (drv, e) in &self.daos {
+            file.dao.push(DaoFileEntry {
+                drv: *drv,
+                name: e.name.clone(),
+                graph: e.graph,
+            });
         }
         let body = toml::to_string(&file).expect("a lock always serialises");
         format!("{HEADER}{body}")
@@ -442,9 +506,52 @@ pub fn record(
     Ok(recorded)
 }
 
+/// Record the graph of each DAO in `daos` (derivation hash, name, graph hash) that has none
+/// in the lock file at `path`. Returns the names newly recorded.
+pub fn record_daos(path: &Path, daos: &[(Hash, String, Hash)]) -> Result<Vec<String>, LockError> {
+    if daos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut recorded = Vec::new();
+    update(path, |lock| {
+        for (drv, name, graph) in daos {
+            let entry = DaoEntry {
+                name: name.clone(),
+                graph: *graph,
+            };
+            if lock.insert_dao(*drv, entry) {
+                recorded.push(name.clone());
+            }
+        }
+    })?;
+    Ok(recorded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dao_entries_round_trip_and_are_never_overwritten() {
+        let mut lock = Lock::default();
+        let (drv, g1, g2) = (Hash::digest("d"), Hash::digest("g1"), Hash::digest("g2"));
+        let entry = |graph| DaoEntry {
+            name: "deps".into(),
+            graph,
+        };
+        assert!(lock.insert_dao(drv, entry(g1)));
+        assert!(!lock.insert_dao(drv, entry(g2)));
+        let text = lock.to_toml();
+        assert!(
+            text.contains(&format!(
+                "[[dao]]\ndrv = \"{drv}\"\nname = \"deps\"\ngraph = \"{g1}\""
+            )),
+            "{text}"
+        );
+        let back = Lock::parse(&text, Path::new("bramble.lock")).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(back.dao_graphs()[&drv], g1);
+    }
 
     fn url(u: &str) -> FetchSpec {
         FetchSpec::Url {
