@@ -51,7 +51,8 @@ use crate::store::{Derivation, DerivationError, Hash, StorePath};
 pub use graph::BuildGraph;
 pub use report::{Event, NullReporter, Reporter};
 pub use scheduler::{
-    BuildOptions, BuildReport, Engine, Failure, FailureKind, Plan, RootResult, Splice, plan, run,
+    BuildOptions, BuildReport, Engine, Failure, FailureKind, GraphView, Plan, RootResult, Splice,
+    ViewNode, expand, plan, run,
 };
 
 /// Errors that stop a build before or outside any one derivation.

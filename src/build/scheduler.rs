@@ -46,6 +46,8 @@ pub struct BuildOptions {
     pub dao_graphs: Arc<HashMap<Hash, Hash>>,
     /// A DAO without a recorded graph fails (`--locked`).
     pub dao_locked: bool,
+    /// Build nothing: what is not realised stays unbuilt ([`expand`]).
+    pub dry: bool,
 }
 
 impl Default for BuildOptions {
@@ -57,6 +59,7 @@ impl Default for BuildOptions {
             dao_limits: dao::Limits::default(),
             dao_graphs: Arc::default(),
             dao_locked: false,
+            dry: false,
         }
     }
 }
@@ -142,6 +145,74 @@ impl BuildReport {
     }
 }
 
+/// A graph as far as the store knows it: realised DAOs spliced in, nothing built
+/// ([`expand`]).
+#[derive(Debug, Default)]
+pub struct GraphView {
+    /// Every node, in graph order.
+    pub nodes: Vec<ViewNode>,
+    /// `(dependent, dependency, output)` by node position in `nodes`.
+    pub edges: Vec<(usize, usize, String)>,
+    /// `(dao, result)`: the DAO's dependents were redirected to its result.
+    pub spliced: Vec<(usize, usize)>,
+    /// Positions of the requested roots.
+    pub roots: Vec<usize>,
+}
+
+/// One node of a [`GraphView`].
+#[derive(Debug, Clone)]
+pub struct ViewNode {
+    pub hash: Hash,
+    pub name: String,
+    pub dao: bool,
+    /// Realised in the store (for a spliced DAO: its document).
+    pub realised: bool,
+    /// The DAO that generated it (position in `nodes`), if any.
+    pub generated_by: Option<usize>,
+}
+
+/// Splice every DAO whose document is already in the store (recursively), build nothing,
+/// and return the resulting graph.
+pub async fn expand<S: BuildStore>(
+    store: Arc<S>,
+    graph: BuildGraph,
+    options: &BuildOptions,
+) -> Result<GraphView, Error> {
+    let engine = Engine {
+        store,
+        executor: Arc::new(NoBuilds),
+        reporter: Arc::new(super::NullReporter) as Arc<dyn Reporter>,
+    };
+    let options = BuildOptions {
+        dry: true,
+        keep_going: true,
+        check: false,
+        ..options.clone()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    let mut run = Run::new(&engine, graph, &options, tx);
+    loop {
+        run.settle()?;
+        if run.generating == 0 {
+            break;
+        }
+        let finished = rx.recv().await.expect("the loop holds a sender");
+        run.finish(finished);
+    }
+    Ok(run.view())
+}
+
+/// The executor of [`expand`], which never builds.
+struct NoBuilds;
+
+impl Executor for NoBuilds {
+    async fn execute(&self, _job: Job, _cancel: Cancel) -> Result<super::Built, ExecError> {
+        Err(ExecError::Setup {
+            message: "nothing is built while expanding a graph".into(),
+        })
+    }
+}
+
 /// What a build would do (`--dry-run`).
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -164,6 +235,8 @@ enum State {
     Spliced {
         result: NodeIndex,
     },
+    /// Not realised, and not built ([`BuildOptions::dry`]).
+    Unbuilt,
     Failed,
     Skipped,
 }
@@ -354,6 +427,8 @@ struct Run<'a, S, E> {
     extra_inputs: HashMap<NodeIndex, BTreeSet<StorePath>>,
     /// The resolved inputs of DAO nodes, for the paths their documents may name.
     dao_inputs: HashMap<NodeIndex, BTreeSet<StorePath>>,
+    /// The DAO that generated a node.
+    generated_by: HashMap<NodeIndex, NodeIndex>,
 }
 
 impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
@@ -398,6 +473,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             level: HashMap::new(),
             extra_inputs: HashMap::new(),
             dao_inputs: HashMap::new(),
+            generated_by: HashMap::new(),
         }
     }
 
@@ -464,6 +540,9 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                         });
                         self.report.cached += 1;
                         self.complete(index, outputs);
+                    }
+                    _ if self.options.dry => {
+                        self.state.insert(index, State::Unbuilt);
                     }
                     expected => {
                         let mut inputs: BTreeSet<StorePath> = refs.into_values().collect();
@@ -681,6 +760,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             if is_new {
                 new += 1;
                 self.level.insert(i, level);
+                self.generated_by.insert(i, index);
                 if self.options.check && g.drv.dao {
                     self.check_roots.insert(i);
                 }
@@ -726,6 +806,37 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             derivations,
             new,
         });
+    }
+
+    /// The graph as it stands, for [`expand`].
+    fn view(&self) -> GraphView {
+        let order: Vec<NodeIndex> = self.graph.nodes().collect();
+        let position: HashMap<NodeIndex, usize> =
+            order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let mut view = GraphView::default();
+        for &index in &order {
+            let node = self.graph.node(index);
+            let realised = matches!(
+                self.state.get(&index),
+                Some(State::Done(_) | State::Spliced { .. } | State::Generating(_))
+            );
+            view.nodes.push(ViewNode {
+                hash: node.hash,
+                name: node.drv.name.clone(),
+                dao: node.drv.dao,
+                realised,
+                generated_by: self.generated_by.get(&index).map(|g| position[g]),
+            });
+            for (dep, r) in self.graph.dependencies(index) {
+                view.edges
+                    .push((position[&index], position[&dep], r.output.clone()));
+            }
+            if let Some(State::Spliced { result }) = self.state.get(&index) {
+                view.spliced.push((position[&index], position[result]));
+            }
+        }
+        view.roots = self.graph.roots().iter().map(|r| position[r]).collect();
+        view
     }
 
     /// How many distinct dependencies of `index` are not realised.
@@ -777,7 +888,11 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             .filter(|s| {
                 matches!(
                     s,
-                    State::Waiting(_) | State::Skipped | State::Queued(_) | State::Generating(_)
+                    State::Waiting(_)
+                        | State::Skipped
+                        | State::Queued(_)
+                        | State::Generating(_)
+                        | State::Unbuilt
                 )
             })
             .count();

@@ -13,6 +13,7 @@ pub mod build;
 pub mod eval;
 pub mod fetch;
 pub mod gc;
+pub mod graph;
 pub mod lockfile;
 pub mod log;
 pub mod ls;
@@ -132,6 +133,8 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Evaluate references and print the derivation graph, without building.
     Eval(eval::EvalArgs),
+    /// Print the build graph as Graphviz DOT, with spliced DAO subgraphs marked
+    Graph(graph::GraphArgs),
     /// Evaluate Starlark statements interactively (or from stdin).
     Repl(repl::ReplArgs),
 }
@@ -170,6 +173,7 @@ fn run(command: Command, ctx: &Context) -> Result<ExitCode, CliError> {
         Command::Fetch(args) => fetch::run(args, ctx),
         Command::Ls(args) => ls::run(args, ctx),
         Command::Eval(args) => eval::run(args, ctx),
+        Command::Graph(args) => graph::run(args, ctx),
         Command::Repl(args) => repl::run(args, ctx),
     }
 }
