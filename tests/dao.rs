@@ -276,6 +276,14 @@ fn the_original_scenario_and_a_cached_rebuild() {
         "{dot}"
     );
 
+    // --dry-run knows the spliced graph: everything is in the store.
+    let dry = p.ok(&["build", "--dry-run", "./:e"]);
+    assert!(
+        stderr(&dry).contains("nothing to build: 8 derivations in the store"),
+        "{}",
+        stderr(&dry)
+    );
+
     // --check re-runs the generator and compares: it is reproducible.
     let check = p.ok(&["build", "--check", "./:e"]);
     assert!(
@@ -288,6 +296,18 @@ fn the_original_scenario_and_a_cached_rebuild() {
 #[test]
 fn graph_marks_a_dao_not_generated_yet() {
     let p = Project::new();
+    let dry = p.ok(&["build", "--dry-run", "./:e"]);
+    assert!(
+        stderr(&dry).contains("note: DAO `c` has not run yet"),
+        "{}",
+        stderr(&dry)
+    );
+    let listed = stdout(&dry);
+    let names: Vec<&str> = listed
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(names, ["busybox", "a", "b", "c", "d", "e"]);
     let dot = stdout(&p.ok(&["graph", "./:e"]));
     assert!(dot.contains("c\\n(DAO, not generated yet)"), "{dot}");
     assert!(!dot.contains("subgraph"), "{dot}");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::build::{BuildOptions, BuildReport, FailureKind};
+use crate::build::{BuildOptions, BuildReport, FailureKind, Plan};
 use crate::store::{Derivation, Hash};
 
 use super::session::{self, Request, Session};
@@ -170,7 +170,12 @@ pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
 }
 
 fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {
-    let plan = session.plan(request)?;
+    let has_dao = request.derivations.values().any(|d| d.dao);
+    let (plan, not_generated) = if has_dao {
+        dao_plan(session, request)?
+    } else {
+        (session.plan(request)?, Vec::new())
+    };
     if plan.to_build.is_empty() {
         eprintln!(
             "nothing to build: {} derivations in the store",
@@ -183,7 +188,64 @@ fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {
         }
         eprintln!("{} derivations are already in the store", plan.cached.len());
     }
+    for name in not_generated {
+        eprintln!("note: DAO `{name}` has not run yet: what it generates is not known");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plan of a graph with DAOs: the realised ones spliced (as a build would), nothing built.
+/// Also returns the names of the DAOs not realised.
+fn dao_plan(session: &Session, request: &Request) -> Result<(Plan, Vec<String>), CliError> {
+    let graph = session::graph(request)?;
+    let mut options = BuildOptions::default();
+    if let Some(pins) = session
+        .pins
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        options.dao_graphs = pins.dao_graphs.clone();
+    }
+    let cancel = crate::build::Cancel::new();
+    let view = session::block_on(
+        &cancel,
+        crate::build::expand(session.store.clone(), graph, &options),
+    )
+    .map_err(|e| CliError::environment(e.to_string()))?;
+    // Dependencies first.
+    let n = view.nodes.len();
+    let mut missing = vec![0usize; n];
+    let mut dependents = vec![Vec::new(); n];
+    let mut seen = std::collections::HashSet::new();
+    for (from, to, _) in &view.edges {
+        if seen.insert((*from, *to)) {
+            missing[*from] += 1;
+            dependents[*to].push(*from);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).rev().filter(|&i| missing[i] == 0).collect();
+    let mut plan = Plan::default();
+    let mut not_generated = Vec::new();
+    while let Some(i) = ready.pop() {
+        let node = &view.nodes[i];
+        let entry = (node.hash, node.name.clone());
+        if node.realised {
+            plan.cached.push(entry);
+        } else {
+            plan.to_build.push(entry);
+            if node.dao {
+                not_generated.push(node.name.clone());
+            }
+        }
+        for &d in &dependents[i] {
+            missing[d] -= 1;
+            if missing[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    Ok((plan, not_generated))
 }
 
 /// `result`, `result-dev`, `result-2`, `result-2-dev`…: one link per output of each root.
