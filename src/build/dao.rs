@@ -61,13 +61,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::store::path::STORE_DIR;
-use crate::store::template::validate_output_name;
+use crate::store::template;
 use crate::store::{Derivation, DerivationError, Hash, StorePath};
 
 use super::fetch::{FETCH_GIT, FETCH_URL, FetchRequest};
@@ -329,13 +328,6 @@ struct Entry {
     sources: Option<serde_json::Value>,
 }
 
-/// A template of the document: `{{ <id>:<output> }}` at `range`.
-struct LocalRef<'t> {
-    range: Range<usize>,
-    id: &'t str,
-    output: &'t str,
-}
-
 fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
 }
@@ -344,52 +336,20 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(is_id_byte)
 }
 
-/// Every document template in `text`. A `{{` not followed by `<id>:` is ordinary text.
-fn find_local(text: &str) -> Result<Vec<LocalRef<'_>>, Problem> {
-    let bytes = text.as_bytes();
-    let mut found = Vec::new();
-    let mut from = 0;
-    while let Some(pos) = text[from..].find("{{") {
-        let start = from + pos;
-        let mut i = start + 2;
-        while i < bytes.len() && bytes[i] == b' ' {
-            i += 1;
-        }
-        let id_start = i;
-        while i < bytes.len() && is_id_byte(bytes[i]) {
-            i += 1;
-        }
-        if i == id_start || i >= bytes.len() || bytes[i] != b':' {
-            from = start + 2;
-            continue;
-        }
-        let malformed = || Problem::Template {
+/// Every document template in `text` (the store template grammar with an id as the key).
+fn find_local(text: &str) -> Result<Vec<template::Found<'_>>, Problem> {
+    let id_key = |rest: &[u8]| Some(rest.iter().take_while(|&&b| is_id_byte(b)).count());
+    let found = template::scan(text, id_key).map_err(|e| match e {
+        template::TemplateError::Unterminated { offset } => Problem::Template {
             text: text.chars().take(200).collect(),
-            offset: start,
-        };
-        let id = &text[id_start..i];
-        i += 1;
-        let output_start = i;
-        while i < bytes.len() && !matches!(bytes[i], b' ' | b'}') {
-            i += 1;
-        }
-        let output = &text[output_start..i];
-        while i < bytes.len() && bytes[i] == b' ' {
-            i += 1;
-        }
-        if !text[i..].starts_with("}}") || id.len() > MAX_ID_LEN {
-            return Err(malformed());
-        }
-        validate_output_name(output).map_err(|e| Problem::Derivation(e.to_string()))?;
-        i += 2;
-        found.push(LocalRef {
-            range: start..i,
-            id,
-            output,
-        });
-        from = i;
+            offset,
+        },
+        other => Problem::Derivation(other.to_string()),
+    })?;
+    match found.iter().find(|t| t.key.len() > MAX_ID_LEN) {
+        Some(t) => Err(Problem::BadId(t.key.chars().take(80).collect())),
+        None => Ok(found),
     }
-    Ok(found)
 }
 
 /// Store paths named literally in `text` (`/bramble/store/<hash>-<name>`).
@@ -480,7 +440,7 @@ pub fn validate(text: &[u8], origin: &Origin<'_>, limits: &Limits) -> Result<Gen
         for text in entry_strings(entry) {
             for r in find_local(text).map_err(at)? {
                 let template = &text[r.range.clone()];
-                let Some(&target) = ids.get(r.id) else {
+                let Some(&target) = ids.get(r.key) else {
                     return Err(at(Problem::UnknownReference {
                         template: template.to_owned(),
                     }));
@@ -493,7 +453,7 @@ pub fn validate(text: &[u8], origin: &Origin<'_>, limits: &Limits) -> Result<Gen
                 if !has {
                     return Err(at(Problem::UnknownOutput {
                         template: template.to_owned(),
-                        id: r.id.to_owned(),
+                        id: r.key.to_owned(),
                         output: r.output.to_owned(),
                     }));
                 }
@@ -528,7 +488,7 @@ pub fn validate(text: &[u8], origin: &Origin<'_>, limits: &Limits) -> Result<Gen
             let mut last = 0;
             for r in refs {
                 out.push_str(&text[last..r.range.start]);
-                let hash = hashes[ids[r.id]].expect("dependencies come first");
+                let hash = hashes[ids[r.key]].expect("dependencies come first");
                 out.push_str(&format!("{{{{ {hash}:{} }}}}", r.output));
                 last = r.range.end;
             }

@@ -197,22 +197,7 @@ fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {
 /// The plan of a graph with DAOs: the realised ones spliced (as a build would), nothing built.
 /// Also returns the names of the DAOs not realised.
 fn dao_plan(session: &Session, request: &Request) -> Result<(Plan, Vec<String>), CliError> {
-    let graph = session::graph(request)?;
-    let mut options = BuildOptions::default();
-    if let Some(pins) = session
-        .pins
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        options.dao_graphs = pins.dao_graphs.clone();
-    }
-    let cancel = crate::build::Cancel::new();
-    let view = session::block_on(
-        &cancel,
-        crate::build::expand(session.store.clone(), graph, &options),
-    )
-    .map_err(|e| CliError::environment(e.to_string()))?;
+    let view = session.expand(request)?;
     // Dependencies first.
     let n = view.nodes.len();
     let mut missing = vec![0usize; n];

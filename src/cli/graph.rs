@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::build::{BuildOptions, GraphView};
+use crate::build::GraphView;
 
 use super::session::{self, Session};
 use super::{CliError, Context};
@@ -28,22 +28,7 @@ pub struct GraphArgs {
 pub fn run(args: GraphArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let session = Session::open(ctx)?;
     let (request, _) = session::evaluate_refs(&session, &args.refs)?;
-    let graph = session::graph(&request)?;
-    let mut options = BuildOptions::default();
-    if let Some(pins) = session
-        .pins
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        options.dao_graphs = pins.dao_graphs.clone();
-    }
-    let cancel = crate::build::Cancel::new();
-    let view = session::block_on(
-        &cancel,
-        crate::build::expand(session.store.clone(), graph, &options),
-    )
-    .map_err(|e| CliError::environment(e.to_string()))?;
+    let view = session.expand(&request)?;
     print!("{}", dot(&view));
     Ok(ExitCode::SUCCESS)
 }

@@ -142,6 +142,19 @@ impl Session {
         })
     }
 
+    /// The graph of `request` with every DAO realised in the store spliced in, building
+    /// nothing (for `graph` and `--dry-run`).
+    pub fn expand(&self, request: &Request) -> Result<build::GraphView, CliError> {
+        let graph = graph(request)?;
+        let mut options = BuildOptions::default();
+        if let Some(pins) = self.pins.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            options.dao_graphs = pins.dao_graphs.clone();
+        }
+        let cancel = Cancel::new();
+        block_on(&cancel, build::expand(self.store.clone(), graph, &options))
+            .map_err(|e| CliError::environment(e.to_string()))
+    }
+
     pub fn plan(&self, request: &Request) -> Result<Plan, CliError> {
         plan(&*self.store, request)
     }

@@ -83,6 +83,44 @@ pub fn validate_output_name(name: &str) -> Result<(), TemplateError> {
 
 /// Every template in `text`, with its byte range, in order of appearance.
 pub fn find(text: &str) -> Result<Vec<(Range<usize>, OutputRef)>, TemplateError> {
+    let hash_key = |rest: &[u8]| {
+        let is_key = rest.len() > HASH_CHARS && rest[..HASH_CHARS].iter().all(|&b| is_hash_char(b));
+        is_key.then_some(HASH_CHARS)
+    };
+    scan(text, hash_key)?
+        .into_iter()
+        .map(|t| {
+            let drv: Hash = t.key.parse().map_err(|_| TemplateError::Unterminated {
+                offset: t.range.start,
+            })?;
+            Ok((
+                t.range,
+                OutputRef {
+                    drv,
+                    output: t.output.to_owned(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// One `{{ <key>:<output> }}` found by [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'t> {
+    pub range: Range<usize>,
+    pub key: &'t str,
+    pub output: &'t str,
+}
+
+/// The template grammar with a caller-defined key: `{{`, spaces, a key, `:`, an output name,
+/// spaces, `}}`. `key` gets the bytes after `{{` and its spaces and returns the length of
+/// the key there, or `None` if none starts there. A `{{` not followed by a key and `:` is
+/// ordinary text; one that is, but does not complete the grammar, is an error. Store
+/// templates use hashes as keys ([`find`]); DAO documents use document-local ids.
+pub fn scan(
+    text: &str,
+    key: impl Fn(&[u8]) -> Option<usize>,
+) -> Result<Vec<Found<'_>>, TemplateError> {
     let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut from = 0;
@@ -92,17 +130,15 @@ pub fn find(text: &str) -> Result<Vec<(Range<usize>, OutputRef)>, TemplateError>
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
         }
-        let looks_like_template = bytes.len() > i + HASH_CHARS
-            && bytes[i..i + HASH_CHARS].iter().all(|&b| is_hash_char(b))
-            && bytes[i + HASH_CHARS] == b':';
-        if !looks_like_template {
-            from = start + 2;
-            continue;
-        }
-        let drv: Hash = text[i..i + HASH_CHARS]
-            .parse()
-            .map_err(|_| TemplateError::Unterminated { offset: start })?;
-        i += HASH_CHARS + 1;
+        let key_len = match key(&bytes[i..]) {
+            Some(n) if n > 0 && bytes.get(i + n) == Some(&b':') => n,
+            _ => {
+                from = start + 2;
+                continue;
+            }
+        };
+        let key_text = &text[i..i + key_len];
+        i += key_len + 1;
         let name_start = i;
         while i < bytes.len() && !matches!(bytes[i], b' ' | b'}') {
             i += 1;
@@ -116,13 +152,11 @@ pub fn find(text: &str) -> Result<Vec<(Range<usize>, OutputRef)>, TemplateError>
         }
         validate_output_name(output)?;
         i += 2;
-        found.push((
-            start..i,
-            OutputRef {
-                drv,
-                output: output.to_owned(),
-            },
-        ));
+        found.push(Found {
+            range: start..i,
+            key: key_text,
+            output,
+        });
         from = i;
     }
     Ok(found)
