@@ -6,7 +6,7 @@ mod build_support;
 use std::io::Write;
 use std::process::Stdio;
 
-use build_support::{BUSYBOX, stderr, stdout};
+use build_support::{Project, stderr, stdout};
 
 const MODULE: &str = r#"
 def busybox():
@@ -46,44 +46,13 @@ def good_tests():
     test(checker(), args = ["good"])
 "#;
 
-struct Project {
-    home: tempfile::TempDir,
-    dir: tempfile::TempDir,
-}
-
-impl Project {
-    fn new() -> Project {
-        let home = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("bramble.toml"),
-            "[package]\nname = \"example.com/buildtest\"\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("default.bramble"), MODULE).unwrap();
-        std::fs::copy(BUSYBOX, dir.path().join("busybox")).unwrap();
-        Project { home, dir }
-    }
-
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bramble"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("BRAMBLE_HOME", self.home.path())
-            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn bramble(&self, args: &[&str]) -> std::process::Output {
-        self.command(args).output().unwrap()
-    }
+fn project() -> Project {
+    Project::new("example.com/buildtest", MODULE)
 }
 
 #[test]
 fn build_a_reference_prints_the_path_and_links_result() {
-    let p = Project::new();
+    let p = project();
     let out = p.bramble(&["build", "./:greeting"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = stdout(&out).trim().to_owned();
@@ -119,7 +88,7 @@ fn build_a_reference_prints_the_path_and_links_result() {
 
 #[test]
 fn run_passes_args_binds_the_project_and_exit_code() {
-    let p = Project::new();
+    let p = project();
     std::fs::write(p.dir.path().join("input.txt"), "project file\n").unwrap();
     let out = p.bramble(&["run", "./:app", "b", "c"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -136,7 +105,7 @@ fn run_passes_args_binds_the_project_and_exit_code() {
 
 #[test]
 fn run_reads_stdin() {
-    let p = Project::new();
+    let p = project();
     let mut child = p
         .command(&["run", "./:busybox", "bin/busybox", "sh"])
         .stdin(Stdio::piped())
@@ -157,7 +126,7 @@ fn run_reads_stdin() {
 
 #[test]
 fn test_reports_each_test_and_fails_if_one_fails() {
-    let p = Project::new();
+    let p = project();
     let out = p.bramble(&["test", "./:tests"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
@@ -172,7 +141,7 @@ fn test_reports_each_test_and_fails_if_one_fails() {
 
 #[test]
 fn log_of_a_reference() {
-    let p = Project::new();
+    let p = project();
     let out = p.bramble(&["build", "./:checker", "--no-out-link"]);
     assert!(!out.status.success());
     let log = p.bramble(&["log", "./:checker"]);

@@ -2,16 +2,13 @@
 //! manifest-driven generator with fetches from a local HTTP server, caching of the document,
 //! the lock's record of each generated graph, `--json`, `graph`, and errors.
 
+mod build_support;
 #[path = "support/http.rs"]
 mod http;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
 use sha2::Digest;
 
-/// Where `busybox-static` installs its binary.
-const BUSYBOX: &str = "/bin/busybox";
+use build_support::{built_names as built, stderr, stdout};
 
 /// The scenario of the issue: a → b → c (DAO, given b.out) → d → e; c generates y → x, and
 /// x uses b's output by its literal path.
@@ -119,9 +116,15 @@ def nested():
 "#;
 
 struct Project {
-    home: tempfile::TempDir,
-    dir: tempfile::TempDir,
+    inner: build_support::Project,
     server: http::Server,
+}
+
+impl std::ops::Deref for Project {
+    type Target = build_support::Project;
+    fn deref(&self) -> &build_support::Project {
+        &self.inner
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -133,10 +136,6 @@ fn sha256_hex(data: &[u8]) -> String {
 
 impl Project {
     fn new() -> Project {
-        assert!(
-            Path::new(BUSYBOX).exists(),
-            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
-        );
         let server = http::Server::start();
         let mut manifest = String::new();
         for name in ["alpha", "beta", "gamma"] {
@@ -149,59 +148,10 @@ impl Project {
                 server.url(&path)
             ));
         }
-        let home = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("bramble.toml"),
-            "[package]\nname = \"example.com/daotest\"\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("default.bramble"), MODULE).unwrap();
-        std::fs::write(dir.path().join("deps.txt"), manifest).unwrap();
-        std::fs::copy(BUSYBOX, dir.path().join("busybox")).unwrap();
-        Project { home, dir, server }
+        let inner = build_support::Project::new("example.com/daotest", MODULE);
+        std::fs::write(inner.dir.path().join("deps.txt"), manifest).unwrap();
+        Project { inner, server }
     }
-
-    fn bramble(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_bramble"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("BRAMBLE_HOME", self.home.path())
-            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
-            .env("BRAMBLE_FETCH_RETRIES", "0")
-            .env("NO_COLOR", "1")
-            .env_remove("CI")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.bramble(args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        out
-    }
-
-    fn lock(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("bramble.lock")).unwrap_or_default()
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// The order of the `built <name>` lines (stderr is not a terminal: one line per build).
-fn built(o: &Output) -> Vec<String> {
-    stderr(o)
-        .lines()
-        .filter_map(|l| l.strip_prefix("built "))
-        .map(|l| l.split(' ').next().unwrap().to_owned())
-        .collect()
 }
 
 #[test]

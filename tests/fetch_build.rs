@@ -2,71 +2,38 @@
 //! refuses unpinned fetches, a pin mismatch fails the build, and an ordinary builder has no
 //! network even to a server on 127.0.0.1 that a fetch reaches.
 
+mod build_support;
 #[path = "support/http.rs"]
 mod http;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use build_support::{stderr, stdout};
 
-/// Where `busybox-static` installs its binary.
-const BUSYBOX: &str = "/bin/busybox";
+use std::path::Path;
 
 struct Project {
-    home: tempfile::TempDir,
-    dir: tempfile::TempDir,
+    inner: build_support::Project,
     server: http::Server,
+}
+
+impl std::ops::Deref for Project {
+    type Target = build_support::Project;
+    fn deref(&self) -> &build_support::Project {
+        &self.inner
+    }
 }
 
 impl Project {
     fn new() -> Project {
-        assert!(
-            Path::new(BUSYBOX).exists(),
-            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
-        );
         let server = http::Server::start();
         server.file("/data.tar.gz", targz(b"fetched over http\n"));
         server.file("/other.txt", "another file\n");
-        let home = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("bramble.toml"),
-            "[package]\nname = \"example.com/fetchtest\"\n",
-        )
-        .unwrap();
         let module = MODULE
             .replace("@DATA@", &server.url("/data.tar.gz"))
             .replace("@OTHER@", &server.url("/other.txt"))
             .replace("@PORT@", server.url("").rsplit(':').next().unwrap());
-        std::fs::write(dir.path().join("default.bramble"), module).unwrap();
-        std::fs::copy(BUSYBOX, dir.path().join("busybox")).unwrap();
-        Project { home, dir, server }
+        let inner = build_support::Project::new("example.com/fetchtest", &module);
+        Project { inner, server }
     }
-
-    fn bramble(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_bramble"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("BRAMBLE_HOME", self.home.path())
-            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
-            .env("BRAMBLE_FETCH_RETRIES", "0")
-            .env("NO_COLOR", "1")
-            .env_remove("CI")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn lock(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("bramble.lock")).unwrap_or_default()
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn targz(msg: &[u8]) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! Shared fixtures of the build integration tests: a private `BRAMBLE_HOME`, a project
 //! directory shipping a static busybox (copied from the `busybox-static` package at test
 //! time, never committed), and helpers to write derivations and run the real binary.
+//! [`Fixture`] builds derivation files; [`Project`] is a `.bramble` project.
 
 #![allow(dead_code)]
 
@@ -105,6 +106,65 @@ impl Fixture {
     /// The store directory on the host.
     pub fn store_dir(&self) -> PathBuf {
         self.home.path().join("store")
+    }
+}
+
+/// A `.bramble` project with a private store: `bramble.toml`, `default.bramble` holding
+/// `module`, and the static busybox as the source file `busybox`.
+pub struct Project {
+    pub home: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(package: &str, module: &str) -> Project {
+        assert!(
+            Path::new(BUSYBOX).exists(),
+            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
+        );
+        let home = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bramble.toml"),
+            format!("[package]\nname = \"{package}\"\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("default.bramble"), module).unwrap();
+        std::fs::copy(BUSYBOX, dir.path().join("busybox")).unwrap();
+        Project { home, dir }
+    }
+
+    /// The `bramble` binary with this project's store, in the project directory; `CI` is
+    /// removed so unpinned fetches are recorded rather than refused.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("BRAMBLE_HOME", self.home.path())
+            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
+            .env("BRAMBLE_FETCH_RETRIES", "0")
+            .env("NO_COLOR", "1")
+            .env_remove("CI")
+            .env_remove("BRAMBLE_LOG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn bramble(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// [`Project::bramble`], which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.bramble(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    }
+
+    /// The project's `bramble.lock` (empty if there is none).
+    pub fn lock(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bramble.lock")).unwrap_or_default()
     }
 }
 
