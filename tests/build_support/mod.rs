@@ -55,16 +55,7 @@ impl Fixture {
 
     /// The `bramble` binary with this fixture's store, in the project directory.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
-        cmd.args(args)
-            .current_dir(self.project.path())
-            .env("BRAMBLE_HOME", self.home.path())
-            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
-            .env("NO_COLOR", "1")
-            .env_remove("BRAMBLE_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        cmd
+        bramble_command(self.home.path(), self.project.path(), args)
     }
 
     pub fn bramble(&self, args: &[&str]) -> Output {
@@ -134,21 +125,9 @@ impl Project {
         Project { home, dir }
     }
 
-    /// The `bramble` binary with this project's store, in the project directory; `CI` is
-    /// removed so unpinned fetches are recorded rather than refused.
+    /// The `bramble` binary with this project's store, in the project directory.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("BRAMBLE_HOME", self.home.path())
-            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
-            .env("BRAMBLE_FETCH_RETRIES", "0")
-            .env("NO_COLOR", "1")
-            .env_remove("CI")
-            .env_remove("BRAMBLE_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        cmd
+        bramble_command(self.home.path(), self.dir.path(), args)
     }
 
     pub fn bramble(&self, args: &[&str]) -> Output {
@@ -166,6 +145,23 @@ impl Project {
     pub fn lock(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("bramble.lock")).unwrap_or_default()
     }
+}
+
+/// The real `bramble` binary with the private store `home`, run in `dir`. `CI` is removed so
+/// unpinned fetches are recorded rather than refused; downloads are not retried.
+pub fn bramble_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("BRAMBLE_HOME", home)
+        .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
+        .env("BRAMBLE_FETCH_RETRIES", "0")
+        .env("NO_COLOR", "1")
+        .env_remove("CI")
+        .env_remove("BRAMBLE_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
 }
 
 pub fn stdout(out: &Output) -> String {
