@@ -21,10 +21,11 @@
 //!    already valid, stop (deduplication);
 //! 2. take the path's lock (a second process adding the same path waits here, then finds it
 //!    valid) and a shared `gc.lock` (so gc cannot delete a reference meanwhile);
-//! 3. copy the tree into a locked temp dir with store permissions, fsync it;
+//! 3. copy the tree into a locked temp dir with store permissions (no fsync yet);
 //! 4. re-hash the copy (that is the archive hash recorded and later verified);
-//! 5. remove any unregistered leftover at the final name (a crash between 6 and 7), rename
-//!    the copy into place, fsync `store/`;
+//! 5. remove any unregistered leftover at the final name (a crash between 5 and 6), rename
+//!    the copy into place, then fsync every file and directory of it and `store/` (after
+//!    the rename, so one journal commit covers contents and name);
 //! 6. register path, archive hash, size, references and deriver in one transaction.
 //!
 //! A crash before 6 leaves an unregistered directory in `tmp/` or `store/`, which is never
@@ -447,16 +448,20 @@ impl LocalStore {
         Ok(path)
     }
 
-    /// Move a staged, fsynced tree to its final name and register it. The caller holds the
-    /// path's lock and a shared gc lock.
+    /// Move a staged tree to its final name, make it durable and register it. The caller
+    /// holds the path's lock and a shared gc lock.
+    ///
+    /// The tree was written without fsync: it is synced after the rename (every file and
+    /// directory, then `store/`), so one journal commit covers its contents and its name,
+    /// and it is registered only once all of that is durable. A crash before registration
+    /// leaves an unregistered object, which is never taken for valid.
     fn install(&self, staged: &Path, info: PathInfo) -> Result<(), Error> {
         let dest = self.host_path(&info.path);
         // An unregistered leftover (a crash between rename and registration): nobody else
         // can be writing it, since we hold the path's lock.
         tree::remove(&dest)?;
         std::fs::rename(staged, &dest).map_err(io_err("move into the store", &dest))?;
-        let dir = std::fs::File::open(&self.store_dir).map_err(io_err("open", &self.store_dir))?;
-        dir.sync_all().map_err(io_err("fsync", &self.store_dir))?;
+        tree::sync(&dest)?;
         self.db().register(&info)
     }
 
@@ -546,10 +551,11 @@ impl LocalStore {
     }
 }
 
+/// How objects are written into a temp dir before [`LocalStore::install`] (which syncs them).
 fn store_restore() -> RestoreOptions {
     RestoreOptions {
         read_only: true,
-        fsync: true,
+        fsync: false,
     }
 }
 
