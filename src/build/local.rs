@@ -57,6 +57,7 @@ impl BuildStore for LocalStore {
                 name: output.placeholder.name(),
                 candidate_refs: inputs,
                 deriver: Some(drv),
+                scratch: output.scratch.as_deref(),
             },
         )
         .map_err(StoreError::new)

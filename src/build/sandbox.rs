@@ -20,10 +20,17 @@
 //!    store database when the build ends: no log file a builder could reach, no extra
 //!    inode. Cancelling sends the helper SIGTERM (it kills the whole sandbox), then SIGKILL
 //!    if it has not exited after a grace period.
-//! 5. On success the staged outputs are handed back (the scheduler adds them to the store);
-//!    the directories go when the [`Built`] is dropped, the build directory through
-//!    descriptors. On failure they are removed at once, unless `keep_failed` moves the build
-//!    directory to the store's `tmp/` (where `gc` removes it later).
+//! 5. On success the staged outputs are handed back (the scheduler adds them to the store,
+//!    staging the final trees in the same temporary directory); the directories go when the
+//!    [`Built`] is dropped, the build directory through descriptors. On failure they are
+//!    removed at once, unless `keep_failed` moves the build directory to the store's `tmp/`
+//!    (where `gc` removes it later).
+//!
+//! Removing a finished build's directories is not on the critical path: dropping the
+//! [`Built`] hands them to the executor's reaper thread, so the scheduler registers the
+//! outputs and starts the dependents at once (deleting inodes on ext4 costs milliseconds
+//! per build). Dropping the executor waits until every directory handed over is removed,
+//! so none outlives the build command.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -63,8 +70,91 @@ pub struct SandboxConfig {
 /// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
 #[derive(Debug)]
 pub struct SandboxExecutor {
-    pub config: SandboxConfig,
-    pub store: Arc<LocalStore>,
+    config: SandboxConfig,
+    store: Arc<LocalStore>,
+    reaper: Reaper,
+}
+
+impl SandboxExecutor {
+    pub fn new(config: SandboxConfig, store: Arc<LocalStore>) -> SandboxExecutor {
+        SandboxExecutor {
+            config,
+            store,
+            reaper: Reaper::start(),
+        }
+    }
+}
+
+/// A finished build's directories: the build directory (removed by descriptor), then the
+/// locked temp dir holding it.
+type Dirs = (BuildDir, TempDir);
+
+/// A thread that removes finished builds' directories. Dropping it waits for the removals.
+#[derive(Debug)]
+struct Reaper {
+    sender: Option<std::sync::mpsc::Sender<Dirs>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reaper {
+    fn start() -> Reaper {
+        let (sender, receiver) = std::sync::mpsc::channel::<Dirs>();
+        let thread = std::thread::Builder::new()
+            .name("build-dir-reaper".into())
+            .spawn(move || {
+                // Each is removed by its own `Drop` (build directory first).
+                for dirs in receiver {
+                    drop(dirs);
+                }
+            });
+        match thread {
+            Ok(thread) => Reaper {
+                sender: Some(sender),
+                thread: Some(thread),
+            },
+            // No thread: directories are removed where they are dropped.
+            Err(e) => {
+                tracing::warn!("cannot start the build directory reaper: {e}");
+                Reaper {
+                    sender: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    fn workspace(&self, dirs: Dirs) -> Workspace {
+        Workspace {
+            dirs: Some(dirs),
+            reaper: self.sender.clone(),
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The directories of a successful build, handed to the reaper when dropped.
+#[derive(Debug)]
+struct Workspace {
+    dirs: Option<Dirs>,
+    reaper: Option<std::sync::mpsc::Sender<Dirs>>,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if let (Some(dirs), Some(reaper)) = (self.dirs.take(), &self.reaper) {
+            // If the reaper is gone the directories come back in the error and are
+            // removed here.
+            let _ = reaper.send(dirs);
+        }
+    }
 }
 
 impl Executor for SandboxExecutor {
@@ -119,12 +209,12 @@ impl Executor for SandboxExecutor {
                 name: name.clone(),
                 placeholder,
                 path,
+                scratch: Some(tmp.path().to_owned()),
             });
         }
         Ok(Built {
             outputs,
-            // Dropped in order: the build directory (by descriptor), then the locked temp dir.
-            workspace: Some(Box::new((dir, tmp))),
+            workspace: Some(Box::new(self.reaper.workspace((dir, tmp)))),
         })
     }
 }

@@ -140,6 +140,10 @@ pub struct AddOutput<'a> {
     pub candidate_refs: &'a BTreeSet<StorePath>,
     /// The derivation that built it.
     pub deriver: Option<Hash>,
+    /// A directory the caller owns on the store's file system (inside a locked
+    /// [`LocalStore::tmp_dir`], not writable by anyone else) to stage the final tree in;
+    /// `None`: a temp dir of its own. Saves a lock file and a directory per output.
+    pub scratch: Option<&'a Path>,
 }
 
 /// A store on the local file system.
@@ -417,8 +421,19 @@ impl LocalStore {
             return Ok(path);
         }
         // Pass 2: the final tree, placeholder rewritten, store permissions.
-        let tmp = self.tmp_dir("out")?;
-        let staged = tmp.path().join("object");
+        let own_tmp;
+        let staged = match out.scratch {
+            Some(dir) => {
+                let staged = dir.join(path.to_string());
+                // A leftover of an earlier failed attempt in the same directory.
+                tree::remove(&staged)?;
+                staged
+            }
+            None => {
+                own_tmp = self.tmp_dir("out")?;
+                own_tmp.path().join("object")
+            }
+        };
         tree::copy(
             out.built,
             &staged,
