@@ -49,7 +49,7 @@ use std::sync::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 
 pub use gc::{GcOptions, GcReport, VerifyOptions, VerifyProblem, VerifyReport};
-pub use lock::{PathLock, TempDir};
+pub use lock::{KeyLock, PathLock, TempDir};
 
 use self::db::Db;
 use self::lock::LockMode;
@@ -237,6 +237,13 @@ impl LocalStore {
         let file = self.lock_file(&path.hash().to_string());
         lock::acquire(&file, LockMode::Exclusive, true)
             .map(|l| l.unwrap_or_else(|| unreachable!("a blocking lock returns a lock")))
+    }
+
+    /// Take the exclusive build lock of `key` (a derivation's build key), waiting for other
+    /// holders. Build keys share one lock file (`locks/build-keys.lock`, one byte per key):
+    /// see [`KeyLock`].
+    pub fn lock_key(&self, key: Hash) -> Result<KeyLock, Error> {
+        lock::acquire_key(&self.lock_file("build-keys"), key.as_bytes())
     }
 
     /// Pin a valid path (and so its closure) against `gc` while it is in use, e.g. as a
