@@ -13,6 +13,10 @@
 //!
 //! `cargo bench --bench build_graph`; `BENCH_RUNS` (default 3) repetitions, `BENCH_NIX=0`
 //! skips Nix, `BENCH_WIDE_BIG` (default 10000) sizes the large no-op.
+//! `BENCH_PREPARE=<dir>` only prepares: a bootstrapped store at `<dir>/home` and the
+//! workloads `wide.json`, `chain.json`, `big.json` (fresh salts) in `<dir>`, for profiling
+//! single runs by hand (`BRAMBLE_HOME=<dir>/home bramble build --derivations <dir>/wide.json
+//! -j 2 --no-out-link`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -194,6 +198,28 @@ impl Bench {
     }
 }
 
+/// `BENCH_PREPARE`: keep the bootstrapped store and write the workloads into `dir`.
+fn prepare(bench: Bench, dir: &Path, wide_n: usize, chain_n: usize, big_n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let salt = format!("{:?}", std::time::SystemTime::now());
+    let workloads = [
+        ("wide.json", bench.wide(wide_n, &format!("wide-{salt}"))),
+        ("chain.json", bench.chain(chain_n, &format!("chain-{salt}"))),
+        ("big.json", bench.wide(big_n, &format!("big-{salt}"))),
+    ];
+    for (file, (drvs, root)) in workloads {
+        let written = bench.write(file, &drvs, &root);
+        std::fs::rename(&written, dir.join(file)).unwrap();
+    }
+    let home = bench.home.keep();
+    std::fs::rename(&home, dir.join("home")).unwrap();
+    eprintln!(
+        "prepared {} (home: {})",
+        dir.display(),
+        dir.join("home").display()
+    );
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -251,6 +277,10 @@ fn main() {
         (1000, 100, big)
     };
     let bench = Bench::new();
+    if let Some(dir) = std::env::var_os("BENCH_PREPARE") {
+        prepare(bench, Path::new(&dir), wide_n, chain_n, big_n);
+        return;
+    }
     let nanos = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -179,6 +179,7 @@ impl FakeExecutor {
                 name: output.clone(),
                 placeholder: job.drv.placeholder(job.build_key, output),
                 path,
+                scratch: None,
             });
         }
         Ok(Built {

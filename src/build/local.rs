@@ -1,23 +1,27 @@
 //! [`BuildStore`] for the on-disk [`LocalStore`].
 //!
-//! The build lock of a build key is the store's lock file named after the key's hash (the
-//! namespace store-path locks use; a key and a path hash colliding would need a sha256
-//! collision). Inputs are pinned with [`LocalStore::hold`] while a build runs, so a
-//! concurrent `bramble gc` keeps them and their closures.
+//! The build lock of a build key is [`LocalStore::lock_key`]: one byte of a shared lock
+//! file, so a build creates no lock file of its own. Inputs are pinned with
+//! [`LocalStore::hold`] while a build runs, so a concurrent `bramble gc` keeps them and
+//! their closures.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::store::local::{AddOutput, LocalStore, PathLock};
+use crate::store::local::{AddOutput, KeyLock, LocalStore, PathLock};
 use crate::store::{Hash, StorePath};
 
 use super::dao::DOCUMENT_FILE;
 use super::{BuildStore, StagedOutput, StoreError};
 
-/// Name of the pseudo path whose lock is a build key's lock.
-const BUILD_LOCK_NAME: &str = "build";
+/// A lock the build engine holds on a [`LocalStore`]: a build key's, or a pinned input's.
+#[derive(Debug)]
+pub enum LocalLock {
+    Key(KeyLock),
+    Path(PathLock),
+}
 
 impl BuildStore for LocalStore {
-    type Lock = PathLock;
+    type Lock = LocalLock;
 
     fn realisation(&self, key: Hash, output: &str) -> Result<Option<StorePath>, StoreError> {
         LocalStore::realisation(self, key, output).map_err(StoreError::new)
@@ -27,15 +31,16 @@ impl BuildStore for LocalStore {
         LocalStore::realisations(self, wanted).map_err(StoreError::new)
     }
 
-    fn lock_build(&self, key: Hash) -> Result<PathLock, StoreError> {
-        let pseudo = StorePath::new(key, BUILD_LOCK_NAME).expect("a constant valid name");
-        self.lock(&pseudo).map_err(StoreError::new)
+    fn lock_build(&self, key: Hash) -> Result<LocalLock, StoreError> {
+        self.lock_key(key)
+            .map(LocalLock::Key)
+            .map_err(StoreError::new)
     }
 
-    fn pin(&self, paths: &BTreeSet<StorePath>) -> Result<Vec<PathLock>, StoreError> {
+    fn pin(&self, paths: &BTreeSet<StorePath>) -> Result<Vec<LocalLock>, StoreError> {
         paths
             .iter()
-            .map(|p| self.hold(p).map_err(StoreError::new))
+            .map(|p| self.hold(p).map(LocalLock::Path).map_err(StoreError::new))
             .collect()
     }
 
@@ -58,6 +63,7 @@ impl BuildStore for LocalStore {
                 name: output.placeholder.name(),
                 candidate_refs: inputs,
                 deriver: Some(drv),
+                scratch: output.scratch.as_deref(),
             },
         )
         .map_err(StoreError::new)

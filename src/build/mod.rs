@@ -175,6 +175,10 @@ pub struct StagedOutput {
     pub placeholder: StorePath,
     /// Where that is on the host.
     pub path: PathBuf,
+    /// A directory of the build's own (on the store's file system, out of every builder's
+    /// reach, removed with the workspace) where the store may stage the final tree instead
+    /// of creating a temporary directory of its own.
+    pub scratch: Option<PathBuf>,
 }
 
 /// A successful run of a builder: staged outputs, and the workspace that holds them (removed

@@ -2,10 +2,13 @@
 //!
 //! Per build:
 //!
-//! 1. A locked temporary directory of the store (so `gc` leaves it alone) holding a fresh
-//!    private build directory (see [`super::workspace`]: random name, 0700), mounted at
-//!    `/build`, and `store/` (0700), mounted writable at `/bramble/store`: the staging area
-//!    where the builder creates its outputs at their placeholder paths. Outputs are not
+//! 1. In a locked temporary directory of the store (so `gc` leaves it alone), one per
+//!    executor and shared by its builds, a fresh private build directory (see
+//!    [`super::workspace`]: random name, 0700), mounted at `/build`, and a fresh staging
+//!    directory `store-<random>` (0700), mounted writable at `/bramble/store`, where the
+//!    builder creates its outputs at their placeholder paths. (A temp dir per build cost a
+//!    lock file and a directory more per build; on ext4 creating inodes gets slower with
+//!    every inode deleted in the last seconds, so these add up in large graphs.) Outputs are not
 //!    pre-created: a builder may make `$out` a file (`echo hi > $out`), a directory or a
 //!    symlink, as with Nix.
 //! 2. The derivation's sources (the files of its `sources` store object) are copied into
@@ -20,10 +23,17 @@
 //!    store database when the build ends: no log file a builder could reach, no extra
 //!    inode. Cancelling sends the helper SIGTERM (it kills the whole sandbox), then SIGKILL
 //!    if it has not exited after a grace period.
-//! 5. On success the staged outputs are handed back (the scheduler adds them to the store);
-//!    the directories go when the [`Built`] is dropped, the build directory through
-//!    descriptors. On failure they are removed at once, unless `keep_failed` moves the build
-//!    directory to the store's `tmp/` (where `gc` removes it later).
+//! 5. On success the staged outputs are handed back (the scheduler adds them to the store,
+//!    staging the final trees in the same temporary directory); the directories go when the
+//!    [`Built`] is dropped, the build directory through descriptors. On failure they are
+//!    removed at once, unless `keep_failed` moves the build directory to the store's `tmp/`
+//!    (where `gc` removes it later).
+//!
+//! Removing a finished build's directories is not on the critical path: dropping the
+//! [`Built`] hands them to the executor's reaper thread, so the scheduler registers the
+//! outputs and starts the dependents at once (deleting inodes on ext4 costs milliseconds
+//! per build). Dropping the executor waits until every directory handed over is removed,
+//! so none outlives the build command.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -63,20 +73,123 @@ pub struct SandboxConfig {
 /// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
 #[derive(Debug)]
 pub struct SandboxExecutor {
-    pub config: SandboxConfig,
-    pub store: Arc<LocalStore>,
+    config: SandboxConfig,
+    store: Arc<LocalStore>,
+    /// The temp dir holding the builds' directories, created by the first build.
+    tmp: std::sync::Mutex<Option<Arc<TempDir>>>,
+    reaper: Reaper,
+}
+
+impl SandboxExecutor {
+    pub fn new(config: SandboxConfig, store: Arc<LocalStore>) -> SandboxExecutor {
+        SandboxExecutor {
+            config,
+            store,
+            tmp: std::sync::Mutex::new(None),
+            reaper: Reaper::start(),
+        }
+    }
+
+    fn tmp(&self) -> Result<Arc<TempDir>, ExecError> {
+        let mut tmp = self.tmp.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tmp) = tmp.as_ref() {
+            return Ok(tmp.clone());
+        }
+        let created = Arc::new(self.store.tmp_dir("build").map_err(|e| ExecError::Setup {
+            message: e.to_string(),
+        })?);
+        *tmp = Some(created.clone());
+        Ok(created)
+    }
+}
+
+/// A finished build's directories: the build directory and the staging directory (removed
+/// by descriptor), then (if this was its last holder) the locked temp dir holding them.
+type Dirs = (BuildDir, BuildDir, Arc<TempDir>);
+
+/// A thread that removes finished builds' directories. Dropping it waits for the removals.
+#[derive(Debug)]
+struct Reaper {
+    sender: Option<std::sync::mpsc::Sender<Dirs>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reaper {
+    fn start() -> Reaper {
+        let (sender, receiver) = std::sync::mpsc::channel::<Dirs>();
+        let thread = std::thread::Builder::new()
+            .name("build-dir-reaper".into())
+            .spawn(move || {
+                // Each is removed by its own `Drop` (build directory first).
+                for dirs in receiver {
+                    drop(dirs);
+                }
+            });
+        match thread {
+            Ok(thread) => Reaper {
+                sender: Some(sender),
+                thread: Some(thread),
+            },
+            // No thread: directories are removed where they are dropped.
+            Err(e) => {
+                tracing::warn!("cannot start the build directory reaper: {e}");
+                Reaper {
+                    sender: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    fn workspace(&self, dirs: Dirs) -> Workspace {
+        Workspace {
+            dirs: Some(dirs),
+            reaper: self.sender.clone(),
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The directories of a successful build, handed to the reaper when dropped.
+#[derive(Debug)]
+struct Workspace {
+    dirs: Option<Dirs>,
+    reaper: Option<std::sync::mpsc::Sender<Dirs>>,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if let (Some(dirs), Some(reaper)) = (self.dirs.take(), &self.reaper) {
+            // If the reaper is gone the directories come back in the error and are
+            // removed here.
+            let _ = reaper.send(dirs);
+        }
+    }
 }
 
 impl Executor for SandboxExecutor {
     async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
         let started = std::time::Instant::now();
         let prepared = {
-            let (store, job) = (self.store.clone(), job.clone());
-            tokio::task::spawn_blocking(move || prepare(&store, &job))
+            let (store, job, tmp) = (self.store.clone(), job.clone(), self.tmp()?);
+            tokio::task::spawn_blocking(move || prepare(&store, tmp, &job))
                 .await
                 .expect("preparing a build does not panic")?
         };
-        let Prepared { tmp, dir, spec } = prepared;
+        let Prepared {
+            tmp,
+            dir,
+            staging,
+            spec,
+        } = prepared;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
         let started = std::time::Instant::now();
         let run = run_helper(&self.config.helper, &spec, &cancel).await;
@@ -109,7 +222,7 @@ impl Executor for SandboxExecutor {
         let mut outputs = Vec::new();
         for name in &job.drv.outputs {
             let placeholder = job.drv.placeholder(job.build_key, name);
-            let path = staging_dir(&tmp).join(placeholder.to_string());
+            let path = staging.path().join(placeholder.to_string());
             if std::fs::symlink_metadata(&path).is_err() {
                 return Err(ExecError::MissingOutput {
                     output: name.clone(),
@@ -119,12 +232,12 @@ impl Executor for SandboxExecutor {
                 name: name.clone(),
                 placeholder,
                 path,
+                scratch: Some(tmp.path().to_owned()),
             });
         }
         Ok(Built {
             outputs,
-            // Dropped in order: the build directory (by descriptor), then the locked temp dir.
-            workspace: Some(Box::new((dir, tmp))),
+            workspace: Some(Box::new(self.reaper.workspace((dir, staging, tmp)))),
         })
     }
 }
@@ -143,41 +256,41 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
     }
 }
 
+/// One build's directories (fields in drop order: build directory, staging directory,
+/// then the temp dir holding them).
 struct Prepared {
-    tmp: TempDir,
     dir: BuildDir,
+    /// Mounted at `/bramble/store`, where outputs are created.
+    staging: BuildDir,
+    tmp: Arc<TempDir>,
     spec: Spec,
 }
 
-/// Create the build directory, copy the sources in and write the spec.
-fn prepare(store: &LocalStore, job: &Job) -> Result<Prepared, ExecError> {
+/// Create the build and staging directories in `tmp`, copy the sources in and write the
+/// spec.
+fn prepare(store: &LocalStore, tmp: Arc<TempDir>, job: &Job) -> Result<Prepared, ExecError> {
     let setup = |what: &str, path: &Path, e: io::Error| ExecError::Setup {
         message: format!("{what} `{}`: {e}", path.display()),
     };
-    let tmp = store.tmp_dir("build").map_err(|e| ExecError::Setup {
+    let workspace = |e: super::workspace::WorkspaceError| ExecError::Setup {
         message: e.to_string(),
-    })?;
-    let dir = BuildDir::create(tmp.path()).map_err(|e| ExecError::Setup {
-        message: e.to_string(),
-    })?;
-    let staging = staging_dir(&tmp);
-    std::fs::create_dir(&staging).map_err(|e| setup("cannot create", &staging, e))?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| setup("cannot set permissions of", &staging, e))?;
+    };
+    let dir = BuildDir::create(tmp.path()).map_err(workspace)?;
+    let staging = BuildDir::create_prefixed(tmp.path(), "store-").map_err(workspace)?;
     if let Some(sources) = &job.drv.sources {
         let from = store.host_path(&sources.path);
         copy_tree(&from, dir.path()).map_err(|e| setup("cannot copy sources from", &from, e))?;
     }
-    let spec = build_spec(store, &dir, &staging, job);
+    let spec = build_spec(store, &dir, staging.path(), job);
     spec.validate().map_err(|e| ExecError::Setup {
         message: e.to_string(),
     })?;
-    Ok(Prepared { tmp, dir, spec })
-}
-
-/// The staging directory mounted at `/bramble/store`, where outputs are created.
-fn staging_dir(tmp: &TempDir) -> PathBuf {
-    tmp.path().join("store")
+    Ok(Prepared {
+        dir,
+        staging,
+        tmp,
+        spec,
+    })
 }
 
 /// The sandbox spec of a build.
@@ -381,9 +494,11 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 /// and the caller's terminal. Removed when dropped.
 #[derive(Debug)]
 pub struct Interactive {
-    // Field order is drop order: the build directory (by descriptor), then the temp dir.
+    // Field order is drop order: the build and staging directories (by descriptor), then
+    // the temp dir.
     dir: BuildDir,
-    tmp: TempDir,
+    _staging: BuildDir,
+    tmp: Arc<TempDir>,
     pub spec: Spec,
 }
 
@@ -391,7 +506,15 @@ pub struct Interactive {
 /// shell in place of the builder: the builder itself if it is a shell (`sh`, `bash`, `ash`,
 /// `dash`), `<builder> sh` if it is a busybox, else `bin/sh` of an input.
 pub fn prepare_shell(store: &LocalStore, job: &Job) -> Result<Interactive, ExecError> {
-    let Prepared { tmp, dir, mut spec } = prepare(store, job)?;
+    let tmp = Arc::new(store.tmp_dir("shell").map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?);
+    let Prepared {
+        dir,
+        staging,
+        tmp,
+        mut spec,
+    } = prepare(store, tmp, job)?;
     let (builder, args) = shell_for(store, job).ok_or_else(|| ExecError::Setup {
         message: format!(
             "no shell for `{}`: its builder is not a shell or busybox and no input has `bin/sh`",
@@ -401,7 +524,12 @@ pub fn prepare_shell(store: &LocalStore, job: &Job) -> Result<Interactive, ExecE
     spec.builder = builder;
     spec.args = args;
     spec.stdin = bramble_sandbox::Stdin::Inherit;
-    Ok(Interactive { dir, tmp, spec })
+    Ok(Interactive {
+        dir,
+        _staging: staging,
+        tmp,
+        spec,
+    })
 }
 
 fn shell_for(store: &LocalStore, job: &Job) -> Option<(PathBuf, Vec<String>)> {

@@ -47,6 +47,11 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 impl BuildDir {
     /// Create a fresh build directory `build-<random>` (mode 0700) in `tmp`.
     pub fn create(tmp: &Path) -> Result<BuildDir, WorkspaceError> {
+        BuildDir::create_prefixed(tmp, "build-")
+    }
+
+    /// Create a fresh private directory `<prefix><random>` (mode 0700) in `tmp`.
+    pub fn create_prefixed(tmp: &Path, prefix: &str) -> Result<BuildDir, WorkspaceError> {
         let create = |source| WorkspaceError::Create {
             dir: tmp.to_owned(),
             source,
@@ -55,7 +60,7 @@ impl BuildDir {
         let parent = openat(nix::fcntl::AT_FDCWD, tmp, DIR_FLAGS, Mode::empty())
             .map_err(|e| create(e.into()))?;
         let dir = tempfile::Builder::new()
-            .prefix("build-")
+            .prefix(prefix)
             .rand_bytes(16)
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(tmp)

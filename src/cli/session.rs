@@ -58,13 +58,13 @@ impl Session {
         quiet: bool,
     ) -> Result<BuildReport, CliError> {
         let executor = Arc::new(WithFetchers {
-            inner: SandboxExecutor {
-                config: SandboxConfig {
+            inner: SandboxExecutor::new(
+                SandboxConfig {
                     helper: self.helper.clone(),
                     keep_failed,
                 },
-                store: self.store.clone(),
-            },
+                self.store.clone(),
+            ),
             fetcher: if quiet {
                 self.fetcher.clone()
             } else {

@@ -40,13 +40,13 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     }
     let options = args.flags.options()?;
     let base = evaluated.request();
-    let executor = SandboxExecutor {
-        config: SandboxConfig {
+    let executor = SandboxExecutor::new(
+        SandboxConfig {
             helper: session.helper.clone(),
             keep_failed: args.flags.keep_failed,
         },
-        store: session.store.clone(),
-    };
+        session.store.clone(),
+    );
     let mut failed = 0;
     for test in &tests {
         let drv = base.derivations.get(&test.derivation).ok_or_else(|| {

@@ -581,6 +581,60 @@ pub fn copy(
     Ok(stats)
 }
 
+/// fsync every directory and regular file of the tree at `path` (never following symlinks),
+/// children before their directory, then the directory holding `path`.
+///
+/// Restoring without [`RestoreOptions::fsync`], moving the tree to its final name and then
+/// calling this makes the whole result durable with one journal commit on ext4: the first
+/// fsync commits every metadata change made so far (the creation of the tree and its
+/// rename), so the others only wait for their data, whereas syncing before the rename
+/// needs a second commit for the rename.
+pub fn sync(path: &Path) -> Result<(), TreeError> {
+    let (parent, name) = open_parent(path)?;
+    sync_at(parent.as_fd(), &name, path, 0)?;
+    rfs::fsync(&parent).map_err(io_err("fsync", path))
+}
+
+fn sync_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path, depth: usize) -> Result<(), TreeError> {
+    // Store objects were restored within the archive's depth limit (one descriptor open per
+    // level here).
+    let max = Limits::default().max_depth;
+    if depth > max {
+        return Err(TreeError::TooDeep {
+            path: path.to_owned(),
+            max,
+        });
+    }
+    let fd = match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // A symlink: its target is in its own inode, created with the directory entry.
+        Err(rustix::io::Errno::LOOP) => return Ok(()),
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    let st = rfs::fstat(&fd).map_err(io_err("stat", path))?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        let mut names = Vec::new();
+        let mut reader = rfs::Dir::read_from(&fd).map_err(io_err("list", path))?;
+        while let Some(entry) = reader.read() {
+            let entry = entry.map_err(io_err("list", path))?;
+            let n = entry.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                names.push(n.to_owned());
+            }
+        }
+        for n in names {
+            let child = path.join(OsStr::from_bytes(n.to_bytes()));
+            sync_at(fd.as_fd(), &n, &child, depth + 1)?;
+        }
+    }
+    rfs::fsync(&fd).map_err(io_err("fsync", path))
+}
+
 /// Remove the tree at `path` (never following symlinks), making read-only directories
 /// writable as needed. A missing path is not an error. Returns the bytes freed (sizes of the
 /// files and symlinks removed).

@@ -89,6 +89,7 @@ impl<E> WithFetchers<E> {
                 name: "out".to_owned(),
                 placeholder: job.drv.placeholder(job.build_key, "out"),
                 path: out,
+                scratch: Some(tmp.path().to_owned()),
             }],
             workspace: Some(Box::new(tmp)),
         })

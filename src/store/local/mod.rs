@@ -21,10 +21,11 @@
 //!    already valid, stop (deduplication);
 //! 2. take the path's lock (a second process adding the same path waits here, then finds it
 //!    valid) and a shared `gc.lock` (so gc cannot delete a reference meanwhile);
-//! 3. copy the tree into a locked temp dir with store permissions, fsync it;
+//! 3. copy the tree into a locked temp dir with store permissions (no fsync yet);
 //! 4. re-hash the copy (that is the archive hash recorded and later verified);
-//! 5. remove any unregistered leftover at the final name (a crash between 6 and 7), rename
-//!    the copy into place, fsync `store/`;
+//! 5. remove any unregistered leftover at the final name (a crash between 5 and 6), rename
+//!    the copy into place, then fsync every file and directory of it and `store/` (after
+//!    the rename, so one journal commit covers contents and name);
 //! 6. register path, archive hash, size, references and deriver in one transaction.
 //!
 //! A crash before 6 leaves an unregistered directory in `tmp/` or `store/`, which is never
@@ -48,7 +49,7 @@ use std::sync::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 
 pub use gc::{GcOptions, GcReport, VerifyOptions, VerifyProblem, VerifyReport};
-pub use lock::{PathLock, TempDir};
+pub use lock::{KeyLock, PathLock, TempDir};
 
 use self::db::Db;
 use self::lock::LockMode;
@@ -139,6 +140,10 @@ pub struct AddOutput<'a> {
     pub candidate_refs: &'a BTreeSet<StorePath>,
     /// The derivation that built it.
     pub deriver: Option<Hash>,
+    /// A directory the caller owns on the store's file system (inside a locked
+    /// [`LocalStore::tmp_dir`], not writable by anyone else) to stage the final tree in;
+    /// `None`: a temp dir of its own. Saves a lock file and a directory per output.
+    pub scratch: Option<&'a Path>,
 }
 
 /// A store on the local file system.
@@ -232,6 +237,13 @@ impl LocalStore {
         let file = self.lock_file(&path.hash().to_string());
         lock::acquire(&file, LockMode::Exclusive, true)
             .map(|l| l.unwrap_or_else(|| unreachable!("a blocking lock returns a lock")))
+    }
+
+    /// Take the exclusive build lock of `key` (a derivation's build key), waiting for other
+    /// holders. Build keys share one lock file (`locks/build-keys.lock`, one byte per key):
+    /// see [`KeyLock`].
+    pub fn lock_key(&self, key: Hash) -> Result<KeyLock, Error> {
+        lock::acquire_key(&self.lock_file("build-keys"), key.as_bytes())
     }
 
     /// Pin a valid path (and so its closure) against `gc` while it is in use, e.g. as a
@@ -416,8 +428,19 @@ impl LocalStore {
             return Ok(path);
         }
         // Pass 2: the final tree, placeholder rewritten, store permissions.
-        let tmp = self.tmp_dir("out")?;
-        let staged = tmp.path().join("object");
+        let own_tmp;
+        let staged = match out.scratch {
+            Some(dir) => {
+                let staged = dir.join(path.to_string());
+                // A leftover of an earlier failed attempt in the same directory.
+                tree::remove(&staged)?;
+                staged
+            }
+            None => {
+                own_tmp = self.tmp_dir("out")?;
+                own_tmp.path().join("object")
+            }
+        };
         tree::copy(
             out.built,
             &staged,
@@ -447,16 +470,20 @@ impl LocalStore {
         Ok(path)
     }
 
-    /// Move a staged, fsynced tree to its final name and register it. The caller holds the
-    /// path's lock and a shared gc lock.
+    /// Move a staged tree to its final name, make it durable and register it. The caller
+    /// holds the path's lock and a shared gc lock.
+    ///
+    /// The tree was written without fsync: it is synced after the rename (every file and
+    /// directory, then `store/`), so one journal commit covers its contents and its name,
+    /// and it is registered only once all of that is durable. A crash before registration
+    /// leaves an unregistered object, which is never taken for valid.
     fn install(&self, staged: &Path, info: PathInfo) -> Result<(), Error> {
         let dest = self.host_path(&info.path);
         // An unregistered leftover (a crash between rename and registration): nobody else
         // can be writing it, since we hold the path's lock.
         tree::remove(&dest)?;
         std::fs::rename(staged, &dest).map_err(io_err("move into the store", &dest))?;
-        let dir = std::fs::File::open(&self.store_dir).map_err(io_err("open", &self.store_dir))?;
-        dir.sync_all().map_err(io_err("fsync", &self.store_dir))?;
+        tree::sync(&dest)?;
         self.db().register(&info)
     }
 
@@ -546,10 +573,11 @@ impl LocalStore {
     }
 }
 
+/// How objects are written into a temp dir before [`LocalStore::install`] (which syncs them).
 fn store_restore() -> RestoreOptions {
     RestoreOptions {
         read_only: true,
-        fsync: true,
+        fsync: false,
     }
 }
 

@@ -110,8 +110,16 @@ fn add_output_hashes_modulo_self_references_and_scans_references() {
                 name: "out",
                 candidate_refs: &candidates,
                 deriver: Some(deriver),
+                // Once in a temp dir of the store's own, once in the build's directory.
+                scratch: (build == 1).then(|| dir.path()),
             })
             .unwrap();
+        // Nothing but the build's own output is left in the build's directory.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("out")]);
         let host = store.host_path(&p);
         let tool = std::fs::read_to_string(host.join("bin/tool")).unwrap();
         assert!(tool.contains(&p.in_store_dir()), "{tool}");
@@ -157,6 +165,7 @@ fn add_output_rejects_setuid_and_fifos() {
             name: "out",
             candidate_refs: &BTreeSet::new(),
             deriver: None,
+            scratch: Some(dir.path()),
         })
     };
     assert!(matches!(add(), Err(Error::Tree(TreeError::Setuid { .. }))));
@@ -265,6 +274,7 @@ fn gc_keeps_roots_closures_and_locked_paths_and_removes_the_rest() {
             name: "app",
             candidate_refs: &BTreeSet::from([dep.clone()]),
             deriver: None,
+            scratch: None,
         })
         .unwrap();
     drop(dir);
