@@ -1,14 +1,12 @@
 //! The spec turned into ready-to-use kernel arguments, before any namespace exists.
 //!
 //! Everything that can be computed once is computed here, on the host side: C strings for
-//! every path, `argv`/`envp` pointer arrays, the id maps, the seccomp programs. The sandbox's
+//! every path, `argv`/`envp` pointer arrays, the id maps, the seccomp program. The sandbox's
 //! init then runs a fixed sequence of system calls without parsing or formatting.
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-use seccompiler::BpfProgram;
 
 use crate::error::Error;
 use crate::spec::{Network, Spec};
@@ -54,7 +52,7 @@ pub struct Plan {
     pub gid_map: Vec<u8>,
     pub hostname: Vec<u8>,
     pub new_net: bool,
-    pub filters: Vec<BpfProgram>,
+    pub filter: Vec<libc::sock_filter>,
 }
 
 fn cstring(bytes: &[u8]) -> CString {
@@ -111,7 +109,7 @@ impl Plan {
                 to: path_c(&s.to),
             }))
             .collect();
-        let filters = crate::seccomp::filters().map_err(|e| {
+        let filter = crate::seccomp::filter().map_err(|e| {
             Error::setup(
                 "cannot compile the seccomp filter",
                 std::io::Error::other(e),
@@ -132,7 +130,7 @@ impl Plan {
             gid_map: format!("{} {host_gid} 1\n", spec.gid).into_bytes(),
             hostname: spec.hostname.as_bytes().to_vec(),
             new_net: spec.network == Network::None,
-            filters,
+            filter,
         })
     }
 }
