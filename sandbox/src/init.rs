@@ -568,13 +568,16 @@ extern "C" fn builder_child(arg: *mut libc::c_void) -> libc::c_int {
 ///
 /// After [`setup`]: the builder inherits the confinement (seccomp, no capabilities) and cwd.
 fn spawn_and_reap(plan: &Plan) -> Result<u8, Error> {
-    let mut stack = vec![0u8; 64 * 1024];
+    // Left uninitialised: zeroing it would fault in all 16 pages (copy-on-write after the
+    // clone that created pid 1); the child touches only the one or two it uses.
+    let mut stack: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut exec = Exec { plan, errno: 0 };
-    // SAFETY: the stack is writable and its top (stacks grow down on the supported arches)
-    // is 16-byte aligned; `exec` outlives the child's use of it because CLONE_VFORK suspends
-    // us until the child has exec'd or exited.
+    // SAFETY: the allocation is writable for its capacity and only ever used as raw stack
+    // memory by the child; its top (stacks grow down on the supported arches) is 16-byte
+    // aligned; `exec` outlives the child's use of it because CLONE_VFORK suspends us until
+    // the child has exec'd or exited.
     let pid = unsafe {
-        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        let top = stack.as_mut_ptr().add(stack.capacity()) as usize & !15;
         libc::clone(
             builder_child,
             top as *mut libc::c_void,
