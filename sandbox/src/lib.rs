@@ -121,13 +121,20 @@ pub(crate) fn report(err: &Error) {
     sys::write_stderr(msg.as_bytes());
 }
 
-/// Entry point of the helper binary (`bin/bramble-sandbox.rs`).
-pub fn main() -> std::process::ExitCode {
-    match run::run() {
-        Ok(code) => std::process::ExitCode::from(code),
+/// Entry point of the helper binary (`bin/bramble-sandbox.rs`). Never returns.
+///
+/// Ends with `_exit(2)` rather than a return from `main`: nothing is buffered (every message
+/// is one `write(2)`), and the C library's exit handlers (running the destructors of every
+/// loaded object) would only delay the moment the caller sees the status.
+pub fn main() -> ! {
+    let code = match run::run() {
+        Ok(code) => code,
         Err(e) => {
             report(&e);
-            std::process::ExitCode::from(e.exit_code())
+            e.exit_code()
         }
-    }
+    };
+    // SAFETY: _exit is always safe; the sandbox is gone (run returns only after pid 1 was
+    // reaped) and nothing is buffered.
+    unsafe { libc::_exit(i32::from(code)) }
 }
