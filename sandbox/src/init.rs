@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::error::{Error, user_namespace_hint};
-use crate::plan::{Plan, Step, parents, sandbox_path};
+use crate::plan::{Plan, Step, sandbox_path};
 use crate::sys;
 
 /// Host directory the new root's tmpfs is mounted on (only inside our private mount
@@ -123,7 +123,10 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
 
     // 7. The spec's binds, tmpfs and symlinks, in order (validated: none hides an earlier one).
     let mut sources = sources.into_iter();
-    for step in &plan.steps {
+    for (step, parents) in plan.steps.iter().zip(&plan.step_parents) {
+        for parent in parents {
+            mkdir(parent, 0o755)?;
+        }
         match step {
             Step::Bind { index } => {
                 let bind = &plan.binds[*index];
@@ -134,7 +137,6 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
                         io::Error::from_raw_os_error(libc::EINVAL),
                     ));
                 };
-                make_parents(&bind.target)?;
                 match source {
                     Source::Link(to) => symlink(&to, &bind.target)?,
                     Source::Mount { fd, dir } => {
@@ -143,7 +145,6 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
                 }
             }
             Step::Tmpfs { target } => {
-                make_parents(target)?;
                 mkdir(target, 0o755)?;
                 mount_fs(
                     c"tmpfs",
@@ -153,7 +154,6 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
                 )?;
             }
             Step::Symlink { path, to } => {
-                make_parents(path)?;
                 symlink(to, path)?;
             }
         }
@@ -379,14 +379,6 @@ fn restrict(target: &CString, writable: bool) -> io::Result<()> {
         }
     }
     sys::mount(None, target, None, flags, None)
-}
-
-/// `mkdir -p` of the parents of `path` (relative to cwd = the new root).
-fn make_parents(path: &CString) -> Result<(), Error> {
-    for parent in parents(path) {
-        mkdir(&parent, 0o755)?;
-    }
-    Ok(())
 }
 
 fn mkdir(path: &std::ffi::CStr, mode: libc::mode_t) -> Result<(), Error> {
