@@ -289,9 +289,9 @@ fn bind_fd(fd: &OwnedFd, dir: bool, target: &CString, writable: bool) -> Result<
     } else {
         mkfile(target)?;
     }
-    let source = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+    let source = sys::proc_self_fd(fd);
     sys::mount(
-        Some(&source),
+        Some(source.as_c_str()),
         target,
         None,
         libc::MS_BIND | libc::MS_REC,
