@@ -112,7 +112,7 @@ impl Plan {
                 to: path_c(&s.to),
             }))
             .collect::<Vec<Step>>();
-        let mut created = std::collections::HashSet::new();
+        let mut created = std::collections::BTreeSet::new();
         let step_parents = steps
             .iter()
             .map(|step| {
