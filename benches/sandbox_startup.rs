@@ -5,6 +5,11 @@
 //! `cargo bench --bench sandbox_startup` (env `RUNS`, default 300). As root, the whole table is
 //! measured twice: as root, and as uid 65534 (the rootless case: the bench re-executes itself
 //! under `setpriv` from a world-readable copy). A missing peer is reported and skipped.
+//!
+//! `-- --helper LABEL=PATH` (repeatable) adds another build of the helper as a row of its own,
+//! e.g. a statically linked one:
+//! `cargo rustc --release --bin bramble-sandbox -- -C target-feature=+crt-static`, copied
+//! aside, then `cargo bench --bench sandbox_startup -- --helper static=/tmp/bramble-sandbox`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,7 @@ const WARMUP: usize = 20;
 
 /// One measured command: argv, and a spec to write on stdin (the helper only).
 struct Case {
-    name: &'static str,
+    name: String,
     argv: Vec<String>,
     stdin: Option<String>,
 }
@@ -91,12 +96,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Measures every case, interleaved round by round so machine noise hits all alike.
-fn measure(helper: &Path, runs: usize, who: &str) {
-    let mut cases = vec![Case {
-        name: "bramble-sandbox",
-        argv: vec![helper.display().to_string()],
-        stdin: Some(spec().to_json()),
-    }];
+/// `helpers`: (row name, path) of each helper build, the default one first.
+fn measure(helpers: &[(String, PathBuf)], runs: usize, who: &str) {
+    let mut cases: Vec<Case> = helpers
+        .iter()
+        .map(|(name, path)| Case {
+            name: name.clone(),
+            argv: vec![path.display().to_string()],
+            stdin: Some(spec().to_json()),
+        })
+        .collect();
     for (name, line, program, install) in [
         (
             "bwrap (unshare-all)",
@@ -114,7 +123,7 @@ fn measure(helper: &Path, runs: usize, who: &str) {
     ] {
         if on_path(program) || program == "true" {
             cases.push(Case {
-                name,
+                name: name.to_owned(),
                 argv: words(line),
                 stdin: None,
             });
@@ -138,18 +147,18 @@ fn measure(helper: &Path, runs: usize, who: &str) {
     }
     println!("\n{who}: start-to-exit of /bin/true, {runs} runs each");
     println!(
-        "{:<22} {:>9} {:>9} {:>9}",
+        "{:<32} {:>9} {:>9} {:>9}",
         "command", "p50 ms", "p95 ms", "min ms"
     );
     for (i, case) in cases.iter().enumerate() {
         if let Some(e) = &failed[i] {
-            println!("{:<22} skipped: {e}", case.name);
+            println!("{:<32} skipped: {e}", case.name);
             continue;
         }
         let t = &mut times[i];
         t.sort();
         println!(
-            "{:<22} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<32} {:>9.2} {:>9.2} {:>9.2}",
             case.name,
             percentile(t, 0.50),
             percentile(t, 0.95),
@@ -158,15 +167,34 @@ fn measure(helper: &Path, runs: usize, who: &str) {
     }
 }
 
+/// `--helper LABEL=PATH` (or `--helper PATH`, labelled by its file name) arguments.
+fn extra_helpers(args: &[String]) -> Vec<(String, PathBuf)> {
+    args.windows(2)
+        .filter(|w| w[0] == "--helper")
+        .map(|w| match w[1].split_once('=') {
+            Some((label, path)) => (format!("bramble-sandbox ({label})"), path.into()),
+            None => {
+                let path = PathBuf::from(&w[1]);
+                let label = path
+                    .file_name()
+                    .map_or_else(|| w[1].clone(), |n| n.to_string_lossy().into_owned());
+                (format!("bramble-sandbox ({label})"), path)
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = std::env::var("RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(300);
-    // Re-executed as the unprivileged user: `--as-user <helper>`.
+    // Re-executed as the unprivileged user: `--as-user <helper> [--helper LABEL=PATH]...`.
     if let Some(pos) = args.iter().position(|a| a == "--as-user") {
-        measure(Path::new(&args[pos + 1]), runs, "uid 65534");
+        let mut helpers = vec![("bramble-sandbox".to_owned(), PathBuf::from(&args[pos + 1]))];
+        helpers.extend(extra_helpers(&args));
+        measure(&helpers, runs, "uid 65534");
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -195,18 +223,36 @@ fn main() {
         env!("CARGO_BIN_EXE_bramble-sandbox").into(),
         "bramble-sandbox",
     );
+    let mut helpers = vec![("bramble-sandbox".to_owned(), helper.clone())];
+    for (i, (name, path)) in extra_helpers(&args).into_iter().enumerate() {
+        helpers.push((name, copy(path, &format!("helper-{i}"))));
+    }
     let me = copy(std::env::current_exe().expect("current exe"), "bench");
 
     let is_root = std::fs::read_to_string("/proc/self/status")
         .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
         .unwrap_or(false);
-    measure(&helper, runs, if is_root { "root" } else { "current user" });
+    measure(
+        &helpers,
+        runs,
+        if is_root { "root" } else { "current user" },
+    );
     if is_root {
+        let mut extra = Vec::new();
+        for (name, path) in &helpers[1..] {
+            let label = name
+                .strip_prefix("bramble-sandbox (")
+                .and_then(|l| l.strip_suffix(')'))
+                .unwrap_or(name);
+            extra.push("--helper".to_owned());
+            extra.push(format!("{label}={}", path.display()));
+        }
         let status = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&me)
             .arg("--as-user")
             .arg(&helper)
+            .args(&extra)
             .env("RUNS", runs.to_string())
             .current_dir("/")
             .status();

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::error::{Error, user_namespace_hint};
-use crate::plan::{Plan, Step, parents, sandbox_path};
+use crate::plan::{Plan, Step, sandbox_path};
 use crate::sys;
 
 /// Host directory the new root's tmpfs is mounted on (only inside our private mount
@@ -123,7 +123,10 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
 
     // 7. The spec's binds, tmpfs and symlinks, in order (validated: none hides an earlier one).
     let mut sources = sources.into_iter();
-    for step in &plan.steps {
+    for (step, parents) in plan.steps.iter().zip(&plan.step_parents) {
+        for parent in parents {
+            mkdir(parent, 0o755)?;
+        }
         match step {
             Step::Bind { index } => {
                 let bind = &plan.binds[*index];
@@ -134,7 +137,6 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
                         io::Error::from_raw_os_error(libc::EINVAL),
                     ));
                 };
-                make_parents(&bind.target)?;
                 match source {
                     Source::Link(to) => symlink(&to, &bind.target)?,
                     Source::Mount { fd, dir } => {
@@ -143,7 +145,6 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
                 }
             }
             Step::Tmpfs { target } => {
-                make_parents(target)?;
                 mkdir(target, 0o755)?;
                 mount_fs(
                     c"tmpfs",
@@ -153,7 +154,6 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
                 )?;
             }
             Step::Symlink { path, to } => {
-                make_parents(path)?;
                 symlink(to, path)?;
             }
         }
@@ -241,19 +241,13 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
 
     // 14. Confinement, in the only order that works: no_new_privs (lets an unprivileged
     //     process install seccomp), drop every capability (the bounding set needs CAP_SETPCAP,
-    //     so it goes first), then the seccomp filters. Pid 1 is confined too: the builder can
+    //     so it goes first), then the seccomp filter. Pid 1 is confined too: the builder can
     //     reach nothing through it. Non-dumpable: the builder cannot ptrace or read it.
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
         .map_err(|e| Error::setup("cannot set no_new_privs", e))?;
     drop_capabilities()?;
-    for filter in &plan.filters {
-        seccompiler::apply_filter(filter).map_err(|e| {
-            Error::setup(
-                "cannot install the seccomp filter",
-                io::Error::other(e.to_string()),
-            )
-        })?;
-    }
+    crate::seccomp::install(&plan.filter)
+        .map_err(|e| Error::setup("cannot install the seccomp filter", e))?;
     sys::prctl(libc::PR_SET_DUMPABLE, 0).map_err(|e| Error::setup("cannot clear dumpable", e))?;
     Ok(())
 }
@@ -295,9 +289,9 @@ fn bind_fd(fd: &OwnedFd, dir: bool, target: &CString, writable: bool) -> Result<
     } else {
         mkfile(target)?;
     }
-    let source = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+    let source = sys::proc_self_fd(fd);
     sys::mount(
-        Some(&source),
+        Some(source.as_c_str()),
         target,
         None,
         libc::MS_BIND | libc::MS_REC,
@@ -385,14 +379,6 @@ fn restrict(target: &CString, writable: bool) -> io::Result<()> {
         }
     }
     sys::mount(None, target, None, flags, None)
-}
-
-/// `mkdir -p` of the parents of `path` (relative to cwd = the new root).
-fn make_parents(path: &CString) -> Result<(), Error> {
-    for parent in parents(path) {
-        mkdir(&parent, 0o755)?;
-    }
-    Ok(())
 }
 
 fn mkdir(path: &std::ffi::CStr, mode: libc::mode_t) -> Result<(), Error> {
@@ -490,16 +476,8 @@ fn close_extra_fds() {
 ///
 /// After the mounts (which need CAP_SYS_ADMIN) and with no_new_privs set.
 fn drop_capabilities() -> Result<(), Error> {
-    use caps::CapSet;
-    let err = |set: &str, e: caps::errors::CapsError| {
-        Error::setup(
-            format!("cannot clear the {set} capability set"),
-            io::Error::other(e.to_string()),
-        )
-    };
     // Bounding set: one PR_CAPBSET_DROP per number until the kernel says EINVAL (past its
-    // last capability). `caps::clear` would read each capability first and stop at the ones
-    // it knows; this is half the system calls and covers capabilities newer than the crate.
+    // last capability), so capabilities newer than this code are dropped too.
     for cap in 0..64 {
         // SAFETY: PR_CAPBSET_DROP takes an integer argument.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
@@ -510,11 +488,40 @@ fn drop_capabilities() -> Result<(), Error> {
             return Err(Error::setup("cannot clear the bounding capability set", e));
         }
     }
-    caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient", e))?;
-    caps::clear(None, CapSet::Inheritable).map_err(|e| err("inheritable", e))?;
-    caps::clear(None, CapSet::Effective).map_err(|e| err("effective", e))?;
-    caps::clear(None, CapSet::Permitted).map_err(|e| err("permitted", e))?;
-    Ok(())
+    sys::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    )
+    .map_err(|e| Error::setup("cannot clear the ambient capability set", e))?;
+    // Effective, permitted and inheritable in one capset(2): version 3 takes two 32-bit
+    // halves of each set, all zero here.
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let empty = || Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    };
+    let data = [empty(), empty()];
+    // SAFETY: `header` and the two `data` entries are the version-3 layout the kernel reads.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    sys::cvt_long(ret)
+        .map(drop)
+        .map_err(|e| Error::setup("cannot clear the capability sets", e))
 }
 
 /// Shared between pid 1 and the builder child while they share memory (CLONE_VM): the
@@ -553,13 +560,16 @@ extern "C" fn builder_child(arg: *mut libc::c_void) -> libc::c_int {
 ///
 /// After [`setup`]: the builder inherits the confinement (seccomp, no capabilities) and cwd.
 fn spawn_and_reap(plan: &Plan) -> Result<u8, Error> {
-    let mut stack = vec![0u8; 64 * 1024];
+    // Left uninitialised: zeroing it would fault in all 16 pages (copy-on-write after the
+    // clone that created pid 1); the child touches only the one or two it uses.
+    let mut stack: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut exec = Exec { plan, errno: 0 };
-    // SAFETY: the stack is writable and its top (stacks grow down on the supported arches)
-    // is 16-byte aligned; `exec` outlives the child's use of it because CLONE_VFORK suspends
-    // us until the child has exec'd or exited.
+    // SAFETY: the allocation is writable for its capacity and only ever used as raw stack
+    // memory by the child; its top (stacks grow down on the supported arches) is 16-byte
+    // aligned; `exec` outlives the child's use of it because CLONE_VFORK suspends us until
+    // the child has exec'd or exited.
     let pid = unsafe {
-        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        let top = stack.as_mut_ptr().add(stack.capacity()) as usize & !15;
         libc::clone(
             builder_child,
             top as *mut libc::c_void,

@@ -23,7 +23,7 @@
 //! Host side ([`run`](crate::run)):
 //! 1. `PR_SET_PDEATHSIG(SIGKILL)`: the helper dies with its caller (callers must spawn it from
 //!    a thread that outlives the run: the signal fires when the spawning *thread* exits).
-//! 2. Read and validate the spec; prepare every C string, the id maps and the seccomp programs.
+//! 2. Read and validate the spec; prepare every C string, the id maps and the seccomp program.
 //!    Stdin becomes `/dev/null` unless the spec says `"stdin": "inherit"`.
 //! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
 //!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`.
@@ -48,7 +48,7 @@
 //! 12. `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`: the host tree is gone. `chdir(cwd)`.
 //! 13. Every descriptor above 2 closed.
 //! 14. `no_new_privs`; all capabilities dropped (bounding, ambient, inheritable, effective,
-//!     permitted); the seccomp filters ([`seccomp`](crate::seccomp)); not dumpable.
+//!     permitted); the seccomp filter ([`seccomp`](crate::seccomp)); not dumpable.
 //! 15. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
 //!     `HOME=/homeless-shelter`, `TMPDIR=/build`, `PATH=/path-not-set` unless the spec sets
 //!     them. Pid 1 reaps every child; when the builder exits, pid 1 exits with its status,
@@ -121,13 +121,20 @@ pub(crate) fn report(err: &Error) {
     sys::write_stderr(msg.as_bytes());
 }
 
-/// Entry point of the helper binary (`bin/bramble-sandbox.rs`).
-pub fn main() -> std::process::ExitCode {
-    match run::run() {
-        Ok(code) => std::process::ExitCode::from(code),
+/// Entry point of the helper binary (`bin/bramble-sandbox.rs`). Never returns.
+///
+/// Ends with `_exit(2)` rather than a return from `main`: nothing is buffered (every message
+/// is one `write(2)`), and the C library's exit handlers (running the destructors of every
+/// loaded object) would only delay the moment the caller sees the status.
+pub fn main() -> ! {
+    let code = match run::run() {
+        Ok(code) => code,
         Err(e) => {
             report(&e);
-            std::process::ExitCode::from(e.exit_code())
+            e.exit_code()
         }
-    }
+    };
+    // SAFETY: _exit is always safe; the sandbox is gone (run returns only after pid 1 was
+    // reaped) and nothing is buffered.
+    unsafe { libc::_exit(i32::from(code)) }
 }

@@ -1,14 +1,12 @@
 //! The spec turned into ready-to-use kernel arguments, before any namespace exists.
 //!
 //! Everything that can be computed once is computed here, on the host side: C strings for
-//! every path, `argv`/`envp` pointer arrays, the id maps, the seccomp programs. The sandbox's
+//! every path, `argv`/`envp` pointer arrays, the id maps, the seccomp program. The sandbox's
 //! init then runs a fixed sequence of system calls without parsing or formatting.
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-use seccompiler::BpfProgram;
 
 use crate::error::Error;
 use crate::spec::{Network, Spec};
@@ -50,11 +48,14 @@ pub struct Plan {
     pub cwd_path: PathBuf,
     pub binds: Vec<BindPlan>,
     pub steps: Vec<Step>,
+    /// `step_parents[i]`: the directories to create before `steps[i]`, outermost first. Each
+    /// directory appears once in the whole run (many inputs share `/bramble/store`).
+    pub step_parents: Vec<Vec<CString>>,
     pub uid_map: Vec<u8>,
     pub gid_map: Vec<u8>,
     pub hostname: Vec<u8>,
     pub new_net: bool,
-    pub filters: Vec<BpfProgram>,
+    pub filter: Vec<libc::sock_filter>,
 }
 
 fn cstring(bytes: &[u8]) -> CString {
@@ -110,8 +111,22 @@ impl Plan {
                 path: relative(&s.path),
                 to: path_c(&s.to),
             }))
+            .collect::<Vec<Step>>();
+        let mut created = std::collections::BTreeSet::new();
+        let step_parents = steps
+            .iter()
+            .map(|step| {
+                let target = match step {
+                    Step::Bind { index } => &binds[*index].target,
+                    Step::Tmpfs { target } => target,
+                    Step::Symlink { path, .. } => path,
+                };
+                parents(target)
+                    .filter(|p| created.insert(p.clone()))
+                    .collect()
+            })
             .collect();
-        let filters = crate::seccomp::filters().map_err(|e| {
+        let filter = crate::seccomp::filter().map_err(|e| {
             Error::setup(
                 "cannot compile the seccomp filter",
                 std::io::Error::other(e),
@@ -128,11 +143,12 @@ impl Plan {
             cwd_path: spec.cwd.clone(),
             binds,
             steps,
+            step_parents,
             uid_map: format!("{} {host_uid} 1\n", spec.uid).into_bytes(),
             gid_map: format!("{} {host_gid} 1\n", spec.gid).into_bytes(),
             hostname: spec.hostname.as_bytes().to_vec(),
             new_net: spec.network == Network::None,
-            filters,
+            filter,
         })
     }
 }
@@ -163,5 +179,38 @@ mod tests {
         assert_eq!(got, [c"bramble".to_owned(), c"bramble/store".to_owned()]);
         assert_eq!(parents(&CString::new("x").unwrap()).count(), 0);
         assert_eq!(sandbox_path(&p), Path::new("/bramble/store/abc"));
+    }
+
+    #[test]
+    fn each_parent_directory_is_created_once() {
+        let mut spec = Spec::new("/bin/sh");
+        for (source, target) in [
+            ("/a", "/bramble/store/aaa"),
+            ("/b", "/bramble/store/bbb"),
+            ("/c", "/build"),
+        ] {
+            spec.binds.push(crate::spec::Bind {
+                source: source.into(),
+                target: target.into(),
+                writable: false,
+            });
+        }
+        spec.tmpfs.push("/bramble/tmp".into());
+        spec.symlinks.push(crate::spec::Symlink {
+            path: "/bramble/store/bin/sh".into(),
+            to: "/bin/sh".into(),
+        });
+        let plan = Plan::new(&spec, 1000, 100).unwrap();
+        let c = |s: &str| CString::new(s).unwrap();
+        assert_eq!(
+            plan.step_parents,
+            [
+                vec![c("bramble"), c("bramble/store")],
+                vec![],
+                vec![],
+                vec![],
+                vec![c("bramble/store/bin")],
+            ]
+        );
     }
 }

@@ -146,3 +146,56 @@ pub fn write_stderr(msg: &[u8]) {
         libc::write(2, msg.as_ptr().cast(), msg.len());
     }
 }
+
+/// `/proc/self/fd/N` for `fd`, formatted without allocating (pid 1 avoids touching new heap
+/// pages, each a copy-on-write fault after the clone).
+pub fn proc_self_fd(fd: &OwnedFd) -> ProcFdPath {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    let mut buf = [0u8; 32];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = fd.as_raw_fd().unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        buf[PREFIX.len() + i] = *d;
+    }
+    ProcFdPath(buf)
+}
+
+/// A NUL-terminated `/proc/self/fd/N` in a fixed buffer (see [`proc_self_fd`]).
+#[derive(Debug)]
+pub struct ProcFdPath([u8; 32]);
+
+impl ProcFdPath {
+    pub fn as_c_str(&self) -> &CStr {
+        // The buffer is zero-filled past the digits: 14 + at most 10 bytes, so a NUL follows.
+        CStr::from_bytes_until_nul(&self.0).unwrap_or(c"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+    #[test]
+    fn proc_self_fd_paths() {
+        for n in [0, 7, 10, 123, i32::MAX] {
+            // SAFETY: the descriptor is never used; `into_raw_fd` releases it unclosed.
+            let fd = unsafe { OwnedFd::from_raw_fd(n) };
+            let path = super::proc_self_fd(&fd);
+            assert_eq!(
+                path.as_c_str().to_str().unwrap(),
+                format!("/proc/self/fd/{n}")
+            );
+            let _ = fd.into_raw_fd();
+        }
+    }
+}
