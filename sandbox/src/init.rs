@@ -476,8 +476,16 @@ fn close_extra_fds() {
 ///
 /// After the mounts (which need CAP_SYS_ADMIN) and with no_new_privs set.
 fn drop_capabilities() -> Result<(), Error> {
+    use caps::CapSet;
+    let err = |set: &str, e: caps::errors::CapsError| {
+        Error::setup(
+            format!("cannot clear the {set} capability set"),
+            io::Error::other(e.to_string()),
+        )
+    };
     // Bounding set: one PR_CAPBSET_DROP per number until the kernel says EINVAL (past its
-    // last capability), so capabilities newer than this code are dropped too.
+    // last capability). `caps::clear` would read each capability first and stop at the ones
+    // it knows; this is half the system calls and covers capabilities newer than the crate.
     for cap in 0..64 {
         // SAFETY: PR_CAPBSET_DROP takes an integer argument.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
@@ -488,40 +496,11 @@ fn drop_capabilities() -> Result<(), Error> {
             return Err(Error::setup("cannot clear the bounding capability set", e));
         }
     }
-    sys::prctl(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-    )
-    .map_err(|e| Error::setup("cannot clear the ambient capability set", e))?;
-    // Effective, permitted and inheritable in one capset(2): version 3 takes two 32-bit
-    // halves of each set, all zero here.
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let header = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let empty = || Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    };
-    let data = [empty(), empty()];
-    // SAFETY: `header` and the two `data` entries are the version-3 layout the kernel reads.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
-    sys::cvt_long(ret)
-        .map(drop)
-        .map_err(|e| Error::setup("cannot clear the capability sets", e))
+    caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| err("inheritable", e))?;
+    caps::clear(None, CapSet::Effective).map_err(|e| err("effective", e))?;
+    caps::clear(None, CapSet::Permitted).map_err(|e| err("permitted", e))?;
+    Ok(())
 }
 
 /// Shared between pid 1 and the builder child while they share memory (CLONE_VM): the
