@@ -241,13 +241,19 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
 
     // 14. Confinement, in the only order that works: no_new_privs (lets an unprivileged
     //     process install seccomp), drop every capability (the bounding set needs CAP_SETPCAP,
-    //     so it goes first), then the seccomp filter. Pid 1 is confined too: the builder can
+    //     so it goes first), then the seccomp filters. Pid 1 is confined too: the builder can
     //     reach nothing through it. Non-dumpable: the builder cannot ptrace or read it.
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
         .map_err(|e| Error::setup("cannot set no_new_privs", e))?;
     drop_capabilities()?;
-    crate::seccomp::install(&plan.filter)
-        .map_err(|e| Error::setup("cannot install the seccomp filter", e))?;
+    for filter in &plan.filters {
+        seccompiler::apply_filter(filter).map_err(|e| {
+            Error::setup(
+                "cannot install the seccomp filter",
+                io::Error::other(e.to_string()),
+            )
+        })?;
+    }
     sys::prctl(libc::PR_SET_DUMPABLE, 0).map_err(|e| Error::setup("cannot clear dumpable", e))?;
     Ok(())
 }

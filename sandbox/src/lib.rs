@@ -23,7 +23,7 @@
 //! Host side ([`run`](crate::run)):
 //! 1. `PR_SET_PDEATHSIG(SIGKILL)`: the helper dies with its caller (callers must spawn it from
 //!    a thread that outlives the run: the signal fires when the spawning *thread* exits).
-//! 2. Read and validate the spec; prepare every C string, the id maps and the seccomp program.
+//! 2. Read and validate the spec; prepare every C string, the id maps and the seccomp programs.
 //!    Stdin becomes `/dev/null` unless the spec says `"stdin": "inherit"`.
 //! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
 //!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`.
@@ -48,7 +48,7 @@
 //! 12. `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`: the host tree is gone. `chdir(cwd)`.
 //! 13. Every descriptor above 2 closed.
 //! 14. `no_new_privs`; all capabilities dropped (bounding, ambient, inheritable, effective,
-//!     permitted); the seccomp filter ([`seccomp`](crate::seccomp)); not dumpable.
+//!     permitted); the seccomp filters ([`seccomp`](crate::seccomp)); not dumpable.
 //! 15. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
 //!     `HOME=/homeless-shelter`, `TMPDIR=/build`, `PATH=/path-not-set` unless the spec sets
 //!     them. Pid 1 reaps every child; when the builder exits, pid 1 exits with its status,

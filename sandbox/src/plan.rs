@@ -1,12 +1,14 @@
 //! The spec turned into ready-to-use kernel arguments, before any namespace exists.
 //!
 //! Everything that can be computed once is computed here, on the host side: C strings for
-//! every path, `argv`/`envp` pointer arrays, the id maps, the seccomp program. The sandbox's
+//! every path, `argv`/`envp` pointer arrays, the id maps, the seccomp programs. The sandbox's
 //! init then runs a fixed sequence of system calls without parsing or formatting.
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use seccompiler::BpfProgram;
 
 use crate::error::Error;
 use crate::spec::{Network, Spec};
@@ -55,7 +57,7 @@ pub struct Plan {
     pub gid_map: Vec<u8>,
     pub hostname: Vec<u8>,
     pub new_net: bool,
-    pub filter: Vec<libc::sock_filter>,
+    pub filters: Vec<BpfProgram>,
 }
 
 fn cstring(bytes: &[u8]) -> CString {
@@ -126,7 +128,7 @@ impl Plan {
                     .collect()
             })
             .collect();
-        let filter = crate::seccomp::filter().map_err(|e| {
+        let filters = crate::seccomp::filters().map_err(|e| {
             Error::setup(
                 "cannot compile the seccomp filter",
                 std::io::Error::other(e),
@@ -148,7 +150,7 @@ impl Plan {
             gid_map: format!("{} {host_gid} 1\n", spec.gid).into_bytes(),
             hostname: spec.hostname.as_bytes().to_vec(),
             new_net: spec.network == Network::None,
-            filter,
+            filters,
         })
     }
 }
