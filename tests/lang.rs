@@ -111,6 +111,24 @@ fn derivation_values_strings_and_outputs() {
 }
 
 #[test]
+fn dao_flag() {
+    let v = eval_json(&fixture("basic"), "./:generator");
+    let hash = &root_hashes(&v, "default.bramble:generator")[0];
+    assert_eq!(v["derivations"][hash]["dao"], true);
+    let v = eval_json(&fixture("basic"), "./:hello");
+    let hello = &root_hashes(&v, "default.bramble:hello")[0];
+    assert!(
+        v["derivations"][hello].get("dao").is_none(),
+        "absent unless set"
+    );
+    let err = error_of(&fixture("errors"), "./:two_output_dao");
+    assert!(
+        err.contains("derivation `gen`: a DAO has exactly one output, `out`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn asserts_tests_and_print() {
     let out = bramble(&fixture("basic"), &["eval", "--json", "./:checks"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -193,6 +211,7 @@ fn reference_syntax() {
         [
             "default.bramble:both",
             "default.bramble:checks",
+            "default.bramble:generator",
             "default.bramble:hello",
             "default.bramble:runner",
             "default.bramble:with_sources"
@@ -200,7 +219,7 @@ fn reference_syntax() {
     );
     // `./...` adds every module below; module names work like load paths.
     let all = eval_json(&dir, "./...");
-    assert_eq!(all["roots"].as_array().unwrap().len(), 6);
+    assert_eq!(all["roots"].as_array().unwrap().len(), 7);
     let by_name = eval_json(&dir, "example.com/basic/lib/shell:busybox");
     let by_path = eval_json(&dir.join("lib"), "./shell:busybox");
     assert_eq!(by_name["derivations"], by_path["derivations"]);
