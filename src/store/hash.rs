@@ -47,6 +47,14 @@ impl Hash {
         Hash::from_sha256(&Sha256::digest(bytes.as_ref()).into())
     }
 
+    /// [`Hash::digest`] of the compact JSON of `value` (as `serde_json::to_vec` writes it),
+    /// streamed into the hasher rather than collected in a buffer first.
+    pub fn of_json(value: &impl serde::Serialize) -> Hash {
+        let mut sink = DigestWriter(Sha256::new());
+        serde_json::to_writer(&mut sink, value).expect("serialising into a hasher cannot fail");
+        Hash::from_sha256(&sink.0.finalize().into())
+    }
+
     /// Truncate a full SHA-256 digest.
     pub fn from_sha256(full: &[u8; 32]) -> Hash {
         let mut out = [0u8; HASH_BYTES];
@@ -78,6 +86,20 @@ impl Hash {
     /// The all-zero hash, printed as 32 `a`s.
     pub const fn zero() -> Hash {
         Hash([0; HASH_BYTES])
+    }
+}
+
+/// An `io::Write` that feeds a SHA-256 hasher.
+struct DigestWriter(Sha256);
+
+impl std::io::Write for DigestWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 //! `}}`. A `{{` that is not followed by `<hash>:` is ordinary text (shell and Go templates
 //! stay usable); one that is, but does not complete the grammar, is an error.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
@@ -165,11 +166,23 @@ pub fn scan(
 /// Replace every template in `text` by what `resolve` returns for it.
 pub fn substitute(
     text: &str,
-    mut resolve: impl FnMut(&OutputRef) -> Option<String>,
+    resolve: impl FnMut(&OutputRef) -> Option<String>,
 ) -> Result<String, TemplateError> {
+    substitute_cow(text, resolve).map(Cow::into_owned)
+}
+
+/// [`substitute`], borrowing `text` when it holds no template (most strings do not).
+pub fn substitute_cow(
+    text: &str,
+    mut resolve: impl FnMut(&OutputRef) -> Option<String>,
+) -> Result<Cow<'_, str>, TemplateError> {
+    let found = find(text)?;
+    if found.is_empty() {
+        return Ok(Cow::Borrowed(text));
+    }
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
-    for (range, reference) in find(text)? {
+    for (range, reference) in found {
         let value = resolve(&reference).ok_or_else(|| TemplateError::Unresolved {
             template: reference.template(),
         })?;
@@ -178,7 +191,7 @@ pub fn substitute(
         last = range.end;
     }
     out.push_str(&text[last..]);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 #[cfg(test)]
