@@ -389,6 +389,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn streamed_hash_is_the_digest_of_the_canonical_json() {
+        // Strings shorter and longer than the hasher's buffer, and many small tokens.
+        let mut d = sample();
+        for len in [1, 100, 511, 512, 513, 600, 2000, 5000] {
+            d.args.push("x".repeat(len));
+        }
+        for i in 0..200 {
+            d.env.insert(format!("V{i}"), "é\n".repeat(i));
+        }
+        assert_eq!(d.hash(), Hash::digest(d.canonical_json()));
+        assert_eq!(sample().hash(), Hash::digest(sample().canonical_json()));
+    }
+
     const GOLDEN_SAMPLE: &str = "zpetqbh25zvgyf5nexalnuy7rneutv2o";
     const GOLDEN_WITH_SOURCES: &str = "urcygfsf5yenukkn6nqe2elqvs45ra33";
 

@@ -125,8 +125,14 @@ pub fn scan(
     let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut from = 0;
-    while let Some(pos) = text[from..].find("{{") {
+    // A `char` pattern is a memchr; a `"{{"` pattern sets up a two-way searcher per call,
+    // which costs more than the scan on the short strings derivations hold.
+    while let Some(pos) = text[from..].find('{') {
         let start = from + pos;
+        if bytes.get(start + 1) != Some(&b'{') {
+            from = start + 1;
+            continue;
+        }
         let mut i = start + 2;
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
