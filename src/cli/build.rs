@@ -155,22 +155,28 @@ pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
     // Templates are parsed once here: validation returns the dependencies the default roots
     // need.
     let mut used = std::collections::HashSet::new();
+    let mut dependencies = HashMap::with_capacity(file.derivations.len());
     for drv in file.derivations {
         let deps = drv
             .validate_dependencies()
             .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
         if file.roots.is_none() {
-            used.extend(deps.into_iter().map(|r| r.drv));
+            used.extend(deps.iter().map(|r| r.drv));
         }
         let hash = drv.hash();
         order.push(hash);
         derivations.insert(hash, Arc::new(drv));
+        dependencies.insert(hash, deps);
     }
     let roots = match file.roots {
         Some(roots) => roots,
         None => order.into_iter().filter(|h| !used.contains(h)).collect(),
     };
-    Ok(Request { derivations, roots })
+    Ok(Request {
+        derivations,
+        roots,
+        dependencies,
+    })
 }
 
 fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {
