@@ -45,12 +45,23 @@ impl BuildGraph {
         known: &HashMap<Hash, Arc<Derivation>>,
         roots: &[Hash],
     ) -> Result<BuildGraph, Error> {
+        BuildGraph::with_dependencies(known, &HashMap::new(), roots)
+    }
+
+    /// [`BuildGraph::new`], taking the dependencies of the derivations in `parsed` from
+    /// there (the caller vouches that they are [`Derivation::dependencies`]) instead of
+    /// parsing their templates again.
+    pub fn with_dependencies(
+        known: &HashMap<Hash, Arc<Derivation>>,
+        parsed: &HashMap<Hash, BTreeSet<OutputRef>>,
+        roots: &[Hash],
+    ) -> Result<BuildGraph, Error> {
         let mut graph = BuildGraph::default();
         for root in roots {
             let drv = known
                 .get(root)
                 .ok_or_else(|| Error::UnknownRoot { drv: *root })?;
-            let index = graph.add_reachable(*root, drv, known)?;
+            let index = graph.add_reachable(*root, drv, known, parsed)?;
             if !graph.roots.contains(&index) {
                 graph.roots.push(index);
             }
@@ -77,6 +88,7 @@ impl BuildGraph {
         hash: Hash,
         drv: &Arc<Derivation>,
         known: &HashMap<Hash, Arc<Derivation>>,
+        parsed: &HashMap<Hash, BTreeSet<OutputRef>>,
     ) -> Result<NodeIndex, Error> {
         if let Some(&index) = self.index.get(&hash) {
             return Ok(index);
@@ -85,7 +97,11 @@ impl BuildGraph {
         let mut stack = vec![first];
         while let Some(index) = stack.pop() {
             let node = self.graph[index].clone();
-            for dep in dependencies(&node.drv)? {
+            let deps = match parsed.get(&node.hash) {
+                Some(deps) => deps.clone(),
+                None => dependencies(&node.drv)?,
+            };
+            for dep in deps {
                 let dep_index = match self.index.get(&dep.drv) {
                     Some(&i) => i,
                     None => {
@@ -273,6 +289,30 @@ mod tests {
         let g = BuildGraph::from_derivations([base, left, right, top], &roots).unwrap();
         assert_eq!(g.node_count(), 4);
         assert_eq!(g.roots().len(), 2);
+    }
+
+    #[test]
+    fn parsed_dependencies_are_used_and_checked_like_parsed_ones() {
+        let base = drv("base", &[]);
+        let top = drv("top", &[(&base, "out")]);
+        let known: HashMap<Hash, Arc<Derivation>> = [&base, &top]
+            .into_iter()
+            .map(|d| (d.hash(), Arc::new(d.clone())))
+            .collect();
+        let parsed: HashMap<Hash, BTreeSet<OutputRef>> =
+            [(top.hash(), top.dependencies().unwrap())].into();
+        let g = BuildGraph::with_dependencies(&known, &parsed, &[top.hash()]).unwrap();
+        let t = g.index_of(&top.hash()).unwrap();
+        let deps: Vec<_> = g.dependencies(t).map(|(i, r)| (i, r.clone())).collect();
+        assert_eq!(
+            deps,
+            vec![(g.index_of(&base.hash()).unwrap(), base.output_ref("out"))]
+        );
+        // Given dependencies go through the same checks.
+        let wrong: HashMap<Hash, BTreeSet<OutputRef>> =
+            [(top.hash(), [base.output_ref("dev")].into())].into();
+        let err = BuildGraph::with_dependencies(&known, &wrong, &[top.hash()]).unwrap_err();
+        assert!(matches!(err, Error::UnknownOutput { .. }), "{err}");
     }
 
     #[test]

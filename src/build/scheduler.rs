@@ -483,40 +483,43 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     fn settle(&mut self) -> Result<(), Error> {
         while !self.ready.is_empty() {
             let wave = std::mem::take(&mut self.ready);
-            let mut resolved = Vec::with_capacity(wave.len());
+            let mut keyed = Vec::with_capacity(wave.len());
             for index in wave {
                 if self.stopping {
                     self.state.insert(index, State::Skipped);
                     continue;
                 }
-                let node = self.graph.node(index).clone();
-                let refs: HashMap<OutputRef, StorePath> = self
-                    .graph
-                    .dependencies(index)
-                    .filter_map(|(dep, r)| match self.state.get(&dep) {
-                        Some(State::Done(outputs)) => {
-                            Some((r.clone(), outputs.get(&r.output)?.clone()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                match node.drv.resolve(|r| refs.get(r).cloned()) {
-                    Ok(drv) => {
-                        let key = drv.hash();
+                // The build key is hashed from a borrowed view of the resolved derivation;
+                // the resolved `Derivation` itself is built only for nodes that are queued.
+                let refs = self.resolved_refs(index);
+                let drv = &self.graph.node(index).drv;
+                let key = drv.build_key(|r| {
+                    refs.binary_search_by(|(known, _)| (*known).cmp(r))
+                        .ok()
+                        .map(|i| refs[i].1.clone())
+                });
+                match key {
+                    Ok(key) => {
                         self.keys.insert(index, key);
-                        resolved.push((index, node, drv, key, refs));
+                        keyed.push((index, key));
                     }
                     Err(e) => self.fail(index, FailureKind::Resolve(e)),
                 }
             }
-            let wanted: Vec<(Hash, &str)> = resolved
+            let wanted: Vec<(Hash, &str)> = keyed
                 .iter()
-                .flat_map(|(_, _, drv, key, _)| drv.outputs.iter().map(|o| (*key, o.as_str())))
+                .flat_map(|&(index, key)| {
+                    let drv = &self.graph.node(index).drv;
+                    drv.outputs.iter().map(move |o| (key, o.as_str()))
+                })
                 .collect();
-            let mut found = self.store.realisations(&wanted)?.into_iter();
-            for (index, node, drv, key, refs) in resolved {
+            let found: Vec<Option<StorePath>> = self.store.realisations(&wanted)?;
+            drop(wanted);
+            let mut found = found.into_iter();
+            for (index, key) in keyed {
+                let node = self.graph.node(index).clone();
                 let mut outputs = Some(BTreeMap::new());
-                for output in &drv.outputs {
+                for output in &node.drv.outputs {
                     match (found.next().flatten(), outputs.as_mut()) {
                         (Some(path), Some(map)) => {
                             map.insert(output.clone(), path);
@@ -526,10 +529,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 }
                 let check = self.check_roots.contains(&index);
                 if node.drv.dao && outputs.is_some() && !check {
-                    let mut inputs: BTreeSet<StorePath> = refs.values().cloned().collect();
-                    if let Some(extra) = self.extra_inputs.get(&index) {
-                        inputs.extend(extra.iter().cloned());
-                    }
+                    let inputs = self.inputs(index);
                     self.dao_inputs.insert(index, inputs);
                 }
                 match outputs {
@@ -545,10 +545,21 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                         self.state.insert(index, State::Unbuilt);
                     }
                     expected => {
-                        let mut inputs: BTreeSet<StorePath> = refs.into_values().collect();
-                        if let Some(extra) = self.extra_inputs.get(&index) {
-                            inputs.extend(extra.iter().cloned());
-                        }
+                        let refs = self.resolved_refs(index);
+                        let resolved = node.drv.resolve(|r| {
+                            refs.binary_search_by(|(known, _)| (*known).cmp(r))
+                                .ok()
+                                .map(|i| refs[i].1.clone())
+                        });
+                        drop(refs);
+                        let drv = match resolved {
+                            Ok(drv) => drv,
+                            Err(e) => {
+                                self.fail(index, FailureKind::Resolve(e));
+                                continue;
+                            }
+                        };
+                        let inputs = self.inputs(index);
                         if node.drv.dao {
                             self.dao_inputs.insert(index, inputs.clone());
                         }
@@ -567,6 +578,35 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             }
         }
         Ok(())
+    }
+
+    /// The realised dependency outputs of `index`, by the template naming them, sorted (for
+    /// `binary_search_by`: no map is built per node).
+    fn resolved_refs(&self, index: NodeIndex) -> Vec<(&OutputRef, &StorePath)> {
+        let mut refs: Vec<(&OutputRef, &StorePath)> = self
+            .graph
+            .dependencies(index)
+            .filter_map(|(dep, r)| match self.state.get(&dep) {
+                Some(State::Done(outputs)) => Some((r, outputs.get(&r.output)?)),
+                _ => None,
+            })
+            .collect();
+        refs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        refs
+    }
+
+    /// The store paths a build of `index` reads: its realised dependency outputs and the
+    /// paths it names literally.
+    fn inputs(&self, index: NodeIndex) -> BTreeSet<StorePath> {
+        let mut inputs: BTreeSet<StorePath> = self
+            .resolved_refs(index)
+            .into_iter()
+            .map(|(_, p)| p.clone())
+            .collect();
+        if let Some(extra) = self.extra_inputs.get(&index) {
+            inputs.extend(extra.iter().cloned());
+        }
+        inputs
     }
 
     /// Start queued builds while slots are free.

@@ -145,33 +145,38 @@ struct DerivationsFile {
 }
 
 pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| CliError::user(format!("cannot read `{}`: {e}", path.display())))?;
-    let file: DerivationsFile = serde_json::from_str(&text)
+    let file: DerivationsFile = serde_json::from_slice(&bytes)
         .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
-    let mut derivations = HashMap::new();
-    let mut order = Vec::new();
+    drop(bytes);
+    let mut derivations = HashMap::with_capacity(file.derivations.len());
+    let mut order = Vec::with_capacity(file.derivations.len());
+    // Templates are parsed once here: validation returns the dependencies the default roots
+    // need.
+    let mut used = std::collections::HashSet::new();
+    let mut dependencies = HashMap::with_capacity(file.derivations.len());
     for drv in file.derivations {
-        drv.validate()
+        let deps = drv
+            .validate_dependencies()
             .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
+        if file.roots.is_none() {
+            used.extend(deps.iter().map(|r| r.drv));
+        }
         let hash = drv.hash();
         order.push(hash);
         derivations.insert(hash, Arc::new(drv));
+        dependencies.insert(hash, deps);
     }
     let roots = match file.roots {
         Some(roots) => roots,
-        None => {
-            let mut used = std::collections::HashSet::new();
-            for drv in derivations.values() {
-                let deps = drv
-                    .dependencies()
-                    .map_err(|e| CliError::user(e.to_string()))?;
-                used.extend(deps.into_iter().map(|r| r.drv));
-            }
-            order.into_iter().filter(|h| !used.contains(h)).collect()
-        }
+        None => order.into_iter().filter(|h| !used.contains(h)).collect(),
     };
-    Ok(Request { derivations, roots })
+    Ok(Request {
+        derivations,
+        roots,
+        dependencies,
+    })
 }
 
 fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {

@@ -2,7 +2,7 @@
 //! the scheduler on a tokio runtime with Ctrl-C / SIGTERM wired to cancellation, and
 //! rendering build failures.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,9 @@ use super::{CliError, Context};
 pub struct Request {
     pub derivations: HashMap<Hash, Arc<Derivation>>,
     pub roots: Vec<Hash>,
+    /// Dependencies already parsed from the templates, by derivation hash (any subset of
+    /// `derivations`; the graph parses the others): spares parsing every template twice.
+    pub dependencies: HashMap<Hash, BTreeSet<OutputRef>>,
 }
 
 /// The store and the sandbox helper every building command uses.
@@ -116,6 +119,7 @@ impl Session {
         let inputs_request = Request {
             derivations: request.derivations.clone(),
             roots: dep_roots,
+            dependencies: HashMap::new(),
         };
         let report = self.build(&inputs_request, options, false, false)?;
         explain_failures(&report)?;
@@ -292,7 +296,8 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
 
 /// A graph for `request`, with errors worded for the user.
 pub fn graph(request: &Request) -> Result<BuildGraph, CliError> {
-    BuildGraph::new(&request.derivations, &request.roots).map_err(|e| CliError::user(e.to_string()))
+    BuildGraph::with_dependencies(&request.derivations, &request.dependencies, &request.roots)
+        .map_err(|e| CliError::user(e.to_string()))
 }
 
 /// What `--dry-run` prints.
@@ -356,7 +361,11 @@ impl Evaluated {
                 roots.push(hash);
             }
         }
-        Request { derivations, roots }
+        Request {
+            derivations,
+            roots,
+            dependencies: HashMap::new(),
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! resolved derivation (every template replaced by the input's realised store path), so two
 //! derivations whose inputs have the same content share their build key: early cutoff.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::hash::Hash;
@@ -53,6 +54,31 @@ pub struct Derivation {
     pub platform: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Sources>,
+}
+
+/// A resolved [`Derivation`] that borrows what resolution leaves unchanged. Same fields, same
+/// order, same serde attributes: it serialises to the same canonical JSON.
+#[derive(serde::Serialize)]
+struct ResolvedView<'a> {
+    args: Vec<Cow<'a, str>>,
+    builder: Cow<'a, str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dao: bool,
+    env: EnvView<'a>,
+    name: &'a str,
+    outputs: &'a [String],
+    platform: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sources: Option<&'a Sources>,
+}
+
+/// Environment entries in key order, serialised as a JSON object.
+struct EnvView<'a>(Vec<(&'a str, Cow<'a, str>)>);
+
+impl serde::Serialize for EnvView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 /// Why a derivation is not well-formed.
@@ -110,7 +136,7 @@ impl Derivation {
 
     /// The derivation hash: [`Hash::digest`] of the canonical JSON.
     pub fn hash(&self) -> Hash {
-        Hash::digest(self.canonical_json())
+        Hash::of_json(self)
     }
 
     /// The template of one of this derivation's outputs.
@@ -219,25 +245,19 @@ impl Derivation {
     /// Replace every template by `/bramble/store/<path>` of the input's realised output.
     pub fn resolve(
         &self,
-        mut lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
+        lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
     ) -> Result<Derivation, DerivationError> {
-        let mut sub = |s: &String| {
-            template::substitute(s, |r| lookup(r).map(|p| format!("{STORE_DIR}/{p}"))).map_err(
-                |source| DerivationError::Template {
-                    name: self.name.clone(),
-                    source,
-                },
-            )
-        };
+        let view = self.resolved_view(lookup)?;
         Ok(Derivation {
-            args: self.args.iter().map(&mut sub).collect::<Result<_, _>>()?,
-            builder: sub(&self.builder)?,
+            args: view.args.into_iter().map(Cow::into_owned).collect(),
+            builder: view.builder.into_owned(),
             dao: self.dao,
-            env: self
+            env: view
                 .env
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), sub(v)?)))
-                .collect::<Result<_, DerivationError>>()?,
+                .0
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into_owned()))
+                .collect(),
             name: self.name.clone(),
             outputs: self.outputs.clone(),
             platform: self.platform.clone(),
@@ -246,12 +266,51 @@ impl Derivation {
     }
 
     /// The build key: the hash of the resolved derivation. Same as [`Derivation::hash`] of
-    /// the result of [`Derivation::resolve`].
+    /// the result of [`Derivation::resolve`], without building it: strings without
+    /// templates are borrowed and the canonical JSON is streamed into the hasher.
     pub fn build_key(
         &self,
         lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
     ) -> Result<Hash, DerivationError> {
-        Ok(self.resolve(lookup)?.hash())
+        Ok(Hash::of_json(&self.resolved_view(lookup)?))
+    }
+
+    /// The resolved derivation, borrowing every string that holds no template.
+    fn resolved_view(
+        &self,
+        mut lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
+    ) -> Result<ResolvedView<'_>, DerivationError> {
+        fn sub<'s>(
+            name: &str,
+            text: &'s str,
+            lookup: &mut impl FnMut(&OutputRef) -> Option<StorePath>,
+        ) -> Result<Cow<'s, str>, DerivationError> {
+            template::substitute_cow(text, |r| lookup(r).map(|p| format!("{STORE_DIR}/{p}")))
+                .map_err(|source| DerivationError::Template {
+                    name: name.to_owned(),
+                    source,
+                })
+        }
+        let name = &self.name;
+        Ok(ResolvedView {
+            args: self
+                .args
+                .iter()
+                .map(|a| sub(name, a, &mut lookup))
+                .collect::<Result<_, _>>()?,
+            builder: sub(name, &self.builder, &mut lookup)?,
+            dao: self.dao,
+            env: EnvView(
+                self.env
+                    .iter()
+                    .map(|(k, v)| Ok((k.as_str(), sub(name, v, &mut lookup)?)))
+                    .collect::<Result<_, DerivationError>>()?,
+            ),
+            name: &self.name,
+            outputs: &self.outputs,
+            platform: &self.platform,
+            sources: self.sources.as_ref(),
+        })
     }
 
     /// The store object name of an output: `name` for `out`, `name-<output>` otherwise.
@@ -330,6 +389,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn streamed_hash_is_the_digest_of_the_canonical_json() {
+        // Strings shorter and longer than the hasher's buffer, and many small tokens.
+        let mut d = sample();
+        for len in [1, 100, 511, 512, 513, 600, 2000, 5000] {
+            d.args.push("x".repeat(len));
+        }
+        for i in 0..200 {
+            d.env.insert(format!("V{i}"), "é\n".repeat(i));
+        }
+        assert_eq!(d.hash(), Hash::digest(d.canonical_json()));
+        assert_eq!(sample().hash(), Hash::digest(sample().canonical_json()));
+    }
+
     const GOLDEN_SAMPLE: &str = "zpetqbh25zvgyf5nexalnuy7rneutv2o";
     const GOLDEN_WITH_SOURCES: &str = "urcygfsf5yenukkn6nqe2elqvs45ra33";
 
@@ -361,6 +434,31 @@ mod tests {
             resolved.hash()
         );
         assert!(user.resolve(|_| None).is_err());
+        assert!(user.build_key(|_| None).is_err());
+
+        // Templates in args and env too, with sources and the DAO flag: the streamed key is
+        // the hash of the materialised resolved derivation, and the canonical JSON did not
+        // change (`canonical_json` still serialises through `serde_json::to_string`).
+        let t = base.output_ref("out").template();
+        user.args = vec!["-c".into(), format!("cat {t}/x > $out"), "plain".into()];
+        user.env.insert("B".into(), format!("{t}:{t}"));
+        user.env
+            .insert("A".into(), "no template \u{1} \"q\"".into());
+        user.dao = true;
+        user.sources = Some(Sources {
+            files: vec!["a".into()],
+            path: p2.clone(),
+        });
+        let resolved = user.resolve(|_| Some(p1.clone())).unwrap();
+        assert_eq!(
+            resolved.env["B"],
+            format!("/bramble/store/{p1}:/bramble/store/{p1}")
+        );
+        assert_eq!(
+            user.build_key(|_| Some(p1.clone())).unwrap(),
+            Hash::digest(resolved.canonical_json())
+        );
+        assert_eq!(user.hash(), Hash::digest(user.canonical_json()));
     }
 
     #[test]

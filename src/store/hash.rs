@@ -47,6 +47,14 @@ impl Hash {
         Hash::from_sha256(&Sha256::digest(bytes.as_ref()).into())
     }
 
+    /// [`Hash::digest`] of the compact JSON of `value` (as `serde_json::to_vec` writes it),
+    /// streamed into the hasher rather than collected in a buffer first.
+    pub fn of_json(value: &impl serde::Serialize) -> Hash {
+        let mut sink = DigestWriter::new();
+        serde_json::to_writer(&mut sink, value).expect("serialising into a hasher cannot fail");
+        sink.finish()
+    }
+
     /// Truncate a full SHA-256 digest.
     pub fn from_sha256(full: &[u8; 32]) -> Hash {
         let mut out = [0u8; HASH_BYTES];
@@ -78,6 +86,49 @@ impl Hash {
     /// The all-zero hash, printed as 32 `a`s.
     pub const fn zero() -> Hash {
         Hash([0; HASH_BYTES])
+    }
+}
+
+/// An `io::Write` that feeds a SHA-256 hasher through a small buffer: `serde_json` writes
+/// token by token, and one `update` per token costs more than the copy.
+struct DigestWriter {
+    hasher: Sha256,
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl DigestWriter {
+    fn new() -> DigestWriter {
+        DigestWriter {
+            hasher: Sha256::new(),
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    fn finish(mut self) -> Hash {
+        self.hasher.update(&self.buf[..self.len]);
+        Hash::from_sha256(&self.hasher.finalize().into())
+    }
+}
+
+impl std::io::Write for DigestWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.len + data.len() > self.buf.len() {
+            self.hasher.update(&self.buf[..self.len]);
+            self.len = 0;
+            if data.len() > self.buf.len() {
+                self.hasher.update(data);
+                return Ok(data.len());
+            }
+        }
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 //! `}}`. A `{{` that is not followed by `<hash>:` is ordinary text (shell and Go templates
 //! stay usable); one that is, but does not complete the grammar, is an error.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
@@ -124,8 +125,14 @@ pub fn scan(
     let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut from = 0;
-    while let Some(pos) = text[from..].find("{{") {
+    // A `char` pattern is a memchr; a `"{{"` pattern sets up a two-way searcher per call,
+    // which costs more than the scan on the short strings derivations hold.
+    while let Some(pos) = text[from..].find('{') {
         let start = from + pos;
+        if bytes.get(start + 1) != Some(&b'{') {
+            from = start + 1;
+            continue;
+        }
         let mut i = start + 2;
         while i < bytes.len() && bytes[i] == b' ' {
             i += 1;
@@ -165,11 +172,23 @@ pub fn scan(
 /// Replace every template in `text` by what `resolve` returns for it.
 pub fn substitute(
     text: &str,
-    mut resolve: impl FnMut(&OutputRef) -> Option<String>,
+    resolve: impl FnMut(&OutputRef) -> Option<String>,
 ) -> Result<String, TemplateError> {
+    substitute_cow(text, resolve).map(Cow::into_owned)
+}
+
+/// [`substitute`], borrowing `text` when it holds no template (most strings do not).
+pub fn substitute_cow(
+    text: &str,
+    mut resolve: impl FnMut(&OutputRef) -> Option<String>,
+) -> Result<Cow<'_, str>, TemplateError> {
+    let found = find(text)?;
+    if found.is_empty() {
+        return Ok(Cow::Borrowed(text));
+    }
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
-    for (range, reference) in find(text)? {
+    for (range, reference) in found {
         let value = resolve(&reference).ok_or_else(|| TemplateError::Unresolved {
             template: reference.template(),
         })?;
@@ -178,7 +197,7 @@ pub fn substitute(
         last = range.end;
     }
     out.push_str(&text[last..]);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 #[cfg(test)]
