@@ -618,21 +618,27 @@ fn sync_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path, depth: usize) -> Resul
     };
     let st = rfs::fstat(&fd).map_err(io_err("stat", path))?;
     if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-        let mut names = Vec::new();
-        let mut reader = rfs::Dir::read_from(&fd).map_err(io_err("list", path))?;
-        while let Some(entry) = reader.read() {
-            let entry = entry.map_err(io_err("list", path))?;
-            let n = entry.file_name();
-            if n.to_bytes() != b"." && n.to_bytes() != b".." {
-                names.push(n.to_owned());
-            }
-        }
+        let names = entry_names(&fd, path)?;
         for n in names {
             let child = path.join(OsStr::from_bytes(n.to_bytes()));
             sync_at(fd.as_fd(), &n, &child, depth + 1)?;
         }
     }
     rfs::fsync(&fd).map_err(io_err("fsync", path))
+}
+
+/// The names in the open directory `fd` (without `.` and `..`); `path` is for messages.
+fn entry_names(fd: &OwnedFd, path: &Path) -> Result<Vec<CString>, TreeError> {
+    let mut names = Vec::new();
+    let mut reader = rfs::Dir::read_from(fd).map_err(io_err("list", path))?;
+    while let Some(entry) = reader.read() {
+        let entry = entry.map_err(io_err("list", path))?;
+        let n = entry.file_name();
+        if n.to_bytes() != b"." && n.to_bytes() != b".." {
+            names.push(n.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// Remove the tree at `path` (never following symlinks), making read-only directories
@@ -659,15 +665,7 @@ pub fn remove_at(dir: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<u64, T
         )
         .map_err(io_err("open directory", path))?;
         rfs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(io_err("make writable", path))?;
-        let mut names = Vec::new();
-        let mut reader = rfs::Dir::read_from(&fd).map_err(io_err("list", path))?;
-        while let Some(entry) = reader.read() {
-            let entry = entry.map_err(io_err("list", path))?;
-            let n = entry.file_name();
-            if n.to_bytes() != b"." && n.to_bytes() != b".." {
-                names.push(n.to_owned());
-            }
-        }
+        let names = entry_names(&fd, path)?;
         let mut freed = 0u64;
         for n in names {
             let child = path.join(OsStr::from_bytes(n.to_bytes()));

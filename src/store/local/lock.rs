@@ -51,15 +51,7 @@ pub(crate) fn acquire(path: &Path, mode: LockMode, wait: bool) -> Result<Option<
         }
     };
     loop {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(io("open lock file"))?;
+        let file = open_lock_file(path)?;
         loop {
             match flock(&file, op) {
                 Ok(()) => break,
@@ -109,15 +101,7 @@ pub(crate) fn acquire_key(
             source,
         }
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io("open lock file"))?;
+    let file = open_lock_file(path)?;
     let mut first = [0u8; 8];
     first.copy_from_slice(&key[..8]);
     let range = libc::flock {
@@ -134,6 +118,23 @@ pub(crate) fn acquire_key(
             Err(e) => return Err(io("lock")(e.into())),
         }
     }
+}
+
+/// Open (creating it) the lock file `path`, never following a symlink there.
+fn open_lock_file(path: &Path) -> Result<File, Error> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| Error::Io {
+            op: "open lock file",
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Remove a lock file while holding its lock (so nobody can hold it through this file).
