@@ -275,7 +275,18 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
         let (base, base_rel) = s
             .dir_of(&file)
             .unwrap_or_else(|| (s.opts.root.clone(), String::new()));
-        let found = files::glob(&base, &base_rel, &include, &exclude, allow_empty).map_err(err)?;
+        let key = (base.clone(), include, exclude, allow_empty);
+        let cached = s.registry.borrow().globs.get(&key).cloned();
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                let (_, include, exclude, _) = &key;
+                let found =
+                    files::glob(&base, &base_rel, include, exclude, allow_empty).map_err(err)?;
+                s.registry.borrow_mut().globs.insert(key, found.clone());
+                found
+            }
+        };
         Ok(FilesValue {
             base,
             base_rel,

@@ -84,7 +84,13 @@ pub(crate) struct Registry {
     pub(crate) derivations: HashMap<Hash, Arc<DerivationNode>>,
     pub(crate) tests: Vec<TestSpec>,
     pub(crate) sources: HashMap<(PathBuf, Vec<String>), StorePath>,
+    /// `files()` results of this evaluation, by (directory, include, exclude, allow_empty): a
+    /// function called for every derivation of a large graph globs once, not once per call.
+    pub(crate) globs: HashMap<GlobKey, Vec<String>>,
 }
+
+/// What a `files()` call's result depends on.
+pub(crate) type GlobKey = (PathBuf, Vec<String>, Vec<String>, bool);
 
 /// Writes `print()` output to stderr: the default for the CLI.
 pub fn print_to_stderr(line: &str) {
