@@ -3,12 +3,11 @@
 
 mod build_support;
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bramble::store::{Sources, StorePath};
-use build_support::{Fixture, stderr, stdout};
+use build_support::{Fixture, stderr, stdout, with_stdin};
 
 #[test]
 fn shell_runs_in_the_build_environment() {
@@ -25,20 +24,10 @@ fn shell_runs_in_the_build_environment() {
         path: StorePath::from_path_str(stdout(&out).trim()).unwrap(),
     });
     let file = f.write("drvs.json", &[&d], &[&d]);
-    let mut child = f
-        .command(&["shell", "--derivations", file.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"pwd; cat data.txt; echo $GREETING; echo $out; ls /bramble/store; exit 7\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        f.command(&["shell", "--derivations", file.to_str().unwrap()]),
+        b"pwd; cat data.txt; echo $GREETING; echo $out; ls /bramble/store; exit 7\n",
+    );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();

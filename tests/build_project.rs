@@ -3,10 +3,7 @@
 
 mod build_support;
 
-use std::io::Write;
-use std::process::Stdio;
-
-use build_support::{Project, stderr, stdout};
+use build_support::{Project, stderr, stdout, with_stdin};
 
 const MODULE: &str = r#"
 def busybox():
@@ -106,20 +103,10 @@ fn run_passes_args_binds_the_project_and_exit_code() {
 #[test]
 fn run_reads_stdin() {
     let p = project();
-    let mut child = p
-        .command(&["run", "./:busybox", "bin/busybox", "sh"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echo from stdin; exit 5\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        p.command(&["run", "./:busybox", "bin/busybox", "sh"]),
+        b"echo from stdin; exit 5\n",
+    );
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert_eq!(stdout(&out), "from stdin\n");
 }

@@ -425,8 +425,6 @@ struct Run<'a, S, E> {
     level: HashMap<NodeIndex, u32>,
     /// Store paths a generated node names literally: inputs besides its dependencies.
     extra_inputs: HashMap<NodeIndex, BTreeSet<StorePath>>,
-    /// The resolved inputs of DAO nodes, for the paths their documents may name.
-    dao_inputs: HashMap<NodeIndex, BTreeSet<StorePath>>,
     /// The DAO that generated a node.
     generated_by: HashMap<NodeIndex, NodeIndex>,
 }
@@ -472,7 +470,6 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             generating: 0,
             level: HashMap::new(),
             extra_inputs: HashMap::new(),
-            dao_inputs: HashMap::new(),
             generated_by: HashMap::new(),
         }
     }
@@ -528,10 +525,6 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                     }
                 }
                 let check = self.check_roots.contains(&index);
-                if node.drv.dao && outputs.is_some() && !check {
-                    let inputs = self.inputs(index);
-                    self.dao_inputs.insert(index, inputs);
-                }
                 match outputs {
                     Some(outputs) if !check => {
                         self.reporter.event(Event::Cached {
@@ -560,9 +553,6 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                             }
                         };
                         let inputs = self.inputs(index);
-                        if node.drv.dao {
-                            self.dao_inputs.insert(index, inputs.clone());
-                        }
                         let job = Job {
                             drv_hash: node.hash,
                             drv: Arc::new(drv),
@@ -722,7 +712,8 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             .clone();
         self.state.insert(index, State::Generating(outputs));
         self.generating += 1;
-        let inputs = self.dao_inputs.remove(&index).unwrap_or_default();
+        // Its dependencies are realised (it was settled), so these are the inputs it ran with.
+        let inputs = self.inputs(index);
         let level = self.level.get(&index).copied().unwrap_or(0) + 1;
         let limits = self.options.dao_limits;
         let store = self.store.clone();
