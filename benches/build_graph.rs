@@ -5,8 +5,9 @@
 //! - chain-N: N derivations, each depending on the previous one;
 //! - no-op rebuild of wide-10000.
 //!
-//! Bramble runs the real binaries (`bramble`, `bramble-sandbox`) with `-j 2`, sandbox always
-//! on, against a private `BRAMBLE_HOME`. The busybox bootstrap derivation is built once,
+//! Bramble runs the real binaries (`bramble` and the helper as installed: the static
+//! `bramble-sandbox` of `cargo static-helper`) with `-j 2`, sandbox always on, against a
+//! private `BRAMBLE_HOME`. The busybox bootstrap derivation is built once,
 //! untimed (Nix gets `/bin/busybox` from `extra-sandbox-paths`). Nix figures come from
 //! `graph.sh` in the same run when `nix-instantiate` is installed (`setup.sh` installs it),
 //! else they are reported as skipped.
@@ -23,6 +24,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use bramble::store::{Derivation, Sources, StorePath};
+
+#[path = "support/static_helper.rs"]
+mod static_helper;
 
 const BUSYBOX: &str = "/bin/busybox";
 const GRAPH_SH: &str = "/work/shared/bench/graph.sh";
@@ -80,7 +84,7 @@ impl Bench {
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("BRAMBLE_HOME", self.home.path())
-            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"));
+            .env("BRAMBLE_SANDBOX", static_helper::static_helper());
         cmd
     }
 

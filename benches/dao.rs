@@ -24,6 +24,9 @@ use bramble::build::{BuildGraph, BuildOptions};
 use bramble::store::local::LocalStore;
 use bramble::store::{Derivation, Hash};
 
+#[path = "support/static_helper.rs"]
+mod static_helper;
+
 const BUSYBOX: &str = "/bin/busybox";
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -197,7 +200,7 @@ fn overhead(n: usize, runs: usize) {
             .args(["build", "-j", "2", "--no-out-link", reference])
             .current_dir(dir.path())
             .env("BRAMBLE_HOME", home.path())
-            .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
+            .env("BRAMBLE_SANDBOX", static_helper::static_helper())
             .env("NO_COLOR", "1")
             .env_remove("CI")
             .output()

@@ -6,7 +6,8 @@
 #
 # usage: vm-tests/run.sh            (as root; installs qemu-system-x86 and linux-image-amd64)
 # env:   KERNEL=/boot/vmlinuz-...   kernel to boot (default: newest /boot/vmlinuz-*)
-#        BRAMBLE_SANDBOX=path       helper binary (default: builds it with cargo)
+#        BRAMBLE_SANDBOX=path       helper binary (default: builds the installed, static one with
+#                                   `cargo static-helper`)
 #        VM_ACCEL=kvm               use KVM instead of TCG; VM_TIMEOUT=seconds (120)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,8 +26,8 @@ fi
 kernel=${KERNEL:-$(ls /boot/vmlinuz-* | sort -V | tail -1)}
 
 if [ -z "${BRAMBLE_SANDBOX:-}" ]; then
-  (cd "$root" && cargo build -q --release --bin bramble-sandbox)
-  BRAMBLE_SANDBOX=${CARGO_TARGET_DIR:-$root/target}/release/bramble-sandbox
+  BRAMBLE_SANDBOX=$(cd "$root" && cargo static-helper -q --message-format=json |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 fi
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -34,9 +35,9 @@ init=$work/initramfs
 mkdir -p "$init"/{bin,sbin,dev,proc,sys,tmp,etc,root,home/builder,vm,mnt}
 cp /bin/busybox "$init/bin/busybox"
 for applet in $("$init/bin/busybox" --list); do [ "$applet" = busybox ] || ln -sf busybox "$init/bin/$applet"; done
-# The helper and the shared libraries it links against.
+# The helper and the shared libraries it links against (none for the static build).
 cp "$BRAMBLE_SANDBOX" "$init/vm/bramble-sandbox"
-ldd "$BRAMBLE_SANDBOX" | grep -o '/[^ ]*' | while read -r lib; do
+for lib in $(ldd "$BRAMBLE_SANDBOX" 2>/dev/null | grep -o '/[^ ]*' || true); do
   mkdir -p "$init$(dirname "$lib")"; cp -L "$lib" "$init$lib"; done
 # The static probe program the sandbox tests use, when its source exists.
 probe_src=$root/sandbox/tests/probe/probe.c

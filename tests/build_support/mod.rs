@@ -147,14 +147,15 @@ impl Project {
     }
 }
 
-/// The real `bramble` binary with the private store `home`, run in `dir`. `CI` is removed so
-/// unpinned fetches are recorded rather than refused; downloads are not retried.
+/// The real `bramble` binary with the private store `home`, run in `dir`. It finds the sandbox
+/// helper next to itself, as installed (`cargo nextest run --workspace` builds both). `CI` is
+/// removed so unpinned fetches are recorded rather than refused; downloads are not retried.
 pub fn bramble_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
     cmd.args(args)
         .current_dir(dir)
         .env("BRAMBLE_HOME", home)
-        .env("BRAMBLE_SANDBOX", env!("CARGO_BIN_EXE_bramble-sandbox"))
+        .env_remove("BRAMBLE_SANDBOX")
         .env("BRAMBLE_FETCH_RETRIES", "0")
         .env("NO_COLOR", "1")
         .env_remove("CI")

@@ -3,9 +3,10 @@
 //!
 //! Every test runs once per identity: as root and as uid 65534 (`setpriv`) when the test runs
 //! as root (CI), or as the current user otherwise. The helper, the probe and the fixtures are
-//! copied into a fresh world-readable temp dir so uid 65534 can reach them. Where the kernel
-//! refuses unprivileged user namespaces the tests print why and skip, unless `CI` is set, in
-//! which case they fail.
+//! copied into a fresh world-readable temp dir so uid 65534 can reach them. The helper tested is
+//! the one cargo built, or `$BRAMBLE_SANDBOX` (CI also runs the suite on the static build).
+//! Where the kernel refuses unprivileged user namespaces the tests print why and skip, unless
+//! `CI` is set, in which case they fail.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -100,13 +101,17 @@ fn fixture() -> &'static Fixture {
         let root = dir.path();
         chmod(root, 0o755);
         let helper = root.join("bramble-sandbox");
-        std::fs::copy(env!("CARGO_BIN_EXE_bramble-sandbox"), &helper).expect("copy helper");
+        let tested = std::env::var_os("BRAMBLE_SANDBOX").map_or_else(
+            || env!("CARGO_BIN_EXE_bramble-sandbox").into(),
+            PathBuf::from,
+        );
+        std::fs::copy(&tested, &helper).expect("copy helper");
         chmod(&helper, 0o755);
 
         let store = root.join("store");
         let probe_bin = store.join(PROBE_INPUT).join("bin");
         mkdirs(&probe_bin);
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("sandbox/tests/probe/probe.c");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/probe.c");
         let out = Command::new("gcc")
             .args(["-static", "-O2", "-o"])
             .arg(probe_bin.join("probe"))

@@ -6,10 +6,9 @@
 //! measured twice: as root, and as uid 65534 (the rootless case: the bench re-executes itself
 //! under `setpriv` from a world-readable copy). A missing peer is reported and skipped.
 //!
-//! `-- --helper LABEL=PATH` (repeatable) adds another build of the helper as a row of its own,
-//! e.g. a statically linked one:
-//! `cargo rustc --release --bin bramble-sandbox -- -C target-feature=+crt-static`, copied
-//! aside, then `cargo bench --bench sandbox_startup -- --helper static=/tmp/bramble-sandbox`.
+//! Two builds of the helper are measured: the one that is installed, statically linked (built
+//! here with `cargo static-helper`, see `.cargo/config.toml`), and the one `cargo build` links
+//! dynamically. `-- --helper LABEL=PATH` (repeatable) adds another build as a row of its own.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bramble_sandbox::{Bind, Spec, Symlink};
+
+#[path = "../../benches/support/static_helper.rs"]
+mod static_helper;
 
 const BWRAP: &str = "bwrap --unshare-all --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --proc /proc --dev /dev /bin/true";
 const UNSHARE: &str =
@@ -172,15 +174,23 @@ fn extra_helpers(args: &[String]) -> Vec<(String, PathBuf)> {
     args.windows(2)
         .filter(|w| w[0] == "--helper")
         .map(|w| match w[1].split_once('=') {
-            Some((label, path)) => (format!("bramble-sandbox ({label})"), path.into()),
+            Some((label, path)) => (label.to_owned(), path.into()),
             None => {
                 let path = PathBuf::from(&w[1]);
                 let label = path
                     .file_name()
                     .map_or_else(|| w[1].clone(), |n| n.to_string_lossy().into_owned());
-                (format!("bramble-sandbox ({label})"), path)
+                (label, path)
             }
         })
+        .collect()
+}
+
+/// The measured helpers: (row name, path) of each `--helper`.
+fn helpers(args: &[String]) -> Vec<(String, PathBuf)> {
+    extra_helpers(args)
+        .into_iter()
+        .map(|(label, path)| (format!("bramble-sandbox ({label})"), path))
         .collect()
 }
 
@@ -190,11 +200,9 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(300);
-    // Re-executed as the unprivileged user: `--as-user <helper> [--helper LABEL=PATH]...`.
-    if let Some(pos) = args.iter().position(|a| a == "--as-user") {
-        let mut helpers = vec![("bramble-sandbox".to_owned(), PathBuf::from(&args[pos + 1]))];
-        helpers.extend(extra_helpers(&args));
-        measure(&helpers, runs, "uid 65534");
+    // Re-executed as the unprivileged user with every helper as `--helper LABEL=PATH`.
+    if args.iter().any(|a| a == "--as-user") {
+        measure(&helpers(&args), runs, "uid 65534");
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -202,8 +210,8 @@ fn main() {
         return;
     }
 
-    // A world-readable copy of the helper and of this bench (the shared target dir may be
-    // rebuilt by others meanwhile, and uid 65534 may not enter it).
+    // A world-readable copy of each helper and of this bench (the target dir may be rebuilt
+    // meanwhile, and uid 65534 may not enter it).
     let dir = tempfile::Builder::new()
         .prefix("bramble-bench-")
         .tempdir_in("/tmp")
@@ -213,46 +221,48 @@ fn main() {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
     };
     chmod(dir.path(), 0o755);
-    let copy = |from: PathBuf, name: &str| {
+    let copy = |from: &Path, name: &str| {
         let to = dir.path().join(name);
         std::fs::copy(from, &to).expect("copy binary");
         chmod(&to, 0o755);
         to
     };
-    let helper = copy(
-        env!("CARGO_BIN_EXE_bramble-sandbox").into(),
-        "bramble-sandbox",
-    );
-    let mut helpers = vec![("bramble-sandbox".to_owned(), helper.clone())];
-    for (i, (name, path)) in extra_helpers(&args).into_iter().enumerate() {
-        helpers.push((name, copy(path, &format!("helper-{i}"))));
+    // The installed helper (static) first, then the one `cargo build` links dynamically.
+    let mut builds = vec![
+        (
+            "static".to_owned(),
+            static_helper::static_helper().to_owned(),
+        ),
+        (
+            "dynamic".to_owned(),
+            env!("CARGO_BIN_EXE_bramble-sandbox").into(),
+        ),
+    ];
+    builds.extend(extra_helpers(&args));
+    let mut as_args = Vec::new();
+    for (i, (label, path)) in builds.iter().enumerate() {
+        as_args.push("--helper".to_owned());
+        as_args.push(format!(
+            "{label}={}",
+            copy(path, &format!("helper-{i}")).display()
+        ));
     }
-    let me = copy(std::env::current_exe().expect("current exe"), "bench");
+    let me = copy(&std::env::current_exe().expect("current exe"), "bench");
 
     let is_root = std::fs::read_to_string("/proc/self/status")
         .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
         .unwrap_or(false);
     measure(
-        &helpers,
+        &helpers(&as_args),
         runs,
         if is_root { "root" } else { "current user" },
     );
     if is_root {
-        let mut extra = Vec::new();
-        for (name, path) in &helpers[1..] {
-            let label = name
-                .strip_prefix("bramble-sandbox (")
-                .and_then(|l| l.strip_suffix(')'))
-                .unwrap_or(name);
-            extra.push("--helper".to_owned());
-            extra.push(format!("{label}={}", path.display()));
-        }
         let status = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&me)
             .arg("--as-user")
-            .arg(&helper)
-            .args(&extra)
+            .args(&as_args)
             .env("RUNS", runs.to_string())
             .current_dir("/")
             .status();
