@@ -135,3 +135,91 @@ fn log_of_a_reference() {
     assert!(log.status.success(), "{}", stderr(&log));
     assert_eq!(stdout(&log), "checking\n");
 }
+
+/// `run()`'s `paths` (read-write, also outside the project), `read_only_paths`, `hidden_paths`
+/// and `network`, checked from inside the sandbox and on the host afterwards.
+#[test]
+fn run_honours_paths_read_only_hidden_and_network() {
+    let extra = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            use std::io::Write;
+            let _ = stream.and_then(|mut s| s.write_all(b"hello from the host\n"));
+        }
+    });
+    let module = format!(
+        r#"{MODULE}
+SCRIPT = """
+echo new > rw/new && echo rw-written
+echo changed > ro/file 2>/dev/null && echo RO-WRITTEN || echo ro-refused
+busybox cat ro/file
+[ -e secret/key ] && echo SECRET-VISIBLE || echo secret-hidden
+busybox ls -A secret | busybox wc -l
+echo outside > {extra}/from-sandbox && echo extra-written
+[ -e /etc/passwd ] && echo HOST-VISIBLE || echo host-hidden
+"""
+
+def paths():
+    return run(busybox(), "bin/sh", args = ["-c", SCRIPT],
+        paths = ["rw", "{extra}"], read_only_paths = ["ro"], hidden_paths = ["secret"])
+
+def online():
+    return run(busybox(), "bin/busybox", args = ["nc", "127.0.0.1", "{port}"], network = True)
+
+def offline():
+    return run(busybox(), "bin/busybox", args = ["nc", "127.0.0.1", "{port}"])
+
+def missing():
+    return run(busybox(), "bin/busybox", args = ["true"], paths = ["nope"])
+
+def hidden_missing():
+    return run(busybox(), "bin/busybox", args = ["true"], hidden_paths = ["not-there"])
+"#,
+        extra = extra.path().display(),
+    );
+    let p = Project::new("example.com/runpaths", &module);
+    for dir in ["rw", "ro", "secret"] {
+        std::fs::create_dir(p.dir.path().join(dir)).unwrap();
+    }
+    std::fs::write(p.dir.path().join("ro/file"), "read only\n").unwrap();
+    std::fs::write(p.dir.path().join("secret/key"), "top secret\n").unwrap();
+
+    // A missing path is reported before anything is built; a missing hidden path is skipped
+    // (mounting over it would create it in the project).
+    let missing = p.bramble(&["run", "./:missing"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", stdout(&missing));
+    let err = stderr(&missing);
+    assert!(
+        err.contains("`paths` entry `nope` of `run()` does not exist") && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(!err.contains("built "), "{err}");
+    let hidden = p.bramble(&["run", "./:hidden_missing"]);
+    assert!(hidden.status.success(), "{}", stderr(&hidden));
+    assert!(!p.dir.path().join("not-there").exists());
+
+    let out = p.bramble(&["run", "./:paths"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "rw-written\nro-refused\nread only\nsecret-hidden\n0\nextra-written\nhost-hidden\n"
+    );
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(&p.dir.path().join("rw/new")), "new\n");
+    assert_eq!(read(&p.dir.path().join("ro/file")), "read only\n");
+    assert_eq!(read(&p.dir.path().join("secret/key")), "top secret\n");
+    assert_eq!(read(&extra.path().join("from-sandbox")), "outside\n");
+
+    let online = with_stdin(p.command(&["run", "./:online"]), b"");
+    assert!(online.status.success(), "{}", stderr(&online));
+    assert_eq!(stdout(&online), "hello from the host\n");
+    let offline = with_stdin(p.command(&["run", "./:offline"]), b"");
+    assert!(!offline.status.success(), "{}", stdout(&offline));
+    assert!(
+        stderr(&offline).contains("Connection refused"),
+        "{}",
+        stderr(&offline)
+    );
+}

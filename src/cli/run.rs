@@ -6,7 +6,8 @@
 //! sandbox has the output's closure at `/bramble/store`, the project directory read-write at
 //! its own path (the working directory, if inside it, stays the working directory),
 //! `paths` read-write, `read_only_paths` read-only and `hidden_paths` replaced by empty
-//! directories, all relative to the project root unless absolute. Only `network = True`
+//! directories, all relative to the project root unless absolute. A missing `paths` or
+//! `read_only_paths` entry is an error; a missing hidden path is skipped (nothing to hide). Only `network = True`
 //! shares the host network. Stdin, stdout and stderr are this process's; the exit status is
 //! the program's.
 
@@ -73,6 +74,8 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             )));
         }
     };
+    // The host paths are checked before building: a typo should not wait for a build.
+    let mounts = project_mounts(&run, &evaluated.project_root)?;
     let mut request = evaluated.request();
     request.roots = vec![run.derivation];
     let report = session.build(
@@ -91,6 +94,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &run,
         &extra,
         &outputs,
+        mounts,
         &evaluated.project_root,
         &evaluated.cwd,
     )?;
@@ -105,6 +109,7 @@ fn run_spec(
     run: &RunSpec,
     extra: &[String],
     outputs: &BTreeMap<String, StorePath>,
+    mounts: Mounts,
     project_root: &Path,
     cwd: &Path,
 ) -> Result<Spec, CliError> {
@@ -146,38 +151,8 @@ fn run_spec(
             writable: false,
         });
     }
-    let resolve = |p: &str| -> Result<PathBuf, CliError> {
-        let path = project_root.join(p);
-        let path = std::path::absolute(&path)
-            .map_err(|e| CliError::user(format!("cannot resolve `{}`: {e}", path.display())))?;
-        if path.starts_with(STORE_DIR) || path.starts_with("/proc") || path.starts_with("/dev") {
-            return Err(CliError::user(format!(
-                "`{}` cannot be mapped into the sandbox",
-                path.display()
-            )));
-        }
-        Ok(path)
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    let mut bind = |spec: &mut Spec, path: PathBuf, writable: bool| {
-        if seen.insert(path.clone()) {
-            spec.binds.push(Bind {
-                source: path.clone(),
-                target: path,
-                writable,
-            });
-        }
-    };
-    bind(&mut spec, project_root.to_path_buf(), true);
-    for p in &run.paths {
-        bind(&mut spec, resolve(p)?, true);
-    }
-    for p in &run.read_only_paths {
-        bind(&mut spec, resolve(p)?, false);
-    }
-    for p in &run.hidden_paths {
-        spec.tmpfs.push(resolve(p)?);
-    }
+    spec.binds.extend(mounts.binds);
+    spec.tmpfs.extend(mounts.hidden);
     spec.cwd = if cwd.starts_with(project_root) {
         cwd.to_path_buf()
     } else {
@@ -188,4 +163,69 @@ fn run_spec(
             .with_hint("check the `paths`, `read_only_paths` and `hidden_paths` of `run()`")
     })?;
     Ok(spec)
+}
+
+/// The host side of a `run()`: the project directory and `paths` bound read-write,
+/// `read_only_paths` read-only, and the `hidden_paths` that exist (mounted over with empty
+/// directories).
+#[derive(Debug, Default)]
+struct Mounts {
+    binds: Vec<Bind>,
+    hidden: Vec<PathBuf>,
+}
+
+fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError> {
+    // `field` names the `run()` argument in errors.
+    let resolve = |field: &str, p: &str| -> Result<PathBuf, CliError> {
+        let path = project_root.join(p);
+        let path = std::path::absolute(&path)
+            .map_err(|e| CliError::user(format!("cannot resolve `{}`: {e}", path.display())))?;
+        if path.starts_with(STORE_DIR) || path.starts_with("/proc") || path.starts_with("/dev") {
+            return Err(CliError::user(format!(
+                "`{field}` entry `{p}` of `run()` cannot be mapped into the sandbox"
+            ))
+            .with_hint(format!(
+                "the sandbox has its own `/proc` and `/dev`, and `{STORE_DIR}` holds the output's \
+                 closure, read-only"
+            )));
+        }
+        Ok(path)
+    };
+    let mut mounts = Mounts::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut bind = |mounts: &mut Mounts, path: PathBuf, writable: bool| {
+        if seen.insert(path.clone()) {
+            mounts.binds.push(Bind {
+                source: path.clone(),
+                target: path,
+                writable,
+            });
+        }
+    };
+    bind(&mut mounts, project_root.to_path_buf(), true);
+    for (field, entries, writable) in [
+        ("paths", &run.paths, true),
+        ("read_only_paths", &run.read_only_paths, false),
+    ] {
+        for p in entries {
+            let path = resolve(field, p)?;
+            if std::fs::symlink_metadata(&path).is_err() {
+                return Err(CliError::user(format!(
+                    "`{field}` entry `{p}` of `run()` does not exist: `{}`",
+                    path.display()
+                ))
+                .with_hint(format!("create it, or remove it from `{field}`")));
+            }
+            bind(&mut mounts, path, writable);
+        }
+    }
+    // A hidden path that does not exist has nothing to hide (and mounting over it would
+    // create it in the project).
+    for p in &run.hidden_paths {
+        let path = resolve("hidden_paths", p)?;
+        if std::fs::symlink_metadata(&path).is_ok() {
+            mounts.hidden.push(path);
+        }
+    }
+    Ok(mounts)
 }
