@@ -223,3 +223,51 @@ def hidden_missing():
         stderr(&offline)
     );
 }
+
+/// On a terminal, progress shows done/total, the cached count and each running build with its
+/// name and elapsed time (util-linux `script` gives `bramble` a pseudo-terminal).
+#[test]
+fn progress_on_a_terminal_shows_running_builds_and_counts() {
+    let module = format!(
+        r#"{MODULE}
+def slow():
+    return _sh("slow-step", "sleep 1.5; cat $GREETING > $out", env = {{"GREETING": greeting()}})
+"#
+    );
+    let p = Project::new("example.com/progress", &module);
+    // The greeting is cached when `slow` builds.
+    let first = p.bramble(&["build", "./:greeting", "--no-out-link"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+
+    let cmd = p.command(&["build", "./:slow", "--no-out-link"]);
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(p.dir.path())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let out = script.output().expect("run `script` (util-linux)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    // A running line: the derivation's name and its elapsed time.
+    assert!(
+        screen.lines().any(|l| l.contains("slow-step") && l.contains("1s")),
+        "{screen}"
+    );
+    // The bar: done/total with the built and cached counts.
+    assert!(screen.contains("/3"), "{screen}");
+    assert!(screen.contains("cached 2"), "{screen}");
+    // Not the plain per-derivation lines of a non-terminal.
+    assert!(!screen.contains("built slow-step in"), "{screen}");
+}
