@@ -33,6 +33,28 @@ fn multi_output_derivation_and_result_links() {
     // Outputs are read-only.
     let meta = std::fs::metadata(main).unwrap();
     assert!(meta.permissions().readonly());
+    // `--out-link` names the links elsewhere; they are gc roots too.
+    let links = tempfile::tempdir().unwrap();
+    let base = links.path().join("custom");
+    let out = f.build(&[&d], &[&d], &["--out-link", base.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_link(&base).unwrap().to_str(), Some(*main));
+    let custom_doc = links.path().join("custom-doc");
+    assert_eq!(
+        std::fs::read_link(&custom_doc).unwrap().to_str(),
+        Some(*doc)
+    );
+    std::fs::remove_file(&link).unwrap();
+    std::fs::remove_file(&link_doc).unwrap();
+    let gc = f.bramble(&["gc"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(std::path::Path::new(main).exists() && std::path::Path::new(doc).exists());
+    // Without any link, gc collects them.
+    std::fs::remove_file(&base).unwrap();
+    std::fs::remove_file(&custom_doc).unwrap();
+    let gc = f.bramble(&["gc"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(!std::path::Path::new(main).exists());
 }
 
 #[test]

@@ -262,7 +262,9 @@ def slow():
     assert!(out.status.success(), "{screen}");
     // A running line: the derivation's name and its elapsed time.
     assert!(
-        screen.lines().any(|l| l.contains("slow-step") && l.contains("1s")),
+        screen
+            .lines()
+            .any(|l| l.contains("slow-step") && l.contains("1s")),
         "{screen}"
     );
     // The bar: done/total with the built and cached counts.
