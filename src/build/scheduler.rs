@@ -27,6 +27,7 @@ use petgraph::stable_graph::NodeIndex;
 use crate::store::{DerivationError, Hash, OutputRef, StorePath};
 
 use super::dao::{self, DaoError, Generated, Problem};
+use super::graph::NodeMap;
 use super::report::{Event, Reporter};
 use super::{BuildGraph, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError};
 
@@ -329,7 +330,7 @@ pub fn plan<S: BuildStore>(store: &S, graph: &BuildGraph) -> Result<Plan, Error>
         let refs = resolution_map(graph, index, &realised);
         let key = node
             .drv
-            .build_key(|r| refs.get(r).cloned())
+            .build_key_with(&node.templates, |r| refs.get(r))
             .map_err(Error::Derivation)?;
         match realisations(store, key, &node.drv.outputs)? {
             Some(outputs) => {
@@ -381,6 +382,13 @@ fn resolution_map(
         .collect()
 }
 
+/// The path `refs` ([`Run::resolved_refs`]) has for template `r`.
+fn lookup<'p>(refs: &[(&OutputRef, &'p StorePath)], r: &OutputRef) -> Option<&'p StorePath> {
+    refs.binary_search_by(|(known, _)| (*known).cmp(r))
+        .ok()
+        .map(|i| refs[i].1)
+}
+
 /// Every output's realisation for `key`, or `None` if any is missing.
 fn realisations<S: BuildStore>(
     store: &S,
@@ -405,8 +413,8 @@ struct Run<'a, S, E> {
     reporter: &'a Arc<dyn Reporter>,
     options: &'a BuildOptions,
     graph: BuildGraph,
-    state: HashMap<NodeIndex, State>,
-    keys: HashMap<NodeIndex, Hash>,
+    state: NodeMap<State>,
+    keys: NodeMap<Hash>,
     /// Nodes whose dependencies are all realised, not yet resolved.
     ready: Vec<NodeIndex>,
     /// Resolved nodes waiting for a slot, in order.
@@ -436,7 +444,8 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         options: &'a BuildOptions,
         tx: tokio::sync::mpsc::UnboundedSender<Finished>,
     ) -> Self {
-        let mut state = HashMap::with_capacity(graph.node_count());
+        let nodes = graph.node_count();
+        let mut state = NodeMap::with_capacity(nodes);
         let mut ready = Vec::new();
         for index in graph.nodes() {
             let missing = graph.dependency_count(index);
@@ -458,7 +467,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             options,
             graph,
             state,
-            keys: HashMap::new(),
+            keys: NodeMap::with_capacity(nodes),
             ready,
             queue: VecDeque::new(),
             running: 0,
@@ -489,12 +498,10 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 // The build key is hashed from a borrowed view of the resolved derivation;
                 // the resolved `Derivation` itself is built only for nodes that are queued.
                 let refs = self.resolved_refs(index);
-                let drv = &self.graph.node(index).drv;
-                let key = drv.build_key(|r| {
-                    refs.binary_search_by(|(known, _)| (*known).cmp(r))
-                        .ok()
-                        .map(|i| refs[i].1.clone())
-                });
+                let node = self.graph.node(index);
+                let key = node
+                    .drv
+                    .build_key_with(&node.templates, |r| lookup(&refs, r));
                 match key {
                     Ok(key) => {
                         self.keys.insert(index, key);
@@ -539,11 +546,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                     }
                     expected => {
                         let refs = self.resolved_refs(index);
-                        let resolved = node.drv.resolve(|r| {
-                            refs.binary_search_by(|(known, _)| (*known).cmp(r))
-                                .ok()
-                                .map(|i| refs[i].1.clone())
-                        });
+                        let resolved = node.drv.resolve_with(&node.templates, |r| lookup(&refs, r));
                         drop(refs);
                         let drv = match resolved {
                             Ok(drv) => drv,
@@ -576,7 +579,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         let mut refs: Vec<(&OutputRef, &StorePath)> = self
             .graph
             .dependencies(index)
-            .filter_map(|(dep, r)| match self.state.get(&dep) {
+            .filter_map(|(dep, r)| match self.state.get(dep) {
                 Some(State::Done(outputs)) => Some((r, outputs.get(&r.output)?)),
                 _ => None,
             })
@@ -694,7 +697,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         }
         self.state.insert(index, State::Done(outputs));
         for dependent in self.graph.dependents(index) {
-            if let Some(State::Waiting(missing)) = self.state.get_mut(&dependent) {
+            if let Some(State::Waiting(missing)) = self.state.get_mut(dependent) {
                 *missing -= 1;
                 if *missing == 0 {
                     self.ready.push(dependent);
@@ -755,7 +758,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     /// Splice a validated document in place of DAO `index`.
     fn splice(&mut self, index: NodeIndex, generated: Generated) {
         let node = self.graph.node(index).clone();
-        let Some(State::Generating(outputs)) = self.state.get(&index) else {
+        let Some(State::Generating(outputs)) = self.state.get(index) else {
             unreachable!("only generating DAOs are spliced");
         };
         let document = outputs["out"].clone();
@@ -810,7 +813,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         let moved = self.graph.dependents(index);
         self.graph.redirect_dependents(index, result);
         for dependent in moved {
-            if let Some(State::Waiting(_)) = self.state.get(&dependent) {
+            if let Some(State::Waiting(_)) = self.state.get(dependent) {
                 let missing = self.missing(dependent);
                 self.state.insert(dependent, State::Waiting(missing));
                 if missing == 0 {
@@ -848,7 +851,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         for &index in &order {
             let node = self.graph.node(index);
             let realised = matches!(
-                self.state.get(&index),
+                self.state.get(index),
                 Some(State::Done(_) | State::Spliced { .. } | State::Generating(_))
             );
             view.nodes.push(ViewNode {
@@ -862,7 +865,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 view.edges
                     .push((position[&index], position[&dep], r.output.clone()));
             }
-            if let Some(State::Spliced { result }) = self.state.get(&index) {
+            if let Some(State::Spliced { result }) = self.state.get(index) {
                 view.spliced.push((position[&index], position[result]));
             }
         }
@@ -874,14 +877,14 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     fn missing(&self, index: NodeIndex) -> usize {
         let deps: BTreeSet<NodeIndex> = self.graph.dependencies(index).map(|(d, _)| d).collect();
         deps.into_iter()
-            .filter(|d| !matches!(self.state.get(d), Some(State::Done(_))))
+            .filter(|&d| !matches!(self.state.get(d), Some(State::Done(_))))
             .count()
     }
 
     /// The outputs of `index`, following spliced DAOs to their results.
     fn outputs_of(&self, mut index: NodeIndex) -> Option<BTreeMap<String, StorePath>> {
         for _ in 0..=self.graph.node_count() {
-            match self.state.get(&index)? {
+            match self.state.get(index)? {
                 State::Done(outputs) => return Some(outputs.clone()),
                 State::Spliced { result } => index = *result,
                 _ => return None,
@@ -934,7 +937,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             self.report.roots.push(RootResult {
                 drv: node.hash,
                 name: node.drv.name.clone(),
-                build_key: self.keys.get(&index).copied(),
+                build_key: self.keys.get(index).copied(),
                 outputs,
             });
         }

@@ -373,19 +373,19 @@ impl Db {
                 )
                 .map_err(db_err("query", &self.path))?;
             for (build_key, output) in wanted {
-                let text: Option<String> = stmt
-                    .query_row(params![build_key.to_string(), output], |r| r.get(0))
+                // The key's text on the stack and the path parsed from SQLite's own buffer:
+                // no string allocated per lookup.
+                let path = stmt
+                    .query_row(params![build_key.text().as_str(), output], |r| {
+                        let text = r.get_ref(0)?.as_str()?;
+                        Ok(text.parse::<StorePath>().map_err(|_| text.to_owned()))
+                    })
                     .optional()
                     .map_err(db_err("query", &self.path))?;
-                found.push(
-                    text.map(|t| {
-                        t.parse().map_err(|_| Error::CorruptDatabase {
-                            path: self.path.clone(),
-                            detail: format!("bad store path `{t}`"),
-                        })
-                    })
-                    .transpose()?,
-                );
+                found.push(path.transpose().map_err(|t| Error::CorruptDatabase {
+                    path: self.path.clone(),
+                    detail: format!("bad store path `{t}`"),
+                })?);
             }
         }
         tx.finish().map_err(db_err("query", &self.path))?;
