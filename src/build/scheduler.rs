@@ -229,7 +229,9 @@ enum State {
     Waiting(usize),
     Queued(Box<Queued>),
     Running,
-    Done(BTreeMap<String, StorePath>),
+    /// Realised: the path of every output, in the order of the derivation's `outputs` (no
+    /// map per node: a no-op build of 10,000 derivations holds 10,000 of these).
+    Done(Vec<StorePath>),
     /// A realised DAO whose document is being read and validated.
     Generating(BTreeMap<String, StorePath>),
     /// A DAO whose document was spliced: its dependents now depend on `result`.
@@ -382,6 +384,24 @@ fn resolution_map(
         .collect()
 }
 
+/// Output paths in the order of `outputs` keyed by output name.
+fn by_output(outputs: &[String], paths: Vec<StorePath>) -> BTreeMap<String, StorePath> {
+    outputs.iter().cloned().zip(paths).collect()
+}
+
+/// The paths of `found` (one per output, as a finished task reports them) in the order of
+/// `outputs`.
+fn in_output_order(outputs: &[String], mut found: BTreeMap<String, StorePath>) -> Vec<StorePath> {
+    outputs
+        .iter()
+        .map(|o| {
+            found
+                .remove(o)
+                .expect("a finished task reports every output")
+        })
+        .collect()
+}
+
 /// The path `refs` ([`Run::resolved_refs`]) has for template `r`.
 fn lookup<'p>(refs: &[(&OutputRef, &'p StorePath)], r: &OutputRef) -> Option<&'p StorePath> {
     refs.binary_search_by(|(known, _)| (*known).cmp(r))
@@ -522,24 +542,24 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             let mut found = found.into_iter();
             for (index, key) in keyed {
                 let node = self.graph.node(index).clone();
-                let mut outputs = Some(BTreeMap::new());
-                for output in &node.drv.outputs {
-                    match (found.next().flatten(), outputs.as_mut()) {
-                        (Some(path), Some(map)) => {
-                            map.insert(output.clone(), path);
-                        }
-                        _ => outputs = None,
+                // Every output's path, in output order, or `None` if one is missing (each
+                // output's answer is taken either way).
+                let mut paths = Some(Vec::with_capacity(node.drv.outputs.len()));
+                for _ in &node.drv.outputs {
+                    match (found.next().flatten(), paths.as_mut()) {
+                        (Some(path), Some(realised)) => realised.push(path),
+                        _ => paths = None,
                     }
                 }
                 let check = self.check_roots.contains(&index);
-                match outputs {
-                    Some(outputs) if !check => {
+                match paths {
+                    Some(paths) if !check => {
                         self.reporter.event(Event::Cached {
                             drv: node.hash,
                             name: node.drv.name.clone(),
                         });
                         self.report.cached += 1;
-                        self.complete(index, outputs);
+                        self.complete(index, paths);
                     }
                     _ if self.options.dry => {
                         self.state.insert(index, State::Unbuilt);
@@ -562,7 +582,10 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                             build_key: key,
                             inputs,
                         };
-                        let expected = if check { expected } else { None };
+                        let expected = match expected {
+                            Some(paths) if check => Some(by_output(&node.drv.outputs, paths)),
+                            _ => None,
+                        };
                         self.state
                             .insert(index, State::Queued(Box::new(Queued { job, expected })));
                         self.queue.push_back(index);
@@ -580,7 +603,11 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             .graph
             .dependencies(index)
             .filter_map(|(dep, r)| match self.state.get(dep) {
-                Some(State::Done(outputs)) => Some((r, outputs.get(&r.output)?)),
+                Some(State::Done(paths)) => {
+                    let outputs = &self.graph.node(dep).drv.outputs;
+                    let output = outputs.iter().position(|o| *o == r.output)?;
+                    Some((r, paths.get(output)?))
+                }
                 _ => None,
             })
             .collect();
@@ -663,7 +690,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                     elapsed: finished.elapsed,
                 });
                 self.report.built += 1;
-                self.complete(index, outputs);
+                self.complete(index, in_output_order(&node.drv.outputs, outputs));
             }
             TaskOutcome::BuiltElsewhere(outputs) => {
                 self.reporter.event(Event::BuiltElsewhere {
@@ -671,7 +698,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                     name: node.drv.name.clone(),
                 });
                 self.report.cached += 1;
-                self.complete(index, outputs);
+                self.complete(index, in_output_order(&node.drv.outputs, outputs));
             }
             TaskOutcome::Failed(FailureKind::Exec(ExecError::Cancelled)) if self.stopping => {
                 self.state.insert(index, State::Skipped);
@@ -690,12 +717,14 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
 
     /// `index` is realised: release the dependents that now have every input — or, for a
     /// DAO, read its document first.
-    fn complete(&mut self, index: NodeIndex, outputs: BTreeMap<String, StorePath>) {
-        if self.graph.node(index).drv.dao {
+    fn complete(&mut self, index: NodeIndex, paths: Vec<StorePath>) {
+        let drv = &self.graph.node(index).drv;
+        if drv.dao {
+            let outputs = by_output(&drv.outputs, paths);
             self.generate(index, outputs);
             return;
         }
-        self.state.insert(index, State::Done(outputs));
+        self.state.insert(index, State::Done(paths));
         for dependent in self.graph.dependents(index) {
             if let Some(State::Waiting(missing)) = self.state.get_mut(dependent) {
                 *missing -= 1;
@@ -885,7 +914,10 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     fn outputs_of(&self, mut index: NodeIndex) -> Option<BTreeMap<String, StorePath>> {
         for _ in 0..=self.graph.node_count() {
             match self.state.get(index)? {
-                State::Done(outputs) => return Some(outputs.clone()),
+                State::Done(paths) => {
+                    let outputs = &self.graph.node(index).drv.outputs;
+                    return Some(by_output(outputs, paths.clone()));
+                }
                 State::Spliced { result } => index = *result,
                 _ => return None,
             }

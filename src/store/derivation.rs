@@ -279,27 +279,35 @@ impl Derivation {
 
     /// Find every template of the builder, args and env values.
     pub fn templates(&self) -> Result<Templates, DerivationError> {
-        let mut found = Vec::new();
+        // Spans point at the references in order of appearance first.
+        let mut spans = Vec::new();
+        let mut refs = Vec::new();
         for (string, s) in self.strings().enumerate() {
-            let in_string = template::find(s).map_err(|source| DerivationError::Template {
+            let found = template::find(s).map_err(|source| DerivationError::Template {
                 name: self.name.clone(),
                 source,
             })?;
-            found.extend(in_string.into_iter().map(|(range, r)| (string, range, r)));
+            for (range, r) in found {
+                spans.push(Span {
+                    string,
+                    range,
+                    reference: refs.len(),
+                });
+                refs.push(r);
+            }
         }
-        let mut refs: Vec<OutputRef> = found.iter().map(|(_, _, r)| r.clone()).collect();
-        refs.sort_unstable();
-        refs.dedup();
-        let spans = found
-            .into_iter()
-            .map(|(string, range, r)| Span {
-                string,
-                range,
-                reference: refs
-                    .binary_search(&r)
-                    .expect("every reference was collected"),
-            })
-            .collect();
+        // Most derivations name one output at most: already distinct and sorted.
+        if refs.len() > 1 {
+            let appearance = std::mem::take(&mut refs);
+            refs = appearance.clone();
+            refs.sort_unstable();
+            refs.dedup();
+            for span in &mut spans {
+                span.reference = refs
+                    .binary_search(&appearance[span.reference])
+                    .expect("every reference was kept");
+            }
+        }
         Ok(Templates { spans, refs })
     }
 
