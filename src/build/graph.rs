@@ -18,7 +18,7 @@ use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 
-use crate::store::{Derivation, Hash, OutputRef};
+use crate::store::{Derivation, Hash, OutputRef, Templates};
 
 use super::Error;
 
@@ -28,6 +28,8 @@ pub struct Node {
     /// The derivation's hash (its key).
     pub hash: Hash,
     pub drv: Arc<Derivation>,
+    /// Its templates, found once: the edges, and how it is resolved.
+    pub templates: Arc<Templates>,
 }
 
 /// The derivations to build and their dependencies.
@@ -45,15 +47,15 @@ impl BuildGraph {
         known: &HashMap<Hash, Arc<Derivation>>,
         roots: &[Hash],
     ) -> Result<BuildGraph, Error> {
-        BuildGraph::with_dependencies(known, &HashMap::new(), roots)
+        BuildGraph::with_templates(known, &HashMap::new(), roots)
     }
 
-    /// [`BuildGraph::new`], taking the dependencies of the derivations in `parsed` from
-    /// there (the caller vouches that they are [`Derivation::dependencies`]) instead of
-    /// parsing their templates again.
-    pub fn with_dependencies(
+    /// [`BuildGraph::new`], taking the templates of the derivations in `parsed` from there
+    /// (the caller vouches that they are [`Derivation::templates`]) instead of parsing them
+    /// again.
+    pub fn with_templates(
         known: &HashMap<Hash, Arc<Derivation>>,
-        parsed: &HashMap<Hash, BTreeSet<OutputRef>>,
+        parsed: &HashMap<Hash, Arc<Templates>>,
         roots: &[Hash],
     ) -> Result<BuildGraph, Error> {
         let mut graph = BuildGraph::default();
@@ -88,20 +90,20 @@ impl BuildGraph {
         hash: Hash,
         drv: &Arc<Derivation>,
         known: &HashMap<Hash, Arc<Derivation>>,
-        parsed: &HashMap<Hash, BTreeSet<OutputRef>>,
+        parsed: &HashMap<Hash, Arc<Templates>>,
     ) -> Result<NodeIndex, Error> {
         if let Some(&index) = self.index.get(&hash) {
             return Ok(index);
         }
-        let first = self.insert(hash, drv.clone());
+        let templates_of = |hash: &Hash, drv: &Derivation| match parsed.get(hash) {
+            Some(t) => Ok(t.clone()),
+            None => templates(drv),
+        };
+        let first = self.insert(hash, drv.clone(), templates_of(&hash, drv)?);
         let mut stack = vec![first];
         while let Some(index) = stack.pop() {
             let node = self.graph[index].clone();
-            let deps = match parsed.get(&node.hash) {
-                Some(deps) => deps.clone(),
-                None => dependencies(&node.drv)?,
-            };
-            for dep in deps {
+            for dep in node.templates.dependencies() {
                 let dep_index = match self.index.get(&dep.drv) {
                     Some(&i) => i,
                     None => {
@@ -112,7 +114,8 @@ impl BuildGraph {
                                     dependent: node.drv.name.clone(),
                                     template: dep.template(),
                                 })?;
-                        let i = self.insert(dep.drv, dep_drv.clone());
+                        let i =
+                            self.insert(dep.drv, dep_drv.clone(), templates_of(&dep.drv, dep_drv)?);
                         stack.push(i);
                         i
                     }
@@ -125,19 +128,28 @@ impl BuildGraph {
                         output: dep.output.clone(),
                     });
                 }
-                self.graph.add_edge(index, dep_index, dep);
+                self.graph.add_edge(index, dep_index, dep.clone());
             }
         }
         Ok(first)
     }
 
-    /// Add one node without edges; the caller vouches that `hash` identifies `drv`. Returns
-    /// the existing node if the key is already present.
-    pub fn insert(&mut self, hash: Hash, drv: Arc<Derivation>) -> NodeIndex {
+    /// Add one node without edges; the caller vouches that `hash` identifies `drv` and
+    /// that `templates` are its. Returns the existing node if the key is already present.
+    pub fn insert(
+        &mut self,
+        hash: Hash,
+        drv: Arc<Derivation>,
+        templates: Arc<Templates>,
+    ) -> NodeIndex {
         if let Some(&index) = self.index.get(&hash) {
             return index;
         }
-        let index = self.graph.add_node(Node { hash, drv });
+        let index = self.graph.add_node(Node {
+            hash,
+            drv,
+            templates,
+        });
         self.index.insert(hash, index);
         index
     }
@@ -153,9 +165,9 @@ impl BuildGraph {
         if let Some(&index) = self.index.get(&hash) {
             return Ok((index, false));
         }
-        let deps = dependencies(&drv)?;
-        let mut edges = Vec::with_capacity(deps.len());
-        for dep in deps {
+        let templates = templates(&drv)?;
+        let mut edges = Vec::with_capacity(templates.dependencies().len());
+        for dep in templates.dependencies() {
             let Some(&dep_index) = self.index.get(&dep.drv) else {
                 return Err(Error::UnknownDerivation {
                     dependent: drv.name.clone(),
@@ -169,9 +181,9 @@ impl BuildGraph {
                     output: dep.output.clone(),
                 });
             }
-            edges.push((dep_index, dep));
+            edges.push((dep_index, dep.clone()));
         }
-        let index = self.insert(hash, drv);
+        let index = self.insert(hash, drv, templates.clone());
         for (dep_index, dep) in edges {
             self.graph.add_edge(index, dep_index, dep);
         }
@@ -262,8 +274,47 @@ impl BuildGraph {
     }
 }
 
-fn dependencies(drv: &Derivation) -> Result<BTreeSet<OutputRef>, Error> {
-    drv.dependencies().map_err(Error::Derivation)
+/// A value per node, kept by node index: a graph of 10,000 derivations is looked up
+/// per node many times while it is scheduled, and indices of a graph that never loses a
+/// node are dense.
+#[derive(Debug)]
+pub struct NodeMap<T>(Vec<Option<T>>);
+
+impl<T> Default for NodeMap<T> {
+    fn default() -> Self {
+        NodeMap(Vec::new())
+    }
+}
+
+impl<T> NodeMap<T> {
+    pub fn with_capacity(n: usize) -> NodeMap<T> {
+        NodeMap(Vec::with_capacity(n))
+    }
+
+    /// Set the value of `index`; returns the one it replaces.
+    pub fn insert(&mut self, index: NodeIndex, value: T) -> Option<T> {
+        let i = index.index();
+        if i >= self.0.len() {
+            self.0.resize_with(i + 1, || None);
+        }
+        self.0[i].replace(value)
+    }
+
+    pub fn get(&self, index: NodeIndex) -> Option<&T> {
+        self.0.get(index.index())?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, index: NodeIndex) -> Option<&mut T> {
+        self.0.get_mut(index.index())?.as_mut()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().flatten()
+    }
+}
+
+fn templates(drv: &Derivation) -> Result<Arc<Templates>, Error> {
+    drv.templates().map(Arc::new).map_err(Error::Derivation)
 }
 
 #[cfg(test)]
@@ -292,26 +343,27 @@ mod tests {
     }
 
     #[test]
-    fn parsed_dependencies_are_used_and_checked_like_parsed_ones() {
+    fn given_templates_are_used_and_checked_like_parsed_ones() {
         let base = drv("base", &[]);
         let top = drv("top", &[(&base, "out")]);
         let known: HashMap<Hash, Arc<Derivation>> = [&base, &top]
             .into_iter()
             .map(|d| (d.hash(), Arc::new(d.clone())))
             .collect();
-        let parsed: HashMap<Hash, BTreeSet<OutputRef>> =
-            [(top.hash(), top.dependencies().unwrap())].into();
-        let g = BuildGraph::with_dependencies(&known, &parsed, &[top.hash()]).unwrap();
+        let parsed: HashMap<Hash, Arc<Templates>> =
+            [(top.hash(), Arc::new(top.templates().unwrap()))].into();
+        let g = BuildGraph::with_templates(&known, &parsed, &[top.hash()]).unwrap();
         let t = g.index_of(&top.hash()).unwrap();
         let deps: Vec<_> = g.dependencies(t).map(|(i, r)| (i, r.clone())).collect();
         assert_eq!(
             deps,
             vec![(g.index_of(&base.hash()).unwrap(), base.output_ref("out"))]
         );
-        // Given dependencies go through the same checks.
-        let wrong: HashMap<Hash, BTreeSet<OutputRef>> =
-            [(top.hash(), [base.output_ref("dev")].into())].into();
-        let err = BuildGraph::with_dependencies(&known, &wrong, &[top.hash()]).unwrap_err();
+        // Given templates go through the same checks.
+        let wrong_top = drv("top", &[(&base, "dev")]);
+        let wrong: HashMap<Hash, Arc<Templates>> =
+            [(top.hash(), Arc::new(wrong_top.templates().unwrap()))].into();
+        let err = BuildGraph::with_templates(&known, &wrong, &[top.hash()]).unwrap_err();
         assert!(matches!(err, Error::UnknownOutput { .. }), "{err}");
     }
 
@@ -376,7 +428,11 @@ mod tests {
         let top = drv("top", &[(&base, "out")]);
         let mut g =
             BuildGraph::from_derivations([base.clone(), top.clone()], &[top.hash()]).unwrap();
-        let other = g.insert(Hash::digest(b"other"), Arc::new(drv("other", &[])));
+        let other = g.insert(
+            Hash::digest(b"other"),
+            Arc::new(drv("other", &[])),
+            Arc::default(),
+        );
         let b = g.index_of(&base.hash()).unwrap();
         let t = g.index_of(&top.hash()).unwrap();
         g.redirect_dependents(b, other);

@@ -27,6 +27,7 @@ use petgraph::stable_graph::NodeIndex;
 use crate::store::{DerivationError, Hash, OutputRef, StorePath};
 
 use super::dao::{self, DaoError, Generated, Problem};
+use super::graph::NodeMap;
 use super::report::{Event, Reporter};
 use super::{BuildGraph, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError};
 
@@ -228,7 +229,9 @@ enum State {
     Waiting(usize),
     Queued(Box<Queued>),
     Running,
-    Done(BTreeMap<String, StorePath>),
+    /// Realised: the path of every output, in the order of the derivation's `outputs` (no
+    /// map per node: a no-op build of 10,000 derivations holds 10,000 of these).
+    Done(Vec<StorePath>),
     /// A realised DAO whose document is being read and validated.
     Generating(BTreeMap<String, StorePath>),
     /// A DAO whose document was spliced: its dependents now depend on `result`.
@@ -329,7 +332,7 @@ pub fn plan<S: BuildStore>(store: &S, graph: &BuildGraph) -> Result<Plan, Error>
         let refs = resolution_map(graph, index, &realised);
         let key = node
             .drv
-            .build_key(|r| refs.get(r).cloned())
+            .build_key_with(&node.templates, |r| refs.get(r))
             .map_err(Error::Derivation)?;
         match realisations(store, key, &node.drv.outputs)? {
             Some(outputs) => {
@@ -381,6 +384,31 @@ fn resolution_map(
         .collect()
 }
 
+/// Output paths in the order of `outputs` keyed by output name.
+fn by_output(outputs: &[String], paths: Vec<StorePath>) -> BTreeMap<String, StorePath> {
+    outputs.iter().cloned().zip(paths).collect()
+}
+
+/// The paths of `found` (one per output, as a finished task reports them) in the order of
+/// `outputs`.
+fn in_output_order(outputs: &[String], mut found: BTreeMap<String, StorePath>) -> Vec<StorePath> {
+    outputs
+        .iter()
+        .map(|o| {
+            found
+                .remove(o)
+                .expect("a finished task reports every output")
+        })
+        .collect()
+}
+
+/// The path `refs` ([`Run::resolved_refs`]) has for template `r`.
+fn lookup<'p>(refs: &[(&OutputRef, &'p StorePath)], r: &OutputRef) -> Option<&'p StorePath> {
+    refs.binary_search_by(|(known, _)| (*known).cmp(r))
+        .ok()
+        .map(|i| refs[i].1)
+}
+
 /// Every output's realisation for `key`, or `None` if any is missing.
 fn realisations<S: BuildStore>(
     store: &S,
@@ -405,8 +433,8 @@ struct Run<'a, S, E> {
     reporter: &'a Arc<dyn Reporter>,
     options: &'a BuildOptions,
     graph: BuildGraph,
-    state: HashMap<NodeIndex, State>,
-    keys: HashMap<NodeIndex, Hash>,
+    state: NodeMap<State>,
+    keys: NodeMap<Hash>,
     /// Nodes whose dependencies are all realised, not yet resolved.
     ready: Vec<NodeIndex>,
     /// Resolved nodes waiting for a slot, in order.
@@ -436,7 +464,8 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         options: &'a BuildOptions,
         tx: tokio::sync::mpsc::UnboundedSender<Finished>,
     ) -> Self {
-        let mut state = HashMap::with_capacity(graph.node_count());
+        let nodes = graph.node_count();
+        let mut state = NodeMap::with_capacity(nodes);
         let mut ready = Vec::new();
         for index in graph.nodes() {
             let missing = graph.dependency_count(index);
@@ -458,7 +487,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             options,
             graph,
             state,
-            keys: HashMap::new(),
+            keys: NodeMap::with_capacity(nodes),
             ready,
             queue: VecDeque::new(),
             running: 0,
@@ -489,12 +518,10 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 // The build key is hashed from a borrowed view of the resolved derivation;
                 // the resolved `Derivation` itself is built only for nodes that are queued.
                 let refs = self.resolved_refs(index);
-                let drv = &self.graph.node(index).drv;
-                let key = drv.build_key(|r| {
-                    refs.binary_search_by(|(known, _)| (*known).cmp(r))
-                        .ok()
-                        .map(|i| refs[i].1.clone())
-                });
+                let node = self.graph.node(index);
+                let key = node
+                    .drv
+                    .build_key_with(&node.templates, |r| lookup(&refs, r));
                 match key {
                     Ok(key) => {
                         self.keys.insert(index, key);
@@ -515,35 +542,31 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             let mut found = found.into_iter();
             for (index, key) in keyed {
                 let node = self.graph.node(index).clone();
-                let mut outputs = Some(BTreeMap::new());
-                for output in &node.drv.outputs {
-                    match (found.next().flatten(), outputs.as_mut()) {
-                        (Some(path), Some(map)) => {
-                            map.insert(output.clone(), path);
-                        }
-                        _ => outputs = None,
+                // Every output's path, in output order, or `None` if one is missing (each
+                // output's answer is taken either way).
+                let mut paths = Some(Vec::with_capacity(node.drv.outputs.len()));
+                for _ in &node.drv.outputs {
+                    match (found.next().flatten(), paths.as_mut()) {
+                        (Some(path), Some(realised)) => realised.push(path),
+                        _ => paths = None,
                     }
                 }
                 let check = self.check_roots.contains(&index);
-                match outputs {
-                    Some(outputs) if !check => {
+                match paths {
+                    Some(paths) if !check => {
                         self.reporter.event(Event::Cached {
                             drv: node.hash,
                             name: node.drv.name.clone(),
                         });
                         self.report.cached += 1;
-                        self.complete(index, outputs);
+                        self.complete(index, paths);
                     }
                     _ if self.options.dry => {
                         self.state.insert(index, State::Unbuilt);
                     }
                     expected => {
                         let refs = self.resolved_refs(index);
-                        let resolved = node.drv.resolve(|r| {
-                            refs.binary_search_by(|(known, _)| (*known).cmp(r))
-                                .ok()
-                                .map(|i| refs[i].1.clone())
-                        });
+                        let resolved = node.drv.resolve_with(&node.templates, |r| lookup(&refs, r));
                         drop(refs);
                         let drv = match resolved {
                             Ok(drv) => drv,
@@ -559,7 +582,10 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                             build_key: key,
                             inputs,
                         };
-                        let expected = if check { expected } else { None };
+                        let expected = match expected {
+                            Some(paths) if check => Some(by_output(&node.drv.outputs, paths)),
+                            _ => None,
+                        };
                         self.state
                             .insert(index, State::Queued(Box::new(Queued { job, expected })));
                         self.queue.push_back(index);
@@ -576,8 +602,12 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         let mut refs: Vec<(&OutputRef, &StorePath)> = self
             .graph
             .dependencies(index)
-            .filter_map(|(dep, r)| match self.state.get(&dep) {
-                Some(State::Done(outputs)) => Some((r, outputs.get(&r.output)?)),
+            .filter_map(|(dep, r)| match self.state.get(dep) {
+                Some(State::Done(paths)) => {
+                    let outputs = &self.graph.node(dep).drv.outputs;
+                    let output = outputs.iter().position(|o| *o == r.output)?;
+                    Some((r, paths.get(output)?))
+                }
                 _ => None,
             })
             .collect();
@@ -660,7 +690,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                     elapsed: finished.elapsed,
                 });
                 self.report.built += 1;
-                self.complete(index, outputs);
+                self.complete(index, in_output_order(&node.drv.outputs, outputs));
             }
             TaskOutcome::BuiltElsewhere(outputs) => {
                 self.reporter.event(Event::BuiltElsewhere {
@@ -668,7 +698,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                     name: node.drv.name.clone(),
                 });
                 self.report.cached += 1;
-                self.complete(index, outputs);
+                self.complete(index, in_output_order(&node.drv.outputs, outputs));
             }
             TaskOutcome::Failed(FailureKind::Exec(ExecError::Cancelled)) if self.stopping => {
                 self.state.insert(index, State::Skipped);
@@ -687,14 +717,16 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
 
     /// `index` is realised: release the dependents that now have every input — or, for a
     /// DAO, read its document first.
-    fn complete(&mut self, index: NodeIndex, outputs: BTreeMap<String, StorePath>) {
-        if self.graph.node(index).drv.dao {
+    fn complete(&mut self, index: NodeIndex, paths: Vec<StorePath>) {
+        let drv = &self.graph.node(index).drv;
+        if drv.dao {
+            let outputs = by_output(&drv.outputs, paths);
             self.generate(index, outputs);
             return;
         }
-        self.state.insert(index, State::Done(outputs));
+        self.state.insert(index, State::Done(paths));
         for dependent in self.graph.dependents(index) {
-            if let Some(State::Waiting(missing)) = self.state.get_mut(&dependent) {
+            if let Some(State::Waiting(missing)) = self.state.get_mut(dependent) {
                 *missing -= 1;
                 if *missing == 0 {
                     self.ready.push(dependent);
@@ -755,7 +787,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     /// Splice a validated document in place of DAO `index`.
     fn splice(&mut self, index: NodeIndex, generated: Generated) {
         let node = self.graph.node(index).clone();
-        let Some(State::Generating(outputs)) = self.state.get(&index) else {
+        let Some(State::Generating(outputs)) = self.state.get(index) else {
             unreachable!("only generating DAOs are spliced");
         };
         let document = outputs["out"].clone();
@@ -810,7 +842,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         let moved = self.graph.dependents(index);
         self.graph.redirect_dependents(index, result);
         for dependent in moved {
-            if let Some(State::Waiting(_)) = self.state.get(&dependent) {
+            if let Some(State::Waiting(_)) = self.state.get(dependent) {
                 let missing = self.missing(dependent);
                 self.state.insert(dependent, State::Waiting(missing));
                 if missing == 0 {
@@ -848,7 +880,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         for &index in &order {
             let node = self.graph.node(index);
             let realised = matches!(
-                self.state.get(&index),
+                self.state.get(index),
                 Some(State::Done(_) | State::Spliced { .. } | State::Generating(_))
             );
             view.nodes.push(ViewNode {
@@ -862,7 +894,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 view.edges
                     .push((position[&index], position[&dep], r.output.clone()));
             }
-            if let Some(State::Spliced { result }) = self.state.get(&index) {
+            if let Some(State::Spliced { result }) = self.state.get(index) {
                 view.spliced.push((position[&index], position[result]));
             }
         }
@@ -874,15 +906,18 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     fn missing(&self, index: NodeIndex) -> usize {
         let deps: BTreeSet<NodeIndex> = self.graph.dependencies(index).map(|(d, _)| d).collect();
         deps.into_iter()
-            .filter(|d| !matches!(self.state.get(d), Some(State::Done(_))))
+            .filter(|&d| !matches!(self.state.get(d), Some(State::Done(_))))
             .count()
     }
 
     /// The outputs of `index`, following spliced DAOs to their results.
     fn outputs_of(&self, mut index: NodeIndex) -> Option<BTreeMap<String, StorePath>> {
         for _ in 0..=self.graph.node_count() {
-            match self.state.get(&index)? {
-                State::Done(outputs) => return Some(outputs.clone()),
+            match self.state.get(index)? {
+                State::Done(paths) => {
+                    let outputs = &self.graph.node(index).drv.outputs;
+                    return Some(by_output(outputs, paths.clone()));
+                }
                 State::Spliced { result } => index = *result,
                 _ => return None,
             }
@@ -934,7 +969,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             self.report.roots.push(RootResult {
                 drv: node.hash,
                 name: node.drv.name.clone(),
-                build_key: self.keys.get(&index).copied(),
+                build_key: self.keys.get(index).copied(),
                 outputs,
             });
         }

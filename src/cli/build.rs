@@ -152,21 +152,21 @@ pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
     drop(bytes);
     let mut derivations = HashMap::with_capacity(file.derivations.len());
     let mut order = Vec::with_capacity(file.derivations.len());
-    // Templates are parsed once here: validation returns the dependencies the default roots
-    // need.
+    // Templates are parsed once here: validation returns them, with the dependencies the
+    // default roots need; the build resolves from them.
     let mut used = std::collections::HashSet::new();
-    let mut dependencies = HashMap::with_capacity(file.derivations.len());
+    let mut templates = HashMap::with_capacity(file.derivations.len());
     for drv in file.derivations {
-        let deps = drv
-            .validate_dependencies()
+        let found = drv
+            .validate_templates()
             .map_err(|e| CliError::user(format!("`{}`: {e}", path.display())))?;
         if file.roots.is_none() {
-            used.extend(deps.iter().map(|r| r.drv));
+            used.extend(found.dependencies().iter().map(|r| r.drv));
         }
         let hash = drv.hash();
         order.push(hash);
         derivations.insert(hash, Arc::new(drv));
-        dependencies.insert(hash, deps);
+        templates.insert(hash, Arc::new(found));
     }
     let roots = match file.roots {
         Some(roots) => roots,
@@ -175,7 +175,7 @@ pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
     Ok(Request {
         derivations,
         roots,
-        dependencies,
+        templates,
     })
 }
 

@@ -2,7 +2,7 @@
 //! the scheduler on a tokio runtime with Ctrl-C / SIGTERM wired to cancellation, and
 //! rendering build failures.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::build::{
     self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Job, Plan,
 };
 use crate::store::local::LocalStore;
-use crate::store::{Derivation, Hash, OutputRef, StorePath};
+use crate::store::{Derivation, Hash, OutputRef, StorePath, Templates};
 
 use super::progress::Progress;
 use super::{CliError, Context};
@@ -24,9 +24,9 @@ use super::{CliError, Context};
 pub struct Request {
     pub derivations: HashMap<Hash, Arc<Derivation>>,
     pub roots: Vec<Hash>,
-    /// Dependencies already parsed from the templates, by derivation hash (any subset of
-    /// `derivations`; the graph parses the others): spares parsing every template twice.
-    pub dependencies: HashMap<Hash, BTreeSet<OutputRef>>,
+    /// Templates already found, by derivation hash (any subset of `derivations`; the graph
+    /// parses the others): spares parsing every template twice.
+    pub templates: HashMap<Hash, Arc<Templates>>,
 }
 
 /// The store and the sandbox helper every building command uses.
@@ -119,7 +119,7 @@ impl Session {
         let inputs_request = Request {
             derivations: request.derivations.clone(),
             roots: dep_roots,
-            dependencies: HashMap::new(),
+            templates: HashMap::new(),
         };
         let report = self.build(&inputs_request, options, false, false)?;
         explain_failures(&report)?;
@@ -296,7 +296,7 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
 
 /// A graph for `request`, with errors worded for the user.
 pub fn graph(request: &Request) -> Result<BuildGraph, CliError> {
-    BuildGraph::with_dependencies(&request.derivations, &request.dependencies, &request.roots)
+    BuildGraph::with_templates(&request.derivations, &request.templates, &request.roots)
         .map_err(|e| CliError::user(e.to_string()))
 }
 
@@ -364,7 +364,7 @@ impl Evaluated {
         Request {
             derivations,
             roots,
-            dependencies: HashMap::new(),
+            templates: HashMap::new(),
         }
     }
 }

@@ -61,7 +61,7 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         let mut request = session::Request {
             derivations: base.derivations.clone(),
             roots: vec![hash],
-            dependencies: std::collections::HashMap::new(),
+            templates: std::collections::HashMap::new(),
         };
         request.derivations.insert(hash, Arc::new(variant.clone()));
         let job = session.prepare_root(&request, hash, &options)?;

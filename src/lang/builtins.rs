@@ -232,8 +232,8 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
                 path,
             });
         }
-        let dependencies = drv.validate_dependencies().map_err(|e| err(e.into()))?;
-        let node = Arc::new(DerivationNode::new(drv, dependencies.into_iter().collect()));
+        let templates = drv.validate_templates().map_err(|e| err(e.into()))?;
+        let node = Arc::new(DerivationNode::new(drv, templates.dependencies().to_vec()));
         s.registry
             .borrow_mut()
             .derivations

@@ -34,7 +34,7 @@ pub struct DerivationNode {
 
 impl DerivationNode {
     /// Hash `drv` once and prepare the templates of its outputs. `dependencies` are what
-    /// [`Derivation::validate_dependencies`] returned for it.
+    /// [`Derivation::validate_templates`] found for it.
     pub fn new(drv: Derivation, dependencies: Vec<OutputRef>) -> DerivationNode {
         let hash = drv.hash();
         let hash_text = hash.to_string();

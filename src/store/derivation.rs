@@ -15,8 +15,9 @@
 //! resolved derivation (every template replaced by the input's realised store path), so two
 //! derivations whose inputs have the same content share their build key: early cutoff.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use super::hash::Hash;
 use super::path::{STORE_DIR, StorePath, StorePathError, validate_name};
@@ -78,6 +79,52 @@ struct EnvView<'a>(Vec<(&'a str, Cow<'a, str>)>);
 impl serde::Serialize for EnvView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// The templates of one derivation, found once by [`Derivation::templates`]: what it
+/// depends on, and where each template is, so that resolving it (once per build key) does
+/// not parse its strings again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Templates {
+    /// Every template, ordered by the string holding it (its position in
+    /// [`Derivation::strings`] order), then by position.
+    spans: Vec<Span>,
+    /// The outputs named, sorted, without duplicates.
+    refs: Vec<OutputRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Span {
+    string: usize,
+    range: Range<usize>,
+    /// What it names: a position in [`Templates::refs`].
+    reference: usize,
+}
+
+impl Templates {
+    /// The outputs of other derivations named, sorted, without duplicates.
+    pub fn dependencies(&self) -> &[OutputRef] {
+        &self.refs
+    }
+
+    /// The templates of string `string` (position in [`Derivation::strings`] order).
+    fn in_string(&self, string: usize) -> impl Iterator<Item = (Range<usize>, &OutputRef)> {
+        let start = self.spans.partition_point(|s| s.string < string);
+        let end = start + self.spans[start..].partition_point(|s| s.string == string);
+        self.spans[start..end]
+            .iter()
+            .map(|s| (s.range.clone(), &self.refs[s.reference]))
+    }
+}
+
+/// A store path as builders see it: `/bramble/store/<hash>-<name>`, written without an
+/// intermediate string.
+struct InStoreDir<P>(P);
+
+impl<P: Borrow<StorePath>> std::fmt::Display for InStoreDir<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{STORE_DIR}/{}", self.0.borrow())
     }
 }
 
@@ -149,12 +196,12 @@ impl Derivation {
 
     /// Check names, outputs and templates. Every constructor of untrusted derivations calls it.
     pub fn validate(&self) -> Result<(), DerivationError> {
-        self.validate_dependencies().map(drop)
+        self.validate_templates().map(drop)
     }
 
-    /// [`Derivation::validate`], returning [`Derivation::dependencies`] found on the way
+    /// [`Derivation::validate`], returning the [`Derivation::templates`] found on the way
     /// (templates are parsed once: evaluation does this for every derivation).
-    pub fn validate_dependencies(&self) -> Result<BTreeSet<OutputRef>, DerivationError> {
+    pub fn validate_templates(&self) -> Result<Templates, DerivationError> {
         let name = &self.name;
         let invalid = |problem: String| {
             Err(DerivationError::Invalid {
@@ -219,27 +266,54 @@ impl Derivation {
                 return invalid("source files must be sorted and unique".into());
             }
         }
-        self.dependencies()
+        self.templates()
     }
 
-    /// Every string that may hold templates: builder, args, env values.
+    /// Every string that may hold templates, in the order [`Templates`] numbers them:
+    /// builder, args, env values.
     fn strings(&self) -> impl Iterator<Item = &String> {
         std::iter::once(&self.builder)
             .chain(&self.args)
             .chain(self.env.values())
     }
 
-    /// The outputs of other derivations this one refers to through templates.
-    pub fn dependencies(&self) -> Result<BTreeSet<OutputRef>, DerivationError> {
-        let mut deps = BTreeSet::new();
-        for s in self.strings() {
+    /// Find every template of the builder, args and env values.
+    pub fn templates(&self) -> Result<Templates, DerivationError> {
+        // Spans point at the references in order of appearance first.
+        let mut spans = Vec::new();
+        let mut refs = Vec::new();
+        for (string, s) in self.strings().enumerate() {
             let found = template::find(s).map_err(|source| DerivationError::Template {
                 name: self.name.clone(),
                 source,
             })?;
-            deps.extend(found.into_iter().map(|(_, r)| r));
+            for (range, r) in found {
+                spans.push(Span {
+                    string,
+                    range,
+                    reference: refs.len(),
+                });
+                refs.push(r);
+            }
         }
-        Ok(deps)
+        // Most derivations name one output at most: already distinct and sorted.
+        if refs.len() > 1 {
+            let appearance = std::mem::take(&mut refs);
+            refs = appearance.clone();
+            refs.sort_unstable();
+            refs.dedup();
+            for span in &mut spans {
+                span.reference = refs
+                    .binary_search(&appearance[span.reference])
+                    .expect("every reference was kept");
+            }
+        }
+        Ok(Templates { spans, refs })
+    }
+
+    /// The outputs of other derivations this one refers to through templates.
+    pub fn dependencies(&self) -> Result<BTreeSet<OutputRef>, DerivationError> {
+        Ok(self.templates()?.refs.into_iter().collect())
     }
 
     /// Replace every template by `/bramble/store/<path>` of the input's realised output.
@@ -247,7 +321,17 @@ impl Derivation {
         &self,
         lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
     ) -> Result<Derivation, DerivationError> {
-        let view = self.resolved_view(lookup)?;
+        self.resolve_with(&self.templates()?, lookup)
+    }
+
+    /// [`Derivation::resolve`] with this derivation's [`Derivation::templates`], found
+    /// before (the caller vouches they are this derivation's).
+    pub fn resolve_with<P: Borrow<StorePath>>(
+        &self,
+        templates: &Templates,
+        lookup: impl FnMut(&OutputRef) -> Option<P>,
+    ) -> Result<Derivation, DerivationError> {
+        let view = self.resolved_view(templates, lookup)?;
         Ok(Derivation {
             args: view.args.into_iter().map(Cow::into_owned).collect(),
             builder: view.builder.into_owned(),
@@ -272,38 +356,46 @@ impl Derivation {
         &self,
         lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
     ) -> Result<Hash, DerivationError> {
-        Ok(Hash::of_json(&self.resolved_view(lookup)?))
+        self.build_key_with(&self.templates()?, lookup)
+    }
+
+    /// [`Derivation::build_key`] with this derivation's [`Derivation::templates`], found
+    /// before (the caller vouches they are this derivation's).
+    pub fn build_key_with<P: Borrow<StorePath>>(
+        &self,
+        templates: &Templates,
+        lookup: impl FnMut(&OutputRef) -> Option<P>,
+    ) -> Result<Hash, DerivationError> {
+        Ok(Hash::of_json(&self.resolved_view(templates, lookup)?))
     }
 
     /// The resolved derivation, borrowing every string that holds no template.
-    fn resolved_view(
-        &self,
-        mut lookup: impl FnMut(&OutputRef) -> Option<StorePath>,
-    ) -> Result<ResolvedView<'_>, DerivationError> {
-        fn sub<'s>(
-            name: &str,
-            text: &'s str,
-            lookup: &mut impl FnMut(&OutputRef) -> Option<StorePath>,
-        ) -> Result<Cow<'s, str>, DerivationError> {
-            template::substitute_cow(text, |r| lookup(r).map(|p| format!("{STORE_DIR}/{p}")))
-                .map_err(|source| DerivationError::Template {
-                    name: name.to_owned(),
-                    source,
-                })
-        }
-        let name = &self.name;
+    fn resolved_view<'d, P: Borrow<StorePath>>(
+        &'d self,
+        templates: &Templates,
+        mut lookup: impl FnMut(&OutputRef) -> Option<P>,
+    ) -> Result<ResolvedView<'d>, DerivationError> {
+        // `string` numbers the strings as `strings` orders them.
+        let mut sub = |string: usize, text: &'d str| {
+            template::replace(text, templates.in_string(string), |r| {
+                lookup(r).map(InStoreDir)
+            })
+            .map_err(|source| DerivationError::Template {
+                name: self.name.clone(),
+                source,
+            })
+        };
+        let args_from = 1;
+        let env_from = args_from + self.args.len();
         Ok(ResolvedView {
-            args: self
-                .args
-                .iter()
-                .map(|a| sub(name, a, &mut lookup))
+            args: (self.args.iter().enumerate())
+                .map(|(i, a)| sub(args_from + i, a))
                 .collect::<Result<_, _>>()?,
-            builder: sub(name, &self.builder, &mut lookup)?,
+            builder: sub(0, &self.builder)?,
             dao: self.dao,
             env: EnvView(
-                self.env
-                    .iter()
-                    .map(|(k, v)| Ok((k.as_str(), sub(name, v, &mut lookup)?)))
+                (self.env.iter().enumerate())
+                    .map(|(i, (k, v))| Ok((k.as_str(), sub(env_from + i, v)?)))
                     .collect::<Result<_, DerivationError>>()?,
             ),
             name: &self.name,
@@ -459,6 +551,47 @@ mod tests {
             Hash::digest(resolved.canonical_json())
         );
         assert_eq!(user.hash(), Hash::digest(user.canonical_json()));
+    }
+
+    #[test]
+    fn templates_found_once_resolve_as_parsing_again() {
+        let (a, b) = (sample(), Derivation::new("b", "/bin/sh"));
+        let (ta, tb) = (
+            a.output_ref("out").template(),
+            b.output_ref("dev").template(),
+        );
+        let mut user = Derivation::new("user", format!("{ta}/bin/sh"));
+        user.args = vec!["-c".into(), format!("{tb} {ta}{tb}"), "plain".into()];
+        user.env.insert("X".into(), format!("x{tb}"));
+        user.env.insert("A".into(), "none".into());
+        let templates = user.templates().unwrap();
+        let deps: Vec<OutputRef> = user.dependencies().unwrap().into_iter().collect();
+        assert_eq!(templates.dependencies(), deps);
+        let path = |r: &OutputRef| {
+            let name = if r.output == "out" { "a" } else { "b-dev" };
+            Some(StorePath::new(r.drv, name).unwrap())
+        };
+        let resolved = user.resolve_with(&templates, path).unwrap();
+        assert_eq!(resolved, user.resolve(path).unwrap());
+        assert_eq!(
+            resolved.args[1],
+            format!(
+                "/bramble/store/{}-b-dev /bramble/store/{}-a/bramble/store/{}-b-dev",
+                b.hash(),
+                a.hash(),
+                b.hash()
+            )
+        );
+        assert_eq!(
+            user.build_key_with(&templates, path).unwrap(),
+            resolved.hash()
+        );
+        // Positions found in another derivation are refused, not a panic.
+        let other = Derivation::new("o", format!("{ta}{ta}{ta}"));
+        assert!(
+            user.build_key_with(&other.templates().unwrap(), path)
+                .is_err()
+        );
     }
 
     #[test]

@@ -132,9 +132,29 @@ impl std::io::Write for DigestWriter {
     }
 }
 
+/// The printed form of a [`Hash`], on the stack (hashes are printed for every template
+/// resolved and every realisation looked up).
+#[derive(Debug, Clone, Copy)]
+pub struct HashText([u8; HASH_CHARS]);
+
+impl HashText {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("base32 is ASCII")
+    }
+}
+
+impl Hash {
+    /// The printed form, without allocating.
+    pub fn text(&self) -> HashText {
+        let mut out = [0u8; HASH_CHARS];
+        base32().encode_mut(&self.0, &mut out);
+        HashText(out)
+    }
+}
+
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&base32().encode(&self.0))
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -154,8 +174,12 @@ impl FromStr for Hash {
         if s.len() != HASH_CHARS || !s.bytes().all(is_hash_char) {
             return Err(err());
         }
-        let bytes = base32().decode(s.as_bytes()).map_err(|_| err())?;
-        let bytes: [u8; HASH_BYTES] = bytes.try_into().map_err(|_| err())?;
+        let mut bytes = [0u8; HASH_BYTES];
+        // 32 base32 characters are exactly 20 bytes; trailing bits that are not zero are
+        // rejected, so every hash has one printed form.
+        base32()
+            .decode_mut(s.as_bytes(), &mut bytes)
+            .map_err(|_| err())?;
         Ok(Hash(bytes))
     }
 }

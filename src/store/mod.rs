@@ -12,7 +12,7 @@ pub mod path;
 pub mod template;
 pub mod tree;
 
-pub use derivation::{Derivation, DerivationError, Sources, host_platform};
+pub use derivation::{Derivation, DerivationError, Sources, Templates, host_platform};
 pub use hash::{Hash, ParseHashError};
 pub use path::{STORE_DIR, StorePath, StorePathError};
 pub use template::{OutputRef, TemplateError};

@@ -55,6 +55,10 @@ pub enum TemplateError {
     OutputName { name: String, reason: &'static str },
     #[error("template `{template}` names a derivation output that is not known here")]
     Unresolved { template: String },
+    /// Template positions given for another text (a caller's mistake, reported rather than
+    /// panicking).
+    #[error("template positions do not match the text at byte {offset}")]
+    Misplaced { offset: usize },
 }
 
 /// Check an output name: 1 to 64 characters from `A-Za-z0-9_-`, not starting with `-`.
@@ -180,23 +184,51 @@ pub fn substitute(
 /// [`substitute`], borrowing `text` when it holds no template (most strings do not).
 pub fn substitute_cow(
     text: &str,
-    mut resolve: impl FnMut(&OutputRef) -> Option<String>,
+    resolve: impl FnMut(&OutputRef) -> Option<String>,
 ) -> Result<Cow<'_, str>, TemplateError> {
     let found = find(text)?;
-    if found.is_empty() {
+    replace(
+        text,
+        found.iter().map(|(range, r)| (range.clone(), r)),
+        resolve,
+    )
+}
+
+/// `text` with the templates at `found` (their byte ranges in `text`, in order, and what
+/// they name, as [`find`] gives them) replaced by what `resolve` returns for each; borrowed
+/// when there are none. The one substitution routine: [`substitute`] finds the templates
+/// first, a derivation resolves from the positions it found once
+/// ([`super::Derivation::templates`]).
+pub fn replace<'t, 'r, V: fmt::Display>(
+    text: &'t str,
+    found: impl IntoIterator<Item = (Range<usize>, &'r OutputRef)>,
+    mut resolve: impl FnMut(&OutputRef) -> Option<V>,
+) -> Result<Cow<'t, str>, TemplateError> {
+    use std::fmt::Write as _;
+    let mut found = found.into_iter().peekable();
+    if found.peek().is_none() {
         return Ok(Cow::Borrowed(text));
     }
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len() + 64);
     let mut last = 0;
     for (range, reference) in found {
-        let value = resolve(&reference).ok_or_else(|| TemplateError::Unresolved {
+        let before = text
+            .get(last..range.start)
+            .filter(|_| text.is_char_boundary(range.end))
+            .ok_or(TemplateError::Misplaced {
+                offset: range.start,
+            })?;
+        let value = resolve(reference).ok_or_else(|| TemplateError::Unresolved {
             template: reference.template(),
         })?;
-        out.push_str(&text[last..range.start]);
-        out.push_str(&value);
+        out.push_str(before);
+        write!(out, "{value}").expect("writing to a String cannot fail");
         last = range.end;
     }
-    out.push_str(&text[last..]);
+    out.push_str(
+        text.get(last..)
+            .ok_or(TemplateError::Misplaced { offset: last })?,
+    );
     Ok(Cow::Owned(out))
 }
 

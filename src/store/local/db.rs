@@ -5,6 +5,13 @@
 //! share it; every write is one `BEGIN IMMEDIATE` transaction. The schema version lives in
 //! `PRAGMA user_version`; a database from a newer bramble is refused before anything in it
 //! (or the store) is touched.
+//!
+//! Reads go through a shared mapping of the database file (`PRAGMA mmap_size`) instead of a
+//! `pread` into SQLite's page cache per page: a no-op build looks up every derivation of
+//! its graph, which touches most pages of a large store's database. As SQLite documents, an
+//! I/O error while reading a mapped page is then a `SIGBUS` rather than an error code; the
+//! database lives on the store's local file system, where that is the same failure as the
+//! store itself becoming unreadable.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -50,6 +57,9 @@ CREATE TABLE build_logs (
 );
 ";
 
+/// How much of the database file SQLite may map (`PRAGMA mmap_size`).
+const MMAP_SIZE: i64 = 256 << 20;
+
 fn db_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rusqlite::Error) -> Error + 'a {
     move |source| Error::Database {
         op,
@@ -93,6 +103,10 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_err("configure", path))?;
         conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err("configure", path))?;
+        // Reads through a mapping of the file (see the module doc); writes still go through
+        // the WAL.
+        conn.pragma_update(None, "mmap_size", MMAP_SIZE)
             .map_err(db_err("configure", path))?;
         let mut db = Db {
             conn,
@@ -373,19 +387,19 @@ impl Db {
                 )
                 .map_err(db_err("query", &self.path))?;
             for (build_key, output) in wanted {
-                let text: Option<String> = stmt
-                    .query_row(params![build_key.to_string(), output], |r| r.get(0))
+                // The key's text on the stack and the path parsed from SQLite's own buffer:
+                // no string allocated per lookup.
+                let path = stmt
+                    .query_row(params![build_key.text().as_str(), output], |r| {
+                        let text = r.get_ref(0)?.as_str()?;
+                        Ok(text.parse::<StorePath>().map_err(|_| text.to_owned()))
+                    })
                     .optional()
                     .map_err(db_err("query", &self.path))?;
-                found.push(
-                    text.map(|t| {
-                        t.parse().map_err(|_| Error::CorruptDatabase {
-                            path: self.path.clone(),
-                            detail: format!("bad store path `{t}`"),
-                        })
-                    })
-                    .transpose()?,
-                );
+                found.push(path.transpose().map_err(|t| Error::CorruptDatabase {
+                    path: self.path.clone(),
+                    detail: format!("bad store path `{t}`"),
+                })?);
             }
         }
         tx.finish().map_err(db_err("query", &self.path))?;
