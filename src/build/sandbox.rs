@@ -47,7 +47,7 @@ use bramble_sandbox::{Bind, Spec};
 use tokio::io::AsyncWriteExt;
 
 use crate::store::local::{LocalStore, TempDir};
-use crate::store::{Derivation, STORE_DIR, StorePath};
+use crate::store::{Derivation, Hash, STORE_DIR, StorePath};
 
 use super::workspace::BuildDir;
 use super::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
@@ -84,9 +84,9 @@ impl SandboxExecutor {
     pub fn new(config: SandboxConfig, store: Arc<LocalStore>) -> SandboxExecutor {
         SandboxExecutor {
             config,
+            reaper: Reaper::start(Arc::clone(&store)),
             store,
             tmp: std::sync::Mutex::new(None),
-            reaper: Reaper::start(),
         }
     }
 
@@ -107,37 +107,80 @@ impl SandboxExecutor {
 /// by descriptor), then (if this was its last holder) the locked temp dir holding them.
 type Dirs = (BuildDir, BuildDir, Arc<TempDir>);
 
-/// A thread that removes finished builds' directories. Dropping it waits for the removals.
+/// Work taken off a build's critical path: the next step of a chain starts while it is done.
+#[derive(Debug)]
+enum Chore {
+    /// Remove a finished build's directories (each by its own `Drop`, build directory first).
+    Remove(Dirs),
+    /// Save a successful build's log (a failed build's log is saved before it is reported).
+    SaveLog {
+        drv: Hash,
+        name: String,
+        log: Vec<u8>,
+    },
+}
+
+impl Chore {
+    fn run(self, store: &LocalStore) {
+        match self {
+            Chore::Remove(dirs) => drop(dirs),
+            Chore::SaveLog { drv, name, log } => save_log(store, drv, &name, &log),
+        }
+    }
+}
+
+fn save_log(store: &LocalStore, drv: Hash, name: &str, log: &[u8]) {
+    if let Err(e) = store.put_log(drv, log) {
+        tracing::warn!("cannot save the log of `{name}`: {e}");
+    }
+}
+
+/// A thread that does the [`Chore`]s in order. Dropping it waits for all of them, so every
+/// log is saved and every directory removed before the executor is gone.
 #[derive(Debug)]
 struct Reaper {
-    sender: Option<std::sync::mpsc::Sender<Dirs>>,
+    store: Arc<LocalStore>,
+    sender: Option<std::sync::mpsc::Sender<Chore>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Reaper {
-    fn start() -> Reaper {
-        let (sender, receiver) = std::sync::mpsc::channel::<Dirs>();
+    fn start(store: Arc<LocalStore>) -> Reaper {
+        let (sender, receiver) = std::sync::mpsc::channel::<Chore>();
+        let on_thread = store.clone();
         let thread = std::thread::Builder::new()
-            .name("build-dir-reaper".into())
+            .name("build-chores".into())
             .spawn(move || {
-                // Each is removed by its own `Drop` (build directory first).
-                for dirs in receiver {
-                    drop(dirs);
+                for chore in receiver {
+                    chore.run(&on_thread);
                 }
             });
         match thread {
             Ok(thread) => Reaper {
+                store,
                 sender: Some(sender),
                 thread: Some(thread),
             },
-            // No thread: directories are removed where they are dropped.
+            // No thread: chores are done where they arise.
             Err(e) => {
-                tracing::warn!("cannot start the build directory reaper: {e}");
+                tracing::warn!("cannot start the build chores thread: {e}");
                 Reaper {
+                    store,
                     sender: None,
                     thread: None,
                 }
             }
+        }
+    }
+
+    /// Do `chore` on the thread, or here if there is none.
+    fn submit(&self, chore: Chore) {
+        let unsent = match &self.sender {
+            Some(sender) => sender.send(chore).err().map(|e| e.0),
+            None => Some(chore),
+        };
+        if let Some(chore) = unsent {
+            chore.run(&self.store);
         }
     }
 
@@ -162,7 +205,7 @@ impl Drop for Reaper {
 #[derive(Debug)]
 struct Workspace {
     dirs: Option<Dirs>,
-    reaper: Option<std::sync::mpsc::Sender<Dirs>>,
+    reaper: Option<std::sync::mpsc::Sender<Chore>>,
 }
 
 impl Drop for Workspace {
@@ -170,7 +213,7 @@ impl Drop for Workspace {
         if let (Some(dirs), Some(reaper)) = (self.dirs.take(), &self.reaper) {
             // If the reaper is gone the directories come back in the error and are
             // removed here.
-            let _ = reaper.send(dirs);
+            let _ = reaper.send(Chore::Remove(dirs));
         }
     }
 }
@@ -196,15 +239,18 @@ impl Executor for SandboxExecutor {
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
         let (status, log) = run?;
         let log_tail = tail(&log, LOG_TAIL_LINES);
-        {
-            let store = self.store.clone();
-            let drv = job.drv_hash;
-            let saved = tokio::task::spawn_blocking(move || store.put_log(drv, &log))
+        if status.success() {
+            self.reaper.submit(Chore::SaveLog {
+                drv: job.drv_hash,
+                name: job.drv.name.clone(),
+                log,
+            });
+        } else {
+            // Saved before the failure is reported: its message names `bramble log`.
+            let (store, drv, name) = (self.store.clone(), job.drv_hash, job.drv.name.clone());
+            tokio::task::spawn_blocking(move || save_log(&store, drv, &name, &log))
                 .await
                 .expect("saving a log does not panic");
-            if let Err(e) = saved {
-                tracing::warn!("cannot save the log of `{}`: {e}", job.drv.name);
-            }
         }
         if !status.success() {
             let kept = if self.config.keep_failed {
