@@ -91,13 +91,23 @@ struct Fixture {
     store: PathBuf,
 }
 
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+/// Removes the fixture when the test process exits (a `static` is never dropped).
+extern "C" fn remove_fixture() {
+    if let Some(fixture) = FIXTURE.get() {
+        let _ = std::fs::remove_dir_all(fixture.dir.path());
+    }
+}
+
 fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempfile::Builder::new()
             .prefix("bramble-probe-")
             .tempdir_in("/tmp")
             .expect("temp dir");
+        // SAFETY: registers a plain `extern "C" fn` that touches only a static.
+        unsafe { libc::atexit(remove_fixture) };
         let root = dir.path();
         chmod(root, 0o755);
         let helper = root.join("bramble-sandbox");
