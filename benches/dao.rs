@@ -15,7 +15,6 @@
 //! `BENCH_DAO_N` (default 1000).
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,10 +23,12 @@ use bramble::build::{BuildGraph, BuildOptions};
 use bramble::store::local::LocalStore;
 use bramble::store::{Derivation, Hash};
 
+#[path = "../tests/build_support/mod.rs"]
+mod build_support;
 #[path = "support/static_helper.rs"]
 mod static_helper;
 
-const BUSYBOX: &str = "/bin/busybox";
+use build_support::Project;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -184,25 +185,14 @@ def bootstrap():
 
 /// Part 2: build cost per derivation, direct vs generated.
 fn overhead(n: usize, runs: usize) {
-    let home = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bramble.toml"),
-        "[package]\nname = \"example.com/daobench\"\n",
-    )
-    .unwrap();
-    std::fs::copy(BUSYBOX, dir.path().join("busybox")).expect("apt-get install busybox-static");
+    let project = Project::new("example.com/daobench", "");
     let build = |reference: &str, salt: &str| -> f64 {
         let module = format!("N = {n}\nSALT = \"{salt}\"\n{MODULE}");
-        std::fs::write(dir.path().join("default.bramble"), module).unwrap();
+        std::fs::write(project.dir.path().join("default.bramble"), module).unwrap();
         let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_bramble"))
-            .args(["build", "-j", "2", "--no-out-link", reference])
-            .current_dir(dir.path())
-            .env("BRAMBLE_HOME", home.path())
+        let out = project
+            .command(&["build", "-j", "2", "--no-out-link", reference])
             .env("BRAMBLE_SANDBOX", static_helper::static_helper())
-            .env("NO_COLOR", "1")
-            .env_remove("CI")
             .output()
             .unwrap();
         let ms = start.elapsed().as_secs_f64() * 1000.0;

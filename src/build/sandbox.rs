@@ -29,11 +29,12 @@
 //!    removed at once, unless `keep_failed` moves the build directory to the store's `tmp/`
 //!    (where `gc` removes it later).
 //!
-//! Removing a finished build's directories is not on the critical path: dropping the
-//! [`Built`] hands them to the executor's reaper thread, so the scheduler registers the
+//! Removing a finished build's directories and saving a successful build's log are not on
+//! the critical path: dropping the [`Built`] hands the directories to the executor's chores
+//! thread (and the log went there when the sandbox exited), so the scheduler registers the
 //! outputs and starts the dependents at once (deleting inodes on ext4 costs milliseconds
-//! per build). Dropping the executor waits until every directory handed over is removed,
-//! so none outlives the build command.
+//! per build). Dropping the executor waits until every chore handed over is done, so no
+//! directory outlives the build command and no log is lost.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -77,14 +78,14 @@ pub struct SandboxExecutor {
     store: Arc<LocalStore>,
     /// The temp dir holding the builds' directories, created by the first build.
     tmp: std::sync::Mutex<Option<Arc<TempDir>>>,
-    reaper: Reaper,
+    chores: Chores,
 }
 
 impl SandboxExecutor {
     pub fn new(config: SandboxConfig, store: Arc<LocalStore>) -> SandboxExecutor {
         SandboxExecutor {
             config,
-            reaper: Reaper::start(Arc::clone(&store)),
+            chores: Chores::start(Arc::clone(&store)),
             store,
             tmp: std::sync::Mutex::new(None),
         }
@@ -138,14 +139,14 @@ fn save_log(store: &LocalStore, drv: Hash, name: &str, log: &[u8]) {
 /// A thread that does the [`Chore`]s in order. Dropping it waits for all of them, so every
 /// log is saved and every directory removed before the executor is gone.
 #[derive(Debug)]
-struct Reaper {
+struct Chores {
     store: Arc<LocalStore>,
     sender: Option<std::sync::mpsc::Sender<Chore>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Reaper {
-    fn start(store: Arc<LocalStore>) -> Reaper {
+impl Chores {
+    fn start(store: Arc<LocalStore>) -> Chores {
         let (sender, receiver) = std::sync::mpsc::channel::<Chore>();
         let on_thread = store.clone();
         let thread = std::thread::Builder::new()
@@ -156,7 +157,7 @@ impl Reaper {
                 }
             });
         match thread {
-            Ok(thread) => Reaper {
+            Ok(thread) => Chores {
                 store,
                 sender: Some(sender),
                 thread: Some(thread),
@@ -164,7 +165,7 @@ impl Reaper {
             // No thread: chores are done where they arise.
             Err(e) => {
                 tracing::warn!("cannot start the build chores thread: {e}");
-                Reaper {
+                Chores {
                     store,
                     sender: None,
                     thread: None,
@@ -187,12 +188,12 @@ impl Reaper {
     fn workspace(&self, dirs: Dirs) -> Workspace {
         Workspace {
             dirs: Some(dirs),
-            reaper: self.sender.clone(),
+            chores: self.sender.clone(),
         }
     }
 }
 
-impl Drop for Reaper {
+impl Drop for Chores {
     fn drop(&mut self) {
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
@@ -201,19 +202,19 @@ impl Drop for Reaper {
     }
 }
 
-/// The directories of a successful build, handed to the reaper when dropped.
+/// The directories of a successful build, handed to the chores thread when dropped.
 #[derive(Debug)]
 struct Workspace {
     dirs: Option<Dirs>,
-    reaper: Option<std::sync::mpsc::Sender<Chore>>,
+    chores: Option<std::sync::mpsc::Sender<Chore>>,
 }
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        if let (Some(dirs), Some(reaper)) = (self.dirs.take(), &self.reaper) {
-            // If the reaper is gone the directories come back in the error and are
+        if let (Some(dirs), Some(chores)) = (self.dirs.take(), &self.chores) {
+            // If the thread is gone the directories come back in the error and are
             // removed here.
-            let _ = reaper.send(Chore::Remove(dirs));
+            let _ = chores.send(Chore::Remove(dirs));
         }
     }
 }
@@ -240,7 +241,7 @@ impl Executor for SandboxExecutor {
         let (status, log) = run?;
         let log_tail = tail(&log, LOG_TAIL_LINES);
         if status.success() {
-            self.reaper.submit(Chore::SaveLog {
+            self.chores.submit(Chore::SaveLog {
                 drv: job.drv_hash,
                 name: job.drv.name.clone(),
                 log,
@@ -283,7 +284,7 @@ impl Executor for SandboxExecutor {
         }
         Ok(Built {
             outputs,
-            workspace: Some(Box::new(self.reaper.workspace((dir, staging, tmp)))),
+            workspace: Some(Box::new(self.chores.workspace((dir, staging, tmp)))),
         })
     }
 }
