@@ -10,12 +10,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::error::{Error, user_namespace_hint};
-use crate::plan::{Plan, Step, sandbox_path};
+use crate::plan::{Base, Plan, Step, sandbox_path};
 use crate::sys;
-
-/// Host directory the new root's tmpfs is mounted on (only inside our private mount
-/// namespace). Bind sources are opened before it is covered, so sources under it still work.
-const ROOT_MOUNTPOINT: &std::ffi::CStr = c"/tmp";
 
 /// Device nodes bound from the host's `/dev` (they cannot be created in a user namespace).
 const DEVICES: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
@@ -35,24 +31,51 @@ enum Source {
     Link(CString),
 }
 
+/// Where pid 1 gets the spec's part of the run.
+pub enum SpecFrom {
+    /// The host side prepared it before the clone.
+    Ready(Box<Plan>),
+    /// The host side forwards the validated spec on this pipe once it has it (`--warm`):
+    /// pid 1 prepares everything that does not depend on it in the meantime.
+    Pipe(OwnedFd),
+}
+
 /// The whole life of pid 1. Never returns: exits with the builder's status or a setup code.
 ///
 /// Must be the first code run in the cloned child. `death_pipe` is the read end of a pipe
-/// whose write end only the helper's host process holds.
-pub fn run(plan: &Plan, death_pipe: OwnedFd) -> ! {
-    let code = match setup(plan, death_pipe).and_then(|()| spawn_and_reap(plan)) {
+/// whose write end only the helper's host process holds. With `status`, the exit code is
+/// also written there as one byte once nothing else runs in the sandbox (see
+/// [`report_status`]), before pid 1's own exit starts tearing the namespaces down.
+pub fn run(base: &Base, spec: SpecFrom, death_pipe: OwnedFd, status: Option<OwnedFd>) -> ! {
+    let result = prepare(base, death_pipe).and_then(|covered| {
+        let plan = match spec {
+            SpecFrom::Ready(plan) => *plan,
+            SpecFrom::Pipe(pipe) => {
+                let bytes = crate::run::read_all(pipe.as_raw_fd())?;
+                let spec = crate::Spec::from_json(&bytes).map_err(Error::Spec)?;
+                Plan::new(&spec, base)
+            }
+        };
+        enter(base, &plan, covered, status.as_ref())?;
+        spawn_and_reap(&plan)
+    });
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             crate::report(&e);
             e.exit_code()
         }
     };
+    if let Some(status) = status {
+        report_status(&status, code);
+    }
     // SAFETY: _exit is always safe; pid 1 exiting makes the kernel kill the namespace.
     unsafe { libc::_exit(i32::from(code)) }
 }
 
-/// The ordered setup sequence. Each step depends on the ones before it.
-fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
+/// Everything that does not depend on the spec: ids, the new root with `/proc` and `/dev`,
+/// loopback, the bounding set. Returns a descriptor of the directory the new root covers.
+fn prepare(base: &Base, death_pipe: OwnedFd) -> Result<OwnedFd, Error> {
     // 1. Die with the host process, and close the race where it died before this line: its
     //    write end of the pipe is then closed and poll reports POLLHUP at once.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
@@ -70,7 +93,7 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
     }
     drop(death_pipe);
 
-    // 2. Signals: the host process blocked them for its own sigtimedwait; pid 1 of a PID
+    // 2. Signals: the host process blocked them for its own signalfd; pid 1 of a PID
     //    namespace receives no default-action signal from inside anyway.
     // SAFETY: an all-clear mask is valid; sigprocmask only reads `set`.
     unsafe {
@@ -92,9 +115,9 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
         }
         _ => {}
     }
-    sys::write_file(c"/proc/self/uid_map", &plan.uid_map)
+    sys::write_file(c"/proc/self/uid_map", &base.uid_map)
         .map_err(|e| userns("writing `/proc/self/uid_map`", e))?;
-    sys::write_file(c"/proc/self/gid_map", &plan.gid_map)
+    sys::write_file(c"/proc/self/gid_map", &base.gid_map)
         .map_err(|e| userns("writing `/proc/self/gid_map`", e))?;
 
     // 4. Make every mount private so nothing we do propagates back to the host. EPERM here
@@ -102,26 +125,117 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(|e| userns("making `/` private", e))?;
 
-    // 5. Open every bind source now, while the host tree is whole (the new root will cover
-    //    `/tmp`). O_NOFOLLOW: a source that is a symlink is recreated as a symlink.
-    let sources = plan
-        .binds
-        .iter()
-        .map(|b| open_source(&b.source, &b.source_path, b.writable))
-        .collect::<Result<Vec<_>, _>>()?;
+    // 5. The builder's stdin, when the host side's stdin carried the spec.
+    if base.null_stdin {
+        let null = sys::open(c"/dev/null", libc::O_RDONLY)
+            .map_err(|e| Error::setup("cannot open `/dev/null`", e))?;
+        // SAFETY: both descriptors are open; dup2 replaces stdin atomically.
+        sys::cvt(unsafe { libc::dup2(null.as_raw_fd(), 0) })
+            .map_err(|e| Error::setup("cannot redirect stdin", e))?;
+    }
 
-    // 6. A fresh tmpfs as the new root, populated from inside (cwd = its root).
+    // 6. A fresh tmpfs as the new root, populated from inside (cwd = its root). It covers a
+    //    host directory (in this private namespace only): bind sources under that directory
+    //    are opened later through `covered`, a descriptor of the directory underneath.
+    let mountpoint = &base.root_mountpoint;
+    let covered = sys::open(mountpoint, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| {
+        Error::setup(
+            format!("cannot open `{}`", base.root_mountpoint_path.display()),
+            e,
+        )
+    })?;
     sys::mount(
         Some(c"tmpfs"),
-        ROOT_MOUNTPOINT,
+        mountpoint,
         Some(c"tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
         Some(c"mode=0755"),
     )
-    .map_err(|e| Error::setup("cannot mount the root tmpfs on `/tmp`", e))?;
-    sys::chdir(ROOT_MOUNTPOINT).map_err(|e| Error::setup("cannot enter the new root", e))?;
+    .map_err(|e| {
+        Error::setup(
+            format!(
+                "cannot mount the root tmpfs on `{}`",
+                base.root_mountpoint_path.display()
+            ),
+            e,
+        )
+    })?;
+    sys::chdir(mountpoint).map_err(|e| Error::setup("cannot enter the new root", e))?;
 
-    // 7. The spec's binds, tmpfs and symlinks, in order (validated: none hides an earlier one).
+    // 7. A fresh /proc for the new PID namespace. The kernel only allows it while a fully
+    //    visible procfs exists in this mount namespace, i.e. before the old root goes. The
+    //    spec cannot target `/proc` or `/dev` (reserved), so they can come before its binds.
+    mkdir(c"proc", 0o555)?;
+    mount_fs(
+        c"proc",
+        c"proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        c"",
+    )?;
+
+    // 8. A minimal /dev: host device nodes bound in, private shm and pts, the usual links.
+    mkdir(c"dev", 0o755)?;
+    for (host, target) in DEVICES {
+        mkfile(target)?;
+        sys::mount(Some(host), target, None, libc::MS_BIND, None)
+            .map_err(|e| Error::setup(format!("cannot bind `{}`", host.to_string_lossy()), e))?;
+    }
+    mkdir(c"dev/shm", 0o1777)?;
+    mount_fs(
+        c"tmpfs",
+        c"dev/shm",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        c"mode=1777",
+    )?;
+    mkdir(c"dev/pts", 0o755)?;
+    mount_fs(
+        c"devpts",
+        c"dev/pts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        c"newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    for (to, path) in [
+        (c"pts/ptmx", c"dev/ptmx"),
+        (c"/proc/self/fd", c"dev/fd"),
+        (c"/proc/self/fd/0", c"dev/stdin"),
+        (c"/proc/self/fd/1", c"dev/stdout"),
+        (c"/proc/self/fd/2", c"dev/stderr"),
+    ] {
+        symlink(to, path)?;
+    }
+
+    // 9. Loopback (new network namespace only).
+    if base.new_net {
+        loopback_up()?;
+    }
+
+    // 10. The bounding set: what no program executed from here on can ever gain. Pid 1 keeps
+    //     its effective capabilities for the mounts still to come.
+    drop_bounding_set()?;
+    Ok(covered)
+}
+
+/// The spec's part: its binds, tmpfs and symlinks, hostname, then `pivot_root` and the
+/// confinement. Keeps `status` (close-on-exec) open for [`report_status`].
+fn enter(
+    base: &Base,
+    plan: &Plan,
+    covered: OwnedFd,
+    status: Option<&OwnedFd>,
+) -> Result<(), Error> {
+    // 11. Open every bind source. O_NOFOLLOW: a source that is a symlink is recreated as a
+    //     symlink. Sources under the covered directory are reached through it.
+    let sources = plan
+        .binds
+        .iter()
+        .map(|b| {
+            let from = b.under_root.as_ref().map(|rel| (&covered, rel.as_c_str()));
+            open_source(&b.source, from, &b.source_path, b.writable)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(covered);
+
+    // 12. The spec's binds, tmpfs and symlinks, in order (validated: none hides an earlier one).
     let mut sources = sources.into_iter();
     for (step, parents) in plan.steps.iter().zip(&plan.step_parents) {
         for parent in parents {
@@ -159,56 +273,12 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
         }
     }
 
-    // 8. A fresh /proc for the new PID namespace. The kernel only allows it while a fully
-    //    visible procfs exists in this mount namespace, i.e. before the old root goes.
-    mkdir(c"proc", 0o555)?;
-    mount_fs(
-        c"proc",
-        c"proc",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        c"",
-    )?;
-
-    // 9. A minimal /dev: host device nodes bound in, private shm and pts, the usual links.
-    mkdir(c"dev", 0o755)?;
-    for (host, target) in DEVICES {
-        mkfile(target)?;
-        sys::mount(Some(host), target, None, libc::MS_BIND, None)
-            .map_err(|e| Error::setup(format!("cannot bind `{}`", host.to_string_lossy()), e))?;
-    }
-    mkdir(c"dev/shm", 0o1777)?;
-    mount_fs(
-        c"tmpfs",
-        c"dev/shm",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        c"mode=1777",
-    )?;
-    mkdir(c"dev/pts", 0o755)?;
-    mount_fs(
-        c"devpts",
-        c"dev/pts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        c"newinstance,ptmxmode=0666,mode=0620",
-    )?;
-    for (to, path) in [
-        (c"pts/ptmx", c"dev/ptmx"),
-        (c"/proc/self/fd", c"dev/fd"),
-        (c"/proc/self/fd/0", c"dev/stdin"),
-        (c"/proc/self/fd/1", c"dev/stdout"),
-        (c"/proc/self/fd/2", c"dev/stderr"),
-    ] {
-        symlink(to, path)?;
-    }
-
-    // 10. Hostname (UTS namespace) and loopback (network namespace, if new).
+    // 13. Hostname (UTS namespace).
     // SAFETY: `hostname` is readable for its length (validated: 1 to 64 bytes).
     sys::cvt(unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) })
         .map_err(|e| Error::setup("cannot set the hostname", e))?;
-    if plan.new_net {
-        loopback_up()?;
-    }
 
-    // 11. Freeze the root: only binds marked writable, tmpfs entries and /dev/shm stay writable.
+    // 14. Freeze the root: only binds marked writable, tmpfs entries and /dev/shm stay writable.
     sys::mount(
         None,
         c".",
@@ -218,7 +288,7 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
     )
     .map_err(|e| Error::setup("cannot make the new root read-only", e))?;
 
-    // 12. pivot_root into the new root, stacking the old root on it, then detach the old root.
+    // 15. pivot_root into the new root, stacking the old root on it, then detach the old root.
     // SAFETY: both arguments are NUL-terminated; cwd is the new root, a mount point.
     sys::cvt_long(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
         .map_err(|e| Error::setup("cannot pivot_root into the new root", e))?;
@@ -235,18 +305,18 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
         )
     })?;
 
-    // 13. No descriptor but stdio crosses into the builder (all of ours are O_CLOEXEC, but
-    //     the caller may have leaked some).
-    close_extra_fds();
+    // 16. No descriptor but stdio crosses into the builder (all of ours are O_CLOEXEC, but
+    //     the caller may have leaked some). The status pipe stays for pid 1 (close-on-exec).
+    close_extra_fds(status.map(AsRawFd::as_raw_fd));
 
-    // 14. Confinement, in the only order that works: no_new_privs (lets an unprivileged
-    //     process install seccomp), drop every capability (the bounding set needs CAP_SETPCAP,
-    //     so it goes first), then the seccomp filters. Pid 1 is confined too: the builder can
-    //     reach nothing through it. Non-dumpable: the builder cannot ptrace or read it.
+    // 17. Confinement, in the only order that works: no_new_privs (lets an unprivileged
+    //     process install seccomp), drop the remaining capabilities, then the seccomp filters.
+    //     Pid 1 is confined too: the builder can reach nothing through it. Non-dumpable: the
+    //     builder cannot ptrace or read it.
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
         .map_err(|e| Error::setup("cannot set no_new_privs", e))?;
     drop_capabilities()?;
-    for filter in &plan.filters {
+    for filter in &base.filters {
         seccompiler::apply_filter(filter).map_err(|e| {
             Error::setup(
                 "cannot install the seccomp filter",
@@ -258,16 +328,51 @@ fn setup(plan: &Plan, death_pipe: OwnedFd) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes `code` to `status` once the sandbox is empty: every process left (daemons of the
+/// builder) is killed and reaped first, so the caller may take the outputs as soon as it
+/// reads the byte, and stdout/stderr are closed, so the caller's log reaches its end once
+/// the host side has closed its copies too. Then pid 1's exit (the namespaces' teardown)
+/// is off the caller's path.
+fn report_status(status: &OwnedFd, code: u8) {
+    // SAFETY: kill(-1) from pid 1 signals every other process of its PID namespace; waitpid
+    // gets a valid out pointer; closing stdout/stderr only affects this process; `status`
+    // is an open pipe and the one byte read from `code`.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+        loop {
+            let mut st = 0;
+            if libc::waitpid(-1, &mut st, libc::__WALL) == -1
+                && *libc::__errno_location() != libc::EINTR
+            {
+                break; // ECHILD: nothing else runs in the namespace.
+            }
+        }
+        libc::close(1);
+        libc::close(2);
+        libc::write(status.as_raw_fd(), (&code as *const u8).cast(), 1);
+    }
+}
+
 /// Opens a bind source with `O_PATH | O_NOFOLLOW` and classifies it.
 ///
-/// Must run after the mount namespace exists (a bind needs a source mount in the caller's
-/// mount namespace) and before the root tmpfs covers `/tmp`.
-fn open_source(source: &CString, path: &std::path::Path, writable: bool) -> Result<Source, Error> {
+/// Must run in the mount namespace of the bind (a bind needs a source mount in the caller's
+/// mount namespace). `under`: the covered directory and the source relative to it.
+fn open_source(
+    source: &CString,
+    under: Option<(&OwnedFd, &std::ffi::CStr)>,
+    path: &std::path::Path,
+    writable: bool,
+) -> Result<Source, Error> {
     let err = |e| Error::OpenSource {
         path: path.to_owned(),
         source: e,
     };
-    let fd = sys::open(source, libc::O_PATH | libc::O_NOFOLLOW).map_err(err)?;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW;
+    let fd = match under {
+        Some((dir, rel)) => sys::openat(dir, rel, flags),
+        None => sys::open(source, flags),
+    }
+    .map_err(err)?;
     let st = sys::fstat(&fd).map_err(err)?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => Ok(Source::Mount { fd, dir: true }),
@@ -456,11 +561,21 @@ fn loopback_up() -> Result<(), Error> {
     Ok(())
 }
 
-/// Closes every descriptor above 2. After pivot_root: nothing of the host remains needed.
-fn close_extra_fds() {
-    // SAFETY: close_range only closes descriptors; none above 2 is used after this point.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if ret == 0 {
+/// Closes every descriptor above 2 but `keep`. After pivot_root: nothing of the host remains
+/// needed.
+fn close_extra_fds(keep: Option<i32>) {
+    let ranges = match keep.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 2) {
+        Some(k) => [(3, k - 1), (k + 1, u32::MAX)],
+        None => [(3, u32::MAX), (1, 0)],
+    };
+    // An empty range (first > last) is skipped.
+    let ok = ranges.iter().all(|&(first, last)| {
+        first > last
+        // SAFETY: close_range only closes descriptors; none above 2 but `keep` is used
+        // after this point.
+            || unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) } == 0
+    });
+    if ok {
         return;
     }
     // Kernels before 5.9: close one by one up to the descriptor limit.
@@ -472,23 +587,15 @@ fn close_extra_fds() {
     } else {
         1024
     };
-    for fd in 3..max {
+    for fd in (3..max).filter(|&fd| Some(fd) != keep) {
         // SAFETY: closing a descriptor nothing uses (or that is not open) is harmless.
         unsafe { libc::close(fd) };
     }
 }
 
-/// Clears the bounding, ambient, inheritable, permitted and effective sets.
-///
-/// After the mounts (which need CAP_SYS_ADMIN) and with no_new_privs set.
-fn drop_capabilities() -> Result<(), Error> {
-    use caps::CapSet;
-    let err = |set: &str, e: caps::errors::CapsError| {
-        Error::setup(
-            format!("cannot clear the {set} capability set"),
-            io::Error::other(e.to_string()),
-        )
-    };
+/// Empties the bounding set: no program executed from here on can gain a capability. Pid 1
+/// keeps its effective set (the bounding set limits only what an execve grants).
+fn drop_bounding_set() -> Result<(), Error> {
     // Bounding set: one PR_CAPBSET_DROP per number until the kernel says EINVAL (past its
     // last capability). `caps::clear` would read each capability first and stop at the ones
     // it knows; this is half the system calls and covers capabilities newer than the crate.
@@ -502,6 +609,21 @@ fn drop_capabilities() -> Result<(), Error> {
             return Err(Error::setup("cannot clear the bounding capability set", e));
         }
     }
+    Ok(())
+}
+
+/// Clears the ambient, inheritable, permitted and effective sets (the bounding set went in
+/// [`prepare`]).
+///
+/// After the mounts (which need CAP_SYS_ADMIN) and with no_new_privs set.
+fn drop_capabilities() -> Result<(), Error> {
+    use caps::CapSet;
+    let err = |set: &str, e: caps::errors::CapsError| {
+        Error::setup(
+            format!("cannot clear the {set} capability set"),
+            io::Error::other(e.to_string()),
+        )
+    };
     caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient", e))?;
     caps::clear(None, CapSet::Inheritable).map_err(|e| err("inheritable", e))?;
     caps::clear(None, CapSet::Effective).map_err(|e| err("effective", e))?;

@@ -23,36 +23,63 @@
 //! Host side ([`run`](crate::run)):
 //! 1. `PR_SET_PDEATHSIG(SIGKILL)`: the helper dies with its caller (callers must spawn it from
 //!    a thread that outlives the run: the signal fires when the spawning *thread* exits).
-//! 2. Read and validate the spec; prepare every C string, the id maps and the seccomp programs.
-//!    Stdin becomes `/dev/null` unless the spec says `"stdin": "inherit"`.
+//! 2. Read and validate the spec, resolve the links in its bind sources' directories; prepare
+//!    every C string, the id maps and the seccomp programs. Stdin becomes `/dev/null` unless
+//!    the spec says `"stdin": "inherit"`.
 //! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
 //!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`.
-//! 4. Supervise with `sigtimedwait`: on the time limit or a cancel signal, SIGKILL pid 1 (the
+//! 4. Supervise through a `signalfd`: on the time limit or a cancel signal, SIGKILL pid 1 (the
 //!    kernel then kills the whole PID namespace) and reap it.
 //!
-//! Pid 1 ([`init`](crate::init)):
+//! Pid 1 ([`init`](crate::init)), first what does not depend on the spec:
 //! 1. `PR_SET_PDEATHSIG(SIGKILL)`; exit if the host side already died (pipe hang-up).
 //! 2. Unblock signals.
 //! 3. `setgroups` ← `deny`, then `uid_map` ← `<uid> <host euid> 1`, `gid_map` likewise.
 //! 4. `/` made recursively private.
-//! 5. Bind sources opened `O_PATH | O_NOFOLLOW` (symlinks are recreated as symlinks).
-//! 6. A tmpfs (nosuid, nodev) as the new root, mounted over `/tmp` in our private namespace.
-//! 7. The spec's binds (recursive; then `nosuid,nodev` and `ro` unless writable, recursively
-//!    with `mount_setattr`, or a remount keeping the locked flags on older kernels), tmpfs
-//!    directories and symlinks, in spec order.
-//! 8. A fresh `/proc` (nosuid, nodev, noexec).
-//! 9. `/dev`: `null zero full random urandom tty` bound from the host, a private `shm` tmpfs,
+//! 5. A tmpfs (nosuid, nodev) as the new root, mounted over `/tmp` (resolved) in our private
+//!    namespace, after taking an `O_PATH` descriptor of the directory it covers.
+//! 6. A fresh `/proc` (nosuid, nodev, noexec).
+//! 7. `/dev`: `null zero full random urandom tty` bound from the host, a private `shm` tmpfs,
 //!    `pts` (devpts `newinstance`), `ptmx`, `fd`, `stdin`, `stdout`, `stderr` links.
-//! 10. Hostname; `lo` up with `SIOCSIFFLAGS` (new network namespace only, nothing else).
-//! 11. The root tmpfs remounted read-only.
-//! 12. `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`: the host tree is gone. `chdir(cwd)`.
-//! 13. Every descriptor above 2 closed.
-//! 14. `no_new_privs`; all capabilities dropped (bounding, ambient, inheritable, effective,
+//! 8. `lo` up with `SIOCSIFFLAGS` (new network namespace only, nothing else).
+//! 9. The bounding capability set emptied (pid 1 keeps its effective set for the mounts).
+//!
+//! Then the spec's part:
+//! 10. Bind sources opened `O_PATH | O_NOFOLLOW` (symlinks are recreated as symlinks); those
+//!     under the covered directory through its descriptor.
+//! 11. The spec's binds (recursive; then `nosuid,nodev` and `ro` unless writable, recursively
+//!     with `mount_setattr`, or a remount keeping the locked flags on older kernels), tmpfs
+//!     directories and symlinks, in spec order.
+//! 12. Hostname.
+//! 13. The root tmpfs remounted read-only.
+//! 14. `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`: the host tree is gone. `chdir(cwd)`.
+//! 15. Every descriptor above 2 closed (but the status pipe, close-on-exec).
+//! 16. `no_new_privs`; the other capability sets cleared (ambient, inheritable, effective,
 //!     permitted); the seccomp filters ([`seccomp`](crate::seccomp)); not dumpable.
-//! 15. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
+//! 17. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
 //!     `HOME=/homeless-shelter`, `TMPDIR=/build`, `PATH=/path-not-set` unless the spec sets
 //!     them. Pid 1 reaps every child; when the builder exits, pid 1 exits with its status,
 //!     which makes the kernel kill whatever is left (daemons do not survive the build).
+//!
+//! # Warm sandboxes and the early status
+//!
+//! Most of a sandbox's start-up is the kernel's work on namespaces, which does not depend on
+//! the spec. `bramble-sandbox --warm` clones pid 1 at once and lets it do steps 1 to 9 while
+//! the host side waits for the spec: a build engine starts the helper for its next build
+//! ahead of time and hands over the spec when the inputs are ready, so only steps 10 to 17 are
+//! left on the critical path. The host side validates the spec as usual and forwards it to
+//! pid 1 on a pipe. A warm sandbox is set up with the defaults, so the spec must keep them:
+//! network `none`, stdin `null`, uid 1000 / gid 100 (anything else: exit 122). Closing the
+//! spec's descriptor without writing anything tears it down and exits 0: the caller did not
+//! need it after all.
+//!
+//! `--status-fd N` (N may be stdin when the spec comes on a socket, as from the build engine)
+//! gets the exit code as one byte as soon as the sandbox is empty, before its namespaces are
+//! torn down (the kernel's slowest part of a run): pid 1 kills and reaps everything left
+//! when the builder exits, closes its stdout/stderr and tells the host side, which closes its
+//! own stdout/stderr (so the caller's log pipe ends) and writes the byte. The helper's own
+//! exit status follows when the teardown is over. No byte (end of file) means the helper
+//! decided the status itself (time limit, cancel): its exit status tells.
 //!
 //! # Exit status
 //!

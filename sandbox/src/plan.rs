@@ -1,8 +1,13 @@
-//! The spec turned into ready-to-use kernel arguments, before any namespace exists.
+//! The spec turned into ready-to-use kernel arguments.
 //!
-//! Everything that can be computed once is computed here, on the host side: C strings for
-//! every path, `argv`/`envp` pointer arrays, the id maps, the seccomp programs. The sandbox's
-//! init then runs a fixed sequence of system calls without parsing or formatting.
+//! Everything that can be computed once is computed in advance: C strings for every path,
+//! `argv`/`envp` pointer arrays, the id maps, the seccomp programs. The sandbox's init then
+//! runs a fixed sequence of system calls without parsing or formatting.
+//!
+//! Two parts: the [`Base`] does not depend on the spec (id maps, network, seccomp programs,
+//! where the new root is mounted) and is always made by the host side before the clone; the
+//! [`Plan`] is the spec's own part, made by the host side before the clone too, or by pid 1
+//! when the spec comes later (`--warm`, see [`crate::run`]).
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -11,7 +16,7 @@ use std::path::{Path, PathBuf};
 use seccompiler::BpfProgram;
 
 use crate::error::Error;
-use crate::spec::{Network, Spec};
+use crate::spec::Spec;
 
 /// One mount-like step, in application order.
 #[derive(Debug)]
@@ -29,6 +34,9 @@ pub enum Step {
 pub struct BindPlan {
     pub source: CString,
     pub source_path: PathBuf,
+    /// The source relative to [`Base::root_mountpoint`] when it lies under it (`.` for the
+    /// mount point itself): init opens it through a descriptor of the covered directory.
+    pub under_root: Option<CString>,
     /// Relative to the new root (no leading `/`), so init can work from inside it.
     pub target: CString,
     pub writable: bool,
@@ -53,11 +61,56 @@ pub struct Plan {
     /// `step_parents[i]`: the directories to create before `steps[i]`, outermost first. Each
     /// directory appears once in the whole run (many inputs share `/bramble/store`).
     pub step_parents: Vec<Vec<CString>>,
+    pub hostname: Vec<u8>,
+}
+
+/// What pid 1 needs before it knows the spec.
+#[derive(Debug)]
+pub struct Base {
     pub uid_map: Vec<u8>,
     pub gid_map: Vec<u8>,
-    pub hostname: Vec<u8>,
+    /// A fresh network namespace (only `lo`).
     pub new_net: bool,
     pub filters: Vec<BpfProgram>,
+    /// Host directory the new root's tmpfs is mounted on, inside our private mount namespace
+    /// only: the canonical [`ROOT_MOUNTPOINT`]. Bind sources under it are opened through a
+    /// descriptor of the directory taken before it was covered.
+    pub root_mountpoint: CString,
+    pub root_mountpoint_path: PathBuf,
+    /// Pid 1 points the builder's stdin at `/dev/null` itself (the host side's stdin carried
+    /// the spec).
+    pub null_stdin: bool,
+}
+
+/// Where the new root is mounted (before `pivot_root`), resolved through symbolic links.
+pub const ROOT_MOUNTPOINT: &str = "/tmp";
+
+impl Base {
+    /// The spec-independent part of a run as `uid`/`gid` inside, mapped to the caller's ids.
+    pub fn new(
+        host: (u32, u32),
+        inside: (u32, u32),
+        new_net: bool,
+        null_stdin: bool,
+    ) -> Result<Base, Error> {
+        let filters = crate::seccomp::filters().map_err(|e| {
+            Error::setup(
+                "cannot compile the seccomp filter",
+                std::io::Error::other(e),
+            )
+        })?;
+        let mountpoint = std::fs::canonicalize(ROOT_MOUNTPOINT)
+            .map_err(|e| Error::setup(format!("cannot resolve `{ROOT_MOUNTPOINT}`"), e))?;
+        Ok(Base {
+            uid_map: format!("{} {} 1\n", inside.0, host.0).into_bytes(),
+            gid_map: format!("{} {} 1\n", inside.1, host.1).into_bytes(),
+            new_net,
+            filters,
+            root_mountpoint: path_c(&mountpoint),
+            root_mountpoint_path: mountpoint,
+            null_stdin,
+        })
+    }
 }
 
 fn cstring(bytes: &[u8]) -> CString {
@@ -77,8 +130,8 @@ fn relative(path: &Path) -> CString {
 }
 
 impl Plan {
-    /// Prepares `spec` (already validated) for the current user.
-    pub fn new(spec: &Spec, host_uid: u32, host_gid: u32) -> Result<Plan, Error> {
+    /// Prepares `spec` (already validated, its sources resolved by [`canonical_sources`]).
+    pub fn new(spec: &Spec, base: &Base) -> Plan {
         let builder = path_c(&spec.builder);
         let argv: Vec<CString> = std::iter::once(builder.clone())
             .chain(spec.args.iter().map(|a| cstring(a.as_bytes())))
@@ -100,6 +153,14 @@ impl Plan {
             .map(|b| BindPlan {
                 source: path_c(&b.source),
                 source_path: b.source.clone(),
+                under_root: b
+                    .source
+                    .strip_prefix(&base.root_mountpoint_path)
+                    .ok()
+                    .map(|rel| match rel.as_os_str().is_empty() {
+                        true => c".".to_owned(),
+                        false => path_c(rel),
+                    }),
                 target: relative(&b.target),
                 writable: b.writable,
             })
@@ -128,13 +189,7 @@ impl Plan {
                     .collect()
             })
             .collect();
-        let filters = crate::seccomp::filters().map_err(|e| {
-            Error::setup(
-                "cannot compile the seccomp filter",
-                std::io::Error::other(e),
-            )
-        })?;
-        Ok(Plan {
+        Plan {
             argv_ptrs: ptrs(&argv),
             envp_ptrs: ptrs(&envp),
             argv,
@@ -146,12 +201,28 @@ impl Plan {
             binds,
             steps,
             step_parents,
-            uid_map: format!("{} {host_uid} 1\n", spec.uid).into_bytes(),
-            gid_map: format!("{} {host_gid} 1\n", spec.gid).into_bytes(),
             hostname: spec.hostname.as_bytes().to_vec(),
-            new_net: spec.network == Network::None,
-            filters,
-        })
+        }
+    }
+}
+
+/// Resolves the symbolic links in the directory part of every bind source (on the host side,
+/// in the caller's mount namespace), keeping the last component as it is: a source that is
+/// a link is still recreated as that link. Init then finds sources under the covered
+/// [`Base::root_mountpoint`] by a plain prefix test, whatever links led there. A directory
+/// that cannot be resolved is left as given: opening the source reports it.
+pub fn canonical_sources(spec: &mut Spec) {
+    let mut resolved: std::collections::HashMap<PathBuf, Option<PathBuf>> = Default::default();
+    for bind in &mut spec.binds {
+        let (Some(parent), Some(name)) = (bind.source.parent(), bind.source.file_name()) else {
+            continue;
+        };
+        let real = resolved
+            .entry(parent.to_owned())
+            .or_insert_with(|| std::fs::canonicalize(parent).ok());
+        if let Some(real) = real {
+            bind.source = real.join(name);
+        }
     }
 }
 
@@ -202,7 +273,8 @@ mod tests {
             path: "/bramble/store/bin/sh".into(),
             to: "/bin/sh".into(),
         });
-        let plan = Plan::new(&spec, 1000, 100).unwrap();
+        let base = Base::new((1000, 100), (1000, 100), true, false).unwrap();
+        let plan = Plan::new(&spec, &base);
         let c = |s: &str| CString::new(s).unwrap();
         assert_eq!(
             plan.step_parents,
@@ -214,5 +286,37 @@ mod tests {
                 vec![c("bramble/store/bin")],
             ]
         );
+    }
+
+    #[test]
+    fn sources_under_the_root_mountpoint_are_found_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("store")).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut spec = Spec::new("/bin/sh");
+        for (source, target) in [
+            (link.join("store"), "/a"),
+            (link.join("store/missing"), "/b"),
+            (PathBuf::from("/usr"), "/c"),
+        ] {
+            spec.binds.push(crate::spec::Bind {
+                source,
+                target: target.into(),
+                writable: false,
+            });
+        }
+        canonical_sources(&mut spec);
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(spec.binds[0].source, real.join("store"));
+        assert_eq!(spec.binds[1].source, real.join("store/missing"));
+        assert_eq!(spec.binds[2].source, Path::new("/usr"));
+        let mut base = Base::new((1000, 100), (1000, 100), true, false).unwrap();
+        base.root_mountpoint_path = real.clone();
+        let plan = Plan::new(&spec, &base);
+        assert_eq!(plan.binds[0].under_root, Some(c"store".to_owned()));
+        assert_eq!(plan.binds[1].under_root, Some(c"store/missing".to_owned()));
+        assert_eq!(plan.binds[2].under_root, None);
     }
 }

@@ -1,37 +1,54 @@
 //! The helper's host-side process: reads the spec, clones the sandbox's init into fresh
 //! namespaces, and supervises it (time limit, cancellation signals, exit status).
 //!
-//! Single-threaded: signals are blocked and consumed synchronously with `sigtimedwait`, so no
+//! Single-threaded: signals are blocked and consumed synchronously through a `signalfd`, so no
 //! handler ever runs. Nothing here follows a path the builder could have written.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, user_namespace_hint};
 use crate::exit::EXIT_SIGNAL_BASE;
-use crate::plan::Plan;
-use crate::spec::{MAX_SPEC_BYTES, Spec, Stdin};
+use crate::init::SpecFrom;
+use crate::plan::{Base, Plan};
+use crate::spec::{DEFAULT_GID, DEFAULT_UID, MAX_SPEC_BYTES, Network, Spec, Stdin};
 use crate::sys;
 
 /// Signals that cancel the run: the sandbox is killed and the helper exits 128 + signal.
 const CANCEL: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-/// Parses the command line: `bramble-sandbox [--spec-fd N]`.
-fn spec_fd() -> Result<i32, Error> {
+/// The command line: `bramble-sandbox [--spec-fd N] [--warm] [--status-fd N]`.
+#[derive(Debug, Default)]
+struct Args {
+    /// Where the spec comes from (0: stdin).
+    spec_fd: i32,
+    /// Set up the namespaces and the spec-independent part of the root before reading the
+    /// spec (see the crate doc): a caller starts the helper early and sends the spec when
+    /// the build is ready. The spec must then keep the defaults the early part assumed:
+    /// network `none`, stdin `null`, the default uid and gid.
+    warm: bool,
+    /// Where to write the exit code (one byte) as soon as the sandbox is empty, before its
+    /// namespaces are torn down; may be the spec's descriptor if that is a socket.
+    status_fd: Option<i32>,
+}
+
+fn parse_args() -> Result<Args, Error> {
     let mut args = std::env::args_os().skip(1);
-    let mut fd = 0;
+    let mut parsed = Args::default();
+    let fd_value = |flag: &str, value: Option<std::ffi::OsString>| {
+        value
+            .and_then(|v| v.to_str().and_then(|s| s.parse::<i32>().ok()))
+            .filter(|&n| n >= 0)
+            .ok_or_else(|| Error::Usage {
+                message: format!("`{flag}` needs a descriptor number"),
+            })
+    };
     while let Some(arg) = args.next() {
         match arg.to_str() {
-            Some("--spec-fd") => {
-                fd = args
-                    .next()
-                    .and_then(|v| v.to_str().and_then(|s| s.parse::<i32>().ok()))
-                    .filter(|&n| n >= 0)
-                    .ok_or_else(|| Error::Usage {
-                        message: "`--spec-fd` needs a descriptor number".into(),
-                    })?;
-            }
+            Some("--spec-fd") => parsed.spec_fd = fd_value("--spec-fd", args.next())?,
+            Some("--status-fd") => parsed.status_fd = Some(fd_value("--status-fd", args.next())?),
+            Some("--warm") => parsed.warm = true,
             _ => {
                 return Err(Error::Usage {
                     message: format!("unexpected argument `{}`", arg.to_string_lossy()),
@@ -39,11 +56,11 @@ fn spec_fd() -> Result<i32, Error> {
             }
         }
     }
-    Ok(fd)
+    Ok(parsed)
 }
 
-/// Reads the whole spec from `fd` (at most [`MAX_SPEC_BYTES`]).
-fn read_spec(fd: i32) -> Result<Vec<u8>, Error> {
+/// Reads everything from `fd` (at most [`MAX_SPEC_BYTES`]).
+pub(crate) fn read_all(fd: i32) -> Result<Vec<u8>, Error> {
     let err = |source| Error::ReadSpec { fd, source };
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
@@ -73,6 +90,27 @@ fn read_spec(fd: i32) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// Reads, parses and validates the spec, and resolves its sources' directories.
+fn read_spec(fd: i32) -> Result<Option<Spec>, Error> {
+    let bytes = read_all(fd)?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let mut spec = Spec::from_json(&bytes).map_err(Error::Spec)?;
+    crate::plan::canonical_sources(&mut spec);
+    Ok(Some(spec))
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out array of two descriptors.
+    sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+        .map_err(|e| Error::setup("cannot create a pipe", e))?;
+    // SAFETY: pipe2 returned two fresh descriptors that nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// The whole helper. Returns the exit code; errors are reported by the caller.
 pub fn run() -> Result<u8, Error> {
     // Die with the caller. PDEATHSIG fires when the *thread* that spawned us exits: callers
@@ -86,33 +124,24 @@ pub fn run() -> Result<u8, Error> {
         return Ok(EXIT_SIGNAL_BASE + libc::SIGKILL as u8);
     }
 
-    let fd = spec_fd()?;
-    let bytes = read_spec(fd)?;
-    let spec = Spec::from_json(&bytes).map_err(Error::Spec)?;
-    drop(bytes);
-    if fd != 0 {
-        // SAFETY: the caller handed us this descriptor for the spec only.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
-    match spec.stdin {
-        Stdin::Inherit if fd == 0 => return Err(Error::StdinTaken),
-        Stdin::Inherit => {}
-        Stdin::Null => {
-            // The host's /dev/null is the same device the sandbox sees.
-            let null = sys::open(c"/dev/null", libc::O_RDONLY)
-                .map_err(|e| Error::setup("cannot open `/dev/null`", e))?;
-            // SAFETY: both descriptors are open; dup2 replaces stdin atomically.
-            sys::cvt(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) })
-                .map_err(|e| Error::setup("cannot redirect stdin", e))?;
-        }
-    }
-
+    let args = parse_args()?;
     // SAFETY: geteuid/getegid have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let plan = Plan::new(&spec, uid, gid)?;
-    let deadline = spec
-        .time_limit_ms
-        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let host = unsafe { (libc::geteuid(), libc::getegid()) };
+    // A copy of the status descriptor: the original may be stdin, which gets replaced.
+    let status = args
+        .status_fd
+        .map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC only reads `fd`; the result is checked.
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            sys::cvt(copy)
+                // SAFETY: fcntl returned a fresh descriptor that nobody else owns.
+                .map(|copy| unsafe { OwnedFd::from_raw_fd(copy) })
+                .map_err(|e| Error::Usage {
+                    message: format!("`--status-fd {fd}` is not an open descriptor ({e})"),
+                })
+        })
+        .transpose()?;
+    let status = status.as_ref().map(AsFd::as_fd);
 
     // Block the signals we wait for *before* the child exists, so none is lost; the child
     // unblocks them first thing.
@@ -127,108 +156,294 @@ pub fn run() -> Result<u8, Error> {
         set
     };
 
-    // The child polls the read end right after setting its own PDEATHSIG: if we died in
-    // between, our write end is closed and it exits.
-    let mut pipe = [0; 2];
-    // SAFETY: `pipe` is a valid out array of two descriptors.
-    sys::cvt(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })
-        .map_err(|e| Error::setup("cannot create a pipe", e))?;
-    // SAFETY: pipe2 returned two fresh descriptors that nobody else owns.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    if !args.warm {
+        let spec = read_spec(args.spec_fd)?.ok_or_else(|| {
+            Error::Spec(crate::SpecError::Parse {
+                message: "no spec was given".into(),
+            })
+        })?;
+        if args.spec_fd != 0 {
+            // SAFETY: the caller handed us this descriptor for the spec only.
+            drop(unsafe { OwnedFd::from_raw_fd(args.spec_fd) });
+        }
+        match spec.stdin {
+            Stdin::Inherit if args.spec_fd == 0 => return Err(Error::StdinTaken),
+            Stdin::Inherit => {}
+            Stdin::Null => {
+                // The host's /dev/null is the same device the sandbox sees.
+                let null = sys::open(c"/dev/null", libc::O_RDONLY)
+                    .map_err(|e| Error::setup("cannot open `/dev/null`", e))?;
+                // SAFETY: both descriptors are open; dup2 replaces stdin atomically.
+                sys::cvt(unsafe { libc::dup2(null.as_raw_fd(), 0) })
+                    .map_err(|e| Error::setup("cannot redirect stdin", e))?;
+            }
+        }
+        let base = Base::new(
+            host,
+            (spec.uid, spec.gid),
+            spec.network == Network::None,
+            false,
+        )?;
+        let plan = Plan::new(&spec, &base);
+        let sandbox = Sandbox::start(
+            &base,
+            SpecFrom::Ready(Box::new(plan)),
+            status.is_some(),
+            None,
+        )?;
+        return sandbox.supervise(&set, deadline(&spec), status);
+    }
 
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    if plan.new_net {
-        flags |= libc::CLONE_NEWNET;
-    }
-    // clone(2) without a stack behaves like fork(2) with namespace flags: the child is pid 1
-    // of the new PID namespace and already inside all the others. One process fewer than
-    // unshare(2) + fork(2), and /proc can be mounted for the new PID namespace directly.
-    // SAFETY: raw clone with a null stack duplicates this single-threaded process; the child
-    // only runs `init::run`, which never returns.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid == 0 {
-        drop(write_end);
-        crate::init::run(&plan, read_end);
-    }
-    let pid = match sys::cvt_long(pid) {
-        Ok(pid) => pid as libc::pid_t,
+    // Warm: the namespaces first, then the spec.
+    let base = Base::new(host, (DEFAULT_UID, DEFAULT_GID), true, true)?;
+    let (spec_read, spec_write) = pipe()?;
+    let sandbox = Sandbox::start(
+        &base,
+        SpecFrom::Pipe(spec_read),
+        status.is_some(),
+        Some(&spec_write),
+    )?;
+    let spec = match read_spec(args.spec_fd).and_then(|spec| {
+        spec.map(|spec| warm_compatible(&spec).map(|()| spec))
+            .transpose()
+    }) {
+        Ok(Some(spec)) => spec,
+        // No spec: the caller did not need this sandbox after all.
+        Ok(None) => {
+            kill_and_reap(sandbox.pid);
+            return Ok(0);
+        }
         Err(e) => {
-            return Err(match e.raw_os_error() {
-                Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL) => {
-                    Error::UserNamespace {
-                        step: "clone",
-                        source: e,
-                        hint: user_namespace_hint(),
-                    }
-                }
-                _ => Error::setup("cannot create the sandbox namespaces", e),
-            });
+            kill_and_reap(sandbox.pid);
+            return Err(e);
         }
     };
-    drop(read_end);
-    let code = supervise(pid, &set, deadline, &spec);
-    drop(write_end);
-    code
+    let json = spec.to_json();
+    // A pid 1 that failed early has closed its end: its status below tells why.
+    let _ = sys::write_all(&spec_write, json.as_bytes());
+    drop(spec_write);
+    sandbox.supervise(&set, deadline(&spec), status)
 }
 
-/// Waits for init, killing the whole sandbox (SIGKILL to its pid 1) on timeout or on a
-/// cancel signal. Returns init's status, which is the builder's.
-fn supervise(
+fn deadline(spec: &Spec) -> Option<(Instant, u64)> {
+    spec.time_limit_ms
+        .map(|ms| (Instant::now() + Duration::from_millis(ms), ms))
+}
+
+/// A warm sandbox was set up with the defaults; refuses a spec that needs others.
+fn warm_compatible(spec: &Spec) -> Result<(), Error> {
+    let differs = if spec.network != Network::None {
+        Some("`network` other than `none`")
+    } else if spec.stdin != Stdin::Null {
+        Some("`stdin` other than `null`")
+    } else if (spec.uid, spec.gid) != (DEFAULT_UID, DEFAULT_GID) {
+        Some("a uid or gid other than the defaults")
+    } else {
+        None
+    };
+    match differs {
+        Some(what) => Err(Error::Usage {
+            message: format!("a `--warm` sandbox cannot run a spec with {what}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Pid 1 of a sandbox, as seen from the host side.
+struct Sandbox {
     pid: libc::pid_t,
-    set: &libc::sigset_t,
-    deadline: Option<Instant>,
-    spec: &Spec,
-) -> Result<u8, Error> {
-    loop {
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs() as libc::time_t,
-            tv_nsec: t.subsec_nanos() as libc::c_long,
-        });
-        // SAFETY: `set` is a valid signal set; `ts` is a valid timespec or absent.
-        let sig = unsafe {
-            libc::sigtimedwait(
-                set,
-                std::ptr::null_mut(),
-                ts.as_ref().map_or(std::ptr::null(), |t| t as *const _),
+    /// Our end of the pipe pid 1 polls to notice our death.
+    _death_write: OwnedFd,
+    /// Where pid 1 reports its exit code early (with `--status-fd`).
+    status_read: Option<OwnedFd>,
+}
+
+impl Sandbox {
+    /// Clones pid 1 into fresh namespaces; it runs [`crate::init::run`].
+    /// `host_only`: descriptors pid 1 must not keep (the write end of its spec pipe).
+    fn start(
+        base: &Base,
+        spec: SpecFrom,
+        early_status: bool,
+        host_only: Option<&OwnedFd>,
+    ) -> Result<Sandbox, Error> {
+        // The child polls the read end right after setting its own PDEATHSIG: if we died in
+        // between, our write end is closed and it exits.
+        let (death_read, death_write) = pipe()?;
+        let (status_read, status_write) = match early_status {
+            true => {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            }
+            false => (None, None),
+        };
+        let mut flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        if base.new_net {
+            flags |= libc::CLONE_NEWNET;
+        }
+        // clone(2) without a stack behaves like fork(2) with namespace flags: the child is
+        // pid 1 of the new PID namespace and already inside all the others. One process
+        // fewer than unshare(2) + fork(2), and /proc can be mounted for the new PID namespace
+        // directly.
+        // SAFETY: raw clone with a null stack duplicates this single-threaded process; the
+        // child only runs `init::run`, which never returns.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
             )
         };
-        if sig == libc::SIGCHLD {
-            let mut status = 0;
-            // SAFETY: `status` is a valid out pointer; WNOHANG never blocks.
-            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-                return Ok(crate::init::status_code(status));
+        if pid == 0 {
+            drop(death_write);
+            drop(status_read);
+            if let Some(fd) = host_only {
+                // SAFETY: closing our copy of a descriptor the host side keeps; nothing in
+                // this process uses it (the OwnedFd is never dropped here: init never returns).
+                unsafe { libc::close(fd.as_raw_fd()) };
             }
-        } else if CANCEL.contains(&sig) {
-            kill_and_reap(pid);
-            return Ok(EXIT_SIGNAL_BASE + sig as u8);
-        } else if sig == -1 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EAGAIN) {
-                kill_and_reap(pid);
-                return Err(Error::Timeout {
-                    limit_ms: spec.time_limit_ms.unwrap_or_default(),
+            crate::init::run(base, spec, death_read, status_write);
+        }
+        let pid = match sys::cvt_long(pid) {
+            Ok(pid) => pid as libc::pid_t,
+            Err(e) => {
+                return Err(match e.raw_os_error() {
+                    Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL) => {
+                        Error::UserNamespace {
+                            step: "clone",
+                            source: e,
+                            hint: user_namespace_hint(),
+                        }
+                    }
+                    _ => Error::setup("cannot create the sandbox namespaces", e),
                 });
             }
-            if e.raw_os_error() != Some(libc::EINTR) {
-                kill_and_reap(pid);
-                return Err(Error::setup("cannot wait for signals", e));
+        };
+        Ok(Sandbox {
+            pid,
+            _death_write: death_write,
+            status_read,
+        })
+    }
+
+    /// Waits for pid 1, killing the whole sandbox (SIGKILL to its pid 1) on timeout or on a
+    /// cancel signal. Relays pid 1's early status to `status` (after closing our stdout and
+    /// stderr, so the caller's log ends). Returns pid 1's status, which is the builder's.
+    fn supervise(
+        mut self,
+        set: &libc::sigset_t,
+        deadline: Option<(Instant, u64)>,
+        status: Option<BorrowedFd<'_>>,
+    ) -> Result<u8, Error> {
+        // SAFETY: `set` is a valid signal set whose signals are blocked.
+        let signals =
+            sys::cvt(unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
+                .map_err(|e| {
+                    kill_and_reap(self.pid);
+                    Error::setup("cannot create a signalfd", e)
+                })?;
+        // SAFETY: signalfd returned a fresh descriptor that nobody else owns.
+        let signals = unsafe { OwnedFd::from_raw_fd(signals) };
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: signals.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.status_read.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let timeout = deadline.map_or(-1, |(d, _)| {
+                let left = d.saturating_duration_since(Instant::now());
+                i32::try_from(left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0))
+                    .unwrap_or(i32::MAX)
+            });
+            // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored).
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            if n == -1 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                kill_and_reap(self.pid);
+                return Err(Error::setup("cannot wait for the sandbox", e));
+            }
+            if n == 0 {
+                if deadline.is_some_and(|(d, _)| Instant::now() >= d) {
+                    kill_and_reap(self.pid);
+                    return Err(Error::Timeout {
+                        limit_ms: deadline.map_or(0, |(_, ms)| ms),
+                    });
+                }
+                continue;
+            }
+            if fds[1].revents != 0 {
+                self.relay_status(status);
+            }
+            if fds[0].revents != 0 {
+                // SAFETY: `signalfd_siginfo` is plain old data; all-zero is a valid value.
+                let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+                let size = std::mem::size_of::<libc::signalfd_siginfo>();
+                // SAFETY: `info` is writable for `size` bytes.
+                let got = unsafe {
+                    libc::read(
+                        signals.as_raw_fd(),
+                        (&mut info as *mut libc::signalfd_siginfo).cast(),
+                        size,
+                    )
+                };
+                if got != size as isize {
+                    continue;
+                }
+                let sig = info.ssi_signo as libc::c_int;
+                if CANCEL.contains(&sig) {
+                    kill_and_reap(self.pid);
+                    return Ok(EXIT_SIGNAL_BASE + sig as u8);
+                }
+                let mut st = 0;
+                // SAFETY: `st` is a valid out pointer; WNOHANG never blocks.
+                if unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) } == self.pid {
+                    return Ok(crate::init::status_code(st));
+                }
             }
         }
+    }
+
+    /// Pid 1 wrote its exit code (the sandbox is empty) or died without: pass the code on.
+    fn relay_status(&mut self, status: Option<BorrowedFd<'_>>) {
+        let Some(read) = self.status_read.take() else {
+            return;
+        };
+        let mut code = 0u8;
+        // SAFETY: `code` is writable for one byte.
+        let got = unsafe { libc::read(read.as_raw_fd(), (&mut code as *mut u8).cast(), 1) };
+        if got != 1 {
+            return; // pid 1 died without a status (killed): the exit status tells.
+        }
+        let Some(status) = status else {
+            return;
+        };
+        // Our stdout and stderr are the caller's log: close them (onto /dev/null: nothing is
+        // written there any more) so the log ends now, not when we exit.
+        if let Ok(null) = sys::open(c"/dev/null", libc::O_WRONLY) {
+            // SAFETY: both descriptors are open; dup2 replaces them atomically.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 1);
+                libc::dup2(null.as_raw_fd(), 2);
+            }
+        }
+        let _ = sys::write_all(&status, &[code]);
     }
 }
 

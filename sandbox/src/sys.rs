@@ -72,6 +72,21 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `openat(2)` relative to the directory `dir` (`O_CLOEXEC` is always added).
+pub fn openat(dir: &OwnedFd, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is open, `path` is NUL-terminated; the mode is ignored without O_CREAT.
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            0o644,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by openat(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `fstat(2)` on any descriptor, including `O_PATH` ones.
 pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     // SAFETY: `libc::stat` is plain old data; all-zero is a valid value.
@@ -113,6 +128,20 @@ pub fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
     let n = cvt_long(n as libc::c_long)? as usize;
     if n != data.len() {
         return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(())
+}
+
+/// Writes all of `data` to `fd`, retrying short writes and EINTR.
+pub fn write_all(fd: &impl AsRawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: `data` is readable for its length; a bad descriptor is reported as an error.
+        let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        match cvt_long(n as libc::c_long) {
+            Ok(n) => data = &data[n as usize..],
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

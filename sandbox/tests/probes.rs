@@ -2,7 +2,9 @@
 //! as the builder, which asserts isolation from inside (see `sandbox/tests/probe/probe.c`).
 //!
 //! Every test runs once per identity: as root and as uid 65534 (`setpriv`) when the test runs
-//! as root (CI), or as the current user otherwise. The helper, the probe and the fixtures are
+//! as root (CI), or as the current user otherwise; and for each, once with the spec read
+//! before the namespaces exist and once `--warm` (the spec read after them; specs a warm
+//! sandbox cannot run go the first way). The helper, the probe and the fixtures are
 //! copied into a fresh world-readable temp dir so uid 65534 can reach them. The helper tested is
 //! the one cargo built, or `$BRAMBLE_SANDBOX` (CI also runs the suite on the static build).
 //! Where the kernel refuses unprivileged user namespaces the tests print why and skip, unless
@@ -187,12 +189,14 @@ fn mkdirs(p: &Path) {
 /// One run's writable directories, owned by the identity.
 struct Run {
     identity: Identity,
+    /// Start the helper with `--warm`.
+    warm: bool,
     build: PathBuf,
     stage: PathBuf,
 }
 
 impl Run {
-    fn new(identity: Identity) -> Run {
+    fn new(identity: Identity, warm: bool) -> Run {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = fixture()
             .dir
@@ -209,6 +213,7 @@ impl Run {
         }
         Run {
             identity,
+            warm,
             build,
             stage,
         }
@@ -248,6 +253,10 @@ impl Run {
     }
 
     fn command(&self) -> Command {
+        self.command_as(self.warm)
+    }
+
+    fn command_as(&self, warm: bool) -> Command {
         let helper = &fixture().helper;
         let mut cmd = match self.identity {
             Identity::User {
@@ -264,13 +273,20 @@ impl Run {
             }
             _ => Command::new(helper),
         };
+        if warm {
+            cmd.arg("--warm");
+        }
         cmd.current_dir("/");
         cmd
     }
 
     fn run_json(&self, json: &str) -> Output {
+        self.run_json_as(json, self.warm)
+    }
+
+    fn run_json_as(&self, json: &str, warm: bool) -> Output {
         let mut child = self
-            .command()
+            .command_as(warm)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -285,28 +301,39 @@ impl Run {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs `spec`; warm only if a warm sandbox can run it.
     fn run(&self, spec: &Spec) -> Output {
-        self.run_json(&spec.to_json())
+        let defaults = Spec::new("/");
+        let warm = self.warm
+            && (spec.network, spec.stdin, spec.uid, spec.gid)
+                == (defaults.network, defaults.stdin, defaults.uid, defaults.gid);
+        self.run_json_as(&spec.to_json(), warm)
     }
 }
 
-/// Runs `test` for every identity, skipping (loudly) where user namespaces are refused.
+/// Runs `test` for every identity, cold and warm, skipping (loudly) where user namespaces
+/// are refused.
 fn for_each_identity(test: impl Fn(&Run)) {
-    for identity in identities() {
-        let run = Run::new(identity);
+    for (identity, warm) in identities()
+        .into_iter()
+        .flat_map(|i| [(i, false), (i, true)])
+    {
+        let run = Run::new(identity, warm);
         let out = run.run(&run.spec(&["exit", "0"]));
         if out.status.code() == Some(i32::from(EXIT_NO_USER_NAMESPACES)) {
             let why = String::from_utf8_lossy(&out.stderr);
             if std::env::var_os("CI").is_some() {
                 panic!("user namespaces unavailable as {identity:?} (CI set): {why}");
             }
-            eprintln!("SKIPPED as {identity:?}: the kernel refuses user namespaces: {why}");
+            eprintln!(
+                "SKIPPED as {identity:?} (warm: {warm}): the kernel refuses user namespaces: {why}"
+            );
             continue;
         }
         assert_eq!(
             out.status.code(),
             Some(0),
-            "trivial run failed as {identity:?}: {}",
+            "trivial run failed as {identity:?} (warm: {warm}): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         test(&run);
@@ -317,8 +344,9 @@ fn for_each_identity(test: impl Fn(&Run)) {
 fn assert_probe_ok(run: &Run, out: &Output) {
     assert!(
         out.status.success() && out.stdout.ends_with(b"ok\n"),
-        "probe failed as {:?} (status {:?}):\nstdout: {}\nstderr: {}",
+        "probe failed as {:?} (warm: {}, status {:?}):\nstdout: {}\nstderr: {}",
         run.identity,
+        run.warm,
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -627,6 +655,75 @@ fn exit_status_passes_through() {
 }
 
 #[test]
+fn the_early_status_comes_once_the_sandbox_is_empty() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    for_each_identity(|run| {
+        for (args, code) in [(vec!["exit", "42"], 42u8), (vec!["daemon", "x"], 0)] {
+            let token = unique("status");
+            let args: Vec<&str> = args
+                .into_iter()
+                .map(|a| if a == "x" { token.as_str() } else { a })
+                .collect();
+            let (mut ours, theirs) = UnixStream::pair().unwrap();
+            let mut child = run
+                .command()
+                .args(["--status-fd", "0"])
+                .stdin(std::os::fd::OwnedFd::from(theirs))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            ours.write_all(run.spec(&args).to_json().as_bytes())
+                .unwrap();
+            ours.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut status = Vec::new();
+            ours.read_to_end(&mut status).unwrap();
+            assert_eq!(status, [code], "warm: {}", run.warm);
+            // Nothing of the sandbox runs any more when the status comes (the daemon too).
+            assert_eq!(processes_with(&token), Vec::<u32>::new(), "daemon survived");
+            // The log is complete and ends, the exit status agrees.
+            let mut stdout = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut stdout)
+                .unwrap();
+            assert_eq!(child.wait().unwrap().code(), Some(i32::from(code)));
+            if code == 0 {
+                assert!(stdout.ends_with("ok\n"), "{stdout}");
+            }
+        }
+    });
+}
+
+#[test]
+fn a_warm_sandbox_refuses_specs_it_was_not_set_up_for_and_exits_quietly_without_one() {
+    for_each_identity(|run| {
+        if !run.warm {
+            return;
+        }
+        let mut host = run.spec(&["exit", "0"]);
+        host.network = Network::Host;
+        let mut uid = run.spec(&["exit", "0"]);
+        uid.uid = 0;
+        for spec in [host, uid] {
+            let out = run.run_json(&spec.to_json());
+            assert_eq!(out.status.code(), Some(i32::from(EXIT_INVALID_SPEC)));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("a `--warm` sandbox cannot run a spec with"),
+                "{stderr}"
+            );
+        }
+        let out = run.run_json("");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    });
+}
+
+#[test]
 fn builder_not_found_and_not_executable_have_their_codes() {
     for_each_identity(|run| {
         let mut spec = run.spec(&[]);
@@ -706,8 +803,9 @@ fn stdin_is_passed_through_with_spec_fd() {
         spec.stdin = Stdin::Inherit;
         let spec_file = run.build.parent().unwrap().join("spec.json");
         std::fs::write(&spec_file, spec.to_json()).unwrap();
-        // The shell opens the spec as descriptor 3, then becomes the usual command line.
-        let base = run.command();
+        // The shell opens the spec as descriptor 3, then becomes the usual command line
+        // (never warm: a warm sandbox's builder reads /dev/null).
+        let base = run.command_as(false);
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(r#"f=$1; shift; exec "$@" --spec-fd 3 3<"$f""#)
