@@ -38,9 +38,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +69,10 @@ pub struct SandboxConfig {
     pub helper: PathBuf,
     /// Keep the build directory of a failed build and name it in the error.
     pub keep_failed: bool,
+    /// Start each build's successor helper ahead of time ([`WarmPool`]). Only for an
+    /// executor whose builds all run on one tokio runtime: a helper dies with the thread
+    /// that started it, and its pipes belong to that runtime.
+    pub warm: bool,
 }
 
 /// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
@@ -79,6 +83,7 @@ pub struct SandboxExecutor {
     /// The temp dir holding the builds' directories, created by the first build.
     tmp: std::sync::Mutex<Option<Arc<TempDir>>>,
     chores: Chores,
+    warm: WarmPool,
 }
 
 impl SandboxExecutor {
@@ -88,6 +93,7 @@ impl SandboxExecutor {
             chores: Chores::start(Arc::clone(&store)),
             store,
             tmp: std::sync::Mutex::new(None),
+            warm: WarmPool::default(),
         }
     }
 
@@ -236,7 +242,7 @@ impl Executor for SandboxExecutor {
         } = prepared;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
         let started = std::time::Instant::now();
-        let run = run_helper(&self.config.helper, &spec, &cancel).await;
+        let run = run_helper(&self.warm, &self.config, &spec, &cancel).await;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
         let (status, log) = run?;
         let log_tail = tail(&log, LOG_TAIL_LINES);
@@ -387,36 +393,111 @@ fn output_env(drv: &Derivation, job: &Job) -> BTreeMap<String, String> {
     env
 }
 
-/// Run the helper with `spec` on stdin until it exits or `cancel` fires; returns its status
-/// and the end of its output (stdout and stderr interleaved on one pipe).
+/// A helper started ahead of its build (`bramble-sandbox --warm`): it sets up its
+/// namespaces and the spec-independent part of the sandbox while it waits for the spec.
+#[derive(Debug)]
+struct WarmHelper {
+    child: tokio::process::Child,
+    /// Our end of the helper's stdin, a socket: the spec goes out, the early status (one
+    /// byte, `--status-fd 0`) comes back.
+    control: tokio::net::UnixStream,
+    /// The read end of the helper's stdout and stderr (one pipe).
+    log: OwnedFd,
+}
+
+impl WarmHelper {
+    /// Starts `helper --warm --status-fd 0`. Called from async code: the helper dies with
+    /// the thread that spawned it (PDEATHSIG), and the runtime's workers live as long as
+    /// the build.
+    fn start(helper: &Path) -> io::Result<WarmHelper> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut command = tokio::process::Command::new(helper);
+        command
+            .args(["--warm", "--status-fd", "0"])
+            .stdin(OwnedFd::from(theirs))
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
+            .kill_on_drop(true);
+        let spawned = command.spawn();
+        // The command holds our copies of the pipe's write end and of the helper's end of
+        // the socket: drop them so we see the ends when the helper is gone.
+        drop(command);
+        ours.set_nonblocking(true)?;
+        Ok(WarmHelper {
+            child: spawned?,
+            control: tokio::net::UnixStream::from_std(ours)?,
+            log: reader,
+        })
+    }
+}
+
+/// Helpers started ahead of time, one per build about to start: taking one starts the next,
+/// so a chain's next step finds its namespaces ready, and `-j N` builds keep about N warm.
+/// Unused ones are torn down when the executor drops (their spec socket closes).
+#[derive(Debug, Default)]
+struct WarmPool(std::sync::Mutex<Vec<WarmHelper>>);
+
+impl WarmPool {
+    /// A warm helper (or one started now if none is waiting); starts the next one if
+    /// `ahead`.
+    fn take(&self, helper: &Path, ahead: bool) -> io::Result<WarmHelper> {
+        let waiting = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let taken = match waiting {
+            Some(warm) => warm,
+            None => WarmHelper::start(helper)?,
+        };
+        if !ahead {
+            return Ok(taken);
+        }
+        match WarmHelper::start(helper) {
+            Ok(next) => self.0.lock().unwrap_or_else(|e| e.into_inner()).push(next),
+            // The next build starts its own.
+            Err(e) => tracing::debug!("cannot start a warm sandbox helper: {e}"),
+        }
+        Ok(taken)
+    }
+}
+
+/// Run `spec` in a warm helper until the sandbox is empty or `cancel` fires; returns the
+/// builder's status and the end of its output (stdout and stderr interleaved on one pipe).
+///
+/// The status comes early (`--status-fd`): once every process of the sandbox is gone and
+/// the log has ended, before the kernel tears the namespaces down; the helper is reaped in
+/// the background.
 async fn run_helper(
-    helper: &Path,
+    pool: &WarmPool,
+    config: &SandboxConfig,
     spec: &Spec,
     cancel: &Cancel,
 ) -> Result<(std::process::ExitStatus, Vec<u8>), ExecError> {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::io::AsyncReadExt;
+    let helper = &config.helper;
     let setup = |e: io::Error| ExecError::Setup {
         message: format!("cannot run `{}`: {e}", helper.display()),
     };
-    let (reader, writer) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup(e.into()))?;
-    let mut command = tokio::process::Command::new(helper);
-    command
-        .stdin(Stdio::piped())
-        .stdout(writer.try_clone().map_err(setup)?)
-        .stderr(writer)
-        .kill_on_drop(true);
-    let spawned = command.spawn();
-    // The command holds our copies of the pipe's write end: drop it so the reader sees EOF
-    // when the sandbox is gone.
-    drop(command);
-    let mut child = spawned.map_err(setup)?;
-    let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(reader)));
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    // A helper that exits early closes its stdin: the status below tells why.
-    let _ = stdin.write_all(spec.to_json().as_bytes()).await;
-    drop(stdin);
+    let WarmHelper {
+        mut child,
+        mut control,
+        log,
+    } = pool.take(helper, config.warm).map_err(setup)?;
+    let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(log)));
+    // A helper that failed early has closed its end: its status tells why.
+    if control.write_all(spec.to_json().as_bytes()).await.is_ok() {
+        let _ = control.shutdown().await;
+    }
+    let mut byte = [0u8; 1];
     let status = tokio::select! {
-        status = child.wait() => status.map_err(setup)?,
+        read = control.read(&mut byte) => match read {
+            Ok(1) => {
+                // The sandbox is empty: the helper's teardown is not waited for.
+                tokio::spawn(async move { let _ = child.wait().await; });
+                std::process::ExitStatus::from_raw(i32::from(byte[0]) << 8)
+            }
+            // No early status (time limit, cancelled): the exit status tells.
+            _ => child.wait().await.map_err(setup)?,
+        },
         () = cancel.cancelled() => {
             if let Some(pid) = child.id() {
                 let pid = nix::unistd::Pid::from_raw(pid as i32);

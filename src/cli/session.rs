@@ -65,6 +65,7 @@ impl Session {
                 SandboxConfig {
                     helper: self.helper.clone(),
                     keep_failed,
+                    warm: true,
                 },
                 self.store.clone(),
             ),
