@@ -220,21 +220,27 @@ impl Drop for Workspace {
 }
 
 impl Executor for SandboxExecutor {
-    async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
+    type Prepared = Prepared;
+
+    fn prepare(&self, job: &Job) -> Result<Prepared, ExecError> {
         let started = std::time::Instant::now();
-        let prepared = {
-            let (store, job, tmp) = (self.store.clone(), job.clone(), self.tmp()?);
-            tokio::task::spawn_blocking(move || prepare(&store, tmp, &job))
-                .await
-                .expect("preparing a build does not panic")?
-        };
+        let prepared = prepare(&self.store, self.tmp()?, job);
+        tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
+        prepared
+    }
+
+    async fn execute(
+        &self,
+        job: Job,
+        prepared: Prepared,
+        cancel: Cancel,
+    ) -> Result<Built, ExecError> {
         let Prepared {
             tmp,
             dir,
             staging,
             spec,
         } = prepared;
-        tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
         let started = std::time::Instant::now();
         let run = run_helper(&self.config.helper, &spec, &cancel).await;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
@@ -304,8 +310,9 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
 }
 
 /// One build's directories (fields in drop order: build directory, staging directory,
-/// then the temp dir holding them).
-struct Prepared {
+/// then the temp dir holding them) and its spec.
+#[derive(Debug)]
+pub struct Prepared {
     dir: BuildDir,
     /// Mounted at `/bramble/store`, where outputs are created.
     staging: BuildDir,

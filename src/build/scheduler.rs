@@ -29,7 +29,9 @@ use crate::store::{DerivationError, Hash, OutputRef, StorePath};
 use super::dao::{self, DaoError, Generated, Problem};
 use super::graph::NodeMap;
 use super::report::{Event, Reporter};
-use super::{BuildGraph, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError};
+use super::{
+    BuildGraph, BuildStart, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError,
+};
 
 /// How to run a build.
 #[derive(Debug, Clone)]
@@ -207,7 +209,13 @@ pub async fn expand<S: BuildStore>(
 struct NoBuilds;
 
 impl Executor for NoBuilds {
-    async fn execute(&self, _job: Job, _cancel: Cancel) -> Result<super::Built, ExecError> {
+    type Prepared = ();
+
+    fn prepare(&self, _job: &Job) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    async fn execute(&self, _job: Job, (): (), _cancel: Cancel) -> Result<super::Built, ExecError> {
         Err(ExecError::Setup {
             message: "nothing is built while expanding a graph".into(),
         })
@@ -995,65 +1003,68 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
         }
     }
 
+    /// A build crosses threads twice besides its builder's run: one blocking section
+    /// before it ([`BuildStore::start_build`] then [`Executor::prepare`]) and one after
+    /// ([`BuildStore::finish_build`]: outputs added, paths and realisations registered).
     async fn run_inner(self) -> Result<TaskOutcome, FailureKind> {
         let Task {
             store,
             executor,
             reporter,
             name,
-            queued: Queued { mut job, expected },
+            queued: Queued { job, expected },
             stop,
         } = self;
         // Take the build lock, then look again: another process may have built it.
-        let prepared = {
-            let store = store.clone();
-            let key = job.build_key;
-            let outputs = job.drv.outputs.clone();
-            let inputs = std::mem::take(&mut job.inputs);
+        let started = {
+            let (store, executor) = (store.clone(), executor.clone());
             let recheck = expected.is_none();
             let blocking = tokio::task::spawn_blocking(move || {
-                let lock = store.lock_build(key)?;
-                if recheck && let Some(found) = realisations(&*store, key, &outputs)? {
-                    return Ok::<_, StoreError>(((lock, Vec::new()), Err(found)));
-                }
-                let pins = store.pin(&inputs)?;
-                let closure = store.closure(&inputs)?;
-                Ok(((lock, pins), Ok(closure)))
+                let mut job = job;
+                let start =
+                    store.start_build(job.build_key, &job.drv.outputs, &job.inputs, recheck)?;
+                let (lock, pins, closure) = match start {
+                    BuildStart::Realised(found) => return Ok(Err(found)),
+                    BuildStart::Build {
+                        lock,
+                        pins,
+                        closure,
+                    } => (lock, pins, closure),
+                };
+                job.inputs = closure;
+                let prepared = executor.prepare(&job)?;
+                Ok::<_, FailureKind>(Ok(((lock, pins), job, prepared)))
             });
             tokio::select! {
                 joined = blocking => joined.expect("the store does not panic")?,
                 () = stop.cancelled() => return Err(ExecError::Cancelled.into()),
             }
         };
-        let (lock, closure) = match prepared {
-            (_lock, Err(found)) => return Ok(TaskOutcome::BuiltElsewhere(found)),
-            (lock, Ok(closure)) => (lock, closure),
+        let (locks, job, prepared) = match started {
+            Err(found) => return Ok(TaskOutcome::BuiltElsewhere(found)),
+            Ok(started) => started,
         };
-        job.inputs = closure.clone();
         reporter.event(Event::Started {
             drv: job.drv_hash,
             name,
         });
-        let drv = job.drv.clone();
+        let (drv, closure) = (job.drv.clone(), job.inputs.clone());
         let (key, drv_hash) = (job.build_key, job.drv_hash);
         let started = Instant::now();
-        let built = executor.execute(job, stop.clone()).await?;
+        let built = executor.execute(job, prepared, stop.clone()).await?;
         tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "builder finished");
         let finish = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let mut paths = BTreeMap::new();
-            for staged in &built.outputs {
-                let path = store.add_output(staged, drv_hash, &closure)?;
-                paths.insert(staged.name.clone(), path);
-            }
-            drop(built);
             for output in &drv.outputs {
-                if !paths.contains_key(output) {
+                if !built.outputs.iter().any(|staged| staged.name == *output) {
                     return Err(FailureKind::Exec(ExecError::MissingOutput {
                         output: output.clone(),
                     }));
                 }
             }
+            let register = expected.is_none();
+            let paths = store.finish_build(key, drv_hash, &built.outputs, &closure, register)?;
+            drop(built);
             if let Some(expected) = expected {
                 for (output, registered) in expected {
                     let rebuilt = &paths[&output];
@@ -1065,10 +1076,8 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
                         });
                     }
                 }
-            } else {
-                store.register(key, drv_hash, &paths)?;
             }
-            drop(lock);
+            drop(locks);
             tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "outputs added");
             Ok(paths)
         });
