@@ -430,7 +430,8 @@ impl LocalStore {
     /// `outputs`.
     ///
     /// The paths' locks are taken in path order (two processes adding the same outputs
-    /// cannot deadlock) and held until that transaction is committed.
+    /// cannot deadlock) and held until that transaction is committed. A path whose lock is
+    /// free is looked up once, under its lock.
     pub fn add_outputs(
         &self,
         outputs: &[AddOutput<'_>],
@@ -444,27 +445,27 @@ impl LocalStore {
             .iter()
             .map(|out| self.analyse(out))
             .collect::<Result<Vec<_>, Error>>()?;
-        // Adding a path that is already valid is a no-op, without its lock: it may be one of
-        // this build's inputs, pinned (shared) by this very process.
-        let mut wanted: Vec<usize> = Vec::new();
-        for (i, a) in analysed.iter().enumerate() {
-            if !self.is_valid(&a.path)? {
-                wanted.push(i);
-            }
-        }
-        wanted.sort_by(|&x, &y| analysed[x].path.cmp(&analysed[y].path));
-        wanted.dedup_by(|x, y| analysed[*x].path == analysed[*y].path);
-        let mut locks = Vec::with_capacity(wanted.len());
-        for &i in &wanted {
-            locks.push(self.lock(&analysed[i].path)?);
-        }
-        let mut infos = Vec::with_capacity(wanted.len());
-        for &i in &wanted {
-            // Another process may have added it while we waited for its lock.
-            if self.is_valid(&analysed[i].path)? {
+        let mut order: Vec<usize> = (0..analysed.len()).collect();
+        order.sort_by(|&x, &y| analysed[x].path.cmp(&analysed[y].path));
+        order.dedup_by(|x, y| analysed[*x].path == analysed[*y].path);
+        let mut locks = Vec::with_capacity(order.len());
+        let mut infos = Vec::with_capacity(order.len());
+        for i in order {
+            let path = &analysed[i].path;
+            // Its lock, then whether it is valid (another process may have added it). When
+            // the lock is held elsewhere, a valid path is left alone without waiting for it:
+            // the holder may be this very process, pinning one of this build's inputs.
+            let file = self.lock_file(&path.hash().to_string());
+            let lock = match lock::acquire(&file, LockMode::Exclusive, false)? {
+                Some(lock) => lock,
+                None if self.is_valid(path)? => continue,
+                None => self.lock(path)?,
+            };
+            if self.is_valid(path)? {
                 continue;
             }
             infos.push(self.stage_output(&outputs[i], &analysed[i])?);
+            locks.push(lock);
         }
         let paths: Vec<StorePath> = analysed.into_iter().map(|a| a.path).collect();
         match realise {

@@ -477,8 +477,11 @@ fn add_outputs_registers_paths_and_realisations_together_or_not_at_all() {
     );
     let dev = store.path_info(&paths[1]).unwrap().unwrap();
     assert_eq!(dev.references, BTreeSet::from([dep.clone()]));
-    // Each output is what `add_output` alone gives.
+    // Each output is what `add_output` alone gives, even while this process pins it (its
+    // lock held shared elsewhere: a valid path is not waited for).
+    let pin = store.hold(&paths[0]).unwrap();
     assert_eq!(store.add_output(&outputs[0]).unwrap(), paths[0]);
+    drop(pin);
     assert_eq!(
         std::fs::read_to_string(store.host_path(&paths[0])).unwrap(),
         "plain\n"
