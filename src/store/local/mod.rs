@@ -22,7 +22,8 @@
 //! 2. take the path's lock (a second process adding the same path waits here, then finds it
 //!    valid) and a shared `gc.lock` (so gc cannot delete a reference meanwhile);
 //! 3. copy the tree into a locked temp dir with store permissions (no fsync yet);
-//! 4. re-hash the copy (that is the archive hash recorded and later verified);
+//! 4. re-hash the copy (that is the archive hash recorded and later verified; a build
+//!    output's copy is hashed from the very stream written in 3, see [`Hashing`]);
 //! 5. remove any unregistered leftover at the final name (a crash between 5 and 6), rename
 //!    the copy into place, then fsync every file and directory of it and `store/` (after
 //!    the rename, so one journal commit covers contents and name);
@@ -159,6 +160,81 @@ struct Analysed {
     references: BTreeSet<StorePath>,
     /// Whether it refers to itself (its placeholder was found).
     self_ref: bool,
+}
+
+/// Largest file [`Hashing`] hashes on the way (it holds one file's contents in memory).
+const HASHED_FILE_MAX: u64 = 256 * 1024;
+
+/// The sink of pass 2 of [`LocalStore::add_outputs`]: restores the final tree and hashes
+/// its archive from the same stream, so the archive hash recorded is that of exactly the
+/// nodes written (the archive holds names, the executable bit, contents and symlink targets,
+/// all of which the restorer writes as given), without reading the copy back. A file
+/// larger than [`HASHED_FILE_MAX`] stops the hashing (`archive` becomes `None`) and the
+/// copy is hashed afterwards as before.
+struct Hashing {
+    restorer: tree::Restorer,
+    archive: Option<Writer<Sha256>>,
+    /// One file's contents.
+    buf: Vec<u8>,
+}
+
+impl Hashing {
+    fn archive(
+        &mut self,
+        op: impl FnOnce(&mut Writer<Sha256>) -> Result<(), TreeError>,
+    ) -> Result<(), TreeError> {
+        match &mut self.archive {
+            Some(archive) => op(archive),
+            None => Ok(()),
+        }
+    }
+}
+
+impl super::archive::Sink for Hashing {
+    type Error = TreeError;
+
+    fn begin_directory(&mut self, name: Option<&[u8]>) -> Result<(), TreeError> {
+        self.archive(|a| Ok(a.begin_directory(name)?))?;
+        self.restorer.begin_directory(name)
+    }
+
+    fn end_directory(&mut self) -> Result<(), TreeError> {
+        self.archive(|a| Ok(a.end_directory()?))?;
+        self.restorer.end_directory()
+    }
+
+    fn file(
+        &mut self,
+        name: Option<&[u8]>,
+        executable: bool,
+        size: u64,
+        contents: &mut dyn io::Read,
+    ) -> Result<(), TreeError> {
+        if size > HASHED_FILE_MAX || self.archive.is_none() {
+            self.archive = None;
+            return self.restorer.file(name, executable, size, contents);
+        }
+        // At most one byte more than announced is read: enough to tell it grew.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let read = io::Read::read_to_end(&mut io::Read::take(contents, size + 1), &mut buf);
+        let result = read
+            .map_err(|e| TreeError::Archive(super::archive::ArchiveError::Write(e)))
+            .and_then(|_| {
+                self.restorer
+                    .file(name, executable, size, &mut buf.as_slice())
+            })
+            .and_then(|()| {
+                self.archive(|a| Ok(a.file(name, executable, size, &mut buf.as_slice())?))
+            });
+        self.buf = buf;
+        result
+    }
+
+    fn symlink(&mut self, name: Option<&[u8]>, target: &[u8]) -> Result<(), TreeError> {
+        self.archive(|a| Ok(a.symlink(name, target)?))?;
+        self.restorer.symlink(name, target)
+    }
 }
 
 /// A store on the local file system.
@@ -514,8 +590,9 @@ impl LocalStore {
     }
 
     /// Passes 2 and 3 of adding a build output, under its path's lock: copy the final tree
-    /// (placeholder rewritten, store permissions), hash what was written and move it into
-    /// place durably ([`LocalStore::place`]). Returns what to register.
+    /// (placeholder rewritten, store permissions), hashing the archive of what is written
+    /// (see [`Hashing`]), and move it into place durably ([`LocalStore::place`]). Returns
+    /// what to register.
     fn stage_output(&self, out: &AddOutput<'_>, analysed: &Analysed) -> Result<PathInfo, Error> {
         let path = &analysed.path;
         let own_tmp;
@@ -531,17 +608,28 @@ impl LocalStore {
                 own_tmp.path().join("object")
             }
         };
-        tree::copy(
+        // The archive of what is written is hashed as it is written (see `Hashing`); pass 3
+        // re-reads the copy only when a file was too large to hash that way.
+        let mut sink = Hashing {
+            restorer: tree::Restorer::new(&staged, store_restore())?,
+            archive: Some(Writer::new(Sha256::new())?),
+            buf: Vec::new(),
+        };
+        tree::dump(
             out.built,
-            &staged,
+            &mut sink,
             &DumpOptions {
                 rewrite: Some(Rewrite::to_final(out.placeholder.hash(), path.hash())),
                 reject_xattrs: true,
             },
-            store_restore(),
         )?;
-        // Pass 3: the archive hash of what is actually stored.
-        let (archive_hash, archive_size) = hash_tree(&staged)?;
+        let (archive_hash, archive_size) = match sink.archive {
+            Some(archive) => {
+                let (sha, size) = archive.finish()?;
+                (Hash::from_sha256(&sha.finalize().into()), size)
+            }
+            None => hash_tree(&staged)?,
+        };
         let mut references = analysed.references.clone();
         if analysed.self_ref {
             references.insert(path.clone());

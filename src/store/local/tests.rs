@@ -477,6 +477,12 @@ fn add_outputs_registers_paths_and_realisations_together_or_not_at_all() {
     );
     let dev = store.path_info(&paths[1]).unwrap().unwrap();
     assert_eq!(dev.references, BTreeSet::from([dep.clone()]));
+    // The archive hash recorded (computed while copying) is that of what is stored.
+    for path in &paths {
+        let info = store.path_info(path).unwrap().unwrap();
+        let stored = hash_tree(&store.host_path(path)).unwrap();
+        assert_eq!((info.archive_hash, info.archive_size), stored);
+    }
     // Each output is what `add_output` alone gives, even while this process pins it (its
     // lock held shared elsewhere: a valid path is not waited for).
     let pin = store.hold(&paths[0]).unwrap();
@@ -535,4 +541,51 @@ fn hold_closure_pins_inputs_and_reads_their_closure() {
         matches!(&err, Error::NotValid { path } if *path == app),
         "{err}"
     );
+}
+
+#[test]
+fn archive_hash_of_a_directory_output_is_that_of_the_stored_tree() {
+    let (_tmp, store) = store();
+    let dir = tempfile::tempdir().unwrap();
+    // Small and large files (a large one is hashed after copying), placeholders to rewrite,
+    // an executable, a symlink and a subdirectory.
+    for (name, large) in [("small", false), ("large", true)] {
+        let placeholder = StorePath::new(Hash::digest(name.as_bytes()), name).unwrap();
+        let built = dir.path().join(placeholder.to_string());
+        std::fs::create_dir_all(built.join("sub")).unwrap();
+        let filler = if large {
+            "x".repeat(300 * 1024)
+        } else {
+            String::new()
+        };
+        let text = format!("{filler}{}\n{filler}", placeholder.in_store_dir());
+        std::fs::write(built.join("sub/file"), &text).unwrap();
+        std::fs::write(built.join("run"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(built.join("run"), PermissionsExt::from_mode(0o755)).unwrap();
+        symlink("sub/file", built.join("link")).unwrap();
+        let path = store
+            .add_output(&AddOutput {
+                built: &built,
+                placeholder: &placeholder,
+                name,
+                candidate_refs: &BTreeSet::new(),
+                deriver: None,
+                scratch: Some(dir.path()),
+            })
+            .unwrap();
+        let host = store.host_path(&path);
+        let info = store.path_info(&path).unwrap().unwrap();
+        assert_eq!(
+            (info.archive_hash, info.archive_size),
+            hash_tree(&host).unwrap(),
+            "{name}"
+        );
+        assert_eq!(info.references, BTreeSet::from([path.clone()]));
+        let stored = std::fs::read_to_string(host.join("sub/file")).unwrap();
+        assert_eq!(stored, format!("{filler}{}\n{filler}", path.in_store_dir()));
+        let m = std::fs::symlink_metadata(host.join("run")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o555);
+    }
+    let report = store.verify(&VerifyOptions::default()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
