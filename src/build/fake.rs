@@ -134,7 +134,13 @@ impl FakeExecutor {
 }
 
 impl Executor for FakeExecutor {
-    async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
+    type Prepared = ();
+
+    fn prepare(&self, _job: &Job) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    async fn execute(&self, job: Job, (): (), cancel: Cancel) -> Result<Built, ExecError> {
         self.started.lock().unwrap().push(job.drv.name.clone());
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);

@@ -1,9 +1,15 @@
 //! [`BuildStore`] for the on-disk [`LocalStore`].
 //!
 //! The build lock of a build key is [`LocalStore::lock_key`]: one byte of a shared lock
-//! file, so a build creates no lock file of its own. Inputs are pinned with
-//! [`LocalStore::hold`] while a build runs, so a concurrent `bramble gc` keeps them and
+//! file, so a build creates no lock file of its own. Inputs are pinned as with
+//! [`LocalStore::hold`] ([`LocalStore::hold_closure`]) while a build runs, so a concurrent `bramble gc` keeps them and
 //! their closures.
+//!
+//! A build's store work is two calls: [`BuildStore::start_build`] (build lock, recheck in
+//! one read transaction, pins, then the input closure in one read transaction that also
+//! checks every pinned input is still valid) and [`BuildStore::finish_build`]
+//! ([`LocalStore::add_outputs`]: the output paths and the realisations registered in one
+//! write transaction).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +17,7 @@ use crate::store::local::{AddOutput, KeyLock, LocalStore, PathLock};
 use crate::store::{Hash, StorePath};
 
 use super::dao::DOCUMENT_FILE;
-use super::{BuildStore, StagedOutput, StoreError};
+use super::{BuildStart, BuildStore, StagedOutput, StoreError};
 
 /// A lock the build engine holds on a [`LocalStore`]: a build key's, or a pinned input's.
 #[derive(Debug)]
@@ -55,18 +61,7 @@ impl BuildStore for LocalStore {
         drv: Hash,
         inputs: &BTreeSet<StorePath>,
     ) -> Result<StorePath, StoreError> {
-        LocalStore::add_output(
-            self,
-            &AddOutput {
-                built: &output.path,
-                placeholder: &output.placeholder,
-                name: output.placeholder.name(),
-                candidate_refs: inputs,
-                deriver: Some(drv),
-                scratch: output.scratch.as_deref(),
-            },
-        )
-        .map_err(StoreError::new)
+        LocalStore::add_output(self, &add_output(output, drv, inputs)).map_err(StoreError::new)
     }
 
     fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError> {
@@ -121,6 +116,64 @@ impl BuildStore for LocalStore {
                 .map_err(StoreError::new)?;
         }
         Ok(())
+    }
+
+    fn start_build(
+        &self,
+        key: Hash,
+        outputs: &[String],
+        inputs: &BTreeSet<StorePath>,
+        recheck: bool,
+    ) -> Result<BuildStart<LocalLock>, StoreError> {
+        let lock = self.lock_key(key).map_err(StoreError::new)?;
+        if recheck {
+            let wanted: Vec<(Hash, &str)> = outputs.iter().map(|o| (key, o.as_str())).collect();
+            let found = self.realisations(&wanted).map_err(StoreError::new)?;
+            if found.iter().all(Option::is_some) {
+                let found = outputs.iter().cloned().zip(found.into_iter().flatten());
+                return Ok(BuildStart::Realised(found.collect()));
+            }
+        }
+        let (pins, closure) = self.hold_closure(inputs).map_err(StoreError::new)?;
+        Ok(BuildStart::Build {
+            lock: LocalLock::Key(lock),
+            pins: pins.into_iter().map(LocalLock::Path).collect(),
+            closure,
+        })
+    }
+
+    fn finish_build(
+        &self,
+        key: Hash,
+        drv: Hash,
+        outputs: &[StagedOutput],
+        inputs: &BTreeSet<StorePath>,
+        register: bool,
+    ) -> Result<BTreeMap<String, StorePath>, StoreError> {
+        let adds: Vec<AddOutput<'_>> = outputs
+            .iter()
+            .map(|output| add_output(output, drv, inputs))
+            .collect();
+        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        let realise = register.then_some((key, names.as_slice()));
+        let paths = self.add_outputs(&adds, realise).map_err(StoreError::new)?;
+        Ok(names.iter().map(|n| (*n).to_owned()).zip(paths).collect())
+    }
+}
+
+/// How a staged output of derivation `drv` is added (references among `inputs`).
+fn add_output<'a>(
+    output: &'a StagedOutput,
+    drv: Hash,
+    inputs: &'a BTreeSet<StorePath>,
+) -> AddOutput<'a> {
+    AddOutput {
+        built: &output.path,
+        placeholder: &output.placeholder,
+        name: output.placeholder.name(),
+        candidate_refs: inputs,
+        deriver: Some(drv),
+        scratch: output.scratch.as_deref(),
     }
 }
 

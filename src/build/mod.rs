@@ -17,7 +17,12 @@
 //!    per-key build lock (several bramble processes may share a store; whoever holds the lock
 //!    builds, the others find the realisation when they get it), runs the [`Executor`], adds
 //!    each output to the store and registers all realisations together. Nothing is registered
-//!    for a build that failed or was cancelled.
+//!    for a build that failed or was cancelled. The store work before the builder runs is one
+//!    call ([`BuildStore::start_build`]: lock, recheck, pins, input closure) made with the
+//!    executor's [`Executor::prepare`] on one blocking thread, and the work after it another
+//!    ([`BuildStore::finish_build`]), so a build step hands work between threads as rarely as
+//!    it can: each handoff costs wake-ups on both sides, which a chain of small builds pays on
+//!    its critical path at every step.
 //! 4. A failure stops new builds and cancels running ones, unless `keep_going`: then
 //!    everything that does not depend on the failure still builds. Cancellation (Ctrl-C)
 //!    kills running sandboxes and returns a report marked cancelled.
@@ -105,7 +110,7 @@ impl std::error::Error for StoreError {}
 /// What the scheduler needs from a store: realisations, locks, closures, adding outputs.
 ///
 /// Methods may block (SQLite, file locks, copying); the scheduler calls the slow ones
-/// (`lock_build`, `closure`, `add_output`, `register`) from blocking threads.
+/// (`start_build`, `finish_build`, `closure`) from blocking threads.
 pub trait BuildStore: Send + Sync + 'static {
     /// Held while one process builds one build key; dropping it releases the lock.
     type Lock: Send + 'static;
@@ -153,6 +158,74 @@ pub trait BuildStore: Send + Sync + 'static {
         drv: Hash,
         outputs: &BTreeMap<String, StorePath>,
     ) -> Result<(), StoreError>;
+
+    /// Everything a build does in the store before its builder runs, in one call (one
+    /// blocking section): take the build lock of `key`; if `recheck`, look for a
+    /// realisation of every output again (another process may have built it while we
+    /// waited); otherwise pin `inputs` and read their closure. Stores override it to do
+    /// the same with fewer round trips.
+    fn start_build(
+        &self,
+        key: Hash,
+        outputs: &[String],
+        inputs: &BTreeSet<StorePath>,
+        recheck: bool,
+    ) -> Result<BuildStart<Self::Lock>, StoreError> {
+        let lock = self.lock_build(key)?;
+        if recheck {
+            let wanted: Vec<(Hash, &str)> = outputs.iter().map(|o| (key, o.as_str())).collect();
+            let found = self.realisations(&wanted)?;
+            if found.iter().all(Option::is_some) {
+                let found = outputs.iter().cloned().zip(found.into_iter().flatten());
+                return Ok(BuildStart::Realised(found.collect()));
+            }
+        }
+        let pins = self.pin(inputs)?;
+        let closure = self.closure(inputs)?;
+        Ok(BuildStart::Build {
+            lock,
+            pins,
+            closure,
+        })
+    }
+
+    /// Everything a successful build does in the store after its builder ran, in one call:
+    /// add every staged output of derivation `drv` (references among `inputs`, the input
+    /// closure) and, if `register`, register the realisations of `key`. Returns the paths
+    /// by output name. Stores override it to register the paths and the realisations in
+    /// one transaction.
+    fn finish_build(
+        &self,
+        key: Hash,
+        drv: Hash,
+        outputs: &[StagedOutput],
+        inputs: &BTreeSet<StorePath>,
+        register: bool,
+    ) -> Result<BTreeMap<String, StorePath>, StoreError> {
+        let mut paths = BTreeMap::new();
+        for staged in outputs {
+            let path = self.add_output(staged, drv, inputs)?;
+            paths.insert(staged.name.clone(), path);
+        }
+        if register {
+            self.register(key, drv, &paths)?;
+        }
+        Ok(paths)
+    }
+}
+
+/// What [`BuildStore::start_build`] found.
+#[derive(Debug)]
+pub enum BuildStart<L> {
+    /// Every output is realised (built by another process meanwhile): the paths by output.
+    Realised(BTreeMap<String, StorePath>),
+    /// Build it: hold `lock` (the build lock) and `pins` (the inputs) until its outputs are
+    /// registered; `closure` is the input closure.
+    Build {
+        lock: L,
+        pins: Vec<L>,
+        closure: BTreeSet<StorePath>,
+    },
 }
 
 /// One resolved derivation, ready to run.
@@ -211,11 +284,22 @@ pub enum ExecError {
 
 /// Runs one resolved derivation.
 pub trait Executor: Send + Sync + 'static {
-    /// Run `job`; on success every output of the derivation is staged. When `cancel` fires
-    /// the executor stops the builder and returns [`ExecError::Cancelled`].
+    /// What [`Executor::prepare`] sets up for one build (e.g. its directories), handed to
+    /// [`Executor::execute`].
+    type Prepared: Send + 'static;
+
+    /// Set up the build of `job` (`job.inputs` is the input closure). It may block: the
+    /// scheduler calls it on a blocking thread right after [`BuildStore::start_build`], in
+    /// the same blocking section, so a build crosses threads once before its builder runs.
+    fn prepare(&self, job: &Job) -> Result<Self::Prepared, ExecError>;
+
+    /// Run `job`, set up by [`Executor::prepare`]; on success every output of the
+    /// derivation is staged. When `cancel` fires the executor stops the builder and
+    /// returns [`ExecError::Cancelled`].
     fn execute(
         &self,
         job: Job,
+        prepared: Self::Prepared,
         cancel: Cancel,
     ) -> impl Future<Output = Result<Built, ExecError>> + Send;
 }

@@ -29,7 +29,9 @@ use crate::store::{DerivationError, Hash, OutputRef, StorePath};
 use super::dao::{self, DaoError, Generated, Problem};
 use super::graph::NodeMap;
 use super::report::{Event, Reporter};
-use super::{BuildGraph, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError};
+use super::{
+    BuildGraph, BuildStart, BuildStore, Cancel, Error, ExecError, Executor, Job, StoreError,
+};
 
 /// How to run a build.
 #[derive(Debug, Clone)]
@@ -207,7 +209,13 @@ pub async fn expand<S: BuildStore>(
 struct NoBuilds;
 
 impl Executor for NoBuilds {
-    async fn execute(&self, _job: Job, _cancel: Cancel) -> Result<super::Built, ExecError> {
+    type Prepared = ();
+
+    fn prepare(&self, _job: &Job) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    async fn execute(&self, _job: Job, (): (), _cancel: Cancel) -> Result<super::Built, ExecError> {
         Err(ExecError::Setup {
             message: "nothing is built while expanding a graph".into(),
         })
@@ -629,7 +637,9 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         inputs
     }
 
-    /// Start queued builds while slots are free.
+    /// Start queued builds while slots are free. Each build's first blocking section
+    /// ([`start`]) is handed to a blocking thread from here, not from its task: one thread
+    /// handoff fewer between a build's dependency finishing and its builder starting.
     fn dispatch(&mut self) {
         while !self.stopping && self.running < self.options.jobs.max(1) {
             let Some(index) = self.queue.pop_front() else {
@@ -639,24 +649,25 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
                 unreachable!("only queued nodes are in the queue");
             };
             self.running += 1;
+            let Queued { job, expected } = *queued;
+            let (store, executor) = (self.store.clone(), self.executor.clone());
+            let recheck = expected.is_none();
+            let started =
+                tokio::task::spawn_blocking(move || start(&*store, &*executor, job, recheck));
             let task = Task {
                 store: self.store.clone(),
                 executor: self.executor.clone(),
                 reporter: self.reporter.clone(),
                 name: self.graph.node(index).drv.name.clone(),
-                queued: *queued,
+                expected,
                 stop: self.stop.clone(),
-            };
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let outcome = task.run().await;
-                let _ = tx.send(Finished {
+                report: Report {
                     node: index,
-                    outcome,
-                    elapsed: start.elapsed(),
-                });
-            });
+                    tx: self.tx.clone(),
+                    since: Instant::now(),
+                },
+            };
+            tokio::spawn(task.run(started));
         }
     }
 
@@ -977,83 +988,121 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
     }
 }
 
-/// One build, run as a tokio task.
+/// What [`start`] hands a build's task: the build's locks (build lock, pins), the job with
+/// its input closure and the executor's preparation; or the outputs another process built.
+type Started<L, P> = Result<((L, Vec<L>), Job, P), BTreeMap<String, StorePath>>;
+
+/// [`start`] running on a blocking thread.
+type Starting<L, P> = tokio::task::JoinHandle<Result<Started<L, P>, FailureKind>>;
+
+/// A build's first blocking section: take the build lock, then look again (another
+/// process may have built it), pin the inputs, read their closure and prepare the build.
+fn start<S: BuildStore, E: Executor>(
+    store: &S,
+    executor: &E,
+    mut job: Job,
+    recheck: bool,
+) -> Result<Started<S::Lock, E::Prepared>, FailureKind> {
+    let start = store.start_build(job.build_key, &job.drv.outputs, &job.inputs, recheck)?;
+    let (lock, pins, closure) = match start {
+        BuildStart::Realised(found) => return Ok(Err(found)),
+        BuildStart::Build {
+            lock,
+            pins,
+            closure,
+        } => (lock, pins, closure),
+    };
+    job.inputs = closure;
+    let prepared = executor.prepare(&job)?;
+    Ok(Ok(((lock, pins), job, prepared)))
+}
+
+/// Where a build's task reports how it ended.
+#[derive(Clone)]
+struct Report {
+    node: NodeIndex,
+    tx: tokio::sync::mpsc::UnboundedSender<Finished>,
+    since: Instant,
+}
+
+impl Report {
+    fn send(&self, outcome: TaskOutcome) {
+        let _ = self.tx.send(Finished {
+            node: self.node,
+            outcome,
+            elapsed: self.since.elapsed(),
+        });
+    }
+}
+
+/// One build, run as a tokio task after its first blocking section was started.
 struct Task<S, E> {
     store: Arc<S>,
     executor: Arc<E>,
     reporter: Arc<dyn Reporter>,
     name: String,
-    queued: Queued,
+    /// `--check`: the registered outputs to compare with.
+    expected: Option<BTreeMap<String, StorePath>>,
     stop: Cancel,
+    report: Report,
 }
 
 impl<S: BuildStore, E: Executor> Task<S, E> {
-    async fn run(self) -> TaskOutcome {
-        match self.run_inner().await {
-            Ok(outcome) => outcome,
-            Err(kind) => TaskOutcome::Failed(kind),
+    /// Run the build and report its outcome (a successful one straight from the blocking
+    /// thread that registered it, without waking this task first).
+    async fn run(self, started: Starting<S::Lock, E::Prepared>) {
+        let report = self.report.clone();
+        if let Err(kind) = self.run_inner(started).await {
+            report.send(TaskOutcome::Failed(kind));
         }
     }
 
-    async fn run_inner(self) -> Result<TaskOutcome, FailureKind> {
+    /// A build crosses threads twice besides its builder's run: one blocking section
+    /// before it ([`start`]: [`BuildStore::start_build`] then [`Executor::prepare`]) and
+    /// one after ([`BuildStore::finish_build`]: outputs added, paths and realisations
+    /// registered).
+    async fn run_inner(self, started: Starting<S::Lock, E::Prepared>) -> Result<(), FailureKind> {
         let Task {
             store,
             executor,
             reporter,
             name,
-            queued: Queued { mut job, expected },
+            expected,
             stop,
+            report,
         } = self;
-        // Take the build lock, then look again: another process may have built it.
-        let prepared = {
-            let store = store.clone();
-            let key = job.build_key;
-            let outputs = job.drv.outputs.clone();
-            let inputs = std::mem::take(&mut job.inputs);
-            let recheck = expected.is_none();
-            let blocking = tokio::task::spawn_blocking(move || {
-                let lock = store.lock_build(key)?;
-                if recheck && let Some(found) = realisations(&*store, key, &outputs)? {
-                    return Ok::<_, StoreError>(((lock, Vec::new()), Err(found)));
-                }
-                let pins = store.pin(&inputs)?;
-                let closure = store.closure(&inputs)?;
-                Ok(((lock, pins), Ok(closure)))
-            });
-            tokio::select! {
-                joined = blocking => joined.expect("the store does not panic")?,
-                () = stop.cancelled() => return Err(ExecError::Cancelled.into()),
+        let started = tokio::select! {
+            joined = started => joined.expect("the store does not panic")?,
+            () = stop.cancelled() => return Err(ExecError::Cancelled.into()),
+        };
+        let (locks, job, prepared) = match started {
+            Err(found) => {
+                report.send(TaskOutcome::BuiltElsewhere(found));
+                return Ok(());
             }
+            Ok(started) => started,
         };
-        let (lock, closure) = match prepared {
-            (_lock, Err(found)) => return Ok(TaskOutcome::BuiltElsewhere(found)),
-            (lock, Ok(closure)) => (lock, closure),
-        };
-        job.inputs = closure.clone();
         reporter.event(Event::Started {
             drv: job.drv_hash,
             name,
         });
-        let drv = job.drv.clone();
+        let (drv, closure) = (job.drv.clone(), job.inputs.clone());
         let (key, drv_hash) = (job.build_key, job.drv_hash);
         let started = Instant::now();
-        let built = executor.execute(job, stop.clone()).await?;
+        let built = executor.execute(job, prepared, stop.clone()).await?;
         tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "builder finished");
         let finish = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let mut paths = BTreeMap::new();
-            for staged in &built.outputs {
-                let path = store.add_output(staged, drv_hash, &closure)?;
-                paths.insert(staged.name.clone(), path);
-            }
-            drop(built);
             for output in &drv.outputs {
-                if !paths.contains_key(output) {
+                if !built.outputs.iter().any(|staged| staged.name == *output) {
                     return Err(FailureKind::Exec(ExecError::MissingOutput {
                         output: output.clone(),
                     }));
                 }
             }
+            let register = expected.is_none();
+            let paths = store.finish_build(key, drv_hash, &built.outputs, &closure, register)?;
+            drop(built);
             if let Some(expected) = expected {
                 for (output, registered) in expected {
                     let rebuilt = &paths[&output];
@@ -1065,15 +1114,13 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
                         });
                     }
                 }
-            } else {
-                store.register(key, drv_hash, &paths)?;
             }
-            drop(lock);
+            drop(locks);
             tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "outputs added");
-            Ok(paths)
+            report.send(TaskOutcome::Built(paths));
+            Ok(())
         });
-        let paths = finish.await.expect("the store does not panic")?;
-        Ok(TaskOutcome::Built(paths))
+        finish.await.expect("the store does not panic")
     }
 }
 

@@ -98,7 +98,10 @@ impl Reporter for Progress {
             State::Quiet => {}
             State::Plain => match event {
                 Event::Built { name, elapsed, .. } => {
-                    eprintln!("built {name} in {}", seconds(elapsed));
+                    // One write (an unbuffered `eprintln!` makes one per piece): the
+                    // scheduler reports from its loop, between a build and its dependents.
+                    let line = format!("built {name} in {}\n", seconds(elapsed));
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
                 }
                 Event::Failed { name, elapsed, .. } => {
                     eprintln!("failed {name} after {}", seconds(elapsed));

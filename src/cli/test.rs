@@ -68,7 +68,9 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         request.derivations.insert(hash, Arc::new(variant.clone()));
         let job = session.prepare_root(&request, hash, &options)?;
         let cancel = Cancel::new();
-        let result = session::block_on(&cancel, executor.execute(job, cancel.clone()));
+        let result = executor.prepare(&job).and_then(|prepared| {
+            session::block_on(&cancel, executor.execute(job, prepared, cancel.clone()))
+        });
         let label = format!("{} ({})", variant.name, test.location);
         match result {
             // Passing is exiting with 0; outputs do not matter for a test.

@@ -185,6 +185,16 @@ pub trait Sink {
 /// small enough to stay in the L2 cache between the read and the hash.
 pub const COPY_BUFFER: usize = 256 * 1024;
 
+/// The copy buffer a file of `size` bytes needs: [`COPY_BUFFER`], or less for a small file
+/// (its size plus one byte, so the read that finds its end, or finds it grew, fits). A
+/// build step typically adds a file of a few bytes, through several passes each with a
+/// buffer of its own: zeroing 256 KiB for each would cost more than the file.
+pub fn copy_buffer_len(size: u64) -> usize {
+    usize::try_from(size)
+        .map_or(COPY_BUFFER, |s| s.saturating_add(1))
+        .min(COPY_BUFFER)
+}
+
 /// Streaming archive encoder: a [`Sink`] that writes archive bytes to `W`.
 ///
 /// It checks what it is given (valid, strictly increasing names; balanced directories; file
@@ -301,8 +311,9 @@ impl<W: Write> Sink for Writer<W> {
         self.put(&[if executable { TAG_EXEC } else { TAG_FILE }])?;
         self.put(&size.to_le_bytes())?;
         let mut buf = std::mem::take(&mut self.buf);
-        if buf.len() < COPY_BUFFER {
-            buf.resize(COPY_BUFFER, 0);
+        let want = copy_buffer_len(size);
+        if buf.len() < want {
+            buf.resize(want, 0);
         }
         let mut copied = 0u64;
         let result = loop {

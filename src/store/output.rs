@@ -125,10 +125,25 @@ pub struct RewriteReader<R> {
 
 impl<R: Read> RewriteReader<R> {
     pub fn new(inner: R, rewrite: Rewrite) -> RewriteReader<R> {
+        RewriteReader::with_buffer(inner, rewrite, 256 * 1024)
+    }
+
+    /// A reader of a file of `size` bytes: its buffer is no larger than the file needs
+    /// (a small file is read in one go without zeroing 256 KiB first).
+    pub fn for_size(inner: R, rewrite: Rewrite, size: u64) -> RewriteReader<R> {
+        let len = usize::try_from(size)
+            .map_or(usize::MAX, |s| s.saturating_add(1))
+            .clamp(4 * HASH_CHARS, 256 * 1024);
+        RewriteReader::with_buffer(inner, rewrite, len)
+    }
+
+    /// `len` must leave room to read after an unscanned tail (under [`HASH_CHARS`] bytes).
+    fn with_buffer(inner: R, rewrite: Rewrite, len: usize) -> RewriteReader<R> {
+        debug_assert!(len > 2 * HASH_CHARS);
         RewriteReader {
             inner,
             rewrite,
-            buf: vec![0; 256 * 1024],
+            buf: vec![0; len],
             start: 0,
             end: 0,
             scanned: 0,
@@ -366,6 +381,22 @@ mod tests {
         r.read_to_end(&mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         assert_eq!(r.count(), 3);
+        // The smallest buffer (sized for an empty file that then grew), whole-slice reads
+        // and reads of one byte: the same result.
+        let long = text.repeat(40);
+        for trickle in [false, true] {
+            let inner: Box<dyn Read> = if trickle {
+                Box::new(Trickle(long.as_bytes()))
+            } else {
+                Box::new(long.as_bytes())
+            };
+            let mut r = RewriteReader::for_size(inner, Rewrite::to_final(from, to), 0);
+            assert_eq!(r.buf.len(), 4 * HASH_CHARS);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expected.repeat(40));
+            assert_eq!(r.count(), 120);
+        }
     }
 
     #[test]

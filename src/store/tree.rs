@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
-use super::archive::{ArchiveError, COPY_BUFFER, Limits, Sink};
+use super::archive::{ArchiveError, Limits, Sink, copy_buffer_len};
 use super::output::{Rewrite, RewriteReader};
 
 /// Modification time given to every store object (seconds since the epoch), as in Nix.
@@ -222,7 +222,7 @@ impl Dumper {
                         .file(archive_name, executable, size, &mut file)
                         .map_err(Into::into),
                     Some(rw) => {
-                        let mut reader = RewriteReader::new(&mut file, rw);
+                        let mut reader = RewriteReader::for_size(&mut file, rw, size);
                         let r = sink.file(archive_name, executable, size, &mut reader);
                         self.stats.rewrites += reader.count();
                         r.map_err(Into::into)
@@ -481,8 +481,9 @@ impl Sink for Restorer {
         )
         .map_err(io_err("create", &self.path))?;
         let mut file = File::from(fd);
-        if self.buf.len() < COPY_BUFFER {
-            self.buf.resize(COPY_BUFFER, 0);
+        let want = copy_buffer_len(size);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
         }
         let mut copied = 0u64;
         loop {

@@ -29,11 +29,32 @@ fn exec_error(e: &FetchError) -> ExecError {
 }
 
 impl<E: Executor> Executor for WithFetchers<E> {
-    async fn execute(&self, job: Job, cancel: Cancel) -> Result<Built, ExecError> {
-        let req = match FetchRequest::from_derivation(&job.drv) {
-            Ok(None) => return self.inner.execute(job, cancel).await,
-            Ok(Some(req)) => req,
-            Err(e) => return Err(exec_error(&e)),
+    /// The inner executor's preparation, for a derivation that is not a fetch.
+    type Prepared = Option<E::Prepared>;
+
+    fn prepare(&self, job: &Job) -> Result<Option<E::Prepared>, ExecError> {
+        match FetchRequest::from_derivation(&job.drv) {
+            Ok(None) => self.inner.prepare(job).map(Some),
+            // A fetch (or a malformed one, reported by `execute`) runs here.
+            _ => Ok(None),
+        }
+    }
+
+    async fn execute(
+        &self,
+        job: Job,
+        prepared: Option<E::Prepared>,
+        cancel: Cancel,
+    ) -> Result<Built, ExecError> {
+        let req = match (FetchRequest::from_derivation(&job.drv), prepared) {
+            (Ok(None), Some(prepared)) => return self.inner.execute(job, prepared, cancel).await,
+            (Ok(None), None) => {
+                return Err(ExecError::Setup {
+                    message: format!("the build of `{}` was not prepared", job.drv.name),
+                });
+            }
+            (Ok(Some(req)), _) => req,
+            (Err(e), _) => return Err(exec_error(&e)),
         };
         tokio::select! {
             r = self.stage(&req, &job) => r,

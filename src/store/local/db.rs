@@ -57,6 +57,12 @@ CREATE TABLE build_logs (
 );
 ";
 
+/// Record a realisation `(build_key, output)` → valid path (by name); changes no row if the
+/// path is not valid.
+const REGISTER_REALISATION: &str = "INSERT INTO realisations (build_key, output, path)
+     SELECT ?1, ?2, id FROM valid_paths WHERE path = ?3
+     ON CONFLICT (build_key, output) DO UPDATE SET path = excluded.path";
+
 /// How much of the database file SQLite may map (`PRAGMA mmap_size`).
 const MMAP_SIZE: i64 = 256 << 20;
 
@@ -144,78 +150,140 @@ impl Db {
     }
 
     pub fn is_valid(&self, path: &StorePath) -> Result<bool, Error> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM valid_paths WHERE path = ?1",
-                [path.to_string()],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM valid_paths WHERE path = ?1")
+            .map_err(db_err("query", &self.path))?;
+        stmt.exists([path.to_string()])
             .map_err(db_err("query", &self.path))
     }
 
     /// Register a valid path with its references (which must be valid, or be the path
     /// itself) in one transaction. Registering an already valid path is a no-op.
     pub fn register(&mut self, info: &PathInfo) -> Result<(), Error> {
+        self.register_all(std::slice::from_ref(info), None, &[])
+    }
+
+    /// Register every path of `infos` (as [`Db::register`]: references valid or among
+    /// `infos`, already valid paths left as they are) and, if `build_key` is given, the
+    /// realisations `(output, path)` of that key, all in one transaction: either all of it
+    /// is registered or none of it.
+    pub fn register_all(
+        &mut self,
+        infos: &[PathInfo],
+        build_key: Option<Hash>,
+        realisations: &[(&str, &StorePath)],
+    ) -> Result<(), Error> {
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err("begin a transaction on", &path))?;
-        let me = info.path.to_string();
-        let exists = tx
-            .query_row("SELECT 1 FROM valid_paths WHERE path = ?1", [&me], |_| {
-                Ok(())
-            })
-            .optional()
-            .map_err(db_err("query", &path))?;
-        if exists.is_some() {
-            return Ok(());
-        }
-        tx.execute(
-            "INSERT INTO valid_paths (path, archive_hash, archive_size, deriver, registered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                me,
-                info.archive_hash.to_string(),
-                i64::try_from(info.archive_size).unwrap_or(i64::MAX),
-                info.deriver.map(|d| d.to_string()),
-                info.registered_at,
-            ],
-        )
-        .map_err(db_err("register a path in", &path))?;
-        let id = tx.last_insert_rowid();
-        for reference in &info.references {
-            let rid: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM valid_paths WHERE path = ?1",
-                    [reference.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()
+        {
+            let mut id_of = tx
+                .prepare_cached("SELECT id FROM valid_paths WHERE path = ?1")
                 .map_err(db_err("query", &path))?;
-            let rid = rid.ok_or_else(|| Error::InvalidReference {
-                path: info.path.clone(),
-                reference: reference.clone(),
-            })?;
-            tx.execute(
-                "INSERT INTO refs (referrer, reference) VALUES (?1, ?2)",
-                params![id, rid],
-            )
-            .map_err(db_err("register a path in", &path))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO valid_paths (path, archive_hash, archive_size, deriver, registered_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db_err("register a path in", &path))?;
+            let mut insert_ref = tx
+                .prepare_cached("INSERT INTO refs (referrer, reference) VALUES (?1, ?2)")
+                .map_err(db_err("register a path in", &path))?;
+            for info in infos {
+                let me = info.path.to_string();
+                let exists = id_of.exists([&me]).map_err(db_err("query", &path))?;
+                if exists {
+                    continue;
+                }
+                insert
+                    .execute(params![
+                        me,
+                        info.archive_hash.text().as_str(),
+                        i64::try_from(info.archive_size).unwrap_or(i64::MAX),
+                        info.deriver.map(|d| d.to_string()),
+                        info.registered_at,
+                    ])
+                    .map_err(db_err("register a path in", &path))?;
+                let id = tx.last_insert_rowid();
+                for reference in &info.references {
+                    let rid: Option<i64> = id_of
+                        .query_row([reference.to_string()], |r| r.get(0))
+                        .optional()
+                        .map_err(db_err("query", &path))?;
+                    let rid = rid.ok_or_else(|| Error::InvalidReference {
+                        path: info.path.clone(),
+                        reference: reference.clone(),
+                    })?;
+                    insert_ref
+                        .execute(params![id, rid])
+                        .map_err(db_err("register a path in", &path))?;
+                }
+            }
+            if let Some(key) = build_key {
+                let mut realise = tx
+                    .prepare_cached(REGISTER_REALISATION)
+                    .map_err(db_err("register a realisation in", &path))?;
+                for (output, target) in realisations {
+                    let changed = realise
+                        .execute(params![key.text().as_str(), output, target.to_string()])
+                        .map_err(db_err("register a realisation in", &path))?;
+                    if changed == 0 {
+                        return Err(Error::NotValid {
+                            path: (*target).clone(),
+                        });
+                    }
+                }
+            }
         }
         tx.commit().map_err(db_err("commit to", &path))
+    }
+
+    /// The closure of `paths` under references (`paths` included), read in one
+    /// transaction with cached statements. Every path must be valid.
+    pub fn closure<'p>(
+        &self,
+        paths: impl IntoIterator<Item = &'p StorePath>,
+    ) -> Result<BTreeSet<StorePath>, Error> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db_err("begin a transaction on", &self.path))?;
+        let mut seen = BTreeSet::new();
+        {
+            let mut id_of = tx
+                .prepare_cached("SELECT id FROM valid_paths WHERE path = ?1")
+                .map_err(db_err("query", &self.path))?;
+            let mut todo: Vec<StorePath> = paths.into_iter().cloned().collect();
+            while let Some(p) = todo.pop() {
+                if seen.contains(&p) {
+                    continue;
+                }
+                let id: Option<i64> = id_of
+                    .query_row([p.to_string()], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err("query", &self.path))?;
+                let id = id.ok_or_else(|| Error::NotValid { path: p.clone() })?;
+                let references = self.references_of(id)?;
+                todo.extend(references.into_iter().filter(|r| !seen.contains(r)));
+                seen.insert(p);
+            }
+        }
+        tx.finish().map_err(db_err("query", &self.path))?;
+        Ok(seen)
     }
 
     pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, Error> {
         let row = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, archive_hash, archive_size, deriver, registered_at
                  FROM valid_paths WHERE path = ?1",
-                [path.to_string()],
-                |r| {
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([path.to_string()], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,
@@ -223,8 +291,8 @@ impl Db {
                         r.get::<_, Option<String>>(3)?,
                         r.get::<_, i64>(4)?,
                     ))
-                },
-            )
+                })
+            })
             .optional()
             .map_err(db_err("query", &self.path))?;
         let Some((id, archive_hash, size, deriver, registered_at)) = row else {
@@ -414,12 +482,10 @@ impl Db {
     ) -> Result<(), Error> {
         let changed = self
             .conn
-            .execute(
-                "INSERT INTO realisations (build_key, output, path)
-                 SELECT ?1, ?2, id FROM valid_paths WHERE path = ?3
-                 ON CONFLICT (build_key, output) DO UPDATE SET path = excluded.path",
-                params![build_key.to_string(), output, path.to_string()],
-            )
+            .prepare_cached(REGISTER_REALISATION)
+            .and_then(|mut stmt| {
+                stmt.execute(params![build_key.text().as_str(), output, path.to_string()])
+            })
             .map_err(db_err("register a realisation in", &self.path))?;
         if changed == 0 {
             return Err(Error::NotValid { path: path.clone() });

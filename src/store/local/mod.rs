@@ -22,7 +22,8 @@
 //! 2. take the path's lock (a second process adding the same path waits here, then finds it
 //!    valid) and a shared `gc.lock` (so gc cannot delete a reference meanwhile);
 //! 3. copy the tree into a locked temp dir with store permissions (no fsync yet);
-//! 4. re-hash the copy (that is the archive hash recorded and later verified);
+//! 4. re-hash the copy (that is the archive hash recorded and later verified; a build
+//!    output's copy is hashed from the very stream written in 3, see [`Hashing`]);
 //! 5. remove any unregistered leftover at the final name (a crash between 5 and 6), rename
 //!    the copy into place, then fsync every file and directory of it and `store/` (after
 //!    the rename, so one journal commit covers contents and name);
@@ -30,6 +31,12 @@
 //!
 //! A crash before 6 leaves an unregistered directory in `tmp/` or `store/`, which is never
 //! taken for valid (validity is the database row) and which `gc` removes.
+//!
+//! The outputs of one build go through 1-5 together ([`LocalStore::add_outputs`]: every
+//! path's lock taken in path order, held to the end) and step 6 registers all of them
+//! *and* the build's realisations in a single transaction: one write transaction (one WAL
+//! commit) per build instead of one per output plus one for the realisations, and a crash
+//! registers the whole build or nothing of it.
 //!
 //! # Locks and gc
 //!
@@ -144,6 +151,90 @@ pub struct AddOutput<'a> {
     /// [`LocalStore::tmp_dir`], not writable by anyone else) to stage the final tree in;
     /// `None`: a temp dir of its own. Saves a lock file and a directory per output.
     pub scratch: Option<&'a Path>,
+}
+
+/// A build output after pass 1 of [`LocalStore::add_outputs`].
+struct Analysed {
+    path: StorePath,
+    /// References to other paths (not to itself).
+    references: BTreeSet<StorePath>,
+    /// Whether it refers to itself (its placeholder was found).
+    self_ref: bool,
+}
+
+/// Largest file [`Hashing`] hashes on the way (it holds one file's contents in memory).
+const HASHED_FILE_MAX: u64 = 256 * 1024;
+
+/// The sink of pass 2 of [`LocalStore::add_outputs`]: restores the final tree and hashes
+/// its archive from the same stream, so the archive hash recorded is that of exactly the
+/// nodes written (the archive holds names, the executable bit, contents and symlink targets,
+/// all of which the restorer writes as given), without reading the copy back. A file
+/// larger than [`HASHED_FILE_MAX`] stops the hashing (`archive` becomes `None`) and the
+/// copy is hashed afterwards as before.
+struct Hashing {
+    restorer: tree::Restorer,
+    archive: Option<Writer<Sha256>>,
+    /// One file's contents.
+    buf: Vec<u8>,
+}
+
+impl Hashing {
+    fn archive(
+        &mut self,
+        op: impl FnOnce(&mut Writer<Sha256>) -> Result<(), TreeError>,
+    ) -> Result<(), TreeError> {
+        match &mut self.archive {
+            Some(archive) => op(archive),
+            None => Ok(()),
+        }
+    }
+}
+
+impl super::archive::Sink for Hashing {
+    type Error = TreeError;
+
+    fn begin_directory(&mut self, name: Option<&[u8]>) -> Result<(), TreeError> {
+        self.archive(|a| Ok(a.begin_directory(name)?))?;
+        self.restorer.begin_directory(name)
+    }
+
+    fn end_directory(&mut self) -> Result<(), TreeError> {
+        self.archive(|a| Ok(a.end_directory()?))?;
+        self.restorer.end_directory()
+    }
+
+    fn file(
+        &mut self,
+        name: Option<&[u8]>,
+        executable: bool,
+        size: u64,
+        contents: &mut dyn io::Read,
+    ) -> Result<(), TreeError> {
+        if size > HASHED_FILE_MAX || self.archive.is_none() {
+            self.archive = None;
+            return self.restorer.file(name, executable, size, contents);
+        }
+        // At most one byte more than announced is read: enough to tell it grew.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let read = io::Read::read_to_end(&mut io::Read::take(contents, size + 1), &mut buf);
+        let result = read
+            .map_err(|e| TreeError::Archive(super::archive::ArchiveError::Write(e)))
+            .and_then(|_| {
+                self.restorer
+                    .file(name, executable, size, &mut buf.as_slice())
+            })
+            .and_then(|()| {
+                self.archive(|a| Ok(a.file(name, executable, size, &mut buf.as_slice())?))
+            });
+        self.buf = buf;
+        result
+    }
+
+    fn symlink(&mut self, name: Option<&[u8]>, target: &[u8]) -> Result<(), TreeError> {
+        self.archive(|a| Ok(a.symlink(name, target)?))?;
+        self.restorer.symlink(name, target)
+    }
 }
 
 /// A store on the local file system.
@@ -280,22 +371,31 @@ impl LocalStore {
         self.db().path_info(path)
     }
 
-    /// The closure of `paths` under references (`paths` included). Every path must be valid.
+    /// The closure of `paths` under references (`paths` included), read in one database
+    /// transaction. Every path must be valid.
     pub fn closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, Error> {
-        let db = self.db();
-        let mut seen = BTreeSet::new();
-        let mut todo = paths.to_vec();
-        while let Some(p) = todo.pop() {
-            if seen.contains(&p) {
-                continue;
-            }
-            let info = db
-                .path_info(&p)?
-                .ok_or_else(|| Error::NotValid { path: p.clone() })?;
-            todo.extend(info.references.into_iter().filter(|r| !seen.contains(r)));
-            seen.insert(p);
+        self.db().closure(paths)
+    }
+
+    /// Pin every path of `paths` against `gc` (as [`LocalStore::hold`]) and return the pins
+    /// and the closure of `paths`. Each pin is taken before the closure is read, and the
+    /// closure read fails with [`Error::NotValid`] for a path that is not valid, so a path
+    /// `gc` deleted before its pin was taken is an error here as it is for `hold` — with
+    /// one database transaction in all instead of one validity query per path.
+    pub fn hold_closure(
+        &self,
+        paths: &BTreeSet<StorePath>,
+    ) -> Result<(Vec<PathLock>, BTreeSet<StorePath>), Error> {
+        let mut pins = Vec::with_capacity(paths.len());
+        for path in paths {
+            let file = self.lock_file(&path.hash().to_string());
+            pins.push(
+                lock::acquire(&file, LockMode::Shared, true)?
+                    .unwrap_or_else(|| unreachable!("a blocking lock returns a lock")),
+            );
         }
-        Ok(seen)
+        let closure = self.db().closure(paths)?;
+        Ok((pins, closure))
     }
 
     /// Add the tree at `src` (a directory, file or symlink, not followed) as a
@@ -395,10 +495,72 @@ impl LocalStore {
     /// devices, fifos, sockets, foreign hardlinks and user/trusted xattrs. Returns the final
     /// path (an existing one if the same output was added before).
     pub fn add_output(&self, out: &AddOutput<'_>) -> Result<StorePath, Error> {
-        validate_name(out.name)?;
-        let placeholder = out.placeholder.hash();
+        let mut paths = self.add_outputs(std::slice::from_ref(out), None)?;
+        Ok(paths.pop().expect("one path per output"))
+    }
+
+    /// [`LocalStore::add_output`] for every output of one build, registered together: the
+    /// new paths and, with `realise = Some((build_key, names))` (`names[i]` naming
+    /// `outputs[i]`), the build's realisations go into the database in one transaction, so
+    /// a crash registers all of them or none. Returns the final paths in the order of
+    /// `outputs`.
+    ///
+    /// The paths' locks are taken in path order (two processes adding the same outputs
+    /// cannot deadlock) and held until that transaction is committed. A path whose lock is
+    /// free is looked up once, under its lock.
+    pub fn add_outputs(
+        &self,
+        outputs: &[AddOutput<'_>],
+        realise: Option<(Hash, &[&str])>,
+    ) -> Result<Vec<StorePath>, Error> {
+        for out in outputs {
+            validate_name(out.name)?;
+        }
         let _gc = self.gc_lock(LockMode::Shared)?;
-        // Pass 1: modulo digest and references.
+        let analysed = outputs
+            .iter()
+            .map(|out| self.analyse(out))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut order: Vec<usize> = (0..analysed.len()).collect();
+        order.sort_by(|&x, &y| analysed[x].path.cmp(&analysed[y].path));
+        order.dedup_by(|x, y| analysed[*x].path == analysed[*y].path);
+        let mut locks = Vec::with_capacity(order.len());
+        let mut infos = Vec::with_capacity(order.len());
+        for i in order {
+            let path = &analysed[i].path;
+            // Its lock, then whether it is valid (another process may have added it). When
+            // the lock is held elsewhere, a valid path is left alone without waiting for it:
+            // the holder may be this very process, pinning one of this build's inputs.
+            let file = self.lock_file(&path.hash().to_string());
+            let lock = match lock::acquire(&file, LockMode::Exclusive, false)? {
+                Some(lock) => lock,
+                None if self.is_valid(path)? => continue,
+                None => self.lock(path)?,
+            };
+            if self.is_valid(path)? {
+                continue;
+            }
+            infos.push(self.stage_output(&outputs[i], &analysed[i])?);
+            locks.push(lock);
+        }
+        let paths: Vec<StorePath> = analysed.into_iter().map(|a| a.path).collect();
+        match realise {
+            Some((key, names)) => {
+                let realisations: Vec<(&str, &StorePath)> =
+                    names.iter().copied().zip(&paths).collect();
+                self.db().register_all(&infos, Some(key), &realisations)?;
+            }
+            None if !infos.is_empty() => self.db().register_all(&infos, None, &[])?,
+            None => {}
+        }
+        drop(locks);
+        Ok(paths)
+    }
+
+    /// Pass 1 of adding a build output: its digest modulo self-references, its references
+    /// and so its final path.
+    fn analyse(&self, out: &AddOutput<'_>) -> Result<Analysed, Error> {
+        let placeholder = out.placeholder.hash();
         let scanner = RefScanner::new(out.candidate_refs.iter().map(StorePath::hash));
         let mut w = Writer::new(Tee(Sha256::new(), scanner))?;
         let stats = tree::dump(
@@ -420,14 +582,19 @@ impl LocalStore {
             .collect();
         let self_ref = stats.rewrites > 0;
         let path = content_address(out.name, digest, self_ref, &references)?;
-        if self.is_valid(&path)? {
-            return Ok(path);
-        }
-        let _lock = self.lock(&path)?;
-        if self.is_valid(&path)? {
-            return Ok(path);
-        }
-        // Pass 2: the final tree, placeholder rewritten, store permissions.
+        Ok(Analysed {
+            path,
+            references,
+            self_ref,
+        })
+    }
+
+    /// Passes 2 and 3 of adding a build output, under its path's lock: copy the final tree
+    /// (placeholder rewritten, store permissions), hashing the archive of what is written
+    /// (see [`Hashing`]), and move it into place durably ([`LocalStore::place`]). Returns
+    /// what to register.
+    fn stage_output(&self, out: &AddOutput<'_>, analysed: &Analysed) -> Result<PathInfo, Error> {
+        let path = &analysed.path;
         let own_tmp;
         let staged = match out.scratch {
             Some(dir) => {
@@ -441,50 +608,65 @@ impl LocalStore {
                 own_tmp.path().join("object")
             }
         };
-        tree::copy(
+        // The archive of what is written is hashed as it is written (see `Hashing`); pass 3
+        // re-reads the copy only when a file was too large to hash that way.
+        let mut sink = Hashing {
+            restorer: tree::Restorer::new(&staged, store_restore())?,
+            archive: Some(Writer::new(Sha256::new())?),
+            buf: Vec::new(),
+        };
+        tree::dump(
             out.built,
-            &staged,
+            &mut sink,
             &DumpOptions {
-                rewrite: Some(Rewrite::to_final(placeholder, path.hash())),
+                rewrite: Some(Rewrite::to_final(out.placeholder.hash(), path.hash())),
                 reject_xattrs: true,
             },
-            store_restore(),
         )?;
-        // Pass 3: the archive hash of what is actually stored.
-        let (archive_hash, archive_size) = hash_tree(&staged)?;
-        let mut all_refs = references;
-        if self_ref {
-            all_refs.insert(path.clone());
+        let (archive_hash, archive_size) = match sink.archive {
+            Some(archive) => {
+                let (sha, size) = archive.finish()?;
+                (Hash::from_sha256(&sha.finalize().into()), size)
+            }
+            None => hash_tree(&staged)?,
+        };
+        let mut references = analysed.references.clone();
+        if analysed.self_ref {
+            references.insert(path.clone());
         }
-        self.install(
-            &staged,
-            PathInfo {
-                path: path.clone(),
-                archive_hash,
-                archive_size,
-                references: all_refs,
-                deriver: out.deriver,
-                registered_at: db::now(),
-            },
-        )?;
-        Ok(path)
+        self.place(&staged, path)?;
+        Ok(PathInfo {
+            path: path.clone(),
+            archive_hash,
+            archive_size,
+            references,
+            deriver: out.deriver,
+            registered_at: db::now(),
+        })
     }
 
     /// Move a staged tree to its final name, make it durable and register it. The caller
     /// holds the path's lock and a shared gc lock.
+    fn install(&self, staged: &Path, info: PathInfo) -> Result<(), Error> {
+        self.place(staged, &info.path)?;
+        self.db().register(&info)
+    }
+
+    /// Move a staged tree to its final name and make it durable; the caller registers it
+    /// afterwards, holding the path's lock throughout.
     ///
     /// The tree was written without fsync: it is synced after the rename (every file and
     /// directory, then `store/`), so one journal commit covers its contents and its name,
     /// and it is registered only once all of that is durable. A crash before registration
     /// leaves an unregistered object, which is never taken for valid.
-    fn install(&self, staged: &Path, info: PathInfo) -> Result<(), Error> {
-        let dest = self.host_path(&info.path);
+    fn place(&self, staged: &Path, path: &StorePath) -> Result<(), Error> {
+        let dest = self.host_path(path);
         // An unregistered leftover (a crash between rename and registration): nobody else
         // can be writing it, since we hold the path's lock.
         tree::remove(&dest)?;
         std::fs::rename(staged, &dest).map_err(io_err("move into the store", &dest))?;
         tree::sync(&dest)?;
-        self.db().register(&info)
+        Ok(())
     }
 
     /// The path built for `(build_key, output)`, if it is known and still valid.

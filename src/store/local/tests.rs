@@ -394,3 +394,198 @@ fn golden_store_path_of_a_small_fixed_tree() {
     );
     assert_eq!(info.archive_size, 106);
 }
+
+/// A build output file at its placeholder in `dir`, with `content`.
+fn staged_file(dir: &Path, name: &str, content: &str) -> (std::path::PathBuf, StorePath) {
+    let placeholder = StorePath::new(Hash::digest(name.as_bytes()), name).unwrap();
+    let built = dir.join(placeholder.to_string());
+    std::fs::write(&built, content).unwrap();
+    (built, placeholder)
+}
+
+#[test]
+fn add_outputs_registers_paths_and_realisations_together_or_not_at_all() {
+    let (tmp, store) = store();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let dep = store.add_dir(&src, "dep").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (out_built, out_ph) = staged_file(dir.path(), "multi", "plain\n");
+    // `dev` refers to `dep` and to a path that is not valid (so its registration fails).
+    let missing = StorePath::new(Hash::digest(b"missing"), "missing").unwrap();
+    let (dev_built, dev_ph) = staged_file(
+        dir.path(),
+        "multi-dev",
+        &format!("{}\n{}\n", dep.in_store_dir(), missing.in_store_dir()),
+    );
+    let key = Hash::digest(b"key");
+    let add = |built, placeholder, candidate_refs| AddOutput {
+        built,
+        placeholder,
+        name: "unused",
+        candidate_refs,
+        deriver: Some(Hash::digest(b"drv")),
+        scratch: None,
+    };
+    let with_missing = BTreeSet::from([dep.clone(), missing.clone()]);
+    let outputs = [
+        AddOutput {
+            name: out_ph.name(),
+            ..add(&out_built, &out_ph, &with_missing)
+        },
+        AddOutput {
+            name: dev_ph.name(),
+            ..add(&dev_built, &dev_ph, &with_missing)
+        },
+    ];
+    let err = store
+        .add_outputs(&outputs, Some((key, &["out", "dev"])))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidReference { reference, .. } if *reference == missing),
+        "{err}"
+    );
+    // Nothing of that build is registered: not `out` (added first), no realisation.
+    assert_eq!(store.realisation(key, "out").unwrap(), None);
+    assert_eq!(store.db().all_paths().unwrap(), vec![dep.clone()]);
+
+    // With valid candidates both paths and both realisations are registered.
+    let only_dep = BTreeSet::from([dep.clone()]);
+    let outputs = [
+        AddOutput {
+            name: out_ph.name(),
+            ..add(&out_built, &out_ph, &only_dep)
+        },
+        AddOutput {
+            name: dev_ph.name(),
+            ..add(&dev_built, &dev_ph, &only_dep)
+        },
+    ];
+    let paths = store
+        .add_outputs(&outputs, Some((key, &["out", "dev"])))
+        .unwrap();
+    assert_eq!(paths.len(), 2);
+    assert_eq!(paths[0].name(), "multi");
+    assert_eq!(paths[1].name(), "multi-dev");
+    assert_eq!(
+        store.realisation(key, "out").unwrap().as_ref(),
+        Some(&paths[0])
+    );
+    assert_eq!(
+        store.realisation(key, "dev").unwrap().as_ref(),
+        Some(&paths[1])
+    );
+    let dev = store.path_info(&paths[1]).unwrap().unwrap();
+    assert_eq!(dev.references, BTreeSet::from([dep.clone()]));
+    // The archive hash recorded (computed while copying) is that of what is stored.
+    for path in &paths {
+        let info = store.path_info(path).unwrap().unwrap();
+        let stored = hash_tree(&store.host_path(path)).unwrap();
+        assert_eq!((info.archive_hash, info.archive_size), stored);
+    }
+    // Each output is what `add_output` alone gives, even while this process pins it (its
+    // lock held shared elsewhere: a valid path is not waited for).
+    let pin = store.hold(&paths[0]).unwrap();
+    assert_eq!(store.add_output(&outputs[0]).unwrap(), paths[0]);
+    drop(pin);
+    assert_eq!(
+        std::fs::read_to_string(store.host_path(&paths[0])).unwrap(),
+        "plain\n"
+    );
+    // Adding them again (already valid) only records the realisations of another key.
+    let other = Hash::digest(b"other key");
+    let again = store
+        .add_outputs(&outputs, Some((other, &["out", "dev"])))
+        .unwrap();
+    assert_eq!(again, paths);
+    assert_eq!(
+        store.realisation(other, "dev").unwrap().as_ref(),
+        Some(&paths[1])
+    );
+    assert_eq!(store.db().all_paths().unwrap().len(), 3);
+}
+
+#[test]
+fn hold_closure_pins_inputs_and_reads_their_closure() {
+    let (tmp, store) = store();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let dep = store.add_dir(&src, "dep").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (built, placeholder) = staged_file(dir.path(), "app", &dep.in_store_dir());
+    let candidates = BTreeSet::from([dep.clone()]);
+    let app = store
+        .add_output(&AddOutput {
+            built: &built,
+            placeholder: &placeholder,
+            name: "app",
+            candidate_refs: &candidates,
+            deriver: None,
+            scratch: None,
+        })
+        .unwrap();
+    let (pins, closure) = store.hold_closure(&BTreeSet::from([app.clone()])).unwrap();
+    assert_eq!(closure, BTreeSet::from([app.clone(), dep.clone()]));
+    assert_eq!(pins.len(), 1);
+    // Pinned: gc keeps it and its closure although nothing roots them.
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    drop(pins);
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.deleted.len(), 2);
+    // A path that is not valid (e.g. collected before its pin was taken) is an error.
+    let err = store
+        .hold_closure(&BTreeSet::from([app.clone()]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotValid { path } if *path == app),
+        "{err}"
+    );
+}
+
+#[test]
+fn archive_hash_of_a_directory_output_is_that_of_the_stored_tree() {
+    let (_tmp, store) = store();
+    let dir = tempfile::tempdir().unwrap();
+    // Small and large files (a large one is hashed after copying), placeholders to rewrite,
+    // an executable, a symlink and a subdirectory.
+    for (name, large) in [("small", false), ("large", true)] {
+        let placeholder = StorePath::new(Hash::digest(name.as_bytes()), name).unwrap();
+        let built = dir.path().join(placeholder.to_string());
+        std::fs::create_dir_all(built.join("sub")).unwrap();
+        let filler = if large {
+            "x".repeat(300 * 1024)
+        } else {
+            String::new()
+        };
+        let text = format!("{filler}{}\n{filler}", placeholder.in_store_dir());
+        std::fs::write(built.join("sub/file"), &text).unwrap();
+        std::fs::write(built.join("run"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(built.join("run"), PermissionsExt::from_mode(0o755)).unwrap();
+        symlink("sub/file", built.join("link")).unwrap();
+        let path = store
+            .add_output(&AddOutput {
+                built: &built,
+                placeholder: &placeholder,
+                name,
+                candidate_refs: &BTreeSet::new(),
+                deriver: None,
+                scratch: Some(dir.path()),
+            })
+            .unwrap();
+        let host = store.host_path(&path);
+        let info = store.path_info(&path).unwrap().unwrap();
+        assert_eq!(
+            (info.archive_hash, info.archive_size),
+            hash_tree(&host).unwrap(),
+            "{name}"
+        );
+        assert_eq!(info.references, BTreeSet::from([path.clone()]));
+        let stored = std::fs::read_to_string(host.join("sub/file")).unwrap();
+        assert_eq!(stored, format!("{filler}{}\n{filler}", path.in_store_dir()));
+        let m = std::fs::symlink_metadata(host.join("run")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o555);
+    }
+    let report = store.verify(&VerifyOptions::default()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
