@@ -812,6 +812,7 @@ mod tests {
         let config = SandboxConfig {
             helper: PathBuf::from("/nonexistent/bramble-sandbox"),
             keep_failed: false,
+            warm: false,
         };
         let executor = SandboxExecutor::new(config, store.clone());
         let d = Derivation::new("spare", "/bin/sh");
