@@ -70,10 +70,6 @@ pub struct SandboxConfig {
     pub helper: PathBuf,
     /// Keep the build directory of a failed build and name it in the error.
     pub keep_failed: bool,
-    /// Start each build's successor helper ahead of time ([`WarmPool`]). Only for an
-    /// executor whose builds all run on one tokio runtime: a helper dies with the thread
-    /// that started it, and its pipes belong to that runtime.
-    pub warm: bool,
 }
 
 /// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
@@ -90,11 +86,11 @@ pub struct SandboxExecutor {
 impl SandboxExecutor {
     pub fn new(config: SandboxConfig, store: Arc<LocalStore>) -> SandboxExecutor {
         SandboxExecutor {
+            warm: WarmPool::new(config.helper.clone()),
             config,
             chores: Chores::start(Arc::clone(&store)),
             store,
             tmp: std::sync::Mutex::new(None),
-            warm: WarmPool::default(),
         }
     }
 
@@ -457,28 +453,26 @@ fn output_env(drv: &Derivation, job: &Job) -> BTreeMap<String, String> {
 /// namespaces and the spec-independent part of the sandbox while it waits for the spec.
 #[derive(Debug)]
 struct WarmHelper {
-    child: tokio::process::Child,
+    child: std::process::Child,
     /// Our end of the helper's stdin, a socket: the spec goes out, the early status (one
     /// byte, `--status-fd 0`) comes back.
-    control: tokio::net::UnixStream,
+    control: std::os::unix::net::UnixStream,
     /// The read end of the helper's stdout and stderr (one pipe).
     log: OwnedFd,
 }
 
 impl WarmHelper {
-    /// Starts `helper --warm --status-fd 0`. Called from async code: the helper dies with
-    /// the thread that spawned it (PDEATHSIG), and the runtime's workers live as long as
-    /// the build.
+    /// Starts `helper --warm --status-fd 0`, on the pool's starter thread only: the helper
+    /// dies with the thread that spawned it (PDEATHSIG).
     fn start(helper: &Path) -> io::Result<WarmHelper> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let mut command = tokio::process::Command::new(helper);
+        let mut command = std::process::Command::new(helper);
         command
             .args(["--warm", "--status-fd", "0"])
             .stdin(OwnedFd::from(theirs))
             .stdout(writer.try_clone()?)
-            .stderr(writer)
-            .kill_on_drop(true);
+            .stderr(writer);
         let spawned = command.spawn();
         // The command holds our copies of the pipe's write end and of the helper's end of
         // the socket: drop them so we see the ends when the helper is gone.
@@ -486,36 +480,128 @@ impl WarmHelper {
         ours.set_nonblocking(true)?;
         Ok(WarmHelper {
             child: spawned?,
-            control: tokio::net::UnixStream::from_std(ours)?,
+            control: ours,
             log: reader,
         })
     }
 }
 
-/// Helpers started ahead of time, one per build about to start: taking one starts the next,
-/// so a chain's next step finds its namespaces ready, and `-j N` builds keep about N warm.
-/// Unused ones are torn down when the executor drops (their spec socket closes).
+/// Helpers started ahead of time. Taking one asks for the next, so a chain's next step finds
+/// its namespaces ready and `-j N` builds keep about N warm. Helpers are started on one
+/// thread of the pool's own, never on the build's path (spawning costs the caller's thread
+/// the whole `vfork` + `exec`) and never on a thread that may exit before the helper is done
+/// (a helper dies with the thread that spawned it). The thread ends, and every helper not
+/// taken with it, when the pool drops.
+#[derive(Debug)]
+struct WarmPool {
+    shared: Arc<PoolShared>,
+    requests: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
 #[derive(Debug, Default)]
-struct WarmPool(std::sync::Mutex<Vec<WarmHelper>>);
+struct PoolShared {
+    /// Started, not taken yet (or why one could not be started).
+    ready: std::sync::Mutex<Vec<io::Result<WarmHelper>>>,
+    /// Asked for and not in `ready` yet.
+    starting: std::sync::atomic::AtomicUsize,
+    /// Wakes takers when one is ready.
+    notify: tokio::sync::Notify,
+}
 
 impl WarmPool {
-    /// A warm helper (or one started now if none is waiting); starts the next one if
-    /// `ahead`.
-    fn take(&self, helper: &Path, ahead: bool) -> io::Result<WarmHelper> {
-        let waiting = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let taken = match waiting {
-            Some(warm) => warm,
-            None => WarmHelper::start(helper)?,
-        };
-        if !ahead {
-            return Ok(taken);
+    fn new(helper: PathBuf) -> WarmPool {
+        let shared = Arc::new(PoolShared::default());
+        let (requests, received) = std::sync::mpsc::channel::<()>();
+        let on_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sandbox-starter".into())
+            .spawn(move || {
+                for () in received {
+                    let started = WarmHelper::start(&helper);
+                    on_thread
+                        .ready
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(started);
+                    on_thread
+                        .starting
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    on_thread.notify.notify_waiters();
+                }
+            });
+        match thread {
+            Ok(thread) => WarmPool {
+                shared,
+                requests: Some(requests),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                tracing::warn!("cannot start the sandbox starter thread: {e}");
+                WarmPool {
+                    shared,
+                    requests: None,
+                    thread: None,
+                }
+            }
         }
-        match WarmHelper::start(helper) {
-            Ok(next) => self.0.lock().unwrap_or_else(|e| e.into_inner()).push(next),
-            // The next build starts its own.
-            Err(e) => tracing::debug!("cannot start a warm sandbox helper: {e}"),
+    }
+
+    fn request(&self) -> io::Result<()> {
+        let sent = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
+        if !sent {
+            return Err(io::Error::other("the sandbox starter thread is gone"));
         }
-        Ok(taken)
+        self.shared
+            .starting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// A started helper, waiting for one if none is ready; asks for the next one.
+    async fn take(&self) -> io::Result<WarmHelper> {
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a helper made ready in between wakes us.
+            notified.as_mut().enable();
+            let ready = self
+                .shared
+                .ready
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            if let Some(ready) = ready {
+                self.request()?;
+                return ready;
+            }
+            if self
+                .shared
+                .starting
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                self.request()?;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // Helpers not taken: closing their sockets (the `ready` list drops with the last
+        // reference) tells them they are not needed; the thread's exit killed them anyway.
+        let ready =
+            std::mem::take(&mut *self.shared.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut warm in ready.into_iter().flatten() {
+            drop(warm.control);
+            let _ = warm.child.wait();
+        }
     }
 }
 
@@ -533,41 +619,44 @@ async fn run_helper(
 ) -> Result<(std::process::ExitStatus, Vec<u8>), ExecError> {
     use std::os::unix::process::ExitStatusExt;
     use tokio::io::AsyncReadExt;
-    let helper = &config.helper;
     let setup = |e: io::Error| ExecError::Setup {
-        message: format!("cannot run `{}`: {e}", helper.display()),
+        message: format!("cannot run `{}`: {e}", config.helper.display()),
     };
     let WarmHelper {
         mut child,
-        mut control,
+        control,
         log,
-    } = pool.take(helper, config.warm).map_err(setup)?;
+    } = pool.take().await.map_err(setup)?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut control = tokio::net::UnixStream::from_std(control).map_err(setup)?;
     let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(log)));
     // A helper that failed early has closed its end: its status tells why.
     if control.write_all(spec.to_json().as_bytes()).await.is_ok() {
         let _ = control.shutdown().await;
     }
     let mut byte = [0u8; 1];
-    let status = tokio::select! {
-        read = control.read(&mut byte) => match read {
-            Ok(1) => {
-                // The sandbox is empty: the helper's teardown is not waited for.
-                tokio::spawn(async move { let _ = child.wait().await; });
-                std::process::ExitStatus::from_raw(i32::from(byte[0]) << 8)
-            }
-            // No early status (time limit, cancelled): the exit status tells.
-            _ => child.wait().await.map_err(setup)?,
-        },
+    let early = tokio::select! {
+        read = control.read(&mut byte) => matches!(read, Ok(1)),
         () = cancel.cancelled() => {
-            if let Some(pid) = child.id() {
-                let pid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            }
-            if tokio::time::timeout(CANCEL_GRACE, child.wait()).await.is_err() {
-                let _ = child.kill().await;
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let mut exited = tokio::task::spawn_blocking(move || child.wait());
+            if tokio::time::timeout(CANCEL_GRACE, &mut exited).await.is_err() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = exited.await;
             }
             return Err(ExecError::Cancelled);
         }
+    };
+    let exited = tokio::task::spawn_blocking(move || child.wait());
+    let status = if early {
+        // The sandbox is empty: its teardown is reaped in the background.
+        std::process::ExitStatus::from_raw(i32::from(byte[0]) << 8)
+    } else {
+        // No early status (time limit, cancelled by a signal): the exit status tells.
+        exited
+            .await
+            .expect("waiting for a child does not panic")
+            .map_err(setup)?
     };
     let log = collector.await.expect("reading a log does not panic");
     Ok((status, log))
@@ -812,7 +901,6 @@ mod tests {
         let config = SandboxConfig {
             helper: PathBuf::from("/nonexistent/bramble-sandbox"),
             keep_failed: false,
-            warm: false,
         };
         let executor = SandboxExecutor::new(config, store.clone());
         let d = Derivation::new("spare", "/bin/sh");

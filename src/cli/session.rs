@@ -65,7 +65,6 @@ impl Session {
                 SandboxConfig {
                     helper: self.helper.clone(),
                     keep_failed,
-                    warm: true,
                 },
                 self.store.clone(),
             ),

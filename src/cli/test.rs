@@ -44,8 +44,6 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         SandboxConfig {
             helper: session.helper.clone(),
             keep_failed: args.flags.keep_failed,
-            // One runtime per test (see `SandboxConfig::warm`).
-            warm: false,
         },
         session.store.clone(),
     );
