@@ -259,7 +259,7 @@ fn nix_cell(v: &Option<serde_json::Value>, key: &str) -> String {
             v[key]["median"].as_f64().unwrap_or(f64::NAN),
             v[key]["min"].as_f64().unwrap_or(f64::NAN)
         ),
-        None => "skipped (nix not installed)".into(),
+        None => "skipped (BENCH_NIX=0 or no nix)".into(),
     }
 }
 

@@ -29,22 +29,25 @@ sandbox() {
  "env": {"out": "/bramble/store/3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8s-out"}}
 SPEC
   chmod 644 "$dir/spec.json"
-  if [ "$user" = root ]; then /vm/bramble-sandbox < "$dir/spec.json"
-  else su -s /bin/sh "$user" -c "/vm/bramble-sandbox < $dir/spec.json"; fi
+  if [ "$user" = root ]; then /vm/bramble-sandbox $flags < "$dir/spec.json"
+  else su -s /bin/sh "$user" -c "/vm/bramble-sandbox $flags < $dir/spec.json"; fi
 }
 
-for who in "root 0 0" "builder 1000 1000"; do
+# Each check as root and as `builder`, with the spec read before the namespaces exist and
+# `--warm` (read after; the bind sources under the covered /tmp are opened through it).
+for who in "root 0 0 cold" "builder 1000 1000 cold" "root 0 0 warm" "builder 1000 1000 warm"; do
   set -- $who
-  user=$1 uid=$2 gid=$3
-  check "$user: uid/gid map to one id" sandbox $user $uid $gid ids $uid $gid
-  check "$user: host processes invisible" sandbox $user $uid $gid pids
-  check "$user: no capabilities, no_new_privs" sandbox $user $uid $gid caps
-  check "$user: setuid chmod refused" sandbox $user $uid $gid chmod /build
-  check "$user: xattr writes refused" sandbox $user $uid $gid xattr /build
-  check "$user: TIOCSTI refused" sandbox $user $uid $gid tiocsti
-  check "$user: foreign-arch syscalls refused" sandbox $user $uid $gid foreign-arch
-  check "$user: only lo" sandbox $user $uid $gid net-ifaces
-  check "$user: host files absent" sandbox $user $uid $gid absent /etc/passwd /home /root /vm
-  sandbox $user $uid $gid exit 7; check "$user: exit status passes through" test $? = 7
+  user=$1 uid=$2 gid=$3 label="$1 ($4)" flags=""
+  [ "$4" = warm ] && flags=--warm
+  check "$label: uid/gid map to one id" sandbox $user $uid $gid ids $uid $gid
+  check "$label: host processes invisible" sandbox $user $uid $gid pids
+  check "$label: no capabilities, no_new_privs" sandbox $user $uid $gid caps
+  check "$label: setuid chmod refused" sandbox $user $uid $gid chmod /build
+  check "$label: xattr writes refused" sandbox $user $uid $gid xattr /build
+  check "$label: TIOCSTI refused" sandbox $user $uid $gid tiocsti
+  check "$label: foreign-arch syscalls refused" sandbox $user $uid $gid foreign-arch
+  check "$label: only lo" sandbox $user $uid $gid net-ifaces
+  check "$label: host files absent" sandbox $user $uid $gid absent /etc/passwd /home /root /vm
+  sandbox $user $uid $gid exit 7; check "$label: exit status passes through" test $? = 7
 done
 exit $fail
