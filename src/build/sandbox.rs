@@ -22,8 +22,13 @@
 //! 4. The helper runs with the spec on stdin and its stdout and stderr on one pipe, read
 //!    into memory (the last [`MAX_LOG_BYTES`]) and stored as the derivation's log in the
 //!    store database when the build ends: no log file a builder could reach, no extra
-//!    inode. Cancelling sends the helper SIGTERM (it kills the whole sandbox), then SIGKILL
-//!    if it has not exited after a grace period.
+//!    inode. The helper was started ahead of time (`--warm`, see [`WarmPool`]): its
+//!    namespaces, root, `/proc` and `/dev` are ready when the spec comes, on a socket that
+//!    also brings back the builder's status as soon as the sandbox is empty
+//!    (`--status-fd 0`), before the kernel tears the namespaces down. Both are the helper's
+//!    own work moved off a build's critical path: one helper per derivation, as DESIGN §4
+//!    says, only started earlier. Cancelling sends the helper SIGTERM (it kills the whole
+//!    sandbox), then SIGKILL if it has not exited after a grace period.
 //! 5. On success the staged outputs are handed back (the scheduler adds them to the store,
 //!    staging the final trees in the same temporary directory); the directories go when the
 //!    [`Built`] is dropped, the build directory through descriptors. On failure they are
