@@ -552,14 +552,15 @@ impl WarmPool {
         }
     }
 
+    /// Asks the starter thread for one more helper (counted before it can be done).
     fn request(&self) -> io::Result<()> {
+        let starting = &self.shared.starting;
+        starting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let sent = self.requests.as_ref().is_some_and(|r| r.send(()).is_ok());
         if !sent {
+            starting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             return Err(io::Error::other("the sandbox starter thread is gone"));
         }
-        self.shared
-            .starting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -977,5 +978,49 @@ mod tests {
         assert_eq!(env["dev"], d.placeholder(key, "dev").in_store_dir());
         assert!(env["dev"].ends_with("-multi-dev"));
         assert_eq!(env["other"], "kept");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_starts_the_next_helper_when_one_is_taken_and_ends_them_when_dropped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Stands in for the helper: waits for its spec, like `bramble-sandbox --warm`.
+        let helper = dir.path().join("helper");
+        std::fs::write(&helper, "#!/bin/sh\nexec cat >/dev/null\n").unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pool = WarmPool::new(helper.clone());
+        let mut first = pool.take().await.unwrap();
+        // Taking one asked for the next: it is started without anybody waiting for it.
+        let mut waited = 0;
+        while pool.shared.ready.lock().unwrap().is_empty() {
+            assert!(waited < 500, "the next helper was never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        let waiting_pid = match &pool.shared.ready.lock().unwrap()[0] {
+            Ok(warm) => warm.child.id(),
+            Err(e) => panic!("{e}"),
+        };
+        let mut second = pool.take().await.unwrap();
+        assert_eq!(second.child.id(), waiting_pid);
+        assert_ne!(first.child.id(), second.child.id());
+        // Dropping the pool ends the helper started for a third build (its spec socket
+        // closes): it is reaped by then, no longer a process.
+        let third = loop {
+            if let Some(Ok(warm)) = pool.shared.ready.lock().unwrap().first() {
+                break warm.child.id();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        drop(pool);
+        assert!(!Path::new(&format!("/proc/{third}")).exists());
+        for warm in [&mut first, &mut second] {
+            warm.control.shutdown(std::net::Shutdown::Both).unwrap();
+            assert!(warm.child.wait().unwrap().success());
+        }
+        // A helper that cannot be started is an error naming why, not a hang.
+        let pool = WarmPool::new(dir.path().join("missing"));
+        let err = pool.take().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     }
 }
