@@ -9,6 +9,10 @@
 //! Two builds of the helper are measured: the one that is installed, statically linked (built
 //! here with `cargo static-helper`, see `.cargo/config.toml`), and the one `cargo build` links
 //! dynamically. `-- --helper LABEL=PATH` (repeatable) adds another build as a row of its own.
+//! One more row is the installed helper as the build engine runs it: started ahead with
+//! `--warm --status-fd 0` and given a moment to set up (not timed), then timed from writing the
+//! spec to reading the early status (the part left on a build's path; the teardown after it
+//! is not waited for).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,8 @@ struct Case {
     name: String,
     argv: Vec<String>,
     stdin: Option<String>,
+    /// `argv` is a helper started `--warm --status-fd 0`: time spec to status only.
+    warm: bool,
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -65,7 +71,37 @@ fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A warm helper: started and left to set up untimed, then spec to early status timed.
+fn run_warm(case: &Case) -> Result<Duration, String> {
+    use std::io::Read;
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+    let mut child = Command::new(&case.argv[0])
+        .args(["--warm", "--status-fd", "0"])
+        .stdin(std::os::fd::OwnedFd::from(theirs))
+        .stdout(Stdio::null())
+        .current_dir("/")
+        .spawn()
+        .map_err(|e| format!("cannot run `{}`: {e}", case.argv[0]))?;
+    std::thread::sleep(Duration::from_millis(20));
+    let json = case.stdin.as_deref().unwrap_or_default();
+    let start = Instant::now();
+    ours.write_all(json.as_bytes())
+        .and_then(|()| ours.shutdown(std::net::Shutdown::Write))
+        .map_err(|e| e.to_string())?;
+    let mut status = [0u8; 1];
+    let got = ours.read(&mut status).map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    let exited = child.wait().map_err(|e| e.to_string())?;
+    if got != 1 || status[0] != 0 || !exited.success() {
+        return Err(format!("warm `{}` failed: {exited}", case.argv[0]));
+    }
+    Ok(elapsed)
+}
+
 fn run_once(case: &Case) -> Result<Duration, String> {
+    if case.warm {
+        return run_warm(case);
+    }
     let start = Instant::now();
     let mut child = Command::new(&case.argv[0])
         .args(&case.argv[1..])
@@ -106,8 +142,17 @@ fn measure(helpers: &[(String, PathBuf)], runs: usize, who: &str) {
             name: name.clone(),
             argv: vec![path.display().to_string()],
             stdin: Some(spec().to_json()),
+            warm: false,
         })
         .collect();
+    if let Some((name, path)) = helpers.first() {
+        cases.push(Case {
+            name: format!("{name}, warm: spec to status"),
+            argv: vec![path.display().to_string()],
+            stdin: Some(spec().to_json()),
+            warm: true,
+        });
+    }
     for (name, line, program, install) in [
         (
             "bwrap (unshare-all)",
@@ -128,6 +173,7 @@ fn measure(helpers: &[(String, PathBuf)], runs: usize, who: &str) {
                 name: name.to_owned(),
                 argv: words(line),
                 stdin: None,
+                warm: false,
             });
         } else {
             println!("{who}: {name} skipped: `{program}` not found (install: {install})");
@@ -149,18 +195,18 @@ fn measure(helpers: &[(String, PathBuf)], runs: usize, who: &str) {
     }
     println!("\n{who}: start-to-exit of /bin/true, {runs} runs each");
     println!(
-        "{:<32} {:>9} {:>9} {:>9}",
+        "{:<48} {:>9} {:>9} {:>9}",
         "command", "p50 ms", "p95 ms", "min ms"
     );
     for (i, case) in cases.iter().enumerate() {
         if let Some(e) = &failed[i] {
-            println!("{:<32} skipped: {e}", case.name);
+            println!("{:<48} skipped: {e}", case.name);
             continue;
         }
         let t = &mut times[i];
         t.sort();
         println!(
-            "{:<32} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<48} {:>9.2} {:>9.2} {:>9.2}",
             case.name,
             percentile(t, 0.50),
             percentile(t, 0.95),
