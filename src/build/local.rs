@@ -126,13 +126,8 @@ impl BuildStore for LocalStore {
         recheck: bool,
     ) -> Result<BuildStart<LocalLock>, StoreError> {
         let lock = self.lock_key(key).map_err(StoreError::new)?;
-        if recheck {
-            let wanted: Vec<(Hash, &str)> = outputs.iter().map(|o| (key, o.as_str())).collect();
-            let found = self.realisations(&wanted).map_err(StoreError::new)?;
-            if found.iter().all(Option::is_some) {
-                let found = outputs.iter().cloned().zip(found.into_iter().flatten());
-                return Ok(BuildStart::Realised(found.collect()));
-            }
+        if recheck && let Some(found) = self.realised(key, outputs)? {
+            return Ok(BuildStart::Realised(found));
         }
         let (pins, closure) = self.hold_closure(inputs).map_err(StoreError::new)?;
         Ok(BuildStart::Build {

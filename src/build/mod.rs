@@ -151,6 +151,24 @@ pub trait BuildStore: Send + Sync + 'static {
     /// can be reported as such.
     fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError>;
 
+    /// The realised path of every output of `key`, by output, or `None` if one is missing
+    /// (one [`BuildStore::realisations`] lookup).
+    fn realised(
+        &self,
+        key: Hash,
+        outputs: &[String],
+    ) -> Result<Option<BTreeMap<String, StorePath>>, StoreError> {
+        let wanted: Vec<(Hash, &str)> = outputs.iter().map(|o| (key, o.as_str())).collect();
+        let found = self.realisations(&wanted)?;
+        Ok(found.iter().all(Option::is_some).then(|| {
+            outputs
+                .iter()
+                .cloned()
+                .zip(found.into_iter().flatten())
+                .collect()
+        }))
+    }
+
     /// Register the realisations of every output of `key` in one transaction.
     fn register(
         &self,
@@ -172,13 +190,8 @@ pub trait BuildStore: Send + Sync + 'static {
         recheck: bool,
     ) -> Result<BuildStart<Self::Lock>, StoreError> {
         let lock = self.lock_build(key)?;
-        if recheck {
-            let wanted: Vec<(Hash, &str)> = outputs.iter().map(|o| (key, o.as_str())).collect();
-            let found = self.realisations(&wanted)?;
-            if found.iter().all(Option::is_some) {
-                let found = outputs.iter().cloned().zip(found.into_iter().flatten());
-                return Ok(BuildStart::Realised(found.collect()));
-            }
+        if recheck && let Some(found) = self.realised(key, outputs)? {
+            return Ok(BuildStart::Realised(found));
         }
         let pins = self.pin(inputs)?;
         let closure = self.closure(inputs)?;

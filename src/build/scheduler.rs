@@ -342,7 +342,7 @@ pub fn plan<S: BuildStore>(store: &S, graph: &BuildGraph) -> Result<Plan, Error>
             .drv
             .build_key_with(&node.templates, |r| refs.get(r))
             .map_err(Error::Derivation)?;
-        match realisations(store, key, &node.drv.outputs)? {
+        match store.realised(key, &node.drv.outputs)? {
             Some(outputs) => {
                 realised.insert(index, outputs);
                 plan.cached.push(entry);
@@ -415,24 +415,6 @@ fn lookup<'p>(refs: &[(&OutputRef, &'p StorePath)], r: &OutputRef) -> Option<&'p
     refs.binary_search_by(|(known, _)| (*known).cmp(r))
         .ok()
         .map(|i| refs[i].1)
-}
-
-/// Every output's realisation for `key`, or `None` if any is missing.
-fn realisations<S: BuildStore>(
-    store: &S,
-    key: Hash,
-    outputs: &[String],
-) -> Result<Option<BTreeMap<String, StorePath>>, StoreError> {
-    let mut found = BTreeMap::new();
-    for output in outputs {
-        match store.realisation(key, output)? {
-            Some(path) => {
-                found.insert(output.clone(), path);
-            }
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(found))
 }
 
 struct Run<'a, S, E> {

@@ -427,19 +427,22 @@ fn add_outputs_registers_paths_and_realisations_together_or_not_at_all() {
         deriver: Some(Hash::digest(b"drv")),
         scratch: None,
     };
+    // Both outputs of one build, referring to `candidates`.
+    let both = |candidates| {
+        [
+            AddOutput {
+                name: out_ph.name(),
+                ..add(&out_built, &out_ph, candidates)
+            },
+            AddOutput {
+                name: dev_ph.name(),
+                ..add(&dev_built, &dev_ph, candidates)
+            },
+        ]
+    };
     let with_missing = BTreeSet::from([dep.clone(), missing.clone()]);
-    let outputs = [
-        AddOutput {
-            name: out_ph.name(),
-            ..add(&out_built, &out_ph, &with_missing)
-        },
-        AddOutput {
-            name: dev_ph.name(),
-            ..add(&dev_built, &dev_ph, &with_missing)
-        },
-    ];
     let err = store
-        .add_outputs(&outputs, Some((key, &["out", "dev"])))
+        .add_outputs(&both(&with_missing), Some((key, &["out", "dev"])))
         .unwrap_err();
     assert!(
         matches!(&err, Error::InvalidReference { reference, .. } if *reference == missing),
@@ -451,16 +454,7 @@ fn add_outputs_registers_paths_and_realisations_together_or_not_at_all() {
 
     // With valid candidates both paths and both realisations are registered.
     let only_dep = BTreeSet::from([dep.clone()]);
-    let outputs = [
-        AddOutput {
-            name: out_ph.name(),
-            ..add(&out_built, &out_ph, &only_dep)
-        },
-        AddOutput {
-            name: dev_ph.name(),
-            ..add(&dev_built, &dev_ph, &only_dep)
-        },
-    ];
+    let outputs = both(&only_dep);
     let paths = store
         .add_outputs(&outputs, Some((key, &["out", "dev"])))
         .unwrap();
