@@ -6,6 +6,10 @@
 //! itself is indistinguishable, so the helper also prints one `bramble-sandbox: error:` line
 //! on stderr whenever it, not the builder, chose the code.
 
+/// The builder failed while the sandbox was at its process limit (a fork failed).
+pub const EXIT_PROCESS_LIMIT: u8 = 120;
+/// The builder printed nothing for longer than the silence limit; the sandbox was killed.
+pub const EXIT_SILENT: u8 = 121;
 /// The spec was not valid JSON or broke an invariant (a bug in the caller).
 pub const EXIT_INVALID_SPEC: u8 = 122;
 /// The kernel refused an unprivileged user namespace (an environment problem; see the hint).

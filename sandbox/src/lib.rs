@@ -28,8 +28,10 @@
 //!    the spec says `"stdin": "inherit"`.
 //! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
 //!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`.
-//! 4. Supervise through a `signalfd`: on the time limit or a cancel signal, SIGKILL pid 1 (the
-//!    kernel then kills the whole PID namespace) and reap it.
+//! 4. Supervise through a `signalfd`: on the time limit, the silence limit (no output for
+//!    `silence_limit_ms`: the builder's stdout and stderr are then pipes the host side relays,
+//!    as they always are for `--warm`) or a cancel signal, SIGKILL pid 1 (the kernel then
+//!    kills the whole PID namespace) and reap it.
 //!
 //! Pid 1 ([`init`](crate::init)), first what does not depend on the spec:
 //! 1. `PR_SET_PDEATHSIG(SIGKILL)`; exit if the host side already died (pipe hang-up).
@@ -56,7 +58,8 @@
 //! 15. Every descriptor above 2 closed (but the status pipe, close-on-exec).
 //! 16. `no_new_privs`; the other capability sets cleared (ambient, inheritable, effective,
 //!     permitted); the seccomp filters ([`seccomp`](crate::seccomp)); not dumpable.
-//! 17. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
+//! 17. Builder: the memory and process limits ([`limits`]: `RLIMIT_DATA`, `RLIMIT_NPROC`,
+//!     counted per sandbox), then `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
 //!     `HOME=/homeless-shelter`, `TMPDIR=/build`, `PATH=/path-not-set` unless the spec sets
 //!     them. Pid 1 reaps every child; when the builder exits, pid 1 exits with its status,
 //!     which makes the kernel kill whatever is left (daemons do not survive the build).
@@ -83,7 +86,8 @@
 //!
 //! # Exit status
 //!
-//! The builder's own status, or 128 + signal. Otherwise (see [`exit`]): 122 invalid spec,
+//! The builder's own status, or 128 + signal. Otherwise (see [`exit`]): 120 the builder failed
+//! at its process limit, 121 silent for longer than the silence limit, 122 invalid spec,
 //! 123 no user namespaces, 124 timeout, 125 setup failure, 126 builder not executable,
 //! 127 builder not found; 128 + n when the helper was cancelled by signal n. Each helper
 //! failure prints one `bramble-sandbox: error: ...` line and possibly one `hint: ...` line.
@@ -105,7 +109,10 @@
 //!   "symlinks": [{"path": "/bin/sh", "to": "/bramble/store/1b9…-bash/bin/bash"}],
 //!   "network": "none",
 //!   "hostname": "localhost",
-//!   "time_limit_ms": 3600000,
+//!   "time_limit_ms": 86400000,
+//!   "silence_limit_ms": 7200000,
+//!   "memory_limit_bytes": 8589934592,
+//!   "process_limit": 4096,
 //!   "stdin": "null",
 //!   "uid": 1000,
 //!   "gid": 100
@@ -126,6 +133,7 @@
 mod error;
 pub mod exit;
 mod init;
+mod limits;
 mod plan;
 mod run;
 mod seccomp;
