@@ -286,6 +286,8 @@ pub enum ExecError {
         log_tail: Vec<String>,
         /// The build directory, kept for inspection (`--keep-failed`).
         kept: Option<PathBuf>,
+        /// What to do about it (a limit to raise).
+        hint: Option<String>,
     },
     #[error("the builder did not create output `{output}`")]
     MissingOutput { output: String },

@@ -53,8 +53,9 @@ use std::time::Duration;
 use bramble_sandbox::{Bind, Spec};
 use tokio::io::AsyncWriteExt;
 
+use crate::store::limits::{format_duration_ms, format_size};
 use crate::store::local::{LocalStore, TempDir};
-use crate::store::{Derivation, Hash, STORE_DIR, StorePath};
+use crate::store::{BuildLimits, Derivation, Hash, STORE_DIR, StorePath};
 
 use super::workspace::BuildDir;
 use super::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
@@ -75,6 +76,75 @@ pub struct SandboxConfig {
     pub helper: PathBuf,
     /// Keep the build directory of a failed build and name it in the error.
     pub keep_failed: bool,
+    /// The limits of a build whose derivation sets none.
+    pub limits: DefaultLimits,
+}
+
+/// The limits every build gets where its derivation sets none (`derivation(..., timeout =
+/// ...)` wins; the command line's `--timeout`, `--max-silent-time`, `--max-memory` and
+/// `--max-processes` change these). `None` is no limit. The defaults:
+///
+/// - time: [`DEFAULT_TIMEOUT_MS`], 24 hours. Long enough for the longest honest builds on a
+///   small machine (a toolchain bootstrap, a browser), short enough that a hung build ends
+///   within a day instead of never (Nix has no default; Hydra's is 10 hours).
+/// - silence: [`DEFAULT_SILENCE_MS`], 2 hours without a byte of output (Hydra's
+///   `maxSilent`): a hang usually goes quiet, while a long link or test step rarely says
+///   nothing for that long.
+/// - memory: half the machine's memory for each process (`RLIMIT_DATA`, see
+///   `bramble_sandbox`'s `limits`): one runaway process is refused memory before the
+///   machine runs out, while a big compiler or linker process still fits.
+/// - processes: [`DEFAULT_PROCESSES`] processes and threads at once per build (counted per
+///   sandbox): ample for `make -j` with threaded compilers, and a fork bomb stops there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultLimits {
+    pub timeout_ms: Option<u64>,
+    pub silence_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u32>,
+}
+
+/// Default time limit of a build: 24 hours.
+pub const DEFAULT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Default silence limit of a build: 2 hours.
+pub const DEFAULT_SILENCE_MS: u64 = 2 * 3600 * 1000;
+/// Default process limit of a build.
+pub const DEFAULT_PROCESSES: u32 = 4096;
+/// Memory limit when the machine's memory cannot be read: 8 GiB.
+const FALLBACK_MEMORY: u64 = 8 << 30;
+
+impl Default for DefaultLimits {
+    fn default() -> Self {
+        DefaultLimits {
+            timeout_ms: Some(DEFAULT_TIMEOUT_MS),
+            silence_ms: Some(DEFAULT_SILENCE_MS),
+            memory_bytes: Some(machine_memory().map_or(FALLBACK_MEMORY, |m| m / 2)),
+            processes: Some(DEFAULT_PROCESSES),
+        }
+    }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), in bytes.
+fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The limits of one build: the derivation's own, else the defaults.
+fn effective_limits(drv: &BuildLimits, defaults: &DefaultLimits) -> DefaultLimits {
+    DefaultLimits {
+        timeout_ms: drv.timeout_ms.or(defaults.timeout_ms),
+        silence_ms: drv.silence_ms.or(defaults.silence_ms),
+        memory_bytes: drv.memory_bytes.or(defaults.memory_bytes),
+        processes: drv.processes.or(defaults.processes),
+    }
 }
 
 /// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
@@ -279,7 +349,16 @@ impl Executor for SandboxExecutor {
             Some(dirs) => Ok(dirs),
             None => self.tmp().and_then(new_dirs),
         };
-        let prepared = dirs.and_then(|dirs| prepare(&self.store, dirs, job));
+        let limits = effective_limits(&job.drv.limits, &self.config.limits);
+        let prepared = dirs
+            .and_then(|dirs| prepare(&self.store, dirs, job))
+            .map(|mut p| {
+                p.spec.time_limit_ms = limits.timeout_ms;
+                p.spec.silence_limit_ms = limits.silence_ms;
+                p.spec.memory_limit_bytes = limits.memory_bytes;
+                p.spec.process_limit = limits.processes;
+                p
+            });
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
         prepared
     }
@@ -299,7 +378,7 @@ impl Executor for SandboxExecutor {
         let started = std::time::Instant::now();
         let run = run_helper(&self.warm, &self.config, &spec, &cancel).await;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
-        let (status, log) = run?;
+        let (status, log, early) = run?;
         let log_tail = tail(&log, LOG_TAIL_LINES);
         if status.success() {
             self.chores.submit(Chore::SaveLog {
@@ -321,10 +400,12 @@ impl Executor for SandboxExecutor {
                 drop(dir);
                 None
             };
+            let (status, hint) = explain(status, early, &spec, &log_tail);
             return Err(ExecError::Failed {
-                status: describe(status),
+                status,
                 log_tail,
                 kept,
+                hint,
             });
         }
         let mut outputs = Vec::new();
@@ -622,7 +703,7 @@ async fn run_helper(
     config: &SandboxConfig,
     spec: &Spec,
     cancel: &Cancel,
-) -> Result<(std::process::ExitStatus, Vec<u8>), ExecError> {
+) -> Result<(std::process::ExitStatus, Vec<u8>, bool), ExecError> {
     use std::os::unix::process::ExitStatusExt;
     use tokio::io::AsyncReadExt;
     let setup = |e: io::Error| ExecError::Setup {
@@ -665,7 +746,7 @@ async fn run_helper(
             .map_err(setup)?
     };
     let log = collector.await.expect("reading a log does not panic");
-    Ok((status, log))
+    Ok((status, log, early))
 }
 
 /// Read a pipe to its end, keeping the last [`MAX_LOG_BYTES`].
@@ -721,6 +802,86 @@ fn describe(status: std::process::ExitStatus) -> String {
         Some(meaning) => format!("exited with code {code} ({meaning})"),
         None => format!("exited with code {code}"),
     }
+}
+
+/// What a failed build's status means, and how to avoid it: [`describe`], unless the helper
+/// (not the builder: no early status) ended it at its time or silence limit, the builder
+/// failed at its process limit, or the log shows an allocation failure under the memory
+/// limit.
+fn explain(
+    status: std::process::ExitStatus,
+    early: bool,
+    spec: &Spec,
+    log_tail: &[String],
+) -> (String, Option<String>) {
+    let code = status.code().and_then(|c| u8::try_from(c).ok());
+    let by_helper = |c: u8| !early && code == Some(c);
+    if let Some(ms) = spec
+        .time_limit_ms
+        .filter(|_| by_helper(bramble_sandbox::EXIT_TIMEOUT))
+    {
+        return (
+            format!(
+                "exceeded its time limit of {} and was killed",
+                format_duration_ms(ms)
+            ),
+            Some(
+                "raise it with `--timeout DURATION` or `derivation(..., timeout = \"...\")`".into(),
+            ),
+        );
+    }
+    if let Some(ms) = spec
+        .silence_limit_ms
+        .filter(|_| by_helper(bramble_sandbox::EXIT_SILENT))
+    {
+        return (
+            format!(
+                "printed nothing for {} (its silence limit) and was killed",
+                format_duration_ms(ms)
+            ),
+            Some(
+                "raise it with `--max-silent-time DURATION` or `derivation(..., max_silent_time = \"...\")`"
+                    .into(),
+            ),
+        );
+    }
+    if let Some(n) = spec
+        .process_limit
+        .filter(|_| early && code == Some(bramble_sandbox::EXIT_PROCESS_LIMIT))
+    {
+        return (
+            format!("exceeded its limit of {n} processes (a fork failed) and failed"),
+            Some("raise it with `--max-processes N` or `derivation(..., processes = N)`".into()),
+        );
+    }
+    if let Some(bytes) = spec.memory_limit_bytes {
+        const ALLOCATION_FAILURES: [&str; 6] = [
+            "out of memory",
+            "cannot allocate memory",
+            "memory exhausted",
+            "memory allocation of",
+            "bad_alloc",
+            "failed to allocate",
+        ];
+        let oom = log_tail.iter().any(|line| {
+            let line = line.to_ascii_lowercase();
+            ALLOCATION_FAILURES.iter().any(|p| line.contains(p))
+        });
+        if oom {
+            return (
+                format!(
+                    "exceeded its memory limit of {} per process ({}: an allocation failed)",
+                    format_size(bytes),
+                    describe(status)
+                ),
+                Some(
+                    "raise it with `--max-memory SIZE` or `derivation(..., memory = \"...\")`"
+                        .into(),
+                ),
+            );
+        }
+    }
+    (describe(status), None)
 }
 
 /// The last `lines` lines of a log.
@@ -907,6 +1068,7 @@ mod tests {
         let config = SandboxConfig {
             helper: PathBuf::from("/nonexistent/bramble-sandbox"),
             keep_failed: false,
+            limits: DefaultLimits::default(),
         };
         let executor = SandboxExecutor::new(config, store.clone());
         let d = Derivation::new("spare", "/bin/sh");

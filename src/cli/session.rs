@@ -57,17 +57,11 @@ impl Session {
         &self,
         request: &Request,
         options: &BuildOptions,
-        keep_failed: bool,
+        config: SandboxConfig,
         quiet: bool,
     ) -> Result<BuildReport, CliError> {
         let executor = Arc::new(WithFetchers {
-            inner: SandboxExecutor::new(
-                SandboxConfig {
-                    helper: self.helper.clone(),
-                    keep_failed,
-                },
-                self.store.clone(),
-            ),
+            inner: SandboxExecutor::new(config, self.store.clone()),
             fetcher: if quiet {
                 self.fetcher.clone()
             } else {
@@ -103,6 +97,7 @@ impl Session {
         request: &Request,
         root: Hash,
         options: &BuildOptions,
+        config: SandboxConfig,
     ) -> Result<Job, CliError> {
         let drv = request
             .derivations
@@ -121,7 +116,7 @@ impl Session {
             roots: dep_roots,
             templates: HashMap::new(),
         };
-        let report = self.build(&inputs_request, options, false, false)?;
+        let report = self.build(&inputs_request, options, config, false)?;
         explain_failures(&report)?;
         let mut realised: HashMap<OutputRef, StorePath> = HashMap::new();
         for r in &report.roots {
@@ -268,12 +263,20 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
             failure.name, failure.kind
         );
         match &failure.kind {
-            FailureKind::Exec(ExecError::Failed { log_tail, kept, .. }) => {
+            FailureKind::Exec(ExecError::Failed {
+                log_tail,
+                kept,
+                hint,
+                ..
+            }) => {
                 if !log_tail.is_empty() {
                     eprintln!("last {} log lines:", log_tail.len());
                     for line in log_tail {
                         eprintln!("  > {line}");
                     }
+                }
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
                 }
                 eprintln!("hint: the whole log: `bramble log {}`", failure.drv);
                 if let Some(kept) = kept {
