@@ -1,7 +1,8 @@
 //! Memory and process limits of a sandbox, set by pid 1 just before it starts the builder.
 //!
 //! Both are resource limits (`setrlimit(2)`), soft and hard alike (the builder cannot raise
-//! them back), inherited by every process the builder starts:
+//! them back), inherited by every process the builder starts; a lower hard limit the helper
+//! was started with is kept:
 //!
 //! - **Memory** (`memory_limit_bytes`): `RLIMIT_DATA`, the heap and private writable mappings
 //!   of *each* process (since Linux 4.7; file mappings, `PROT_NONE` reservations and the
@@ -57,12 +58,19 @@ fn set_soft(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
     crate::sys::cvt(unsafe { libc::setrlimit(resource, &limit) }).map(drop)
 }
 
+/// Sets the soft and hard limit to `value`, or to the current hard limit if that is lower
+/// (the caller's own bound stays: an unprivileged process cannot raise it anyway).
 fn set(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: `limit` is a valid rlimit for the duration of the call.
+    // SAFETY: `limit` is a valid out pointer, then a valid rlimit.
+    crate::sys::cvt(unsafe { libc::getrlimit(resource, &mut limit) })?;
+    let value = value.min(limit.rlim_max);
+    limit.rlim_cur = value;
+    limit.rlim_max = value;
+    // SAFETY: as above.
     crate::sys::cvt(unsafe { libc::setrlimit(resource, &limit) }).map(drop)
 }
 

@@ -850,7 +850,7 @@ fn explain(
         .filter(|_| early && code == Some(bramble_sandbox::EXIT_PROCESS_LIMIT))
     {
         return (
-            format!("exceeded its limit of {n} processes (a fork failed) and failed"),
+            format!("reached its limit of {n} processes (a fork failed)"),
             Some("raise it with `--max-processes N` or `derivation(..., processes = N)`".into()),
         );
     }
