@@ -18,7 +18,9 @@
 //!    of the staging area, `$out` and `$<output>` pointing at the placeholders, no network.
 //!    The builder is the derivation's builder if absolute (usually a path in an input's
 //!    output); a relative builder names a file of the derivation's own sources, run as
-//!    `/build/<builder>`, so a project can bootstrap from a static binary it ships.
+//!    `/build/<builder>`, so a project can bootstrap from a static binary it ships. The
+//!    build's limits (time, silence, memory, processes: the derivation's own, else
+//!    [`DefaultLimits`]) go into the spec; the helper enforces them.
 //! 4. The helper runs with the spec on stdin and its stdout and stderr on one pipe, read
 //!    into memory (the last [`MAX_LOG_BYTES`]) and stored as the derivation's log in the
 //!    store database when the build ends: no log file a builder could reach, no extra

@@ -178,7 +178,9 @@ fn call_site(eval: &Evaluator) -> (String, usize) {
 #[starlark_module]
 fn bramble_functions(builder: &mut GlobalsBuilder) {
     /// Declare a build step. Returns a derivation whose `str()` is the template of its
-    /// first output and whose attributes name each output's template.
+    /// first output and whose attributes name each output's template. `timeout` and
+    /// `max_silent_time` (a duration: `"90m"`, `"2h"`, or seconds), `memory` (per process:
+    /// `"4G"`, or bytes) and `processes` bound its build instead of the engine's defaults.
     fn derivation<'v>(
         name: Value<'v>,
         builder: Value<'v>,
