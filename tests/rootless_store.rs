@@ -408,3 +408,98 @@ fn build_run_test_shell_dao_and_fetch_as_an_ordinary_user() {
     env.ok(&["gc"]);
     env.ok(&["store", "verify"]);
 }
+
+/// The store path printed by a successful `bramble build`.
+fn built(out: &Output) -> PathBuf {
+    PathBuf::from(stdout(out).trim())
+}
+
+/// An emptied `db.sqlite` while objects exist: `gc` refuses (nothing deleted) and says how
+/// to rebuild; `store repair --rebuild-db` re-registers every valid object with its
+/// references and moves what is not a valid object aside; then `gc` and `verify` work.
+#[test]
+fn a_lost_database_is_refused_by_gc_and_rebuilt_from_the_objects() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    // `tool` refers to busybox (its script's `#!` line).
+    let tool = built(&env.ok(&["build", "./:tool"]));
+    let objects: Vec<PathBuf> = std::fs::read_dir(env.store_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let busybox = objects
+        .iter()
+        .find(|p| p.to_str().unwrap().ends_with("-busybox"))
+        .unwrap()
+        .clone();
+    let info = |p: &Path| -> serde_json::Value {
+        let out = env.ok(&["store", "path-info", "--json", p.to_str().unwrap()]);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let before = info(&tool);
+
+    // Empty the database, as a truncation or a bad copy would.
+    let db = env.home().join("db.sqlite");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(env.home().join(format!("db.sqlite{suffix}")));
+    }
+    std::fs::write(&db, b"").unwrap();
+    let out = env.bramble(&["gc"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("registers no paths"), "{err}");
+    assert!(err.contains("bramble store repair --rebuild-db"), "{err}");
+    for p in &objects {
+        assert!(p.exists(), "gc deleted `{}`", p.display());
+    }
+
+    // Something that is no valid object: a stray file and a directory named like an
+    // object whose contents do not give its name.
+    std::fs::write(env.store_dir().join("stray"), "x").unwrap();
+    let fake = env
+        .store_dir()
+        .join("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-fake");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::write(fake.join("f"), "not what the name says").unwrap();
+    chmod(&fake, 0o555);
+    give_tree(&env.store_dir());
+
+    let out = env.ok(&["store", "repair", "--rebuild-db"]);
+    let text = stdout(&out);
+    for p in &objects {
+        assert!(
+            text.contains(&format!("registered {}", p.display())),
+            "{text}"
+        );
+    }
+    assert!(text.contains("moved aside"), "{text}");
+    assert!(!fake.exists() && !env.store_dir().join("stray").exists());
+    let aside = env.home().join("lost+found");
+    assert!(aside.join("stray").exists());
+    assert_eq!(
+        std::fs::read_to_string(aside.join(fake.file_name().unwrap()).join("f")).unwrap(),
+        "not what the name says"
+    );
+    assert!(
+        stderr(&out).contains("cannot be recovered"),
+        "{}",
+        stderr(&out)
+    );
+    let after = info(&tool);
+    assert_eq!(after["archive_hash"], before["archive_hash"]);
+    assert_eq!(after["references"], before["references"]);
+    assert!(
+        after["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| busybox.to_str().unwrap().ends_with(r.as_str().unwrap())),
+        "{after}"
+    );
+    env.ok(&["store", "verify"]);
+    // The `result` link keeps `tool` and, through its reference, busybox.
+    env.ok(&["gc"]);
+    assert!(tool.exists() && busybox.exists());
+    env.ok(&["store", "verify"]);
+}

@@ -47,6 +47,7 @@
 mod db;
 mod gc;
 mod lock;
+mod repair;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -57,6 +58,7 @@ use sha2::{Digest, Sha256};
 
 pub use gc::{GcOptions, GcReport, VerifyOptions, VerifyProblem, VerifyReport};
 pub use lock::{KeyLock, PathLock, TempDir};
+pub use repair::RebuildReport;
 
 use self::db::Db;
 use self::lock::LockMode;
@@ -91,6 +93,14 @@ pub enum Error {
     },
     #[error("the store database `{path}` is corrupt: {detail}")]
     CorruptDatabase { path: PathBuf, detail: String },
+    #[error(
+        "the store database `{db}` registers no paths, but `{store}` holds {objects} objects: the database was emptied or lost"
+    )]
+    DatabaseLost {
+        db: PathBuf,
+        store: PathBuf,
+        objects: usize,
+    },
     #[error("cannot find the store's home: neither BRAMBLE_HOME, XDG_DATA_HOME nor HOME is set")]
     NoHome,
     #[error(transparent)]
