@@ -503,3 +503,53 @@ fn a_lost_database_is_refused_by_gc_and_rebuilt_from_the_objects() {
     assert!(tool.exists() && busybox.exists());
     env.ok(&["store", "verify"]);
 }
+
+/// Four `bramble build` processes on one project and store, several rounds: every process
+/// succeeds (making the same `result` link and gc root at once is no error), each
+/// derivation is built once, and the link points at the output.
+#[test]
+fn concurrent_builds_all_make_their_result_links() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    let mut built_tool = 0;
+    let mut path = None;
+    for round in 0..5 {
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                env.command(&["build", "./:tool"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {:?}\n{}",
+                out.status,
+                stderr(&out)
+            );
+            built_tool += stderr(&out)
+                .lines()
+                .filter(|l| l.starts_with("built tool "))
+                .count();
+            let p = built(&out);
+            assert_eq!(path.get_or_insert_with(|| p.clone()), &p);
+        }
+    }
+    assert_eq!(built_tool, 1, "tool was built {built_tool} times");
+    let link = std::fs::read_link(env.project().join("result")).unwrap();
+    assert_eq!(Some(link), path);
+    // Nothing but the link itself is left next to it.
+    let names: Vec<String> = std::fs::read_dir(env.project())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("result"))
+        .collect();
+    assert_eq!(names, ["result"]);
+    env.ok(&["gc"]);
+    assert!(path.unwrap().exists());
+}

@@ -776,10 +776,7 @@ impl LocalStore {
     }
 
     fn replace_root_link(&self, root: &Path, target: &Path) -> Result<PathBuf, Error> {
-        let tmp = root.with_extension("new");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create gc root", &tmp))?;
-        std::fs::rename(&tmp, root).map_err(io_err("create gc root", root))?;
+        replace_symlink(target, root).map_err(io_err("create gc root", root))?;
         Ok(root.to_owned())
     }
 
@@ -791,6 +788,40 @@ impl LocalStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &root)(e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Point the symlink `link` at `target` atomically, replacing whatever symlink (or file) is
+/// there: a fresh link under a name of this process's own next to `link` (`symlink(2)`
+/// never follows or replaces anything), renamed over `link`. Several processes making the
+/// same link at once all succeed; the last rename wins.
+pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = link
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".tmp-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = link.with_file_name(tmp_name);
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        return std::fs::rename(&tmp, link).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        });
     }
 }
 
