@@ -50,24 +50,61 @@ static int read_file(const char *path, char *buf, size_t len) {
     return (int)n;
 }
 
-/* ids <host uid> <host gid>: the single-id maps, setgroups denied, uid 1000 gid 100. */
+/* The host id `inside` maps to in the id map `path` (-1 if none); `lines` gets the count. */
+static long long mapped_to(const char *path, unsigned inside, int *lines) {
+    char buf[512];
+    long long host = -1;
+    *lines = 0;
+    if (read_file(path, buf, sizeof buf) <= 0) return -1;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        unsigned a, b, c;
+        (*lines)++;
+        if (sscanf(line, "%u %u %u", &a, &b, &c) == 3 && a == inside && c == 1) host = b;
+    }
+    return host;
+}
+
+/* Whether `want` ("<id>", or "sandbox": an id of bramble's range for builders of a root
+ * caller, see sandbox/src/ids.rs) accepts the host id `host`. */
+static int host_id_ok(const char *want, long long host) {
+    if (!strcmp(want, "sandbox")) return host >= 880803840LL && host < 880803840LL + (1 << 22);
+    return host == atoll(want);
+}
+
+/* ids <host uid> <host gid>: uid 1000 and gid 100 inside (real, effective, saved and
+ * filesystem ids), mapped to the given host ids: the caller's own in a single-id map, or
+ * `sandbox` (the caller is root): an unprivileged id of bramble's range, root's own id
+ * mapped as 0 for the helper's setup only. setgroups denied, setuid(0) refused. */
 static void check_ids(char **argv) {
-    char buf[256];
+    char buf[4096];
+    int sandbox = !strcmp(argv[0], "sandbox");
     CHECK(getuid() == 1000 && geteuid() == 1000, "uid is %d, want 1000", getuid());
     CHECK(getgid() == 100 && getegid() == 100, "gid is %d, want 100", getgid());
-    CHECK(read_file("/proc/self/uid_map", buf, sizeof buf) > 0, "read uid_map");
-    unsigned a, b, c;
-    CHECK(sscanf(buf, "%u %u %u", &a, &b, &c) == 3 && a == 1000 && c == 1 &&
-              b == (unsigned)atoi(argv[0]),
-          "uid_map is `%s`, want `1000 %s 1`", buf, argv[0]);
-    CHECK(strchr(buf, '\n') == buf + strlen(buf) - 1, "uid_map has more than one line: %s", buf);
-    CHECK(read_file("/proc/self/gid_map", buf, sizeof buf) > 0, "read gid_map");
-    CHECK(sscanf(buf, "%u %u %u", &a, &b, &c) == 3 && a == 100 && c == 1 &&
-              b == (unsigned)atoi(argv[1]),
-          "gid_map is `%s`, want `100 %s 1`", buf, argv[1]);
+    CHECK(read_file("/proc/self/status", buf, sizeof buf) > 0, "read status");
+    char *uids = strstr(buf, "\nUid:"), *gids = strstr(buf, "\nGid:");
+    unsigned r, e, s, f;
+    CHECK(uids && sscanf(uids + 5, "%u %u %u %u", &r, &e, &s, &f) == 4 && r == 1000 && e == 1000 &&
+              s == 1000 && f == 1000,
+          "not every uid is 1000");
+    CHECK(gids && sscanf(gids + 5, "%u %u %u %u", &r, &e, &s, &f) == 4 && r == 100 && e == 100 &&
+              s == 100 && f == 100,
+          "not every gid is 100");
+    int lines;
+    long long host = mapped_to("/proc/self/uid_map", 1000, &lines);
+    CHECK(host_id_ok(argv[0], host), "uid 1000 maps to host %lld, want %s", host, argv[0]);
+    CHECK(host != 0, "the builder is host root");
+    CHECK(lines == 1 + sandbox, "uid_map has %d lines", lines);
+    if (sandbox) CHECK(mapped_to("/proc/self/uid_map", 0, &lines) == 0, "root's id is not 0");
+    long long ghost = mapped_to("/proc/self/gid_map", 100, &lines);
+    CHECK(host_id_ok(argv[1], ghost), "gid 100 maps to host %lld, want %s", ghost, argv[1]);
+    CHECK(!sandbox || ghost == host, "gid %lld and uid %lld differ", ghost, host);
+    CHECK(lines == 1 + sandbox, "gid_map has %d lines", lines);
     CHECK(read_file("/proc/self/setgroups", buf, sizeof buf) > 0 && strncmp(buf, "deny", 4) == 0,
           "setgroups is `%s`, want deny", buf);
+    CHECK(!sandbox || getgroups(0, NULL) == 0, "root's supplementary groups are kept");
     CHECK(setuid(0) != 0, "setuid(0) succeeded");
+    CHECK(setresuid(0, 0, 0) != 0, "setresuid(0) succeeded");
+    CHECK(setgid(0) != 0, "setgid(0) succeeded");
 }
 
 /* absent PATH...: none of the paths exists. */
