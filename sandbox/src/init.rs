@@ -23,6 +23,98 @@ const DEVICES: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
     (c"/dev/tty", c"dev/tty"),
 ];
 
+/// Flags of a bind remounted read-only and nosuid.
+const READ_ONLY_BIND: libc::c_ulong =
+    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
+
+/// Parts of the fresh `/proc` made read-only, as bubblewrap and runc do: global sysctls
+/// (`kernel.core_pattern` runs a program as host root), the magic SysRq key, IRQ affinity,
+/// PCI and filesystem knobs.
+const PROC_READ_ONLY: [&std::ffi::CStr; 5] = [
+    c"proc/sys",
+    c"proc/sysrq-trigger",
+    c"proc/irq",
+    c"proc/bus",
+    c"proc/fs",
+];
+
+/// Parts of `/proc` hidden, as runc does (where the kernel has them): kernel memory, the
+/// kernel log, key descriptions, timer and scheduler internals, ACPI, SCSI and sound
+/// devices. Files get an unopenable read-only bind of `/dev/null` (`nodev`), directories an
+/// empty read-only tmpfs.
+const PROC_MASKED_FILES: [&std::ffi::CStr; 7] = [
+    c"proc/kcore",
+    c"proc/kmsg",
+    c"proc/keys",
+    c"proc/timer_list",
+    c"proc/timer_stats",
+    c"proc/sched_debug",
+    c"proc/latency_stats",
+];
+const PROC_MASKED_DIRS: [&std::ffi::CStr; 3] = [c"proc/acpi", c"proc/scsi", c"proc/asound"];
+
+/// Makes [`PROC_READ_ONLY`] read-only and masks [`PROC_MASKED_FILES`] and
+/// [`PROC_MASKED_DIRS`] in the fresh `/proc` (relative to the new root, before pivot_root:
+/// the file mask is the host's `/dev/null`). What this kernel lacks is skipped. The first
+/// mask of each kind is mounted, the others bound from it (a bind keeps its flags).
+fn protect_proc() -> Result<(), Error> {
+    let err = |path: &std::ffi::CStr, e| {
+        Error::setup(
+            format!("cannot protect `{}`", sandbox_path(path).display()),
+            e,
+        )
+    };
+    let absent = |e: &io::Error| e.raw_os_error() == Some(libc::ENOENT);
+    for path in PROC_READ_ONLY {
+        match sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None) {
+            Err(e) if absent(&e) => continue,
+            r => r.map_err(|e| err(path, e))?,
+        }
+        let flags = READ_ONLY_BIND | libc::MS_NODEV | libc::MS_NOEXEC;
+        sys::mount(None, path, None, flags, None).map_err(|e| err(path, e))?;
+    }
+    let mut first: Option<&std::ffi::CStr> = None;
+    for path in PROC_MASKED_FILES {
+        let bound = match first {
+            Some(mask) => sys::mount(Some(mask), path, None, libc::MS_BIND, None),
+            None => {
+                sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None).and_then(|()| {
+                    let flags = READ_ONLY_BIND | libc::MS_NODEV | libc::MS_NOEXEC;
+                    sys::mount(None, path, None, flags, None)
+                })
+            }
+        };
+        match bound {
+            Err(e) if absent(&e) => {}
+            r => {
+                r.map_err(|e| err(path, e))?;
+                first = first.or(Some(path));
+            }
+        }
+    }
+    let mut first: Option<&std::ffi::CStr> = None;
+    for path in PROC_MASKED_DIRS {
+        let mounted = match first {
+            Some(mask) => sys::mount(Some(mask), path, None, libc::MS_BIND, None),
+            None => sys::mount(
+                Some(c"tmpfs"),
+                path,
+                Some(c"tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some(c"mode=0555"),
+            ),
+        };
+        match mounted {
+            Err(e) if absent(&e) => {}
+            r => {
+                r.map_err(|e| err(path, e))?;
+                first = first.or(Some(path));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a bind source turned out to be.
 enum Source {
     /// A directory or file, bound through `/proc/self/fd/N` of an `O_PATH` descriptor.
@@ -190,13 +282,17 @@ fn prepare(base: &Base, death_pipe: OwnedFd) -> Result<(OwnedFd, Option<OwnedFd>
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         c"",
     )?;
+    protect_proc()?;
 
     // 8. A minimal /dev: host device nodes bound in, private shm and pts, the usual links.
     mkdir(c"dev", 0o755)?;
+    //    Each node's bind is read-only: reading and writing the device works, changing the
+    //    host's node (chmod, chown, utimes: "touch /dev/null") does not.
     for (host, target) in DEVICES {
         mkfile(target)?;
-        sys::mount(Some(host), target, None, libc::MS_BIND, None)
-            .map_err(|e| Error::setup(format!("cannot bind `{}`", host.to_string_lossy()), e))?;
+        let err = |e| Error::setup(format!("cannot bind `{}`", host.to_string_lossy()), e);
+        sys::mount(Some(host), target, None, libc::MS_BIND, None).map_err(err)?;
+        sys::mount(None, target, None, READ_ONLY_BIND | libc::MS_NOEXEC, None).map_err(err)?;
     }
     mkdir(c"dev/shm", 0o1777)?;
     mount_fs(

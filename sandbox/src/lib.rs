@@ -45,9 +45,15 @@
 //! 5. Stdin ← `/dev/null` when the spec came on it (`--warm`).
 //! 6. A tmpfs (nosuid, nodev) as the new root, mounted over `/tmp` (resolved) in our private
 //!    namespace, after taking an `O_PATH` descriptor of the directory it covers.
-//! 7. A fresh `/proc` (nosuid, nodev, noexec).
-//! 8. `/dev`: `null zero full random urandom tty` bound from the host, a private `shm` tmpfs,
-//!    `pts` (devpts `newinstance`), `ptmx`, `fd`, `stdin`, `stdout`, `stderr` links.
+//! 7. A fresh `/proc` (nosuid, nodev, noexec), protected as bubblewrap and runc do:
+//!    `sys`, `sysrq-trigger`, `irq`, `bus`, `fs` bound read-only onto themselves; `kcore`,
+//!    `kmsg`, `keys`, `timer_list`, `timer_stats`, `sched_debug`, `latency_stats` masked by
+//!    a read-only `nodev` bind of `/dev/null`, `acpi`, `scsi`, `asound` by an empty
+//!    read-only tmpfs (those the kernel has).
+//! 8. `/dev`: `null zero full random urandom tty` bound from the host, each bind remounted
+//!    read-only and nosuid (the devices work, the host's nodes cannot be changed), a private
+//!    `shm` tmpfs, `pts` (devpts `newinstance`), `ptmx`, `fd`, `stdin`, `stdout`, `stderr`
+//!    links.
 //! 9. `lo` up with `SIOCSIFFLAGS` (new network namespace only, nothing else).
 //! 10. The bounding capability set emptied (pid 1 keeps its effective set for the mounts).
 //!

@@ -605,6 +605,37 @@ fn foreign_architecture_syscalls_are_refused() {
 }
 
 #[test]
+fn proc_sys_is_read_only_and_kernel_internals_are_masked() {
+    for_each_identity(|run| probe(run, &["proc"]));
+}
+
+/// The host's device nodes bound into the sandbox cannot be changed: the probe's chmod,
+/// chown and utimes fail, and the host nodes' modes, owners and times are the same after.
+#[test]
+fn host_device_nodes_cannot_be_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let nodes = ["null", "zero", "full", "random", "urandom", "tty"];
+    let state = || -> Vec<_> {
+        nodes
+            .iter()
+            .map(|n| {
+                let m = std::fs::metadata(format!("/dev/{n}")).unwrap();
+                // Writing to a terminal through `/dev/tty` (any process may) updates its times.
+                let time = if *n == "tty" {
+                    (0, 0)
+                } else {
+                    (m.mtime(), m.mtime_nsec())
+                };
+                (n.to_string(), m.mode(), m.uid(), m.gid(), time)
+            })
+            .collect()
+    };
+    let before = state();
+    for_each_identity(|run| probe(run, &["dev-nodes"]));
+    assert_eq!(state(), before);
+}
+
+#[test]
 fn environment_is_cleared_to_the_spec() {
     for_each_identity(|run| {
         let mut spec = run.spec(&[

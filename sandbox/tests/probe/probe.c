@@ -349,6 +349,119 @@ static void check_foreign_arch(char **argv) {
 #endif
 }
 
+/* proc: the fresh /proc protects what bubblewrap and runc protect. Global sysctls cannot be
+ * opened for writing (read-only mount: EROFS; a sysctl that did open is written back with
+ * the value it had, so a failing run changes nothing; EACCES for a builder that does not own
+ * them, EROFS for one that does); sys, sysrq-trigger, irq, bus and fs
+ * are read-only mounts; kernel memory, the kernel log, keys, timer and scheduler internals
+ * are masked (a `nodev` /dev/null or an empty directory) where the kernel has them. */
+static void check_proc(char **argv) {
+    (void)argv;
+    const char *sysctls[] = {"/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe",
+                             "/proc/sys/vm/overcommit_memory", "/proc/sys/kernel/hostname",
+                             "/proc/sys/fs/file-max", "/proc/sys/net/ipv4/ip_forward"};
+    for (size_t i = 0; i < sizeof sysctls / sizeof *sysctls; i++) {
+        char old[4096];
+        int n = read_file(sysctls[i], old, sizeof old);
+        if (n < 0 && errno == ENOENT) continue;
+        CHECK(n >= 0, "cannot read `%s`", sysctls[i]);
+        errno = 0;
+        int fd = open(sysctls[i], O_WRONLY | O_CLOEXEC);
+        CHECK(fd < 0 && (errno == EROFS || errno == EACCES), "`%s` opened for writing",
+              sysctls[i]);
+        if (fd >= 0) {
+            if (n > 0 && write(fd, old, n) != n) fprintf(stderr, "cannot restore `%s`\n", sysctls[i]);
+            close(fd);
+        }
+    }
+    const char *ro[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"};
+    for (size_t i = 0; i < sizeof ro / sizeof *ro; i++) {
+        struct statvfs sv;
+        if (statvfs(ro[i], &sv) != 0 && errno == ENOENT) continue;
+        CHECK(statvfs(ro[i], &sv) == 0 && (sv.f_flag & ST_RDONLY), "`%s` is not read-only", ro[i]);
+    }
+    errno = 0;
+    int fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC);
+    CHECK(fd < 0, "`/proc/sysrq-trigger` opened for writing");
+    if (fd >= 0) close(fd);
+    struct stat null, st, proc;
+    CHECK(stat("/dev/null", &null) == 0 && stat("/proc", &proc) == 0, "stat /dev/null, /proc");
+    const char *files[] = {"/proc/kcore", "/proc/kmsg", "/proc/keys", "/proc/timer_list",
+                           "/proc/timer_stats", "/proc/sched_debug", "/proc/latency_stats"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        if (lstat(files[i], &st) != 0) {
+            CHECK(errno == ENOENT, "lstat `%s`", files[i]);
+            continue;
+        }
+        CHECK(S_ISCHR(st.st_mode) && st.st_rdev == null.st_rdev, "`%s` is not masked", files[i]);
+        errno = 0;
+        int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+        CHECK(fd < 0, "masked `%s` opens", files[i]);
+        if (fd >= 0) close(fd);
+    }
+    const char *dirs[] = {"/proc/acpi", "/proc/scsi", "/proc/asound"};
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        if (lstat(dirs[i], &st) != 0) {
+            CHECK(errno == ENOENT, "lstat `%s`", dirs[i]);
+            continue;
+        }
+        CHECK(S_ISDIR(st.st_mode) && st.st_dev != proc.st_dev, "`%s` is not masked", dirs[i]);
+        DIR *d = opendir(dirs[i]);
+        int entries = 0;
+        for (struct dirent *e; d && (e = readdir(d));)
+            entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+        if (d) closedir(d);
+        CHECK(entries == 0, "masked `%s` has %d entries", dirs[i], entries);
+    }
+    /* What builds use still works. */
+    char buf[256];
+    CHECK(read_file("/proc/self/stat", buf, sizeof buf) > 0, "read /proc/self/stat");
+    CHECK(read_file("/proc/sys/kernel/ostype", buf, sizeof buf) > 0, "read a sysctl");
+    CHECK(read_file("/proc/cpuinfo", buf, sizeof buf) > 0, "read /proc/cpuinfo");
+}
+
+/* dev-nodes: the device nodes bound from the host cannot be changed (chmod, chown, utimes by
+ * path and by descriptor) but still work as devices. */
+static void check_dev_nodes(char **argv) {
+    (void)argv;
+    const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+                           "/dev/tty"};
+    struct timespec past[2] = {{.tv_sec = 1}, {.tv_sec = 1}};
+    for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++) {
+        const char *n = nodes[i];
+        struct stat st;
+        CHECK(lstat(n, &st) == 0 && S_ISCHR(st.st_mode), "`%s` is not a device", n);
+        errno = 0;
+        CHECK(chmod(n, 0777) == -1, "chmod 0777 `%s` succeeded", n);
+        errno = 0;
+        CHECK(chmod(n, st.st_mode & 07777) == -1, "chmod to its own mode `%s` succeeded", n);
+        errno = 0;
+        CHECK(chown(n, getuid(), getgid()) == -1, "chown `%s` succeeded", n);
+        errno = 0;
+        CHECK(utimensat(AT_FDCWD, n, NULL, 0) == -1, "touch `%s` succeeded", n);
+        errno = 0;
+        CHECK(utimensat(AT_FDCWD, n, past, 0) == -1, "utimes `%s` succeeded", n);
+        if (strcmp(n, "/dev/tty") == 0) continue; /* no controlling terminal to open */
+        int fd = open(n, O_RDWR | O_CLOEXEC);
+        CHECK(fd >= 0, "open `%s` read-write", n);
+        if (fd < 0) continue;
+        errno = 0;
+        CHECK(futimens(fd, NULL) == -1, "futimens `%s` succeeded", n);
+        errno = 0;
+        CHECK(fchmod(fd, 0777) == -1, "fchmod `%s` succeeded", n);
+        errno = 0;
+        CHECK(fchown(fd, getuid(), getgid()) == -1, "fchown `%s` succeeded", n);
+        close(fd);
+    }
+    char buf[8];
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && write(fd, "x", 1) == 1, "write /dev/null");
+    close(fd);
+    fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && read(fd, buf, 8) == 8, "read /dev/zero");
+    close(fd);
+}
+
 /* env NAME=VALUE...: the environment is exactly these. */
 static void check_env(char **argv) {
     int want = 0, got = 0;
@@ -436,6 +549,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "tiocsti")) check_tiocsti(rest);
     else if (!strcmp(cmd, "foreign-arch")) check_foreign_arch(rest);
     else if (!strcmp(cmd, "env")) check_env(rest);
+    else if (!strcmp(cmd, "proc")) check_proc(rest);
+    else if (!strcmp(cmd, "dev-nodes")) check_dev_nodes(rest);
     else if (!strcmp(cmd, "misc")) check_misc(rest);
     else if (!strcmp(cmd, "daemon")) daemonise(rest);
     else if (!strcmp(cmd, "exit")) return atoi(rest[0]);
