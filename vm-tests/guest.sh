@@ -52,6 +52,7 @@ for who in "root 0 0 cold" "builder 1000 1000 cold" "root 0 0 warm" "builder 100
   check "$label: no capabilities, no_new_privs" sandbox $user $uid $gid caps
   check "$label: setuid chmod refused" sandbox $user $uid $gid chmod /build
   check "$label: xattr writes refused" sandbox $user $uid $gid xattr /build
+  check "$label: io_uring refused, xattr writes through it too" sandbox $user $uid $gid io-uring /build
   check "$label: TIOCSTI refused" sandbox $user $uid $gid tiocsti
   check "$label: foreign-arch syscalls refused" sandbox $user $uid $gid foreign-arch
   check "$label: only lo" sandbox $user $uid $gid net-ifaces

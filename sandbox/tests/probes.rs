@@ -595,6 +595,11 @@ fn xattr_writes_fail_with_enotsup() {
 }
 
 #[test]
+fn io_uring_is_refused_and_xattr_writes_fail_through_it_too() {
+    for_each_identity(|run| probe(run, &["io-uring", "/build"]));
+}
+
+#[test]
 fn tiocsti_fails() {
     for_each_identity(|run| probe(run, &["tiocsti"]));
 }

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -309,6 +311,100 @@ static void check_xattr(char **argv) {
     close(fd);
 }
 
+/* Sets up an io_uring of 4 entries, submits one operation prepared by `prep`, waits for it
+ * and returns its result (the completion's `res`), or minus the errno of the setup or enter.
+ * In the sandbox the probe cannot get a ring: io_uring_setup fails (the seccomp filter
+ * refuses it with EPERM), so this returns -EPERM before submitting anything. The submission
+ * is written out all the same, so that a sandbox which let a ring through would have each
+ * operation really tried through it, not assumed refused. */
+static int uring_submit(void (*prep)(struct io_uring_sqe *, void *), void *arg) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    int fd = (int)syscall(__NR_io_uring_setup, 4, &p);
+    if (fd < 0) return -errno;
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    size_t sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+    int prot = PROT_READ | PROT_WRITE, flags = MAP_SHARED | MAP_POPULATE;
+    char *sq = mmap(NULL, sq_len, prot, flags, fd, IORING_OFF_SQ_RING);
+    char *cq = mmap(NULL, cq_len, prot, flags, fd, IORING_OFF_CQ_RING);
+    struct io_uring_sqe *sqes = mmap(NULL, sqes_len, prot, flags, fd, IORING_OFF_SQES);
+    int res = -ENOMEM;
+    if (sq != MAP_FAILED && cq != MAP_FAILED && sqes != MAP_FAILED) {
+        unsigned *tail = (unsigned *)(sq + p.sq_off.tail);
+        unsigned idx = *tail & *(unsigned *)(sq + p.sq_off.ring_mask);
+        memset(&sqes[idx], 0, sizeof sqes[idx]);
+        prep(&sqes[idx], arg);
+        ((unsigned *)(sq + p.sq_off.array))[idx] = idx;
+        __atomic_store_n(tail, *tail + 1, __ATOMIC_RELEASE);
+        if (syscall(__NR_io_uring_enter, fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0) {
+            res = -errno;
+        } else {
+            unsigned head = __atomic_load_n((unsigned *)(cq + p.cq_off.head), __ATOMIC_ACQUIRE);
+            struct io_uring_cqe *cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+            res = cqes[head & *(unsigned *)(cq + p.cq_off.ring_mask)].res;
+        }
+    }
+    if (sq != MAP_FAILED) munmap(sq, sq_len);
+    if (cq != MAP_FAILED) munmap(cq, cq_len);
+    if (sqes != MAP_FAILED) munmap(sqes, sqes_len);
+    close(fd);
+    return res;
+}
+
+struct xattr_op {
+    const char *path;
+    int fd;
+};
+
+static void prep_setxattr(struct io_uring_sqe *sqe, void *arg) {
+    struct xattr_op *op = arg;
+    sqe->opcode = IORING_OP_SETXATTR;
+    sqe->addr = (unsigned long)"user.bramble";
+    sqe->addr2 = (unsigned long)"x";
+    sqe->addr3 = (unsigned long)op->path;
+    sqe->len = 1;
+}
+
+static void prep_fsetxattr(struct io_uring_sqe *sqe, void *arg) {
+    struct xattr_op *op = arg;
+    sqe->opcode = IORING_OP_FSETXATTR;
+    sqe->fd = op->fd;
+    sqe->addr = (unsigned long)"user.bramble";
+    sqe->addr2 = (unsigned long)"x";
+    sqe->len = 1;
+}
+
+/* io-uring DIR: io_uring is refused (io_uring_setup, _enter and _register fail with EPERM,
+ * as with the kernel's `io_uring_disabled`), and every operation the seccomp filter refuses
+ * as a system call that io_uring can also do (SETXATTR, FSETXATTR) is attempted through a
+ * ring too, and fails. */
+static void check_io_uring(char **argv) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    errno = 0;
+    CHECK(syscall(__NR_io_uring_setup, 4, &p) == -1 && errno == EPERM,
+          "io_uring_setup not refused with EPERM");
+    errno = 0;
+    CHECK(syscall(__NR_io_uring_enter, -1, 0, 0, 0, NULL, 0) == -1 && errno == EPERM,
+          "io_uring_enter not refused with EPERM");
+    errno = 0;
+    CHECK(syscall(__NR_io_uring_register, -1, 0, NULL, 0) == -1 && errno == EPERM,
+          "io_uring_register not refused with EPERM");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/uring-xattr", argv[0]);
+    struct xattr_op op = {.path = path, .fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
+    CHECK(op.fd >= 0, "create `%s`", path);
+    int r = uring_submit(prep_setxattr, &op);
+    CHECK(r == -EPERM, "IORING_OP_SETXATTR through io_uring: %d, want -EPERM", r);
+    r = uring_submit(prep_fsetxattr, &op);
+    CHECK(r == -EPERM, "IORING_OP_FSETXATTR through io_uring: %d, want -EPERM", r);
+    char value[8];
+    errno = 0;
+    CHECK(getxattr(path, "user.bramble", value, sizeof value) == -1, "the xattr was set");
+    close(op.fd);
+}
+
 /* tiocsti: a pty of our own, made our controlling terminal, still refuses TIOCSTI. */
 static void check_tiocsti(char **argv) {
     (void)argv;
@@ -546,6 +642,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "caps")) check_caps(rest);
     else if (!strcmp(cmd, "chmod")) check_chmod(rest);
     else if (!strcmp(cmd, "xattr")) check_xattr(rest);
+    else if (!strcmp(cmd, "io-uring")) check_io_uring(rest);
     else if (!strcmp(cmd, "tiocsti")) check_tiocsti(rest);
     else if (!strcmp(cmd, "foreign-arch")) check_foreign_arch(rest);
     else if (!strcmp(cmd, "env")) check_env(rest);
