@@ -235,6 +235,12 @@ EOF
 def generated():
     return _sh("gen", GEN, env = {"BB": busybox().out + "/bin/busybox"}, dao = True)
 
+def slow():
+    return _sh("slow", "touch started; while [ ! -e go ]; do sleep 0.1; done; echo slow > $out")
+
+def after():
+    return _sh("after", "cat late.txt $SLOW > $out", env = {"SLOW": slow()}, sources = files(["late.txt"]))
+
 def data():
     return fetch_url("@DATA@", unpack = "tar.gz", name = "data")
 
@@ -552,4 +558,67 @@ fn concurrent_builds_all_make_their_result_links() {
     assert_eq!(names, ["result"]);
     env.ok(&["gc"]);
     assert!(path.unwrap().exists());
+}
+
+/// The build directory (on the host) of the running build whose builder wrote `marker`.
+fn wait_for_build_dir(env: &Env, marker: &str) -> PathBuf {
+    for _ in 0..1200 {
+        if let Ok(tmps) = std::fs::read_dir(env.home().join("tmp")) {
+            for tmp in tmps.flatten() {
+                for dir in std::fs::read_dir(tmp.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if dir.path().join(marker).exists() {
+                        return dir.path();
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no build wrote `{marker}` within a minute");
+}
+
+/// `gc` beside a running build keeps what the build process uses: the sources it added
+/// during evaluation for a derivation that has not started yet (its temporary roots),
+/// besides the inputs of the running build. The build then completes; once its process
+/// ended, its temporary roots are gone and `gc` may collect.
+#[test]
+fn gc_beside_a_build_keeps_what_the_build_uses() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    env.write("late.txt", b"late\n");
+    let build = env
+        .command(&["build", "./:after"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = wait_for_build_dir(&env, "started");
+    // `slow` is running; `after` (whose sources were added during evaluation) waits for it.
+    let gc = env.bramble(&["gc"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    let deleted = stdout(&gc);
+    assert!(
+        !deleted.contains("-source"),
+        "gc deleted sources: {deleted}"
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    let out = build.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(built(&out)).unwrap(),
+        "late\nslow\n"
+    );
+    env.ok(&["store", "verify"]);
+    // The process ended: nothing of it is kept but what the `result` link holds.
+    let out = env.ok(&["gc"]);
+    assert!(stdout(&out).contains("-source"), "{}", stdout(&out));
+    let left: Vec<_> = std::fs::read_dir(env.home().join("temproots"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

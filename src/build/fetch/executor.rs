@@ -70,7 +70,7 @@ impl<E> WithFetchers<E> {
         };
         let tmp = self.fetcher.store.tmp_dir("fetch").map_err(store_err)?;
         let stored = match req.expected_path() {
-            Some(path) if self.fetcher.store.is_valid(&path).map_err(store_err)? => Some(path),
+            Some(path) if self.fetcher.store.keep_valid(&path).map_err(store_err)? => Some(path),
             _ => None,
         };
         let out = match stored {

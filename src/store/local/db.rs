@@ -428,27 +428,7 @@ impl Db {
         tx.commit().map_err(db_err("commit to", &path))
     }
 
-    pub fn realisation(&self, build_key: Hash, output: &str) -> Result<Option<StorePath>, Error> {
-        let text: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT v.path FROM realisations r JOIN valid_paths v ON v.id = r.path
-                 WHERE r.build_key = ?1 AND r.output = ?2",
-                params![build_key.to_string(), output],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err("query", &self.path))?;
-        text.map(|t| {
-            t.parse().map_err(|_| Error::CorruptDatabase {
-                path: self.path.clone(),
-                detail: format!("bad store path `{t}`"),
-            })
-        })
-        .transpose()
-    }
-
-    /// Many [`Db::realisation`] lookups in one read transaction with one prepared
+    /// Realisation lookups (a realisation known and still valid, else `None`) in one read transaction with one prepared
     /// statement (a no-op build looks up every derivation of the graph).
     pub fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, Error> {
         let tx = self
