@@ -118,6 +118,11 @@ impl Env {
 
     /// The `bramble` binary as the user, in the project directory, with the default home.
     fn command(&self, args: &[&str]) -> Command {
+        self.command_with_home(None, args)
+    }
+
+    /// [`Env::command`] with `BRAMBLE_HOME` set to `home` if given.
+    fn command_with_home(&self, home: Option<&Path>, args: &[&str]) -> Command {
         let bramble = self.root.path().join("bin/bramble");
         let mut cmd = if is_root() {
             let mut c = Command::new("setpriv");
@@ -141,6 +146,9 @@ impl Env {
             .env("BRAMBLE_FETCH_RETRIES", "0")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        if let Some(home) = home {
+            cmd.env("BRAMBLE_HOME", home);
+        }
         cmd
     }
 
@@ -621,4 +629,86 @@ fn gc_beside_a_build_keeps_what_the_build_uses() {
         .unwrap()
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// A trusted home is private (the database 0600, its directories 0700 but `store/`); a
+/// home, or a directory in it, owned by another user is refused with a hint; a symlink
+/// planted at `db.sqlite` is refused, never followed.
+#[test]
+fn an_untrusted_home_is_refused_and_a_trusted_one_is_private() {
+    let env = Env::new();
+    env.ok(&["store", "add", "busybox", "--name", "bb"]);
+    let home = env.home();
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("db.sqlite")), 0o600);
+    if home.join("db.sqlite-wal").exists() {
+        assert_eq!(mode(&home.join("db.sqlite-wal")), 0o600);
+    }
+    for dir in ["tmp", "locks", "gcroots", "temproots"] {
+        assert_eq!(mode(&home.join(dir)), 0o700, "{dir}");
+    }
+    assert_eq!(mode(&home.join("store")), 0o755);
+    // A database left readable by an older bramble is made private.
+    chmod(&home.join("db.sqlite"), 0o644);
+    env.ok(&["store", "verify"]);
+    assert_eq!(mode(&home.join("db.sqlite")), 0o600);
+
+    // A planted `db.sqlite` symlink in a home of the user's own.
+    let planted = env.root.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    let victim = env.root.path().join("victim");
+    std::os::unix::fs::symlink(&victim, planted.join("db.sqlite")).unwrap();
+    give_tree(&planted);
+    let out = env
+        .command_with_home(Some(&planted), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("db.sqlite`") && err.contains("it is a symlink"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!victim.exists(), "the symlink was followed");
+
+    if !is_root() {
+        eprintln!("skipping the foreign-owner cases: only root can make a home of another uid");
+        return;
+    }
+    // A world-writable home owned by root: only bramble's own check can refuse it.
+    let foreign = env.root.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    chmod(&foreign, 0o777);
+    let out = env
+        .command_with_home(Some(&foreign), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("belongs to uid 0"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 0);
+
+    // The user's home, with a `store/` of another owner in it.
+    let mixed = env.root.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    give(&mixed);
+    std::fs::create_dir(mixed.join("store")).unwrap();
+    chmod(&mixed.join("store"), 0o777);
+    let out = env
+        .command_with_home(Some(&mixed), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("store`") && err.contains("belongs to uid 0"),
+        "{err}"
+    );
+    assert!(!mixed.join("db.sqlite").exists());
 }

@@ -91,7 +91,9 @@ pub(super) fn now() -> i64 {
 impl Db {
     /// Open (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, Error> {
-        let conn = Connection::open(path).map_err(db_err("open", path))?;
+        // Never through a symlink (the home was checked; this is the second lock).
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(db_err("open", path))?;
         conn.busy_timeout(Duration::from_secs(120))
             .map_err(db_err("configure", path))?;
         let version: i64 = conn

@@ -9,7 +9,12 @@
 //! <home>/gcroots/              symlinks to store paths (or to links that point at them)
 //! <home>/tmp/                  temporary directories (same file system: rename is atomic)
 //! <home>/locks/                `<hash>.lock`, `gc.lock`, `tmp-<name>.lock`
+//! <home>/temproots/            one file per live process: the paths it uses
 //! ```
+//!
+//! The home and everything in it belong to the user running bramble: anything else, or a
+//! symlink where a file or directory belongs, is refused (see `home`); the database and
+//! the directories other than `store/` are private (0600/0700).
 //!
 //! `<home>` is `$BRAMBLE_HOME`, else `$XDG_DATA_HOME/bramble`, else
 //! `~/.local/share/bramble`. There is no daemon: every bramble process opens the store
@@ -46,6 +51,7 @@
 
 mod db;
 mod gc;
+mod home;
 mod lock;
 mod repair;
 mod temproots;
@@ -102,6 +108,8 @@ pub enum Error {
         store: PathBuf,
         objects: usize,
     },
+    #[error("refusing to use `{path}` in the store's home: {reason}")]
+    UntrustedHome { path: PathBuf, reason: String },
     #[error("cannot find the store's home: neither BRAMBLE_HOME, XDG_DATA_HOME nor HOME is set")]
     NoHome,
     #[error(transparent)]
@@ -293,11 +301,9 @@ pub fn hash_tree(path: &Path) -> Result<(Hash, u64), TreeError> {
 impl LocalStore {
     /// Open the store at `home`, creating its layout and database if needed.
     pub fn open(home: &Path) -> Result<LocalStore, Error> {
-        for dir in ["", "store", "gcroots", "tmp", "locks", "temproots"] {
-            let d = home.join(dir);
-            std::fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
-        }
-        let home = std::fs::canonicalize(home).map_err(io_err("resolve", home))?;
+        let home = home::create(home)?;
+        // Everything in it must be the caller's, with no symlink planted (see `home`).
+        home::prepare(&home)?;
         let db = Db::open(&home.join("db.sqlite"))?;
         Ok(LocalStore {
             store_dir: home.join("store"),
