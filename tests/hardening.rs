@@ -269,3 +269,120 @@ fn a_long_flat_list_and_ordinary_nesting_evaluate() {
     let out = w.bramble(&p, &["build", "./:main"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+// --- bramble.lock and bramble.toml ----------------------------------------------------------
+
+/// Run `cmd`, killing it after `secs` seconds (then `None`: it hung).
+fn output_within(mut cmd: Command, secs: u64) -> Option<Output> {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(out) => Some(out.unwrap()),
+        Err(_) => {
+            // `setpriv` execs bramble: the pid is bramble's.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            None
+        }
+    }
+}
+
+const NOTHING: &str = "def main():\n    return None\n";
+
+/// A lock pinning the same URL twice, with different hashes: the last one won silently.
+#[test]
+fn a_lock_pinning_a_fetch_twice_is_refused_with_both_lines() {
+    let w = World::new();
+    let p = w.project("dup", &[("default.bramble", NOTHING)]);
+    let (a, b) = ("a".repeat(32), "b".repeat(32));
+    w.write(
+        "dup/bramble.lock",
+        format!(
+            "version = 1\n\n[[url]]\nurl = \"http://127.0.0.1:1/x.tar\"\nhash = \"{a}\"\n\n[[url]]\nurl = \"http://127.0.0.1:1/x.tar\"\nhash = \"{b}\"\n"
+        ),
+    );
+    let out = w.bramble(&p, &["build", "./:main"]);
+    assert_user_error(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("pins `http://127.0.0.1:1/x.tar` twice: on line 3 and on line 7"),
+        "{err}"
+    );
+}
+
+/// A fifo named `bramble.lock` (or `bramble.toml`) hung bramble forever.
+#[test]
+fn a_fifo_lock_or_manifest_is_refused_at_once() {
+    let w = World::new();
+    let p = w.project("fifo", &[("default.bramble", NOTHING)]);
+    nix::unistd::mkfifo(
+        &p.join("bramble.lock"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    give(&p.join("bramble.lock"));
+    let out = output_within(w.command(&p, &["build", "./:main"]), 30)
+        .expect("bramble hung on a fifo `bramble.lock`");
+    assert_user_error(&out);
+    assert!(
+        stderr(&out).contains("bramble.lock`: it is a fifo"),
+        "{}",
+        stderr(&out)
+    );
+
+    let q = w.mkdir("fifo-manifest");
+    w.write("fifo-manifest/default.bramble", NOTHING);
+    nix::unistd::mkfifo(
+        &q.join("bramble.toml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    give(&q.join("bramble.toml"));
+    let out = output_within(w.command(&q, &["build", "./:main"]), 30)
+        .expect("bramble hung on a fifo `bramble.toml`");
+    assert_user_error(&out);
+    assert!(
+        stderr(&out).contains("bramble.toml`: it is a fifo"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A symlinked `bramble.lock` or `bramble.toml` was followed (anywhere on the machine).
+#[test]
+fn a_symlinked_lock_or_manifest_is_refused() {
+    let w = World::new();
+    let p = w.project("link", &[("default.bramble", NOTHING)]);
+    let elsewhere = w.write("elsewhere.lock", "version = 1\n");
+    std::os::unix::fs::symlink(&elsewhere, p.join("bramble.lock")).unwrap();
+    give(&p.join("bramble.lock"));
+    let out = w.bramble(&p, &["build", "./:main"]);
+    assert_user_error(&out);
+    assert!(
+        stderr(&out).contains("bramble.lock`: it is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+
+    let q = w.mkdir("link-manifest");
+    w.write("link-manifest/default.bramble", NOTHING);
+    std::os::unix::fs::symlink(p.join("bramble.toml"), q.join("bramble.toml")).unwrap();
+    give(&q.join("bramble.toml"));
+    let out = w.bramble(&q, &["build", "./:main"]);
+    assert_user_error(&out);
+    assert!(
+        stderr(&out).contains("bramble.toml`: it is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+}
