@@ -20,6 +20,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod env;
 pub mod lang;
 pub mod project;

@@ -2,7 +2,8 @@
 //!
 //! Two builtin builders, named by a derivation's `builder`:
 //!
-//! - `builtin:fetch_url` — env `url` (http or https), optional `unpack` (a [`Format`] name:
+//! - `builtin:fetch_url` — env `url` (http, https or `mirror://NAME/path`, see [`mirror`]),
+//!   optional `unpack` (a [`Format`] name:
 //!   `tar.gz`, `tar.xz`, `tar.bz2`, `tar.zst`, `tar`, `zip`, `deb`), optional pins `hash`
 //!   and `sha256`;
 //! - `builtin:fetch_git` — env `url` (http(s), a local absolute path or `file://`), `rev` (a
@@ -46,8 +47,10 @@
 //!    (from [`Fetcher::records`], or from the store's realisation when it was cached) and
 //!    says so on stderr.
 
+pub mod apt;
 pub mod executor;
 pub mod git;
+pub mod mirror;
 pub mod unpack;
 pub mod url;
 
@@ -65,6 +68,7 @@ use crate::store::tree::TreeError;
 use crate::store::{Derivation, Hash, StorePath};
 
 pub use git::GitError;
+pub use mirror::{MirrorError, Mirrors};
 pub use unpack::{Format, UnpackError, UnpackLimits};
 pub use url::{DownloadError, DownloadOptions};
 
@@ -187,6 +191,15 @@ pub enum FetchError {
     Download(#[from] DownloadError),
     #[error(transparent)]
     Git(#[from] GitError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("cannot fetch `{url}` from any of its mirrors (from {origin}):{}", .tried.iter().map(|(u, e)| format!("\n  `{u}`: {}", e.replace('\n', "\n    "))).collect::<String>())]
+    Mirrors {
+        url: String,
+        origin: String,
+        /// Each URL tried and why it failed.
+        tried: Vec<(String, String)>,
+    },
     #[error("cannot unpack `{url}`")]
     Unpack { url: String, source: UnpackError },
     #[error(
@@ -218,6 +231,10 @@ impl FetchError {
         match self {
             FetchError::Download(e) => e.hint(),
             FetchError::Git(e) => e.hint(),
+            FetchError::Mirror(e) => e.hint(),
+            FetchError::Mirrors { .. } => Some(
+                "check that the mirrors are up and hold the file; a mirror that serves other content than the pin is skipped".into(),
+            ),
             FetchError::Mismatch { .. } => Some(
                 "if upstream really changed the content, update the pin (the `hash` argument, or delete the entry from `bramble.lock`); otherwise the download was tampered with or is corrupt".into(),
             ),
@@ -274,7 +291,9 @@ impl FetchRequest {
             .ok_or_else(|| bad("`url` is missing".into()))?
             .to_owned();
         let spec = if drv.builder == FETCH_URL {
-            url::check_url(&url)?;
+            if mirror::MirrorUrl::parse(&url)?.is_none() {
+                url::check_url(&url)?;
+            }
             let unpack = get("unpack")
                 .map(|u| {
                     Format::from_name(u).ok_or_else(|| {
@@ -384,6 +403,8 @@ pub struct Fetcher {
     pub progress: Arc<dyn Progress>,
     /// Every fetch that ran (downloaded and verified), in completion order.
     pub records: Arc<std::sync::Mutex<Vec<FetchRecord>>>,
+    /// Where `mirror://` URLs are downloaded from.
+    pub mirrors: Arc<Mirrors>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -402,6 +423,7 @@ impl Fetcher {
             limits: UnpackLimits::default(),
             progress: Arc::new(NoProgress),
             records: Arc::default(),
+            mirrors: Arc::default(),
         }
     }
 
@@ -442,54 +464,69 @@ impl Fetcher {
         })
     }
 
-    /// Fetch into `<dir>/out` (`dir` is an empty scratch directory the caller removes) and
-    /// check the pins. Nothing touches the store.
+    /// Fetch into a directory below `dir` (an empty scratch directory the caller removes)
+    /// and check the pins. Nothing touches the store. A `mirror://` URL is tried at each of
+    /// its mirrors in turn until one gives a result that matches the pins.
     pub async fn fetch_to(
         &self,
         req: &FetchRequest,
         dir: &Path,
     ) -> Result<FetchedTree, FetchError> {
-        let what = req.spec.to_string();
-        let out = dir.join("out");
-        let mut sha256 = None;
-        match &req.spec {
+        let tree = match &req.spec {
             FetchSpec::Url { url, unpack } => {
-                let file = dir.join("download");
-                let got = url::download(url, &file, &self.download, self.progress.as_ref()).await?;
-                sha256 = Some(got.sha256);
-                if let Some(expected) = req.pin.sha256
-                    && expected != got.sha256
-                {
-                    return Err(FetchError::Mismatch {
-                        what,
-                        kind: "sha256",
-                        expected: sha256_hex(&expected),
-                        actual: sha256_hex(&got.sha256),
-                    });
-                }
-                match unpack {
-                    None => std::fs::rename(&file, &out).map_err(|source| {
-                        FetchError::Download(DownloadError::Io {
-                            op: "rename",
-                            path: file.clone(),
-                            source,
-                        })
-                    })?,
-                    Some(format) => {
-                        let (format, limits, dest) = (*format, self.limits, out.clone());
-                        tokio::task::spawn_blocking(move || {
-                            unpack::unpack(&file, format, &dest, &limits)
-                        })
-                        .await
-                        .map_err(|_| FetchError::Join { what: what.clone() })?
-                        .map_err(|source| FetchError::Unpack {
-                            url: url.clone(),
-                            source,
+                if mirror::MirrorUrl::parse(url)?.is_none() {
+                    self.fetch_url_to(req, url, *unpack, dir).await?
+                } else {
+                    let resolved = self.mirrors.resolve(url)?;
+                    let mut tried = Vec::new();
+                    let mut found = None;
+                    for (i, candidate) in resolved.urls.iter().enumerate() {
+                        let attempt = dir.join(format!("mirror-{i}"));
+                        std::fs::create_dir(&attempt).map_err(|source| {
+                            FetchError::Download(DownloadError::Io {
+                                op: "create directory",
+                                path: attempt.clone(),
+                                source,
+                            })
                         })?;
+                        match self.fetch_url_to(req, candidate, *unpack, &attempt).await {
+                            Ok(tree) => {
+                                found = Some(tree);
+                                break;
+                            }
+                            Err(
+                                e @ (FetchError::Download(_)
+                                | FetchError::Mismatch { .. }
+                                | FetchError::Unpack { .. }),
+                            ) => {
+                                tracing::info!(
+                                    "fetching `{url}` from `{candidate}` failed: {}",
+                                    crate::store::local::error_chain(&e)
+                                );
+                                tried.push((
+                                    candidate.clone(),
+                                    crate::store::local::error_chain(&e),
+                                ));
+                                let _ = crate::store::tree::remove(&attempt);
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
+                    found.ok_or_else(|| FetchError::Mirrors {
+                        url: url.clone(),
+                        origin: resolved.origin.describe(
+                            mirror::MirrorUrl::parse(url)
+                                .ok()
+                                .flatten()
+                                .map_or("", |m| m.name),
+                        ),
+                        tried,
+                    })?
                 }
             }
             FetchSpec::Git { url, rev } => {
+                let what = req.spec.to_string();
+                let out = dir.join("out");
                 let (url, rev, dest) = (url.clone(), rev.clone(), out.clone());
                 let scratch = dir.join("git");
                 std::fs::create_dir(&scratch).map_err(|source| GitError::Io {
@@ -504,8 +541,73 @@ impl Fetcher {
                 })
                 .await
                 .map_err(|_| FetchError::Join { what: what.clone() })??;
+                self.check_tree(req, out, None).await?
+            }
+        };
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FetchRecord {
+                spec: req.spec.clone(),
+                hash: tree.hash,
+                sha256: tree.sha256,
+            });
+        Ok(tree)
+    }
+
+    /// Download `url` (an http(s) URL: `req`'s own or one of its mirrors) into `<dir>/out`,
+    /// unpack it if asked and check the pins.
+    async fn fetch_url_to(
+        &self,
+        req: &FetchRequest,
+        url: &str,
+        unpack: Option<Format>,
+        dir: &Path,
+    ) -> Result<FetchedTree, FetchError> {
+        let what = req.spec.to_string();
+        let out = dir.join("out");
+        let file = dir.join("download");
+        let got = url::download(url, &file, &self.download, self.progress.as_ref()).await?;
+        if let Some(expected) = req.pin.sha256
+            && expected != got.sha256
+        {
+            return Err(FetchError::Mismatch {
+                what,
+                kind: "sha256",
+                expected: sha256_hex(&expected),
+                actual: sha256_hex(&got.sha256),
+            });
+        }
+        match unpack {
+            None => std::fs::rename(&file, &out).map_err(|source| {
+                FetchError::Download(DownloadError::Io {
+                    op: "rename",
+                    path: file.clone(),
+                    source,
+                })
+            })?,
+            Some(format) => {
+                let (limits, dest) = (self.limits, out.clone());
+                tokio::task::spawn_blocking(move || unpack::unpack(&file, format, &dest, &limits))
+                    .await
+                    .map_err(|_| FetchError::Join { what: what.clone() })?
+                    .map_err(|source| FetchError::Unpack {
+                        url: url.to_owned(),
+                        source,
+                    })?;
             }
         }
+        self.check_tree(req, out, Some(got.sha256)).await
+    }
+
+    /// Hash the fetched tree at `out` and check it against the content-hash pin.
+    async fn check_tree(
+        &self,
+        req: &FetchRequest,
+        out: PathBuf,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<FetchedTree, FetchError> {
+        let what = req.spec.to_string();
         let hashed = out.clone();
         let (hash, _) = tokio::task::spawn_blocking(move || hash_tree(&hashed))
             .await
@@ -524,14 +626,6 @@ impl Fetcher {
                 actual: hash.to_string(),
             });
         }
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(FetchRecord {
-                spec: req.spec.clone(),
-                hash,
-                sha256,
-            });
         Ok(FetchedTree {
             path: out,
             hash,

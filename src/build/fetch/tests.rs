@@ -280,3 +280,117 @@ fn pins_parse() {
     assert!(Pin::parse("sha256:abc").is_err());
     assert!(Pin::parse("nonsense").is_err());
 }
+
+fn dead_url() -> String {
+    // Bind and drop: nothing listens on that port afterwards.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/dead")
+}
+
+fn env_with_mirror(name: &str, bases: Vec<String>) -> Env {
+    let mut env = Env::new();
+    env.fetcher.download.retries = 0;
+    env.fetcher.mirrors = Arc::new(Mirrors::new(
+        vec![mirror::Layer {
+            origin: mirror::Origin::Env,
+            table: BTreeMap::from([(name.to_owned(), bases)]),
+        }],
+        None,
+    ));
+    env
+}
+
+#[test]
+fn mirror_urls_try_each_mirror_until_one_matches_the_pin() {
+    let server = Server::start();
+    let archive = targz(&[("pkg/file", b"from the mirror\n")]);
+    let sha: [u8; 32] = Sha256::digest(&archive).into();
+    // A dead mirror, one without the file (404), one serving other bytes, then the good one.
+    server.file(
+        "/other/pool/p.tar.gz",
+        targz(&[("pkg/file", b"tampered\n")]),
+    );
+    server.file("/good/pool/p.tar.gz", archive);
+    let env = env_with_mirror(
+        "test-archive",
+        vec![
+            dead_url(),
+            server.url("/empty"),
+            server.url("/other/"),
+            server.url("/good"),
+        ],
+    );
+    let req = FetchRequest {
+        spec: FetchSpec::Url {
+            url: "mirror://test-archive/pool/p.tar.gz".into(),
+            unpack: Some(Format::TarGz),
+        },
+        name: "p".into(),
+        pin: Pin {
+            hash: None,
+            sha256: Some(sha),
+        },
+    };
+    let got = env.fetch(&req).unwrap();
+    let file = env.fetcher.store.host_path(&got.path).join("pkg/file");
+    assert_eq!(std::fs::read(file).unwrap(), b"from the mirror\n");
+    assert_eq!(server.hits("/empty/pool/p.tar.gz"), 1);
+    assert_eq!(server.hits("/other/pool/p.tar.gz"), 1);
+    assert_eq!(server.hits("/good/pool/p.tar.gz"), 1);
+    // The record (what bramble.lock gets) keeps the mirror URL.
+    let records = env.fetcher.records.lock().unwrap().clone();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].spec, req.spec);
+    assert_eq!(env.stored(), (1, 0));
+}
+
+#[test]
+fn a_mirror_url_failing_everywhere_names_every_url_tried() {
+    let server = Server::start();
+    let dead = dead_url();
+    let env = env_with_mirror("m", vec![dead.clone(), server.url("/a")]);
+    let err = env
+        .fetch(&url_req("mirror://m/x/y.txt".into(), None, Pin::default()))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "cannot fetch `mirror://m/x/y.txt` from any of its mirrors (from `BRAMBLE_MIRROR_M`):"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n  `{dead}/x/y.txt`: cannot download")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\n  `{}`: cannot download `{}`: the server answered 404",
+            server.url("/a/x/y.txt"),
+            server.url("/a/x/y.txt")
+        )),
+        "{text}"
+    );
+    assert!(err.hint().is_some());
+    assert_eq!(env.stored(), (0, 0));
+    // A name nobody configured is an error before any download.
+    let err = env
+        .fetch(&url_req("mirror://nowhere/x".into(), None, Pin::default()))
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::Mirror(MirrorError::Unconfigured { .. })),
+        "{err}"
+    );
+    // A fetch derivation accepts mirror URLs and checks them.
+    let drv = url_req("mirror://m/x".into(), None, Pin::default()).to_derivation();
+    assert!(FetchRequest::from_derivation(&drv).unwrap().is_some());
+    let drv = url_req("mirror://M/x".into(), None, Pin::default()).to_derivation();
+    assert!(matches!(
+        FetchRequest::from_derivation(&drv),
+        Err(FetchError::Mirror(MirrorError::BadUrl { .. }))
+    ));
+}
