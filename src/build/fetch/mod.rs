@@ -358,6 +358,23 @@ impl FetchRequest {
         drv
     }
 
+    /// The key under which the store remembers the result of downloading a file with
+    /// sha256 `sha256` (unpacked as this request says, under its name): a realisation of
+    /// this key is the store path a `sha256` pin alone names, so a file already fetched
+    /// (from any URL) is not downloaded again. Derivation build keys are hashes of JSON
+    /// documents; this text is not one, so the two never meet.
+    pub fn sha256_key(&self, sha256: &[u8; 32]) -> Option<Hash> {
+        let FetchSpec::Url { unpack, .. } = &self.spec else {
+            return None;
+        };
+        Some(Hash::digest(format!(
+            "bramble fetched file sha256:{} unpack:{} name:{}",
+            sha256_hex(sha256),
+            unpack.map_or("none", Format::name),
+            self.name
+        )))
+    }
+
     /// The store path of the result, when the content hash is pinned.
     pub fn expected_path(&self) -> Option<StorePath> {
         self.pin
@@ -427,8 +444,10 @@ impl Fetcher {
         }
     }
 
-    /// Fetch into the store. With a content-hash pin whose path is already valid, nothing is
-    /// downloaded. A result that does not match the pin is an error and nothing is stored.
+    /// Fetch into the store. With a content-hash pin whose path is already valid, or a
+    /// sha256 pin of a file the store already holds the result of
+    /// ([`FetchRequest::sha256_key`]), nothing is downloaded. A result that does not match
+    /// the pin is an error and nothing is stored.
     pub async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, FetchError> {
         let what = req.spec.to_string();
         let store_err = |source| FetchError::Store {
@@ -446,6 +465,19 @@ impl Fetcher {
                 downloaded: false,
             });
         }
+        if let Some(sha256) = &req.pin.sha256
+            && let Some(key) = req.sha256_key(sha256)
+            && let Some(path) = self.store.realisation(key, "out").map_err(store_err)?
+            && let Some(info) = self.store.path_info(&path).map_err(store_err)?
+            && req.pin.hash.is_none_or(|h| h == info.archive_hash)
+        {
+            return Ok(Fetched {
+                path,
+                hash: info.archive_hash,
+                sha256: Some(*sha256),
+                downloaded: false,
+            });
+        }
         let tmp = self.store.tmp_dir("fetch").map_err(store_err)?;
         let tree = self.fetch_to(req, tmp.path()).await?;
         let store = self.store.clone();
@@ -456,6 +488,13 @@ impl Fetcher {
             .map_err(|_| FetchError::Join { what: what.clone() })?
             .map_err(store_err)?;
         drop(tmp);
+        if let Some(sha256) = &tree.sha256
+            && let Some(key) = req.sha256_key(sha256)
+        {
+            self.store
+                .register_realisation(key, "out", &path)
+                .map_err(store_err)?;
+        }
         Ok(Fetched {
             path,
             hash: tree.hash,

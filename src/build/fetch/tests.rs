@@ -394,3 +394,54 @@ fn a_mirror_url_failing_everywhere_names_every_url_tried() {
         Err(FetchError::Mirror(MirrorError::BadUrl { .. }))
     ));
 }
+
+#[test]
+fn a_sha256_pin_of_a_file_already_fetched_downloads_nothing() {
+    let env = Env::new();
+    let server = Server::start();
+    server.file("/a/pkg.tar.gz", targz(&[("f", b"same bytes\n")]));
+    server.file("/b/pkg.tar.gz", targz(&[("f", b"same bytes\n")]));
+    let sha: [u8; 32] = Sha256::digest(targz(&[("f", b"same bytes\n")])).into();
+    let pin = Pin {
+        hash: None,
+        sha256: Some(sha),
+    };
+    let first = env
+        .fetch(&url_req(
+            server.url("/a/pkg.tar.gz"),
+            Some(Format::TarGz),
+            pin,
+        ))
+        .unwrap();
+    assert!(first.downloaded);
+    // The same file pinned by its sha256 alone, from another URL (another mirror, another
+    // project's copy of a .bramble file): the store's result is used as it is.
+    let again = env
+        .fetch(&url_req(
+            server.url("/b/pkg.tar.gz"),
+            Some(Format::TarGz),
+            pin,
+        ))
+        .unwrap();
+    assert!(!again.downloaded);
+    assert_eq!(again.path, first.path);
+    assert_eq!(again.hash, first.hash);
+    assert_eq!(server.hits("/a/pkg.tar.gz"), 1);
+    assert_eq!(server.hits("/b/pkg.tar.gz"), 0);
+    // Unpacked differently, or under another name, it is another result: downloaded.
+    let raw = env
+        .fetch(&url_req(server.url("/b/pkg.tar.gz"), None, pin))
+        .unwrap();
+    assert!(raw.downloaded);
+    assert_eq!(server.hits("/b/pkg.tar.gz"), 1);
+    // Without a sha256 pin nothing can be looked up: downloaded.
+    let unpinned = env
+        .fetch(&url_req(
+            server.url("/a/pkg.tar.gz"),
+            Some(Format::TarGz),
+            Pin::default(),
+        ))
+        .unwrap();
+    assert!(unpinned.downloaded);
+    assert_eq!(unpinned.path, first.path);
+}
