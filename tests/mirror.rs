@@ -377,3 +377,40 @@ fn a_sha256_pin_of_a_stored_file_is_not_downloaded_again() {
         stderr(&second)
     );
 }
+
+#[test]
+fn bramble_fetch_resolves_mirror_urls_with_the_project_s_table() {
+    let s = Setup::new();
+    s.manifest(&format!(
+        "\n[mirrors]\ntest-archive = \"{}\"\n",
+        s.base("b")
+    ));
+    let url = format!("mirror://test-archive/{FILE}");
+    let out = s.ok(&[
+        "fetch", &url, "--unpack", "auto", "--name", "data", "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["url"], url.as_str());
+    let path = doc["path"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(path).join("data-1.0/msg.txt")).unwrap(),
+        "from a mirror\n"
+    );
+    assert_eq!(s.hits("b"), 1);
+    // The pin it printed finds the stored result: nothing downloaded.
+    let sha = doc["sha256"].as_str().unwrap();
+    let again = s.ok(&[
+        "fetch",
+        &url,
+        "--unpack",
+        "auto",
+        "--name",
+        "data",
+        "--json",
+        "--hash",
+        &format!("sha256:{sha}"),
+    ]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(doc["downloaded"], false);
+    assert_eq!(s.hits("b"), 1);
+}

@@ -148,7 +148,8 @@ pub struct Mirrors {
 pub struct Resolved {
     /// Full URLs of the file, one per base URL, in the order to try them.
     pub urls: Vec<String>,
-    pub origin: Origin,
+    /// Where the base URLs were configured (`None`: not a mirror URL).
+    pub origin: Option<Origin>,
 }
 
 impl Mirrors {
@@ -192,7 +193,7 @@ impl Mirrors {
         let Some(mirror) = MirrorUrl::parse(url)? else {
             return Ok(Resolved {
                 urls: vec![url.to_owned()],
-                origin: Origin::Env,
+                origin: None,
             });
         };
         let (bases, origin) = self
@@ -218,7 +219,10 @@ impl Mirrors {
             })?;
             urls.push(joined);
         }
-        Ok(Resolved { urls, origin })
+        Ok(Resolved {
+            urls,
+            origin: Some(origin),
+        })
     }
 
     fn bases(&self, name: &str) -> Option<(Vec<String>, Origin)> {
@@ -369,7 +373,7 @@ mod tests {
         );
         let r = m.resolve("mirror://a/p/q.deb").unwrap();
         assert_eq!(r.urls, ["http://env/base/p/q.deb", "https://env2/p/q.deb"]);
-        assert_eq!(r.origin, Origin::Env);
+        assert_eq!(r.origin, Some(Origin::Env));
         let r = m.resolve("mirror://b/x").unwrap();
         assert_eq!(r.urls, ["http://user/b/x"]);
         // A project layer goes between the environment and the user's.

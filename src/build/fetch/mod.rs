@@ -551,14 +551,13 @@ impl Fetcher {
                             Err(e) => return Err(e),
                         }
                     }
+                    let name = mirror::MirrorUrl::parse(url)?.map_or("", |m| m.name);
                     found.ok_or_else(|| FetchError::Mirrors {
                         url: url.clone(),
-                        origin: resolved.origin.describe(
-                            mirror::MirrorUrl::parse(url)
-                                .ok()
-                                .flatten()
-                                .map_or("", |m| m.name),
-                        ),
+                        origin: resolved
+                            .origin
+                            .as_ref()
+                            .map_or_else(String::new, |o| o.describe(name)),
                         tried,
                     })?
                 }
