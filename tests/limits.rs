@@ -4,10 +4,8 @@
 //! names the limit, while a sibling build in the same invocation succeeds, and no process of
 //! the failed build is left.
 //!
-//! Binaries, project and store live in a fresh world-readable directory under `/tmp`. Until
-//! an ordinary user can add directories to the store (issue 13, item 1), the store is seeded
-//! as root (busybox built, then the whole store handed to uid 65534); every build under test
-//! runs as the unprivileged uid.
+//! Binaries and project live in a fresh world-readable directory under `/tmp`, with a store
+//! (`BRAMBLE_HOME`) and a `HOME` the unprivileged uid owns.
 
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
@@ -63,6 +61,7 @@ def sh(name, script, **limits):
         std::fs::write(project.join("default.bramble"), format!("{bb}\n{module}")).unwrap();
         std::fs::copy(BUSYBOX, project.join("busybox")).unwrap();
         std::fs::create_dir(dir.path().join("home")).unwrap();
+        std::fs::create_dir(dir.path().join("user")).unwrap();
         for entry in walkdir::WalkDir::new(dir.path()) {
             let entry = entry.unwrap();
             let mode = if entry.file_type().is_dir() || entry.file_name() != "default.bramble" {
@@ -73,29 +72,24 @@ def sh(name, script, **limits):
             std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode)).unwrap();
         }
         let root = nix::unistd::geteuid().is_root();
-        let env = Env { dir, root };
         if root {
-            // Seed the store as root (see the module doc), then hand it to the builder uid.
-            let out = env
-                .command(&["build", "--no-out-link", "./:bb"], false)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "seeding: {}", text(&out.stderr));
-            for entry in walkdir::WalkDir::new(env.home()) {
-                chown(entry.unwrap().path(), Some(NOBODY), Some(NOBODY)).unwrap();
+            for private in ["home", "user"] {
+                let path = dir.path().join(private);
+                chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
             }
         }
-        env
+        Env { dir, root }
     }
 
     fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
 
-    /// `bramble ARGS` in the project, as the unprivileged uid if `unprivileged` and we are root.
-    fn command(&self, args: &[&str], unprivileged: bool) -> Command {
+    /// `bramble ARGS` in the project, as the unprivileged uid if we are root.
+    fn command(&self, args: &[&str]) -> Command {
         let bramble = self.dir.path().join("bramble");
-        let mut cmd = if self.root && unprivileged {
+        let mut cmd = if self.root {
             let mut c = Command::new("setpriv");
             c.args([
                 &format!("--reuid={NOBODY}"),
@@ -110,6 +104,9 @@ def sh(name, script, **limits):
         cmd.args(args)
             .current_dir(self.dir.path().join("project"))
             .env("BRAMBLE_HOME", self.home())
+            .env("HOME", self.dir.path().join("user"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
             .env("NO_COLOR", "1")
             .env_remove("BRAMBLE_SANDBOX")
             .env_remove("CI")
@@ -123,7 +120,7 @@ def sh(name, script, **limits):
     fn build(&self, args: &[&str]) -> Output {
         let mut all = vec!["build", "--no-out-link", "--keep-going"];
         all.extend_from_slice(args);
-        self.command(&all, true).output().unwrap()
+        self.command(&all).output().unwrap()
     }
 }
 
@@ -292,10 +289,7 @@ def sibling():
             return env.build(args);
         }
         let mut all = vec!["--nproc=2000:2000", "--"];
-        let cmd = env.command(
-            &[&["build", "--no-out-link", "--keep-going"], args].concat(),
-            true,
-        );
+        let cmd = env.command(&[&["build", "--no-out-link", "--keep-going"], args].concat());
         let program = cmd.get_program().to_owned();
         let rest: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
         all.push(program.to_str().unwrap());
