@@ -87,11 +87,12 @@ impl Error {
             ),
             Error::UserNamespace { hint, .. } => Some(hint.clone()),
             Error::SandboxId { .. } => Some(format!(
-                "as root, builders run as an unprivileged host id of {}..{} (see `ids` in the \
-                 helper's documentation), which this user namespace must map (a container's \
-                 root often maps only 65536 ids); or run bramble as an ordinary user",
+                "as root, builders run as an unprivileged host id (by default of {}..{}), which this user \
+                 namespace must map (a container's root often maps only 65536 ids): set \
+                 `{}=<base>:<count>` to a range it maps, or run bramble as an ordinary user",
                 crate::SANDBOX_ID_BASE,
-                crate::SANDBOX_ID_BASE + crate::SANDBOX_ID_COUNT
+                crate::SANDBOX_ID_BASE + crate::SANDBOX_ID_COUNT,
+                crate::SANDBOX_IDS_VAR,
             )),
             Error::BuilderNotFound { .. } => Some(
                 "bind the store path that holds the builder (and its interpreter) into the sandbox"

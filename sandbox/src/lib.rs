@@ -157,7 +157,7 @@ mod sys;
 
 pub use error::Error;
 pub use exit::*;
-pub use ids::{SANDBOX_ID_BASE, SANDBOX_ID_COUNT, sandbox_host_id};
+pub use ids::{IdRange, SANDBOX_ID_BASE, SANDBOX_ID_COUNT, SANDBOX_IDS_VAR, sandbox_host_id};
 pub use spec::{Bind, Network, Spec, SpecError, Stdin, Symlink};
 
 /// Prints a helper error as one `bramble-sandbox: error:` line plus an optional `hint:` line,

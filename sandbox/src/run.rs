@@ -169,10 +169,14 @@ pub fn run() -> Result<u8, Error> {
 fn run_with(args: &Args, host: (u32, u32), status: &mut StatusFd) -> Result<u8, Error> {
     // As root, the builder gets an unprivileged host id (see `ids`), and nothing in the
     // sandbox keeps root's supplementary groups.
-    let sandbox_id = (host.0 == 0 && !args.as_caller).then(|| {
-        // SAFETY: getpid has no preconditions.
-        crate::ids::sandbox_host_id(unsafe { libc::getpid() } as u32)
-    });
+    let sandbox_id = match host.0 == 0 && !args.as_caller {
+        true => {
+            let range = crate::IdRange::from_env().map_err(|message| Error::Usage { message })?;
+            // SAFETY: getpid has no preconditions.
+            Some(range.host_id(unsafe { libc::getpid() } as u32))
+        }
+        false => None,
+    };
     if sandbox_id.is_some() {
         // SAFETY: an empty list needs no pointer.
         match sys::cvt(unsafe { libc::setgroups(0, std::ptr::null()) }) {

@@ -462,7 +462,7 @@ fn as_root_without_the_id_range_mapped_the_helper_says_why() {
     );
     assert!(
         stderr.contains(
-            "\nhint: as root, builders run as an unprivileged host id of 880803840..884998144"
+            "\nhint: as root, builders run as an unprivileged host id (by default of 880803840..884998144)"
         ),
         "{stderr}"
     );
