@@ -352,6 +352,7 @@ impl Executor for SandboxExecutor {
                 placeholder,
                 path,
                 scratch: Some(tmp.path().to_owned()),
+                stored: None,
             });
         }
         Ok(Built {
