@@ -193,9 +193,6 @@ impl Session {
     /// it as an indirect gc root.
     pub fn add_result_link(&self, link: &Path, path: &StorePath) -> Result<(), CliError> {
         let target = self.host_path(path);
-        let mut tmp_name = link.as_os_str().to_owned();
-        tmp_name.push(".tmp-bramble");
-        let tmp = PathBuf::from(tmp_name);
         let io = |e: std::io::Error| {
             CliError::environment(format!(
                 "cannot create result link `{}`: {e}",
@@ -212,9 +209,7 @@ impl Session {
             }
             _ => {}
         }
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(io)?;
-        std::fs::rename(&tmp, link).map_err(io)?;
+        crate::store::local::replace_symlink(&target, link).map_err(io)?;
         self.store.add_indirect_root(link).map_err(store_error)?;
         Ok(())
     }
@@ -308,7 +303,16 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
             failure.name, failure.kind
         );
         match &failure.kind {
-            FailureKind::Exec(ExecError::Failed { log_tail, kept, .. }) => {
+            FailureKind::Exec(
+                ExecError::Failed { log_tail, kept, .. }
+                | ExecError::Sandbox { log_tail, kept, .. },
+            ) => {
+                if let FailureKind::Exec(ExecError::Sandbox {
+                    hint: Some(hint), ..
+                }) = &failure.kind
+                {
+                    eprintln!("hint: {hint}");
+                }
                 if !log_tail.is_empty() {
                     eprintln!("last {} log lines:", log_tail.len());
                     for line in log_tail {

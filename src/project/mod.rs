@@ -108,7 +108,9 @@ impl Project {
         let mut dir = start.as_path();
         loop {
             let manifest = dir.join(MANIFEST);
-            if manifest.is_file() {
+            // Anything named `bramble.toml` (a fifo or symlink too) is this project's, and
+            // `load` refuses what is not a regular file.
+            if manifest.symlink_metadata().is_ok() {
                 return Project::load(dir);
             }
             match dir.parent() {
@@ -126,7 +128,7 @@ impl Project {
     pub fn load(root: &Path) -> Result<Project, Error> {
         let path = root.join(MANIFEST);
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
+        let text = read_config(&path).map_err(|source| Error::ReadManifest {
             path: shown.clone(),
             source,
         })?;
@@ -183,6 +185,44 @@ impl Project {
             platform: host_platform(),
         }
     }
+}
+
+/// Read a configuration file bramble trusts (`bramble.toml`, `bramble.lock`, a user
+/// config): opened with `O_NOFOLLOW | O_NONBLOCK`, so a symbolic link is refused and a fifo
+/// never blocks, and refused unless it is a regular file.
+pub fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::new(
+                ErrorKind::InvalidInput,
+                "it is a symbolic link: bramble reads only a regular file here",
+            ),
+            _ => e,
+        })?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a fifo"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}: bramble reads only a regular file here"),
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// One requested function and what it returned.
