@@ -386,3 +386,126 @@ fn a_symlinked_lock_or_manifest_is_refused() {
         stderr(&out)
     );
 }
+
+// --- Builder output on the terminal ---------------------------------------------------------
+
+/// Where `busybox-static` installs its binary.
+const BUSYBOX: &str = "/bin/busybox";
+
+const BUSYBOX_MODULE: &str = r#"
+def busybox():
+    return derivation(
+        "busybox",
+        "busybox",
+        args = ["sh", "-c", "mkdir -p $out/bin && cp busybox $out/bin/busybox && ln -s busybox $out/bin/sh"],
+        sources = files(["busybox"]),
+    )
+
+def _sh(name, script, **kwargs):
+    return derivation(name, busybox().out + "/bin/busybox", args = ["sh", "-c", script], **kwargs)
+"#;
+
+/// A project shipping busybox as a source, plus `module`.
+fn busybox_project(w: &World, name: &str, module: &str) -> PathBuf {
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
+    );
+    let p = w.project(
+        name,
+        &[("default.bramble", &format!("{BUSYBOX_MODULE}{module}"))],
+    );
+    std::fs::copy(BUSYBOX, p.join("busybox")).unwrap();
+    give(&p.join("busybox"));
+    p
+}
+
+/// `cmd` on a pseudo-terminal (util-linux `script`): what the terminal received.
+fn on_terminal(cmd: &Command) -> (bool, Vec<u8>) {
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(cmd.get_current_dir().unwrap())
+        .env("TERM", "xterm")
+        .stdin(Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let out = script.output().expect("run `script` (util-linux)");
+    (out.status.success(), out.stdout)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The sequences the hostile builder prints: a clipboard write (OSC 52), a window title
+/// (OSC 0) and a clear screen.
+const HOSTILE: [&[u8]; 3] = [b"\x1b]52;c;aGFja2Vk\x07", b"\x1b]0;pwned\x07", b"\x1b[2J"];
+
+/// The failure report printed the builder's escape sequences raw, to the terminal too.
+#[test]
+fn a_failing_builders_escape_sequences_never_reach_the_terminal() {
+    let w = World::new();
+    let p = busybox_project(
+        &w,
+        "escapes",
+        r#"
+def evil():
+    return _sh("evil", "printf 'before\\033]52;c;aGFja2Vk\\007\\033]0;pwned\\007\\033[2Jafter\\n'; printf 'caf\\303\\251\\ttab\\n'; exit 1")
+"#,
+    );
+    // Not a terminal: the report is sanitised as well (it ends up in logs read on one).
+    let out = w.bramble(&p, &["build", "./:evil"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for seq in HOSTILE {
+        assert!(!contains(&out.stderr, seq), "{err:?}");
+    }
+    assert!(
+        err.contains(r"  > before\x1b]52;c;aGFja2Vk\x07\x1b]0;pwned\x07\x1b[2Jafter"),
+        "{err:?}"
+    );
+    assert!(err.contains("  > café\ttab"), "{err:?}");
+
+    // On a terminal.
+    let (ok, screen) = on_terminal(&w.command(&p, &["build", "./:evil"]));
+    let shown = String::from_utf8_lossy(&screen);
+    assert!(!ok, "{shown}");
+    for seq in HOSTILE {
+        assert!(!contains(&screen, seq), "{shown:?}");
+    }
+    assert!(shown.contains(r"before\x1b]52;c;aGFja2Vk\x07"), "{shown:?}");
+
+    // `bramble log`: raw bytes into a pipe, sanitised on a terminal unless `--raw`.
+    let drv = err
+        .lines()
+        .find_map(|l| l.strip_prefix("hint: the whole log: `bramble log "))
+        .and_then(|l| l.strip_suffix('`'))
+        .unwrap_or_else(|| panic!("no log hint in {err}"))
+        .to_owned();
+    let piped = w.bramble(&p, &["log", &drv]);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    for seq in HOSTILE {
+        assert!(contains(&piped.stdout, seq), "{:?}", piped.stdout);
+    }
+    let (ok, screen) = on_terminal(&w.command(&p, &["log", &drv]));
+    let shown = String::from_utf8_lossy(&screen);
+    assert!(ok, "{shown}");
+    for seq in HOSTILE {
+        assert!(!contains(&screen, seq), "{shown:?}");
+    }
+    assert!(shown.contains(r"before\x1b]52;c;aGFja2Vk\x07"), "{shown:?}");
+    assert!(shown.contains("café\ttab"), "{shown:?}");
+    let (ok, screen) = on_terminal(&w.command(&p, &["log", "--raw", &drv]));
+    assert!(ok, "{}", String::from_utf8_lossy(&screen));
+    assert!(contains(&screen, HOSTILE[0]));
+}

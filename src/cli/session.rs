@@ -258,16 +258,14 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
         return Ok(());
     }
     for failure in &report.failures {
-        eprintln!(
-            "error: building `{}` failed: {}",
-            failure.name, failure.kind
-        );
+        let what = format!("building `{}` failed: {}", failure.name, failure.kind);
+        eprintln!("error: {}", super::terminal::sanitise(&what));
         match &failure.kind {
             FailureKind::Exec(ExecError::Failed { log_tail, kept, .. }) => {
                 if !log_tail.is_empty() {
                     eprintln!("last {} log lines:", log_tail.len());
                     for line in log_tail {
-                        eprintln!("  > {line}");
+                        eprintln!("  > {}", super::terminal::sanitise(line));
                     }
                 }
                 eprintln!("hint: the whole log: `bramble log {}`", failure.drv);
