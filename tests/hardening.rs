@@ -509,3 +509,80 @@ def evil():
     assert!(ok, "{}", String::from_utf8_lossy(&screen));
     assert!(contains(&screen, HOSTILE[0]));
 }
+
+// --- `bramble run` and the project directory ------------------------------------------------
+
+const RUN_MODULE: &str = r#"
+SCRIPT = """
+echo x > planted && echo PROJECT-WRITTEN || echo project-refused
+echo x > .git/hooks/post-checkout && echo HOOK-WRITTEN || echo hook-refused
+echo x > out/vendored/.git/config && echo NESTED-WRITTEN || echo nested-refused
+echo x > out/ok && echo out-written || echo out-refused
+"""
+
+def _write(**kwargs):
+    return run(busybox(), "bin/busybox", args = ["sh", "-c", SCRIPT], **kwargs)
+
+def default():
+    return _write()
+
+def declared():
+    return _write(paths = ["out"])
+
+def everything():
+    return _write(paths = ["./"])
+
+def everything_read_only():
+    return _write(paths = ["./"], read_only_paths = ["./"])
+
+def hooks():
+    return _write(paths = [".git/hooks"])
+"#;
+
+/// The project was bound read-write: a program run by `bramble run` wrote `.git/hooks/*`,
+/// which git later ran on the host. The project is read-only unless `paths` names a part,
+/// and version-control metadata is never writable.
+#[test]
+fn bramble_run_writes_only_declared_paths_and_never_vcs_metadata() {
+    let w = World::new();
+    let p = busybox_project(&w, "runner", RUN_MODULE);
+    w.mkdir("runner/.git/hooks");
+    w.mkdir("runner/out/vendored/.git");
+    let run = |reference: &str| {
+        let out = w.bramble(&p, &["run", reference]);
+        assert!(out.status.success(), "{reference}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let hook = p.join(".git/hooks/post-checkout");
+
+    assert_eq!(
+        run("./:default"),
+        "project-refused\nhook-refused\nnested-refused\nout-refused\n"
+    );
+    assert_eq!(
+        run("./:declared"),
+        "project-refused\nhook-refused\nnested-refused\nout-written\n"
+    );
+    assert!(p.join("out/ok").exists());
+    assert_eq!(
+        run("./:everything"),
+        "PROJECT-WRITTEN\nhook-refused\nnested-refused\nout-written\n"
+    );
+    assert!(p.join("planted").exists());
+    std::fs::remove_file(p.join("planted")).unwrap();
+    std::fs::remove_file(p.join("out/ok")).unwrap();
+    assert_eq!(
+        run("./:everything_read_only"),
+        "project-refused\nhook-refused\nnested-refused\nout-refused\n"
+    );
+    assert!(!hook.exists() && !p.join("out/vendored/.git/config").exists());
+
+    let out = w.bramble(&p, &["run", "./:hooks"]);
+    assert_user_error(&out);
+    assert!(
+        stderr(&out).contains("`paths` entry `.git/hooks` of `run()` is version-control metadata"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!hook.exists());
+}
