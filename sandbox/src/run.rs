@@ -5,7 +5,7 @@
 //! handler ever runs. Nothing here follows a path the builder could have written.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, user_namespace_hint};
@@ -115,6 +115,17 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Where the [`crate::Status`] record goes (`--status-fd`): sent at most once.
+struct StatusFd(Option<OwnedFd>);
+
+impl StatusFd {
+    fn send(&mut self, record: &[u8]) {
+        if let Some(fd) = self.0.take() {
+            let _ = sys::write_all(&fd, record);
+        }
+    }
+}
+
 /// The whole helper. Returns the exit code; errors are reported by the caller.
 pub fn run() -> Result<u8, Error> {
     // Die with the caller. PDEATHSIG fires when the *thread* that spawned us exits: callers
@@ -145,8 +156,17 @@ pub fn run() -> Result<u8, Error> {
                 })
         })
         .transpose()?;
-    let status = status.as_ref().map(AsFd::as_fd);
+    let mut status = StatusFd(status);
+    let result = run_with(&args, host, &mut status);
+    // A failure of the helper's own, known to the caller by its record.
+    if let Err(e) = &result {
+        status.send(&crate::helper_status(e).encode());
+    }
+    result
+}
 
+/// [`run`] once the command line and the status descriptor are known.
+fn run_with(args: &Args, host: (u32, u32), status: &mut StatusFd) -> Result<u8, Error> {
     // As root, the builder gets an unprivileged host id (see `ids`), and nothing in the
     // sandbox keeps root's supplementary groups.
     let sandbox_id = (host.0 == 0 && !args.as_caller).then(|| {
@@ -205,7 +225,7 @@ pub fn run() -> Result<u8, Error> {
         let sandbox = Sandbox::start(
             &base,
             SpecFrom::Ready(Box::new(plan)),
-            status.is_some(),
+            status.0.is_some(),
             None,
         )?;
         return sandbox.supervise(&set, deadline(&spec), status);
@@ -217,7 +237,7 @@ pub fn run() -> Result<u8, Error> {
     let sandbox = Sandbox::start(
         &base,
         SpecFrom::Pipe(spec_read),
-        status.is_some(),
+        status.0.is_some(),
         Some(&spec_write),
     )?;
     let spec = match read_spec(args.spec_fd).and_then(|spec| {
@@ -363,7 +383,7 @@ impl Sandbox {
         mut self,
         set: &libc::sigset_t,
         deadline: Option<(Instant, u64)>,
-        status: Option<BorrowedFd<'_>>,
+        status: &mut StatusFd,
     ) -> Result<u8, Error> {
         // SAFETY: `set` is a valid signal set whose signals are blocked.
         let signals =
@@ -443,20 +463,21 @@ impl Sandbox {
         }
     }
 
-    /// Pid 1 wrote its exit code (the sandbox is empty) or died without: pass the code on.
-    fn relay_status(&mut self, status: Option<BorrowedFd<'_>>) {
+    /// Pid 1 wrote its status record (the sandbox is empty) or died without: pass it on.
+    fn relay_status(&mut self, status: &mut StatusFd) {
         let Some(read) = self.status_read.take() else {
             return;
         };
-        let mut code = 0u8;
-        // SAFETY: `code` is writable for one byte.
-        let got = unsafe { libc::read(read.as_raw_fd(), (&mut code as *mut u8).cast(), 1) };
-        if got != 1 {
+        // Pid 1 writes the whole record in one write of at most PIPE_BUF bytes.
+        let mut record = [0u8; 4096];
+        // SAFETY: `record` is writable for its length.
+        let got = unsafe { libc::read(read.as_raw_fd(), record.as_mut_ptr().cast(), record.len()) };
+        if got <= 0 {
             return; // pid 1 died without a status (killed): the exit status tells.
         }
-        let Some(status) = status else {
+        if status.0.is_none() {
             return;
-        };
+        }
         // Our stdout and stderr are the caller's log: close them (onto /dev/null: nothing is
         // written there any more) so the log ends now, not when we exit.
         if let Ok(null) = sys::open(c"/dev/null", libc::O_WRONLY) {
@@ -466,7 +487,7 @@ impl Sandbox {
                 libc::dup2(null.as_raw_fd(), 2);
             }
         }
-        let _ = sys::write_all(&status, &[code]);
+        status.send(&record[..got as usize]);
     }
 }
 

@@ -84,7 +84,9 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
                 println!("FAIL {label}");
                 let what = format!("test `{label}` failed: {err}");
                 eprintln!("error: {}", super::terminal::sanitise(&what));
-                if let ExecError::Failed { log_tail, .. } = &err {
+                if let ExecError::Failed { log_tail, .. } | ExecError::Sandbox { log_tail, .. } =
+                    &err
+                {
                     for line in log_tail {
                         eprintln!("  > {}", super::terminal::sanitise(line));
                     }
