@@ -6,6 +6,9 @@
 //! uid/gid 65534 through `setpriv`, with the binaries (hard links or copies) in a
 //! world-readable temporary directory and a `BRAMBLE_HOME` and project that uid owns.
 
+#[path = "support/http.rs"]
+mod http;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -585,4 +588,47 @@ fn bramble_run_writes_only_declared_paths_and_never_vcs_metadata() {
         stderr(&out)
     );
     assert!(!hook.exists());
+}
+
+/// `bramble.lock` was written through `.bramble.lock.tmp-<pid>`, opened with `O_TRUNC` and
+/// following symlinks: one planted for bramble's pid overwrote its target. The lock is
+/// now written through a fresh `O_EXCL` temporary file.
+#[test]
+fn the_lock_is_never_written_through_a_planted_temporary_file() {
+    let server = http::Server::start();
+    server.file("/f.txt", "fetched\n");
+    let w = World::new();
+    let p = w.project(
+        "planted",
+        &[(
+            "default.bramble",
+            &format!(
+                "load(\"bramble/fetch\", \"fetch_url\")\ndef f():\n    return fetch_url(\"{}\", name = \"f\")\n",
+                server.url("/f.txt")
+            ),
+        )],
+    );
+    let victim = w.write("victim", "precious\n");
+    // Plant the name for every pid the next processes are likely to get.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for pid in last + 1..last + 400 {
+        let planted = p.join(format!(".bramble.lock.tmp-{pid}"));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        give(&planted);
+    }
+    let out = w.bramble(&p, &["build", "./:f", "--no-out-link"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let lock = std::fs::read_to_string(p.join("bramble.lock")).unwrap();
+    assert!(lock.contains(&server.url("/f.txt")), "{lock}");
+    assert!(
+        std::fs::symlink_metadata(p.join("bramble.lock"))
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
 }
