@@ -475,6 +475,17 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
     {
         tracing::warn!("cannot give `{}` back to its owner: {e}", path.display());
     }
+    // Private, with the builder's world-writable and setuid/sticky modes taken away; a
+    // directory that cannot be made so is removed rather than kept.
+    if let Err(e) = super::workspace::make_private(&path) {
+        tracing::warn!("cannot make `{}` private, removing it: {e}", path.display());
+        if let Some((parent, name)) = path.parent().zip(path.file_name().and_then(|n| n.to_str()))
+            && let Ok(parent) = std::fs::File::open(parent)
+        {
+            let _ = super::workspace::remove_at(&parent, name);
+        }
+        return None;
+    }
     let name = path.file_name()?.to_owned();
     let target = tmp.path().parent()?.join(name);
     match std::fs::rename(&path, &target) {
