@@ -19,3 +19,7 @@ pub const BRAMBLE_FETCH_RETRIES: &str = "BRAMBLE_FETCH_RETRIES";
 /// first that exists of `<dir of bramble>/../share/bramble/lib` (an installed bramble) and
 /// the `lib/` of the source tree bramble was built from.
 pub const BRAMBLE_LIB: &str = "BRAMBLE_LIB";
+
+/// Path of the `bramble-debian` program that Debian package sets run in the sandbox
+/// (`lib/debian.bramble`). Default: next to the running `bramble` binary.
+pub const BRAMBLE_DEBIAN_TOOL: &str = "BRAMBLE_DEBIAN_TOOL";

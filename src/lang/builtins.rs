@@ -4,6 +4,9 @@
 //!   — with `dao=True` the derivation is a derivation-as-output: its `out` is a document of
 //!   generated derivations that the build splices in its place (`crate::build::dao`).
 //! - `files(include, exclude=[], allow_empty=False)`
+//! - `bramble_tool(name)`: one of bramble's own programs (`"bramble-debian"`) with its loader
+//!   and libraries, as a derivation's `sources` (the files `bin/<name>`, `lib/ld.so`,
+//!   `lib/*.so*`; run it as `lib/ld.so --library-path /build/lib /build/bin/<name>`)
 //! - `run(derivation, cmd, args=[], paths=[], read_only_paths=[], hidden_paths=[], network=False)`
 //! - `test(derivation, args=[])`, `print(*args, sep=" ")`
 //! - `sys.os`, `sys.arch`, `sys.platform`
@@ -28,7 +31,9 @@ use starlark::values::tuple::{TupleRef, UnpackTuple};
 use starlark::values::{Value, ValueLike};
 
 use super::session::{Session, TestSpec};
-use super::value::{DerivationNode, DerivationValue, FilesValue, RunSpec, RunValue, SessionRef};
+use super::value::{
+    DerivationNode, DerivationValue, FilesValue, RunSpec, RunValue, SessionRef, ToolValue,
+};
 use super::{Error, files};
 use crate::store::{Derivation, Sources};
 
@@ -203,10 +208,24 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             platform,
             sources: None,
         };
-        if let Some(src) = sources.filter(|v| !v.is_none()) {
-            let files = src
-                .downcast_ref::<FilesValue>()
-                .ok_or_else(|| type_error(F, "sources", "the result of `files()`", src))?;
+        if let Some(tool) = sources.and_then(|v| v.downcast_ref::<ToolValue>()) {
+            drv.validate().map_err(|e| err(e.into()))?;
+            let (path, files) = s.sources.add_tool(&tool.name).map_err(|message| {
+                err(Error::Sources {
+                    name: drv.name.clone(),
+                    message,
+                })
+            })?;
+            drv.sources = Some(Sources { files, path });
+        } else if let Some(src) = sources.filter(|v| !v.is_none()) {
+            let files = src.downcast_ref::<FilesValue>().ok_or_else(|| {
+                type_error(
+                    F,
+                    "sources",
+                    "the result of `files()` or `bramble_tool()`",
+                    src,
+                )
+            })?;
             // Validate the name first: it becomes part of nothing yet, but errors read better.
             drv.validate().map_err(|e| err(e.into()))?;
             let key = (files.base.clone(), files.files.clone());
@@ -291,6 +310,13 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             base,
             base_rel,
             files: found,
+        })
+    }
+
+    /// One of bramble's own programs with its loader and libraries, for `sources`.
+    fn bramble_tool(#[starlark(require = pos)] name: &str) -> starlark::Result<ToolValue> {
+        Ok(ToolValue {
+            name: name.to_owned(),
         })
     }
 
