@@ -43,6 +43,11 @@ pub fn entries(name: &str) -> Result<Vec<(String, PathBuf)>, String> {
             crate::env::BRAMBLE_DEBIAN_TOOL
         ));
     }
+    bundle(name, program)
+}
+
+/// The entries of tool `name` whose program is `program`.
+fn bundle(name: &str, program: PathBuf) -> Result<Vec<(String, PathBuf)>, String> {
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map_err(|e| format!("cannot read `/proc/self/maps`: {e}"))?;
     let mut entries = vec![(format!("bin/{name}"), program)];
@@ -65,11 +70,47 @@ pub fn entries(name: &str) -> Result<Vec<(String, PathBuf)>, String> {
         if base.starts_with("ld-") {
             loader = Some(real);
         } else {
-            entries.push((format!("lib/{base}"), real));
+            entries.push((format!("lib/{}", soname(base)), real));
         }
     }
     let loader = loader.ok_or("no dynamic loader is mapped into bramble (a static build?)")?;
     entries.push((format!("lib/{LOADER}"), loader));
     entries.sort();
     Ok(entries)
+}
+
+/// The conventional soname of a library file: `liblzma.so.5.4.1` is `liblzma.so.5` (the
+/// mapped path is the real file; programs ask for the soname).
+fn soname(file: &str) -> &str {
+    let Some(at) = file.find(".so.") else {
+        return file;
+    };
+    let major = at + 4;
+    match file[major..].find('.') {
+        Some(dot) => &file[..major + dot],
+        None => file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tool_object_holds_the_loader_and_libraries() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("bramble-debian");
+        std::fs::write(&fake, "program").unwrap();
+        let entries = super::bundle("bramble-debian", fake.clone()).unwrap();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(entries[0], ("bin/bramble-debian".to_owned(), fake));
+        assert!(names.contains(&"lib/ld.so"), "{names:?}");
+        assert!(names.contains(&"lib/libc.so.6"), "{names:?}");
+        assert_eq!(super::soname("liblzma.so.5.4.1"), "liblzma.so.5");
+        assert_eq!(super::soname("libc.so.6"), "libc.so.6");
+        assert_eq!(super::soname("libfoo.so"), "libfoo.so");
+        assert!(
+            super::entries("nope")
+                .unwrap_err()
+                .contains("not a bramble tool")
+        );
+    }
 }
