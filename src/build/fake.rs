@@ -186,6 +186,7 @@ impl FakeExecutor {
                 placeholder: job.drv.placeholder(job.build_key, output),
                 path,
                 scratch: None,
+                required_refs: Vec::new(),
             });
         }
         Ok(Built {

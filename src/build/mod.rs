@@ -265,6 +265,9 @@ pub struct StagedOutput {
     /// reach, removed with the workspace) where the store may stage the final tree instead
     /// of creating a temporary directory of its own.
     pub scratch: Option<PathBuf>,
+    /// Store paths the output refers to whether or not its bytes name them: the root view
+    /// it was built in (`Derivation::root`).
+    pub required_refs: Vec<StorePath>,
 }
 
 /// A successful run of a builder: staged outputs, and the workspace that holds them (removed

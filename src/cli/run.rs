@@ -9,7 +9,9 @@
 //! directories, all relative to the project root unless absolute. A missing `paths` or
 //! `read_only_paths` entry is an error; a missing hidden path is skipped (nothing to hide). Only `network = True`
 //! shares the host network. Stdin, stdout and stderr are this process's; the exit status is
-//! the program's.
+//! the program's. A derivation built with a root view (`derivation(root = ...)`) runs in
+//! the same view: the tree's `usr/` at `/usr`, `/bin` etc. linking into it, and
+//! `/usr/bin:/bin` at the end of `PATH`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 use bramble_sandbox::{Bind, Network, Spec, Stdin};
 use clap::Args;
 
-use crate::build::sandbox::run_interactive;
+use crate::build::sandbox::{add_root_view, run_interactive};
 use crate::lang::RunSpec;
 use crate::store::{STORE_DIR, StorePath};
 
@@ -77,7 +79,15 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     // The host paths are checked before building: a typo should not wait for a build.
     let mounts = project_mounts(&run, &evaluated.project_root)?;
     let mut request = evaluated.request();
+    // The root view the derivation was built in (`derivation(root = ...)`), built with it.
+    let root_ref = request
+        .derivations
+        .get(&run.derivation)
+        .and_then(|d| d.root.as_deref())
+        .and_then(|r| crate::store::template::find(r).ok())
+        .and_then(|found| found.into_iter().next().map(|(_, r)| r));
     request.roots = vec![run.derivation];
+    request.roots.extend(root_ref.as_ref().map(|r| r.drv));
     let report = session.build(
         &request,
         &args.flags.options()?,
@@ -89,7 +99,18 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         .outputs
         .clone()
         .ok_or_else(|| CliError::internal("a successful build has outputs"))?;
-    let spec = run_spec(
+    let root = match &root_ref {
+        Some(r) => Some(
+            report.roots[1]
+                .outputs
+                .as_ref()
+                .and_then(|o| o.get(&r.output))
+                .cloned()
+                .ok_or_else(|| CliError::internal("the root view was built"))?,
+        ),
+        None => None,
+    };
+    let mut spec = run_spec(
         &session,
         &run,
         &extra,
@@ -98,6 +119,12 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &evaluated.project_root,
         &evaluated.cwd,
     )?;
+    if let Some(root) = &root {
+        add_root_view(&mut spec, &session.host_path(root))
+            .map_err(|e| CliError::user(e.to_string()))?;
+        let path = spec.env.entry("PATH".into()).or_default();
+        path.push_str(":/usr/bin:/bin");
+    }
     let scratch = session.store.tmp_dir("run").map_err(store_error)?;
     let status = run_interactive(&session.helper, &spec, scratch.path())
         .map_err(|e| CliError::environment(e.to_string()))?;

@@ -103,10 +103,10 @@ impl<'a> Universe<'a> {
 
     /// The best package of the index for `rel`, if any.
     fn candidate(&self, rel: &Relation) -> Option<&'a Package> {
-        if let Some(real) = self.by_name.get(rel.name.as_str()) {
-            if let Some(p) = real.iter().find(|p| Self::satisfies(p, rel)) {
-                return Some(p);
-            }
+        if let Some(real) = self.by_name.get(rel.name.as_str())
+            && let Some(p) = real.iter().find(|p| Self::satisfies(p, rel))
+        {
+            return Some(p);
         }
         self.providers
             .get(rel.name.as_str())?

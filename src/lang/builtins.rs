@@ -1,8 +1,10 @@
 //! The builtins every `.bramble` file sees, beyond standard Starlark.
 //!
-//! - `derivation(name, builder, args=[], env={}, sources=None, outputs=["out"], platform=sys.platform, dao=False)`
+//! - `derivation(name, builder, args=[], env={}, sources=None, outputs=["out"], platform=sys.platform, dao=False, root=None)`
 //!   — with `dao=True` the derivation is a derivation-as-output: its `out` is a document of
 //!   generated derivations that the build splices in its place (`crate::build::dao`).
+//!   `root` is a tree (a Debian package set, `lib/debian.bramble`) the build sees at `/usr`,
+//!   with `/bin`, `/sbin`, `/lib`, `/lib64` linking into it (see `Derivation::root`).
 //! - `files(include, exclude=[], allow_empty=False)`
 //! - `bramble_tool(name)`: one of bramble's own programs (`"bramble-debian"`) with its loader
 //!   and libraries, as a derivation's `sources` (the files `bin/<name>`, `lib/ld.so`,
@@ -157,6 +159,7 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
         outputs: Option<Value<'v>>,
         platform: Option<Value<'v>>,
         #[starlark(require = named, default = false)] dao: bool,
+        #[starlark(require = named)] root: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> starlark::Result<DerivationValue> {
         const F: &str = "derivation";
@@ -198,6 +201,15 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
                 .ok_or_else(|| type_error(F, "platform", "a string", p))?
                 .to_owned(),
         };
+        let root = match root.filter(|v| !v.is_none()) {
+            None => None,
+            Some(r) => {
+                let Some(node) = r.downcast_ref::<DerivationValue>() else {
+                    return Err(type_error(F, "root", "a derivation (a package set)", r));
+                };
+                Some(node.node.default_template().to_owned())
+            }
+        };
         let mut drv = Derivation {
             args,
             builder,
@@ -206,6 +218,7 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             name,
             outputs,
             platform,
+            root,
             sources: None,
         };
         if let Some(tool) = sources.and_then(|v| v.downcast_ref::<ToolValue>()) {

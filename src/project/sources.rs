@@ -114,9 +114,9 @@ fn emit_dir<S: Sink>(
                     file: (*rel).to_owned(),
                     source,
                 };
-                let meta = std::fs::symlink_metadata(&path).map_err(io)?;
+                let meta = std::fs::symlink_metadata(path).map_err(io)?;
                 if meta.file_type().is_symlink() {
-                    let target = std::fs::read_link(&path).map_err(io)?;
+                    let target = std::fs::read_link(path).map_err(io)?;
                     sink.symlink(Some(name), target.as_os_str().as_encoded_bytes())
                         .map_err(EmitError::Sink)?;
                     continue;
@@ -125,7 +125,7 @@ fn emit_dir<S: Sink>(
                 let mut file = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
+                    .open(path)
                     .map_err(io)?;
                 let meta = file.metadata().map_err(io)?;
                 if !meta.is_file() {

@@ -111,6 +111,7 @@ impl<E> WithFetchers<E> {
                 placeholder: job.drv.placeholder(job.build_key, "out"),
                 path: out,
                 scratch: Some(tmp.path().to_owned()),
+                required_refs: Vec::new(),
             }],
             workspace: Some(Box::new(tmp)),
         })
