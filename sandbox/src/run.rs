@@ -18,7 +18,7 @@ use crate::sys;
 /// Signals that cancel the run: the sandbox is killed and the helper exits 128 + signal.
 const CANCEL: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-/// The command line: `bramble-sandbox [--spec-fd N] [--warm] [--status-fd N]`.
+/// The command line: `bramble-sandbox [--spec-fd N] [--warm] [--status-fd N] [--as-caller]`.
 #[derive(Debug, Default)]
 struct Args {
     /// Where the spec comes from (0: stdin).
@@ -31,6 +31,9 @@ struct Args {
     /// Where to write the exit code (one byte) as soon as the sandbox is empty, before its
     /// namespaces are torn down; may be the spec's descriptor if that is a socket.
     status_fd: Option<i32>,
+    /// As root, keep the caller's ids for the sandbox instead of an unprivileged id from
+    /// [`crate::ids`] (`bramble run`/`bramble shell`: the user's own program; never a build).
+    as_caller: bool,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -49,6 +52,7 @@ fn parse_args() -> Result<Args, Error> {
             Some("--spec-fd") => parsed.spec_fd = fd_value("--spec-fd", args.next())?,
             Some("--status-fd") => parsed.status_fd = Some(fd_value("--status-fd", args.next())?),
             Some("--warm") => parsed.warm = true,
+            Some("--as-caller") => parsed.as_caller = true,
             _ => {
                 return Err(Error::Usage {
                     message: format!("unexpected argument `{}`", arg.to_string_lossy()),
@@ -143,6 +147,18 @@ pub fn run() -> Result<u8, Error> {
         .transpose()?;
     let status = status.as_ref().map(AsFd::as_fd);
 
+    // As root, the builder gets an unprivileged host id (see `ids`), and nothing in the
+    // sandbox keeps root's supplementary groups.
+    let sandbox_id = (host.0 == 0 && !args.as_caller).then(|| {
+        // SAFETY: getpid has no preconditions.
+        crate::ids::sandbox_host_id(unsafe { libc::getpid() } as u32)
+    });
+    if sandbox_id.is_some() {
+        // SAFETY: an empty list needs no pointer.
+        sys::cvt(unsafe { libc::setgroups(0, std::ptr::null()) })
+            .map_err(|e| Error::setup("cannot clear the supplementary groups", e))?;
+    }
+
     // Block the signals we wait for *before* the child exists, so none is lost; the child
     // unblocks them first thing.
     // SAFETY: `set` is initialised by sigemptyset before use; sigprocmask only reads it.
@@ -183,6 +199,7 @@ pub fn run() -> Result<u8, Error> {
             (spec.uid, spec.gid),
             spec.network == Network::None,
             false,
+            sandbox_id,
         )?;
         let plan = Plan::new(&spec, &base);
         let sandbox = Sandbox::start(
@@ -195,7 +212,7 @@ pub fn run() -> Result<u8, Error> {
     }
 
     // Warm: the namespaces first, then the spec.
-    let base = Base::new(host, (DEFAULT_UID, DEFAULT_GID), true, true)?;
+    let base = Base::new(host, (DEFAULT_UID, DEFAULT_GID), true, true, sandbox_id)?;
     let (spec_read, spec_write) = pipe()?;
     let sandbox = Sandbox::start(
         &base,
@@ -326,6 +343,12 @@ impl Sandbox {
                 });
             }
         };
+        if base.switch_to.is_some()
+            && let Err(e) = write_maps(pid, base, &death_write)
+        {
+            kill_and_reap(pid);
+            return Err(e);
+        }
         Ok(Sandbox {
             pid,
             _death_write: death_write,
@@ -445,6 +468,26 @@ impl Sandbox {
         }
         let _ = sys::write_all(&status, &[code]);
     }
+}
+
+/// Root's part of the user namespace's setup (see [`crate::ids`]): writes pid 1's id maps,
+/// which only a process privileged in the parent namespace may do for ids other than its
+/// own, then lets pid 1 go on with one byte on `go` (pid 1 waits for it before its setup).
+fn write_maps(pid: libc::pid_t, base: &Base, go: &OwnedFd) -> Result<(), Error> {
+    let userns = |step: &'static str, source: io::Error| Error::UserNamespace {
+        step,
+        source,
+        hint: user_namespace_hint(),
+    };
+    let path =
+        |file: &str| std::ffi::CString::new(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    sys::write_file(&path("setgroups"), b"deny")
+        .map_err(|e| userns("writing the sandbox's `setgroups`", e))?;
+    sys::write_file(&path("uid_map"), &base.uid_map)
+        .map_err(|e| userns("writing the sandbox's `uid_map`", e))?;
+    sys::write_file(&path("gid_map"), &base.gid_map)
+        .map_err(|e| userns("writing the sandbox's `gid_map`", e))?;
+    sys::write_all(go, b"g").map_err(|e| Error::setup("cannot start the sandbox's init", e))
 }
 
 /// SIGKILL to the sandbox's pid 1 kills every process of its PID namespace; reaping pid 1

@@ -297,7 +297,8 @@ impl Executor for SandboxExecutor {
             spec,
         } = prepared;
         let started = std::time::Instant::now();
-        let run = run_helper(&self.warm, &self.config, &spec, &cancel).await;
+        let writable = [dir.path().to_owned(), staging.path().to_owned()];
+        let run = run_helper(&self.warm, &self.config, &spec, &writable, &cancel).await;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
         let (status, log) = run?;
         let log_tail = tail(&log, LOG_TAIL_LINES);
@@ -352,8 +353,15 @@ impl Executor for SandboxExecutor {
 }
 
 /// Move a failed build's directory out of its temporary directory into the store's `tmp/`.
+/// As root, everything in it is given back to root first (the builder was an unprivileged
+/// id, see [`give`]).
 fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
     let path = dir.keep();
+    if let Some(owner) = sandbox_id(None)
+        && let Err(e) = chown_tree(&path, owner)
+    {
+        tracing::warn!("cannot give `{}` back to its owner: {e}", path.display());
+    }
     let name = path.file_name()?.to_owned();
     let target = tmp.path().parent()?.join(name);
     match std::fs::rename(&path, &target) {
@@ -363,6 +371,37 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
             Some(path)
         }
     }
+}
+
+/// When bramble runs as root, the host id its builders run as: with `helper`, the sandbox
+/// of that helper process (see [`bramble_sandbox::ids`]); without, root's own (0, to give
+/// a builder's files back). `None` for an ordinary user, whose builders are that user.
+fn sandbox_id(helper: Option<u32>) -> Option<u32> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    Some(helper.map_or(0, bramble_sandbox::sandbox_host_id))
+}
+
+/// As root, gives a build's writable directories (the build directory with the sources
+/// copied into it, the staging directory) to the unprivileged host id the builder of the
+/// helper process `helper` runs as, before the spec goes out. Nothing else is in them yet.
+fn give(dirs: &[PathBuf], helper: u32) -> io::Result<()> {
+    let Some(id) = sandbox_id(Some(helper)) else {
+        return Ok(());
+    };
+    dirs.iter().try_for_each(|dir| chown_tree(dir, id))
+}
+
+/// `lchown` of `dir` and everything below it to `id` (uid and gid), never following a
+/// symbolic link. Used on a builder's directories only while no process of the builder runs
+/// (before the spec is sent, after the sandbox is empty), so nothing changes them meanwhile.
+fn chown_tree(dir: &Path, id: u32) -> io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(id), Some(id))?;
+    }
+    Ok(())
 }
 
 /// One build's directories (fields in drop order: build directory, staging directory,
@@ -674,10 +713,14 @@ impl Drop for WarmPool {
 /// The status comes early (`--status-fd`): once every process of the sandbox is gone and
 /// the log has ended, before the kernel tears the namespaces down; the helper is reaped in
 /// the background.
+///
+/// `writable`: the build's writable directories, given to the builder's host id first
+/// (as root, see [`give`]).
 async fn run_helper(
     pool: &WarmPool,
     config: &SandboxConfig,
     spec: &Spec,
+    writable: &[PathBuf],
     cancel: &Cancel,
 ) -> Result<(std::process::ExitStatus, Vec<u8>), ExecError> {
     use std::os::unix::process::ExitStatusExt;
@@ -691,6 +734,15 @@ async fn run_helper(
         log,
     } = pool.take().await.map_err(setup)?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    if sandbox_id(None).is_some() {
+        let (dirs, helper) = (writable.to_vec(), child.id());
+        tokio::task::spawn_blocking(move || give(&dirs, helper))
+            .await
+            .expect("changing owners does not panic")
+            .map_err(|e| ExecError::Setup {
+                message: format!("cannot give the build directory to the builder's id: {e}"),
+            })?;
+    }
     let mut control = tokio::net::UnixStream::from_std(control).map_err(setup)?;
     let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(log)));
     // A helper that failed early has closed its end: its status tells why.
@@ -917,7 +969,10 @@ pub fn run_interactive(
     // The helper inherits this one descriptor (std opens everything else close-on-exec).
     fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
         .map_err(|e| setup("cannot pass the spec descriptor".into(), e.into()))?;
+    // `--as-caller`: the user's own program with the user's own paths, as the user (as
+    // root too: no build runs here).
     let status = std::process::Command::new(helper)
+        .arg("--as-caller")
         .arg("--spec-fd")
         .arg(file.as_raw_fd().to_string())
         .status()

@@ -172,9 +172,6 @@ impl Session {
     /// it as an indirect gc root.
     pub fn add_result_link(&self, link: &Path, path: &StorePath) -> Result<(), CliError> {
         let target = self.host_path(path);
-        let mut tmp_name = link.as_os_str().to_owned();
-        tmp_name.push(".tmp-bramble");
-        let tmp = PathBuf::from(tmp_name);
         let io = |e: std::io::Error| {
             CliError::environment(format!(
                 "cannot create result link `{}`: {e}",
@@ -191,9 +188,7 @@ impl Session {
             }
             _ => {}
         }
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(io)?;
-        std::fs::rename(&tmp, link).map_err(io)?;
+        crate::store::local::replace_symlink(&target, link).map_err(io)?;
         self.store.add_indirect_root(link).map_err(store_error)?;
         Ok(())
     }

@@ -355,6 +355,15 @@ impl Db {
         }
     }
 
+    /// Whether any path is registered.
+    pub fn has_paths(&self) -> Result<bool, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM valid_paths LIMIT 1")
+            .map_err(db_err("query", &self.path))?;
+        stmt.exists([]).map_err(db_err("query", &self.path))
+    }
+
     /// Every valid path.
     pub fn all_paths(&self) -> Result<Vec<StorePath>, Error> {
         let mut stmt = self

@@ -216,6 +216,8 @@ impl LocalStore {
     /// Delete every store path no root reaches, plus crash leftovers.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, Error> {
         let _gc = self.gc_lock(LockMode::Exclusive)?;
+        // Every object would look like a crash leftover: refuse (see `repair`).
+        self.refuse_if_database_lost()?;
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()

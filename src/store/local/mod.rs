@@ -47,6 +47,7 @@
 mod db;
 mod gc;
 mod lock;
+mod repair;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -57,6 +58,7 @@ use sha2::{Digest, Sha256};
 
 pub use gc::{GcOptions, GcReport, VerifyOptions, VerifyProblem, VerifyReport};
 pub use lock::{KeyLock, PathLock, TempDir};
+pub use repair::RebuildReport;
 
 use self::db::Db;
 use self::lock::LockMode;
@@ -91,6 +93,14 @@ pub enum Error {
     },
     #[error("the store database `{path}` is corrupt: {detail}")]
     CorruptDatabase { path: PathBuf, detail: String },
+    #[error(
+        "the store database `{db}` registers no paths, but `{store}` holds {objects} objects: the database was emptied or lost"
+    )]
+    DatabaseLost {
+        db: PathBuf,
+        store: PathBuf,
+        objects: usize,
+    },
     #[error("cannot find the store's home: neither BRAMBLE_HOME, XDG_DATA_HOME nor HOME is set")]
     NoHome,
     #[error(transparent)]
@@ -665,12 +675,41 @@ impl LocalStore {
     /// directory, then `store/`), so one journal commit covers its contents and its name,
     /// and it is registered only once all of that is durable. A crash before registration
     /// leaves an unregistered object, which is never taken for valid.
+    ///
+    /// Moving a directory to another parent writes its `..` entry, which needs write
+    /// permission on the directory itself (root never notices: it bypasses the check). The
+    /// staged root directory is therefore made writable (0755) for the rename and read-only
+    /// (0555) again right after it, through the descriptor opened before the rename (the
+    /// same inode, never a path a second time), before anything is synced or registered. A
+    /// crash in between leaves an unregistered object with a writable top directory, which
+    /// is removed like any other leftover.
     fn place(&self, staged: &Path, path: &StorePath) -> Result<(), Error> {
+        use rustix::fs::{Mode, OFlags};
         let dest = self.host_path(path);
         // An unregistered leftover (a crash between rename and registration): nobody else
         // can be writing it, since we hold the path's lock.
         tree::remove(&dest)?;
+        let root = match rustix::fs::open(
+            staged,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Some(fd),
+            // A file or a symlink: renaming it touches only the two directories.
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => None,
+            Err(e) => return Err(io_err("open", staged)(e.into())),
+        };
+        let chmod = |fd: &std::os::fd::OwnedFd, mode: u32, at: &Path| {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+                .map_err(|e| io_err("set permissions of", at)(e.into()))
+        };
+        if let Some(fd) = &root {
+            chmod(fd, 0o755, staged)?;
+        }
         std::fs::rename(staged, &dest).map_err(io_err("move into the store", &dest))?;
+        if let Some(fd) = &root {
+            chmod(fd, 0o555, &dest)?;
+        }
         tree::sync(&dest)?;
         Ok(())
     }
@@ -743,10 +782,7 @@ impl LocalStore {
     }
 
     fn replace_root_link(&self, root: &Path, target: &Path) -> Result<PathBuf, Error> {
-        let tmp = root.with_extension("new");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create gc root", &tmp))?;
-        std::fs::rename(&tmp, root).map_err(io_err("create gc root", root))?;
+        replace_symlink(target, root).map_err(io_err("create gc root", root))?;
         Ok(root.to_owned())
     }
 
@@ -758,6 +794,40 @@ impl LocalStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &root)(e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Point the symlink `link` at `target` atomically, replacing whatever symlink (or file) is
+/// there: a fresh link under a name of this process's own next to `link` (`symlink(2)`
+/// never follows or replaces anything), renamed over `link`. Several processes making the
+/// same link at once all succeed; the last rename wins.
+pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = link
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".tmp-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = link.with_file_name(tmp_name);
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        return std::fs::rename(&tmp, link).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        });
     }
 }
 
