@@ -23,3 +23,22 @@ pub const BRAMBLE_LIB: &str = "BRAMBLE_LIB";
 /// Path of the `bramble-debian` program that Debian package sets run in the sandbox
 /// (`lib/debian.bramble`). Default: next to the running `bramble` binary.
 pub const BRAMBLE_DEBIAN_TOOL: &str = "BRAMBLE_DEBIAN_TOOL";
+
+/// Prefix of the variables naming the base URLs of a `mirror://NAME/...` mirror:
+/// `BRAMBLE_MIRROR_<NAME>` (upper case, `-` written `_`; e.g. `BRAMBLE_MIRROR_DEBIAN_SECURITY`),
+/// several base URLs separated by white space, tried in order. Takes precedence over
+/// `bramble.toml`, the user's config file and the apt sources (`build::fetch::mirror`).
+pub const BRAMBLE_MIRROR_PREFIX: &str = "BRAMBLE_MIRROR_";
+
+/// The variable of mirror `name` ([`BRAMBLE_MIRROR_PREFIX`]).
+pub fn mirror_var(name: &str) -> String {
+    format!(
+        "{BRAMBLE_MIRROR_PREFIX}{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// The root directory whose `etc/apt` sources give the default base URLs of `mirror://debian`
+/// and `mirror://debian-security`. Default: `/`. Tests point it at a fixture directory so
+/// they never read the machine's apt sources.
+pub const BRAMBLE_APT_ROOT: &str = "BRAMBLE_APT_ROOT";

@@ -13,6 +13,9 @@
 //! cli      clap commands and terminal output: the only module that prints.
 //! debian   Debian package sets: the Packages index, version ordering, the dependency
 //!          closure, the DAO document, merging unpacked packages (run by `bramble-debian`).
+//! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml) and the reading of
+//!          configuration files (regular files only).
+//! env      every BRAMBLE_* environment variable, declared once.
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
@@ -22,6 +25,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod debian;
 pub mod env;
 pub mod lang;

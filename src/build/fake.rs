@@ -187,6 +187,7 @@ impl FakeExecutor {
                 path,
                 scratch: None,
                 required_refs: Vec::new(),
+                stored: None,
             });
         }
         Ok(Built {

@@ -217,7 +217,10 @@ pub trait BuildStore: Send + Sync + 'static {
     ) -> Result<BTreeMap<String, StorePath>, StoreError> {
         let mut paths = BTreeMap::new();
         for staged in outputs {
-            let path = self.add_output(staged, drv, inputs)?;
+            let path = match &staged.stored {
+                Some(stored) => stored.clone(),
+                None => self.add_output(staged, drv, inputs)?,
+            };
             paths.insert(staged.name.clone(), path);
         }
         if register {
@@ -268,6 +271,11 @@ pub struct StagedOutput {
     /// Store paths the output refers to whether or not its bytes name them: the root view
     /// it was built in (`Derivation::root`).
     pub required_refs: Vec<StorePath>,
+    /// The output is already this valid store path (a fetch whose pinned result the store
+    /// holds; `path` is where it is on the host): it is registered as it is, with nothing
+    /// copied or hashed. The executor keeps it from being collected until then (a hold in
+    /// [`Built::workspace`]).
+    pub stored: Option<StorePath>,
 }
 
 /// A successful run of a builder: staged outputs, and the workspace that holds them (removed

@@ -343,6 +343,7 @@ impl Executor for SandboxExecutor {
                 path,
                 scratch: Some(tmp.path().to_owned()),
                 required_refs: root_path(&job.drv).ok().flatten().into_iter().collect(),
+                stored: None,
             });
         }
         Ok(Built {

@@ -6,7 +6,7 @@
 //! version = 1
 //!
 //! [[url]]
-//! url = "http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_…_amd64.deb"
+//! url = "mirror://debian/pool/main/b/busybox/busybox-static_…_amd64.deb"
 //! unpack = "deb"
 //! hash = "…"        # content hash of the result (what the store verifies)
 //! sha256 = "…"      # sha256 of the downloaded file

@@ -3,7 +3,9 @@
 //!
 //! - A project is the nearest directory at or above the working directory holding a
 //!   `bramble.toml`, whose `[package]` table has a `name` (the module name other code
-//!   `load()`s it by) and an optional `version`; any other key is an error.
+//!   `load()`s it by) and an optional `version`, and whose optional `[mirrors]` table names
+//!   the base URLs of `mirror://` URLs for this project (`name = "url"` or
+//!   `name = ["url", ...]`, see [`crate::build::fetch::mirror`]); any other key is an error.
 //! - References: `./path:function`, `./path` (every public function of that module callable
 //!   without arguments), `./...` or `./dir/...` (every module below), and
 //!   `<module name>/sub:function` (also with `/...`). `./path` names `path.bramble` or
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub use reference::{Reference, Target};
 pub use sources::{MemorySources, SourceSink, StoreSources};
 
+use crate::build::fetch::mirror::{Layer, Origin};
 use crate::lang::{self, Library, Options, Returned, RunSpec, Session, TestSpec};
 use crate::store::{Derivation, Hash, host_platform};
 
@@ -72,6 +75,8 @@ impl Error {
 #[serde(deny_unknown_fields)]
 struct Manifest {
     package: Package,
+    #[serde(default)]
+    mirrors: Option<crate::config::MirrorTable>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -90,6 +95,8 @@ pub struct Project {
     /// The module name, e.g. `github.com/me/proj`.
     pub name: String,
     pub version: Option<String>,
+    /// Its `[mirrors]` table, if it has one.
+    pub mirrors: Option<Layer>,
 }
 
 impl Project {
@@ -150,10 +157,19 @@ impl Project {
                 ),
             });
         }
+        let mirrors = manifest
+            .mirrors
+            .map(|t| t.to_layer(Origin::Project(path.clone())))
+            .transpose()
+            .map_err(|message| Error::BadManifest {
+                path: shown,
+                message,
+            })?;
         Ok(Project {
             root: root.to_path_buf(),
             name,
             version: manifest.package.version,
+            mirrors,
         })
     }
 
