@@ -103,6 +103,11 @@ impl Env {
         self.user_home().join(".local/share/bramble")
     }
 
+    /// A file of the user's outside the store (a symlink target for hostile builders).
+    fn outside(&self) -> PathBuf {
+        self.root.path().join("outside")
+    }
+
     fn store_dir(&self) -> PathBuf {
         self.home().join("store")
     }
@@ -118,6 +123,11 @@ impl Env {
 
     /// The `bramble` binary as the user, in the project directory, with the default home.
     fn command(&self, args: &[&str]) -> Command {
+        self.command_with_home(None, args)
+    }
+
+    /// [`Env::command`] with `BRAMBLE_HOME` set to `home` if given.
+    fn command_with_home(&self, home: Option<&Path>, args: &[&str]) -> Command {
         let bramble = self.root.path().join("bin/bramble");
         let mut cmd = if is_root() {
             let mut c = Command::new("setpriv");
@@ -141,6 +151,9 @@ impl Env {
             .env("BRAMBLE_FETCH_RETRIES", "0")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        if let Some(home) = home {
+            cmd.env("BRAMBLE_HOME", home);
+        }
         cmd
     }
 
@@ -235,6 +248,20 @@ EOF
 def generated():
     return _sh("gen", GEN, env = {"BB": busybox().out + "/bin/busybox"}, dao = True)
 
+def slow():
+    return _sh("slow", "touch started; while [ ! -e go ]; do sleep 0.1; done; echo slow > $out")
+
+def after():
+    return _sh("after", "cat late.txt $SLOW > $out", env = {"SLOW": slow()}, sources = files(["late.txt"]))
+
+def failing():
+    script = (
+        "mkdir -p open/deeper sticky ro; echo x > open/deeper/f; chmod 777 open open/deeper; " +
+        "chmod 666 open/deeper/f; chmod 1777 sticky; ln -s $OUTSIDE open/link; chmod 555 ro; " +
+        "chmod 777 .; exit 1"
+    )
+    return _sh("failing", script, env = {"OUTSIDE": "@OUTSIDE@"})
+
 def data():
     return fetch_url("@DATA@", unpack = "tar.gz", name = "data")
 
@@ -273,6 +300,7 @@ fn project(env: &Env, server: &http::Server) {
         "default.bramble",
         MODULE
             .replace("@DATA@", &server.url("/data.tar.gz"))
+            .replace("@OUTSIDE@", env.outside().to_str().unwrap())
             .as_bytes(),
     );
 }
@@ -552,4 +580,188 @@ fn concurrent_builds_all_make_their_result_links() {
     assert_eq!(names, ["result"]);
     env.ok(&["gc"]);
     assert!(path.unwrap().exists());
+}
+
+/// The build directory (on the host) of the running build whose builder wrote `marker`.
+fn wait_for_build_dir(env: &Env, marker: &str) -> PathBuf {
+    for _ in 0..1200 {
+        if let Ok(tmps) = std::fs::read_dir(env.home().join("tmp")) {
+            for tmp in tmps.flatten() {
+                for dir in std::fs::read_dir(tmp.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if dir.path().join(marker).exists() {
+                        return dir.path();
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no build wrote `{marker}` within a minute");
+}
+
+/// `gc` beside a running build keeps what the build process uses: the sources it added
+/// during evaluation for a derivation that has not started yet (its temporary roots),
+/// besides the inputs of the running build. The build then completes; once its process
+/// ended, its temporary roots are gone and `gc` may collect.
+#[test]
+fn gc_beside_a_build_keeps_what_the_build_uses() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    env.write("late.txt", b"late\n");
+    let build = env
+        .command(&["build", "./:after"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = wait_for_build_dir(&env, "started");
+    // `slow` is running; `after` (whose sources were added during evaluation) waits for it.
+    let gc = env.bramble(&["gc"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    let deleted = stdout(&gc);
+    assert!(
+        !deleted.contains("-source"),
+        "gc deleted sources: {deleted}"
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    let out = build.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(built(&out)).unwrap(),
+        "late\nslow\n"
+    );
+    env.ok(&["store", "verify"]);
+    // The process ended: nothing of it is kept but what the `result` link holds.
+    let out = env.ok(&["gc"]);
+    assert!(stdout(&out).contains("-source"), "{}", stdout(&out));
+    let left: Vec<_> = std::fs::read_dir(env.home().join("temproots"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// A trusted home is private (the database 0600, its directories 0700 but `store/`); a
+/// home, or a directory in it, owned by another user is refused with a hint; a symlink
+/// planted at `db.sqlite` is refused, never followed.
+#[test]
+fn an_untrusted_home_is_refused_and_a_trusted_one_is_private() {
+    let env = Env::new();
+    env.ok(&["store", "add", "busybox", "--name", "bb"]);
+    let home = env.home();
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("db.sqlite")), 0o600);
+    if home.join("db.sqlite-wal").exists() {
+        assert_eq!(mode(&home.join("db.sqlite-wal")), 0o600);
+    }
+    for dir in ["tmp", "locks", "gcroots", "temproots"] {
+        assert_eq!(mode(&home.join(dir)), 0o700, "{dir}");
+    }
+    assert_eq!(mode(&home.join("store")), 0o755);
+    // A database left readable by an older bramble is made private.
+    chmod(&home.join("db.sqlite"), 0o644);
+    env.ok(&["store", "verify"]);
+    assert_eq!(mode(&home.join("db.sqlite")), 0o600);
+
+    // A planted `db.sqlite` symlink in a home of the user's own.
+    let planted = env.root.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    let victim = env.root.path().join("victim");
+    std::os::unix::fs::symlink(&victim, planted.join("db.sqlite")).unwrap();
+    give_tree(&planted);
+    let out = env
+        .command_with_home(Some(&planted), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("db.sqlite`") && err.contains("it is a symlink"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!victim.exists(), "the symlink was followed");
+
+    if !is_root() {
+        eprintln!("skipping the foreign-owner cases: only root can make a home of another uid");
+        return;
+    }
+    // A world-writable home owned by root: only bramble's own check can refuse it.
+    let foreign = env.root.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    chmod(&foreign, 0o777);
+    let out = env
+        .command_with_home(Some(&foreign), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("belongs to uid 0"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 0);
+
+    // The user's home, with a `store/` of another owner in it.
+    let mixed = env.root.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    give(&mixed);
+    std::fs::create_dir(mixed.join("store")).unwrap();
+    chmod(&mixed.join("store"), 0o777);
+    let out = env
+        .command_with_home(Some(&mixed), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("store`") && err.contains("belongs to uid 0"),
+        "{err}"
+    );
+    assert!(!mixed.join("db.sqlite").exists());
+}
+
+/// `--keep-failed` keeps a private build directory: its top 0700 whatever the builder made
+/// of `/build`, no group or other write and no sticky bit below, and the symlink the
+/// builder planted left alone (its target unchanged).
+#[test]
+fn a_kept_build_directory_is_private_and_sanitised() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    std::fs::write(env.outside(), "mine\n").unwrap();
+    chmod(&env.outside(), 0o646);
+    give(&env.outside());
+    let out = env.bramble(&["build", "./:failing", "--keep-failed"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let kept = err
+        .lines()
+        .find_map(|l| l.strip_prefix("note: the build directory was kept at `"))
+        .and_then(|l| l.strip_suffix('`'))
+        .unwrap_or_else(|| panic!("no kept directory named: {err}"));
+    let kept = PathBuf::from(kept);
+    assert_eq!(mode(&kept), 0o700, "{}", kept.display());
+    if is_root() {
+        assert_eq!(std::fs::metadata(&kept).unwrap().uid(), USER);
+    }
+    let mut seen = 0;
+    for entry in walkdir::WalkDir::new(&kept).min_depth(1) {
+        let entry = entry.unwrap();
+        if entry.path_is_symlink() {
+            continue;
+        }
+        seen += 1;
+        let m = mode(entry.path());
+        assert_eq!(m & 0o7022, 0, "`{}` has mode {m:o}", entry.path().display());
+    }
+    assert!(seen >= 5, "{seen}");
+    assert!(kept.join("open/link").is_symlink());
+    assert_eq!(mode(&env.outside()), 0o646, "the symlink was followed");
 }

@@ -7,12 +7,20 @@
 //! fixtures in a world-readable temp dir, a `BRAMBLE_HOME` that uid owns), as the current
 //! user otherwise.
 
-mod build_support;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Output;
 
-use build_support::{Fixture, stderr, stdout};
+/// Where `busybox-static` installs its binary.
+const BUSYBOX: &str = "/bin/busybox";
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -52,6 +60,121 @@ fn owners(dir: &Path) -> Vec<(std::path::PathBuf, u32, u32)> {
         .collect()
 }
 
+const UNPRIVILEGED: u32 = 65534;
+
+/// Defines `busybox()` (copies the shipped static busybox) and `_sh(name, script)`.
+const MODULE: &str = r#"
+def busybox():
+    return derivation(
+        "busybox",
+        "busybox",
+        args = ["sh", "-c", "mkdir -p $out/bin && cp busybox $out/bin/busybox && ln -s busybox $out/bin/sh"],
+        sources = files(["busybox"]),
+    )
+
+def _sh(name, script):
+    return derivation(name, busybox().out + "/bin/busybox", args = ["sh", "-c", script])
+"#;
+
+/// A project and a private store in a world-readable temp dir, with copies of `bramble` and
+/// its helper, run as `uid` (`setpriv`) when the tests are root, else as the current user.
+struct Isolated {
+    dir: tempfile::TempDir,
+    uid: Option<u32>,
+}
+
+impl Isolated {
+    /// As uid 65534 when the tests are root.
+    fn new(module: &str) -> Isolated {
+        Isolated::as_uid(module, is_root().then_some(UNPRIVILEGED))
+    }
+
+    /// As root (the caller checked that the tests are root).
+    fn as_root(module: &str) -> Isolated {
+        Isolated::as_uid(module, None)
+    }
+
+    fn as_uid(module: &str, uid: Option<u32>) -> Isolated {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            Path::new(BUSYBOX).exists(),
+            "these tests need a static busybox at `{}`: apt-get install -y busybox-static",
+            BUSYBOX
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("bramble-isolation-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let root = dir.path();
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = root.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // The helper as bramble finds it: next to itself (built with the workspace).
+        let bramble = Path::new(env!("CARGO_BIN_EXE_bramble"));
+        let helper = bramble.with_file_name("bramble-sandbox");
+        assert!(
+            helper.exists(),
+            "`{}` is missing: build the workspace (`cargo build --workspace`)",
+            helper.display()
+        );
+        for (from, name) in [(bramble, "bramble"), (helper.as_path(), "bramble-sandbox")] {
+            std::fs::copy(from, bin.join(name)).unwrap();
+        }
+        let project = root.join("project");
+        std::fs::create_dir(&project).unwrap();
+        std::fs::write(
+            project.join("bramble.toml"),
+            "[package]\nname = \"example.com/isolation\"\n",
+        )
+        .unwrap();
+        std::fs::write(project.join("default.bramble"), format!("{MODULE}{module}")).unwrap();
+        std::fs::copy(BUSYBOX, project.join("busybox")).unwrap();
+        std::fs::create_dir(root.join("home")).unwrap();
+        for dir in [root.join("home"), project.clone()] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            if let Some(uid) = uid {
+                for entry in walkdir::WalkDir::new(&dir) {
+                    std::os::unix::fs::lchown(entry.unwrap().path(), Some(uid), Some(uid)).unwrap();
+                }
+            }
+        }
+        Isolated { dir, uid }
+    }
+
+    fn bramble(&self, args: &[&str]) -> Output {
+        self.bramble_with(args, &[])
+    }
+
+    /// [`Isolated::bramble`] with more environment variables.
+    fn bramble_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let bramble = self.dir.path().join("bin/bramble");
+        let mut cmd = match self.uid {
+            Some(uid) => {
+                let mut cmd = std::process::Command::new("setpriv");
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(bramble);
+                cmd
+            }
+            None => std::process::Command::new(bramble),
+        };
+        cmd.args(args)
+            .current_dir(self.dir.path().join("project"))
+            .env("BRAMBLE_HOME", self.dir.path().join("home"))
+            .env("HOME", self.dir.path().join("home"))
+            .env_remove("BRAMBLE_SANDBOX")
+            .env("NO_COLOR", "1")
+            .env_remove("CI")
+            .env_remove("BRAMBLE_LOG")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
 /// Bramble as root: the builder is an unprivileged host id of the documented range (its
 /// uid 1000 inside maps there; root's own id only served the helper's setup), it can write
 /// its build directory and outputs, and what bramble keeps belongs to root again: the
@@ -59,14 +182,20 @@ fn owners(dir: &Path) -> Vec<(std::path::PathBuf, u32, u32)> {
 #[test]
 fn as_root_the_builder_is_an_unprivileged_host_id_and_root_owns_what_is_kept() {
     root_only!();
-    let f = Fixture::new();
-    let who = f.sh(
-        "who",
-        "mkdir -p $out/sub && cat /proc/self/uid_map > $out/uid_map && \
-         cat /proc/self/gid_map > $out/gid_map && echo x > /build/scratch && \
-         echo y > $out/sub/file",
-    );
-    let out = f.build(&[&who], &[&who], &["--no-out-link"]);
+    // A host file owned by another uid, which a kept directory's link points at.
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    std::os::unix::fs::chown(victim.path(), Some(12345), Some(12345)).unwrap();
+    let p = Isolated::as_root(&format!(
+        r#"
+def who():
+    return _sh("who", "mkdir -p $out/sub && cat /proc/self/uid_map > $out/uid_map && cat /proc/self/gid_map > $out/gid_map && echo x > /build/scratch && echo y > $out/sub/file")
+
+def broken():
+    return _sh("broken", "mkdir -p /build/d/e && echo partial > /build/d/e/f && ln -s {victim} /build/link; exit 1")
+"#,
+        victim = victim.path().display()
+    ));
+    let out = p.bramble(&["build", "./:who", "--no-out-link"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = std::path::PathBuf::from(stdout(&out).trim());
     for map in ["uid_map", "gid_map"] {
@@ -86,17 +215,7 @@ fn as_root_the_builder_is_an_unprivileged_host_id_and_root_owns_what_is_kept() {
         assert_eq!((uid, gid), (0, 0), "{}", entry.display());
     }
 
-    // A host file owned by another uid, which a kept directory's link points at.
-    let victim = tempfile::NamedTempFile::new().unwrap();
-    std::os::unix::fs::chown(victim.path(), Some(12345), Some(12345)).unwrap();
-    let bad = f.sh(
-        "broken",
-        &format!(
-            "mkdir -p /build/d/e && echo partial > /build/d/e/f && ln -s {} /build/link; exit 1",
-            victim.path().display()
-        ),
-    );
-    let out = f.build(&[&bad], &[&bad], &["--keep-failed"]);
+    let out = p.bramble(&["build", "./:broken", "--keep-failed"]);
     assert!(!out.status.success());
     let kept = kept_dir(&stderr(&out));
     let entries = owners(&kept);
@@ -106,4 +225,139 @@ fn as_root_the_builder_is_an_unprivileged_host_id_and_root_owns_what_is_kept() {
     }
     let victim = victim.path().metadata().unwrap();
     assert_eq!((victim.uid(), victim.gid()), (12345, 12345));
+}
+
+/// `BRAMBLE_SANDBOX_IDS` sets the range (for a root whose user namespace maps only some ids):
+/// the engine gives the build directories to the id the helper maps. A bad value is an error
+/// naming the variable.
+#[test]
+fn as_root_the_id_range_can_be_set() {
+    root_only!();
+    let p = Isolated::as_root(
+        r#"
+def who():
+    return _sh("who", "cat /proc/self/uid_map > $out && echo x > /build/scratch")
+
+def other():
+    return _sh("other", "echo > $out")
+"#,
+    );
+    let out = p.bramble_with(
+        &["build", "./:who", "--no-out-link"],
+        &[("BRAMBLE_SANDBOX_IDS", "2000000:1000")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let map = std::fs::read_to_string(stdout(&out).trim()).unwrap();
+    let host: u32 = map
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[0] == "1000")
+        .and_then(|f| f[1].parse().ok())
+        .unwrap_or_else(|| panic!("{map}"));
+    assert!((2_000_000..2_001_000).contains(&host), "{map}");
+
+    let out = p.bramble_with(
+        &["build", "./:other", "--no-out-link"],
+        &[("BRAMBLE_SANDBOX_IDS", "0:10")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("`BRAMBLE_SANDBOX_IDS` is `0:10`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A builder's own exit code 127 (a shell's "command not found") is reported as its exit
+/// code; only a builder the sandbox could not find is reported as not found, named.
+#[test]
+fn a_builders_own_127_is_its_exit_code_and_only_a_missing_builder_is_named() {
+    let p = Isolated::new(
+        r#"
+def command_not_found():
+    return _sh("command-not-found", "no-such-command-anywhere")
+
+def exits_126():
+    return _sh("exits-126", "exit 126")
+
+def missing_builder():
+    return derivation("missing-builder", busybox().out + "/bin/no-such-builder")
+"#,
+    );
+    let out = p.bramble(&["build", "./:command_not_found", "--no-out-link"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: building `command-not-found` failed: builder exited with code 127\n"),
+        "{err}"
+    );
+    assert!(err.contains("no-such-command-anywhere: not found"), "{err}");
+    assert!(!err.contains("not found in the sandbox"), "{err}");
+
+    let out = p.bramble(&["build", "./:exits_126", "--no-out-link"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: building `exits-126` failed: builder exited with code 126\n"),
+        "{err}"
+    );
+    assert!(!err.contains("not executable"), "{err}");
+
+    let out = p.bramble(&["build", "./:missing_builder", "--no-out-link"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: building `missing-builder` failed: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.starts_with("error: building `missing-builder` failed: builder `/bramble/store/")
+            && line.ends_with("-busybox/bin/no-such-builder` not found in the sandbox"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\nhint: a builder is a file of an input's output"),
+        "{err}"
+    );
+}
+
+/// The script of a builder that tries to write a global sysctl (writing back the value it
+/// read: harmless where it succeeds) and to change the host's `/dev/null`, then records
+/// what happened in `$out`.
+const HOSTILE: &str = r#"
+def hostile():
+    return _sh("hostile", """
+v=$(cat /proc/sys/kernel/core_pattern)
+if (echo "$v" > /proc/sys/kernel/core_pattern) 2>/dev/null; then echo sysctl-WRITTEN; else echo sysctl-refused; fi > $out
+if touch /dev/null 2>/dev/null; then echo touch-DONE; else echo touch-refused; fi >> $out
+if chmod 666 /dev/null 2>/dev/null; then echo chmod-DONE; else echo chmod-refused; fi >> $out
+if echo x > /dev/null; then echo null-works; fi >> $out
+""")
+"#;
+
+fn assert_hostile_build_refused(p: &Isolated) {
+    use std::os::unix::fs::MetadataExt;
+    let host = |m: std::fs::Metadata| (m.mode(), m.uid(), m.mtime(), m.mtime_nsec());
+    let before = host(std::fs::metadata("/dev/null").unwrap());
+    let out = p.bramble(&["build", "./:hostile", "--no-out-link"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result = std::fs::read_to_string(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        result,
+        "sysctl-refused\ntouch-refused\nchmod-refused\nnull-works\n"
+    );
+    assert_eq!(host(std::fs::metadata("/dev/null").unwrap()), before);
+}
+
+/// Through the real binary as an ordinary user: a build cannot write sysctls or touch the
+/// host's device nodes.
+#[test]
+fn a_build_cannot_write_sysctls_or_change_host_device_nodes() {
+    assert_hostile_build_refused(&Isolated::new(HOSTILE));
+}
+
+/// The same with bramble run as root (where a builder used to be host root).
+#[test]
+fn as_root_a_build_cannot_write_sysctls_or_change_host_device_nodes() {
+    root_only!();
+    assert_hostile_build_refused(&Isolated::as_root(HOSTILE));
 }

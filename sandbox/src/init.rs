@@ -135,9 +135,10 @@ pub enum SpecFrom {
 /// The whole life of pid 1. Never returns: exits with the builder's status or a setup code.
 ///
 /// Must be the first code run in the cloned child. `death_pipe` is the read end of a pipe
-/// whose write end only the helper's host process holds. With `status`, the exit code is
-/// also written there as one byte once nothing else runs in the sandbox (see
-/// [`report_status`]), before pid 1's own exit starts tearing the namespaces down.
+/// whose write end only the helper's host process holds. With `status`, the status record
+/// (the builder's status or pid 1's failure, see [`crate::Status`]) is also written there
+/// once nothing else runs in the sandbox (see [`report_status`]), before pid 1's own exit
+/// starts tearing the namespaces down.
 pub fn run(base: &Base, spec: SpecFrom, death_pipe: OwnedFd, status: Option<OwnedFd>) -> ! {
     let result = prepare(base, death_pipe).and_then(|(covered, death_pipe)| {
         let plan = match spec {
@@ -151,15 +152,15 @@ pub fn run(base: &Base, spec: SpecFrom, death_pipe: OwnedFd, status: Option<Owne
         enter(base, &plan, covered, death_pipe, status.as_ref())?;
         spawn_and_reap(&plan)
     });
-    let code = match result {
-        Ok(code) => code,
+    let (code, record) = match result {
+        Ok(code) => (code, crate::Status::Builder(code)),
         Err(e) => {
             crate::report(&e);
-            e.exit_code()
+            (e.exit_code(), crate::helper_status(&e))
         }
     };
     if let Some(status) = status {
-        report_status(&status, code);
+        report_status(&status, &record.encode());
     }
     // SAFETY: _exit is always safe; pid 1 exiting makes the kernel kill the namespace.
     unsafe { libc::_exit(i32::from(code)) }
@@ -448,15 +449,16 @@ fn enter(
     Ok(())
 }
 
-/// Writes `code` to `status` once the sandbox is empty: every process left (daemons of the
-/// builder) is killed and reaped first, so the caller may take the outputs as soon as it
-/// reads the byte, and stdout/stderr are closed, so the caller's log reaches its end once
-/// the host side has closed its copies too. Then pid 1's exit (the namespaces' teardown)
-/// is off the caller's path.
-fn report_status(status: &OwnedFd, code: u8) {
+/// Writes the status `record` to `status` once the sandbox is empty: every process left
+/// (daemons of the builder) is killed and reaped first, so the caller may take the outputs
+/// as soon as it reads the record, and stdout/stderr are closed, so the caller's log reaches
+/// its end once the host side has closed its copies too. Then pid 1's exit (the
+/// namespaces' teardown) is off the caller's path. One write of at most `PIPE_BUF` bytes
+/// (see [`crate::Status`]): the host side reads the whole record at once.
+fn report_status(status: &OwnedFd, record: &[u8]) {
     // SAFETY: kill(-1) from pid 1 signals every other process of its PID namespace; waitpid
     // gets a valid out pointer; closing stdout/stderr only affects this process; `status`
-    // is an open pipe and the one byte read from `code`.
+    // is an open pipe and `record` readable for its length.
     unsafe {
         libc::kill(-1, libc::SIGKILL);
         loop {
@@ -469,7 +471,7 @@ fn report_status(status: &OwnedFd, code: u8) {
         }
         libc::close(1);
         libc::close(2);
-        libc::write(status.as_raw_fd(), (&code as *const u8).cast(), 1);
+        libc::write(status.as_raw_fd(), record.as_ptr().cast(), record.len());
     }
 }
 

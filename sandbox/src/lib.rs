@@ -26,7 +26,7 @@
 //! 2. Read and validate the spec, resolve the links in its bind sources' directories; prepare
 //!    every C string, the id maps and the seccomp programs. Stdin becomes `/dev/null` unless
 //!    the spec says `"stdin": "inherit"`. As root, the builder's host id is picked (see
-//!    [`ids`]) and the supplementary groups cleared.
+//!    [`ids`]) and the supplementary groups cleared (where `setgroups` is allowed).
 //! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
 //!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`. As root, write pid 1's
 //!    `setgroups` (`deny`), `uid_map` and `gid_map` (only a process privileged outside the
@@ -90,19 +90,25 @@
 //! need it after all.
 //!
 //! `--status-fd N` (N may be stdin when the spec comes on a socket, as from the build engine)
-//! gets the exit code as one byte as soon as the sandbox is empty, before its namespaces are
-//! torn down (the kernel's slowest part of a run): pid 1 kills and reaps everything left
-//! when the builder exits, closes its stdout/stderr and tells the host side, which closes its
-//! own stdout/stderr (so the caller's log pipe ends) and writes the byte. The helper's own
-//! exit status follows when the teardown is over. No byte (end of file) means the helper
-//! decided the status itself (time limit, cancel): its exit status tells.
+//! gets a status record ([`Status`]) as soon as the outcome is known: the builder's own
+//! exit status (`B <code>`) once the sandbox is empty, before its namespaces are torn down
+//! (the kernel's slowest part of a run): pid 1 kills and reaps everything left when the
+//! builder exits, closes its stdout/stderr and tells the host side, which closes its own
+//! stdout/stderr (so the caller's log pipe ends) and writes the record. Or the helper's own
+//! failure with its message (`H <code> <length> <message>`): a setup step, the builder not
+//! found or not executable, an invalid spec, the time limit. A caller tells a builder's
+//! `exit 127` from a builder that was not found by the record, never by the code. The
+//! helper's own exit status follows when the teardown is over. No record (end of file)
+//! means the helper was killed or cancelled by a signal: its exit status tells.
 //!
 //! # Exit status
 //!
 //! The builder's own status, or 128 + signal. Otherwise (see [`exit`]): 122 invalid spec,
 //! 123 no user namespaces, 124 timeout, 125 setup failure, 126 builder not executable,
 //! 127 builder not found; 128 + n when the helper was cancelled by signal n. Each helper
-//! failure prints one `bramble-sandbox: error: ...` line and possibly one `hint: ...` line.
+//! failure prints one `bramble-sandbox: error: ...` line and possibly one `hint: ...` line,
+//! and with `--status-fd` sends the same as a [`Status::Helper`] record: only that record
+//! tells a helper failure from a builder that exited with the same code.
 //!
 //! # Spec
 //!
@@ -151,19 +157,30 @@ mod sys;
 
 pub use error::Error;
 pub use exit::*;
-pub use ids::{SANDBOX_ID_BASE, SANDBOX_ID_COUNT, sandbox_host_id};
+pub use ids::{IdRange, SANDBOX_ID_BASE, SANDBOX_ID_COUNT, SANDBOX_IDS_VAR, sandbox_host_id};
 pub use spec::{Bind, Network, Spec, SpecError, Stdin, Symlink};
 
 /// Prints a helper error as one `bramble-sandbox: error:` line plus an optional `hint:` line,
 /// in a single write so concurrent builders' messages do not interleave.
 pub(crate) fn report(err: &Error) {
-    let mut msg = format!("bramble-sandbox: error: {err}\n");
-    if let Some(hint) = err.hint() {
-        msg.push_str("hint: ");
-        msg.push_str(&hint);
-        msg.push('\n');
-    }
+    let msg = format!("bramble-sandbox: error: {}\n", message(err));
     sys::write_stderr(msg.as_bytes());
+}
+
+/// The error, and its hint on a second line `hint: ...` (as in a [`Status::Helper`] record).
+pub(crate) fn message(err: &Error) -> String {
+    match err.hint() {
+        Some(hint) => format!("{err}\nhint: {hint}"),
+        None => err.to_string(),
+    }
+}
+
+/// The [`Status`] record of a failure of the helper.
+pub(crate) fn helper_status(err: &Error) -> Status {
+    Status::Helper {
+        code: err.exit_code(),
+        message: message(err),
+    }
 }
 
 /// Entry point of the helper binary (`bin/bramble-sandbox.rs`). Never returns.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bramble_sandbox::{
     Bind, EXIT_INVALID_SPEC, EXIT_NO_USER_NAMESPACES, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND,
-    EXIT_TIMEOUT, Network, Spec, Stdin, Symlink,
+    EXIT_TIMEOUT, Network, Spec, Status, Stdin, Symlink,
 };
 
 const PROBE_INPUT: &str = "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-probe";
@@ -424,6 +424,50 @@ fn uid_and_gid_are_mapped_to_one_unprivileged_id() {
     });
 }
 
+/// Root in a user namespace that does not map the range (as in many containers) cannot give
+/// the builder its id: a clear error naming the id, with a hint, and nothing runs.
+#[test]
+fn as_root_without_the_id_range_mapped_the_helper_says_why() {
+    if current_ids().0 != 0 {
+        eprintln!("SKIPPED: this test is about the helper run as root");
+        return;
+    }
+    let run = Run::new(Identity::Root, false);
+    let mut child = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(&fixture().helper)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run unshare (util-linux)");
+    let json = run.spec(&["exit", "0"]).to_json();
+    // The helper may have failed before reading it all: its output tells.
+    let _ = child.stdin.take().unwrap().write_all(json.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(i32::from(EXIT_NO_USER_NAMESPACES)) {
+        eprintln!("SKIPPED: no nested user namespaces: {stderr}");
+        return;
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(bramble_sandbox::EXIT_SETUP_FAILED)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with("bramble-sandbox: error: cannot write the sandbox's `uid_map` to run the builder as host id 8"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "\nhint: as root, builders run as an unprivileged host id (by default of 880803840..884998144)"
+        ),
+        "{stderr}"
+    );
+}
+
 /// Seen from the host: every process of the sandbox (pid 1 and the builder) has the
 /// builder's host id as real, effective, saved and filesystem uid and gid, never root's, and
 /// no supplementary group.
@@ -814,7 +858,7 @@ fn the_early_status_comes_once_the_sandbox_is_empty() {
             ours.shutdown(std::net::Shutdown::Write).unwrap();
             let mut status = Vec::new();
             ours.read_to_end(&mut status).unwrap();
-            assert_eq!(status, [code], "warm: {}", run.warm);
+            assert_eq!(status, Status::Builder(code).encode(), "warm: {}", run.warm);
             // Nothing of the sandbox runs any more when the status comes (the daemon too).
             assert_eq!(processes_with(&token), Vec::<u32>::new(), "daemon survived");
             // The log is complete and ends, the exit status agrees.
@@ -830,6 +874,70 @@ fn the_early_status_comes_once_the_sandbox_is_empty() {
                 assert!(stdout.ends_with("ok\n"), "{stdout}");
             }
         }
+    });
+}
+
+/// Runs `spec` with `--status-fd 0` (spec and status on one socket, as the build engine
+/// does); returns the status record and the exit code.
+fn run_with_status(run: &Run, spec: &Spec) -> (Vec<u8>, Option<i32>) {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = run
+        .command()
+        .args(["--status-fd", "0"])
+        .stdin(std::os::fd::OwnedFd::from(theirs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    run.give(child.id());
+    ours.write_all(spec.to_json().as_bytes()).unwrap();
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut status = Vec::new();
+    ours.read_to_end(&mut status).unwrap();
+    (status, child.wait().unwrap().code())
+}
+
+/// The builder's own 127 (a shell's "command not found") and a builder the helper cannot
+/// find have the same exit code, but not the same status record: the helper's own failures
+/// come with their message on the status channel, the builder's codes as they are.
+#[test]
+fn the_status_record_tells_the_builders_exit_codes_from_the_helpers_failures() {
+    for_each_identity(|run| {
+        for code in [122u8, 125, 126, 127] {
+            let (record, exit) = run_with_status(run, &run.spec(&["exit", &code.to_string()]));
+            assert_eq!(Status::decode(&record), Some(Status::Builder(code)));
+            assert_eq!(exit, Some(i32::from(code)));
+        }
+        let mut spec = run.spec(&[]);
+        spec.builder = format!("/bramble/store/{OUTSIDE}/bin/probe").into();
+        let (record, exit) = run_with_status(run, &spec);
+        assert_eq!(exit, Some(i32::from(EXIT_NOT_FOUND)));
+        match Status::decode(&record) {
+            Some(Status::Helper { code, message }) => {
+                assert_eq!(code, EXIT_NOT_FOUND);
+                assert!(
+                    message.starts_with(&format!(
+                        "builder `/bramble/store/{OUTSIDE}/bin/probe` not found in the sandbox\nhint: "
+                    )),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?} from {record:?}"),
+        }
+        // A failure of the host side (the time limit) comes the same way.
+        let mut spec = run.spec(&["sleep", "x"]);
+        spec.time_limit_ms = Some(200);
+        let (record, exit) = run_with_status(run, &spec);
+        assert_eq!(exit, Some(i32::from(EXIT_TIMEOUT)));
+        assert_eq!(
+            Status::decode(&record),
+            Some(Status::Helper {
+                code: EXIT_TIMEOUT,
+                message: "the builder exceeded its time limit of 200 ms and was killed".into()
+            })
+        );
     });
 }
 

@@ -298,6 +298,17 @@ pub enum ExecError {
         /// The build directory, kept for inspection (`--keep-failed`).
         kept: Option<PathBuf>,
     },
+    /// The sandbox, not the builder, failed: the helper's own message (the builder not
+    /// found or not executable, the time limit, a setup step).
+    #[error("{message}")]
+    Sandbox {
+        message: String,
+        hint: Option<String>,
+        /// The last lines the builder (or the helper) printed.
+        log_tail: Vec<String>,
+        /// The build directory, kept for inspection (`--keep-failed`).
+        kept: Option<PathBuf>,
+    },
     #[error("the builder did not create output `{output}`")]
     MissingOutput { output: String },
     #[error("the build was cancelled")]

@@ -303,7 +303,16 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
             failure.name, failure.kind
         );
         match &failure.kind {
-            FailureKind::Exec(ExecError::Failed { log_tail, kept, .. }) => {
+            FailureKind::Exec(
+                ExecError::Failed { log_tail, kept, .. }
+                | ExecError::Sandbox { log_tail, kept, .. },
+            ) => {
+                if let FailureKind::Exec(ExecError::Sandbox {
+                    hint: Some(hint), ..
+                }) = &failure.kind
+                {
+                    eprintln!("hint: {hint}");
+                }
                 if !log_tail.is_empty() {
                     eprintln!("last {} log lines:", log_tail.len());
                     for line in log_tail {

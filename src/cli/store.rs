@@ -86,6 +86,10 @@ pub(crate) fn store_error(err: local::Error) -> CliError {
             ErrorClass::Environment,
             Some("nothing was deleted; rebuild the database from the objects with `bramble store repair --rebuild-db` (which realisations and build logs cannot survive: the next builds run again and find their outputs stored)".into()),
         ),
+        E::UntrustedHome { .. } => (
+            ErrorClass::Environment,
+            Some("the store's home and everything in it must belong to the user running bramble, with no symlinks in place of its files; set BRAMBLE_HOME to a directory of your own".into()),
+        ),
         E::NoHome => (
             ErrorClass::Environment,
             Some("set BRAMBLE_HOME to the directory that should hold the store".into()),

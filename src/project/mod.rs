@@ -109,7 +109,9 @@ impl Project {
         let mut dir = start.as_path();
         loop {
             let manifest = dir.join(MANIFEST);
-            if manifest.is_file() {
+            // Anything named `bramble.toml` (a fifo or symlink too) is this project's, and
+            // `load` refuses what is not a regular file.
+            if manifest.symlink_metadata().is_ok() {
                 return Project::load(dir);
             }
             match dir.parent() {
@@ -127,7 +129,7 @@ impl Project {
     pub fn load(root: &Path) -> Result<Project, Error> {
         let path = root.join(MANIFEST);
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
+        let text = read_config(&path).map_err(|source| Error::ReadManifest {
             path: shown.clone(),
             source,
         })?;
@@ -183,6 +185,24 @@ impl Project {
                 .collect::<Vec<Library>>(),
             platform: host_platform(),
         }
+    }
+}
+
+/// Read a configuration file bramble trusts (`bramble.toml`, `bramble.lock`): a regular
+/// file only, read through [`crate::config::read_regular_file`] (`O_NOFOLLOW | O_NONBLOCK`,
+/// so a symbolic link is refused and a fifo never blocks), as an I/O error.
+pub fn read_config(path: &Path) -> std::io::Result<String> {
+    use crate::config::ConfigError;
+    use std::io::{Error, ErrorKind};
+    match crate::config::read_regular_file(path, false) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(Error::from_raw_os_error(libc::ENOENT)),
+        Err(ConfigError::Read { source, .. }) => Err(source),
+        Err(ConfigError::NotRegular { what, .. }) => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}: bramble reads only a regular file here"),
+        )),
+        Err(e) => Err(Error::new(ErrorKind::InvalidData, e.to_string())),
     }
 }
 

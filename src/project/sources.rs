@@ -225,7 +225,12 @@ impl StoreSources<'_> {
         entries: &[(String, PathBuf)],
         expected: StorePath,
     ) -> Result<StorePath, String> {
-        if self.store.is_valid(&expected).map_err(|e| e.to_string())? {
+        // Kept from gc until this process ends, like every source it adds.
+        if self
+            .store
+            .keep_valid(&expected)
+            .map_err(|e| e.to_string())?
+        {
             return Ok(expected);
         }
         let tmp = self.store.tmp_dir("sources").map_err(|e| e.to_string())?;
