@@ -30,6 +30,10 @@ pub const BRAMBLE_MAX_UNPACKED_ENTRIES: &str = "BRAMBLE_MAX_UNPACKED_ENTRIES";
 /// the `lib/` of the source tree bramble was built from.
 pub const BRAMBLE_LIB: &str = "BRAMBLE_LIB";
 
+/// Path of the `bramble-debian` program that Debian package sets run in the sandbox
+/// (`lib/debian.bramble`). Default: next to the running `bramble` binary.
+pub const BRAMBLE_DEBIAN_TOOL: &str = "BRAMBLE_DEBIAN_TOOL";
+
 /// When bramble runs as root, the range of unprivileged host ids its builders run as,
 /// `<base>:<count>` (one id per sandbox: base + the helper's pid modulo count). Default:
 /// `880803840:4194304`, just above Nix's `auto-allocate-uids` range. Read by the build

@@ -11,6 +11,8 @@
 //! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
 //! build    the graph (petgraph) and scheduler (tokio): sandbox client, fetchers, DAO splicing.
 //! cli      clap commands and terminal output: the only module that prints.
+//! debian   Debian package sets: the Packages index, version ordering, the dependency
+//!          closure, the DAO document, merging unpacked packages (run by `bramble-debian`).
 //! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml) and the reading of
 //!          configuration files (regular files only).
 //! env      every BRAMBLE_* environment variable, declared once.
@@ -24,6 +26,7 @@
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod debian;
 pub mod env;
 pub mod lang;
 pub mod project;

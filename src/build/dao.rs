@@ -518,6 +518,7 @@ pub fn validate(text: &[u8], origin: &Origin<'_>, limits: &Limits) -> Result<Gen
                 .platform
                 .clone()
                 .unwrap_or_else(|| origin.platform.to_owned()),
+            root: None,
             sources: None,
         };
         check_derivation(&drv).map_err(at)?;

@@ -187,6 +187,7 @@ impl FakeExecutor {
                 placeholder: job.drv.placeholder(job.build_key, output),
                 path,
                 scratch: None,
+                required_refs: Vec::new(),
                 stored: None,
             });
         }

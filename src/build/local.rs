@@ -184,6 +184,7 @@ fn add_output<'a>(
         placeholder: &output.placeholder,
         name: output.placeholder.name(),
         candidate_refs: inputs,
+        required_refs: &output.required_refs,
         deriver: Some(drv),
         scratch: output.scratch.as_deref(),
     }

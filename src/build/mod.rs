@@ -268,6 +268,9 @@ pub struct StagedOutput {
     /// reach, removed with the workspace) where the store may stage the final tree instead
     /// of creating a temporary directory of its own.
     pub scratch: Option<PathBuf>,
+    /// Store paths the output refers to whether or not its bytes name them: the root view
+    /// it was built in (`Derivation::root`).
+    pub required_refs: Vec<StorePath>,
     /// The output is already this valid store path (a fetch whose pinned result the store
     /// holds; `path` is where it is on the host): it is registered as it is, with nothing
     /// copied or hashed. The executor keeps it from being collected until then (a hold in

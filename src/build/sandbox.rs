@@ -455,6 +455,7 @@ impl Executor for SandboxExecutor {
                 placeholder,
                 path,
                 scratch: Some(tmp.path().to_owned()),
+                required_refs: root_path(&job.drv).ok().flatten().into_iter().collect(),
                 stored: None,
             });
         }
@@ -564,7 +565,10 @@ fn prepare(store: &LocalStore, dirs: Dirs, job: &Job) -> Result<Prepared, ExecEr
         let from = store.host_path(&sources.path);
         copy_tree(&from, dir.path()).map_err(|e| setup("cannot copy sources from", &from, e))?;
     }
-    let spec = build_spec(store, &dir, staging.path(), job);
+    let mut spec = build_spec(store, &dir, staging.path(), job);
+    if let Some(root) = root_path(&job.drv)? {
+        add_root_view(&mut spec, &store.host_path(&root))?;
+    }
     spec.validate().map_err(|e| ExecError::Setup {
         message: e.to_string(),
     })?;
@@ -574,6 +578,59 @@ fn prepare(store: &LocalStore, dirs: Dirs, job: &Job) -> Result<Prepared, ExecEr
         tmp,
         spec,
     })
+}
+
+/// The directories a root view links at the top of the sandbox (merged `/usr`).
+pub const ROOT_VIEW_LINKS: [&str; 4] = ["bin", "sbin", "lib", "lib64"];
+
+/// The store path of a resolved derivation's root view (`Derivation::root`), if it has one.
+pub fn root_path(drv: &Derivation) -> Result<Option<StorePath>, ExecError> {
+    let Some(root) = &drv.root else {
+        return Ok(None);
+    };
+    let bad = || ExecError::Setup {
+        message: format!(
+            "the root view `{root}` of `{}` is not a store path (`root` takes a derivation, \
+             e.g. a Debian package set)",
+            drv.name
+        ),
+    };
+    let rest = root
+        .strip_prefix(STORE_DIR)
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|r| !r.contains('/'))
+        .ok_or_else(bad)?;
+    rest.parse().map(Some).map_err(|_| bad())
+}
+
+/// Show the tree at `host_root` as the sandbox's root view: its `usr/` read-only at `/usr`,
+/// `/bin`, `/sbin`, `/lib`, `/lib64` linking into it. `bramble run` and `bramble shell` use
+/// the same view as the build.
+pub fn add_root_view(spec: &mut Spec, host_root: &Path) -> Result<(), ExecError> {
+    let usr = host_root.join("usr");
+    match std::fs::symlink_metadata(&usr) {
+        Ok(m) if m.is_dir() => {}
+        _ => {
+            return Err(ExecError::Setup {
+                message: format!(
+                    "the root view `{}` has no `usr` directory (is it a package set?)",
+                    host_root.display()
+                ),
+            });
+        }
+    }
+    spec.binds.push(Bind {
+        source: usr,
+        target: "/usr".into(),
+        writable: false,
+    });
+    for dir in ROOT_VIEW_LINKS {
+        spec.symlinks.push(bramble_sandbox::Symlink {
+            path: Path::new("/").join(dir),
+            to: Path::new("usr").join(dir),
+        });
+    }
+    Ok(())
 }
 
 /// The sandbox spec of a build.

@@ -18,6 +18,10 @@
 //!
 //! Changed from the original behaviour, where the project directory was bound read-write:
 //! a program that writes into the project must now ask for it with `paths`.
+//!
+//! A derivation built with a root view (`derivation(root = ...)`) runs in the same view: the
+//! tree's `usr/` at `/usr`, `/bin` etc. linking into it, and `/usr/bin:/bin` at the end of
+//! `PATH`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +30,7 @@ use std::process::ExitCode;
 use bramble_sandbox::{Bind, Network, Spec, Stdin};
 use clap::Args;
 
-use crate::build::sandbox::run_interactive;
+use crate::build::sandbox::{add_root_view, run_interactive};
 use crate::lang::RunSpec;
 use crate::store::{STORE_DIR, StorePath};
 
@@ -85,7 +89,15 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     // The host paths are checked before building: a typo should not wait for a build.
     let mounts = project_mounts(&run, &evaluated.project_root)?;
     let mut request = evaluated.request();
+    // The root view the derivation was built in (`derivation(root = ...)`), built with it.
+    let root_ref = request
+        .derivations
+        .get(&run.derivation)
+        .and_then(|d| d.root.as_deref())
+        .and_then(|r| crate::store::template::find(r).ok())
+        .and_then(|found| found.into_iter().next().map(|(_, r)| r));
     request.roots = vec![run.derivation];
+    request.roots.extend(root_ref.as_ref().map(|r| r.drv));
     let report = session.build(
         &request,
         &args.flags.options()?,
@@ -102,7 +114,18 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let empty = session.store.tmp_dir("run-empty").map_err(store_error)?;
     let mut mounts = mounts;
     mounts.empty_dir = empty.path().to_path_buf();
-    let spec = run_spec(
+    let root = match &root_ref {
+        Some(r) => Some(
+            report.roots[1]
+                .outputs
+                .as_ref()
+                .and_then(|o| o.get(&r.output))
+                .cloned()
+                .ok_or_else(|| CliError::internal("the root view was built"))?,
+        ),
+        None => None,
+    };
+    let mut spec = run_spec(
         &session,
         &run,
         &extra,
@@ -111,6 +134,12 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &evaluated.project_root,
         &evaluated.cwd,
     )?;
+    if let Some(root) = &root {
+        add_root_view(&mut spec, &session.host_path(root))
+            .map_err(|e| CliError::user(e.to_string()))?;
+        let path = spec.env.entry("PATH".into()).or_default();
+        path.push_str(":/usr/bin:/bin");
+    }
     let scratch = session.store.tmp_dir("run").map_err(store_error)?;
     let status = run_interactive(&session.helper, &spec, scratch.path())
         .map_err(|e| CliError::environment(e.to_string()))?;

@@ -1,9 +1,14 @@
 //! The builtins every `.bramble` file sees, beyond standard Starlark.
 //!
-//! - `derivation(name, builder, args=[], env={}, sources=None, outputs=["out"], platform=sys.platform, dao=False)`
+//! - `derivation(name, builder, args=[], env={}, sources=None, outputs=["out"], platform=sys.platform, dao=False, root=None)`
 //!   — with `dao=True` the derivation is a derivation-as-output: its `out` is a document of
 //!   generated derivations that the build splices in its place (`crate::build::dao`).
+//!   `root` is a tree (a Debian package set, `lib/debian.bramble`) the build sees at `/usr`,
+//!   with `/bin`, `/sbin`, `/lib`, `/lib64` linking into it (see `Derivation::root`).
 //! - `files(include, exclude=[], allow_empty=False)`
+//! - `bramble_tool(name)`: one of bramble's own programs (`"bramble-debian"`) with its loader
+//!   and libraries, as a derivation's `sources` (the files `bin/<name>`, `lib/ld.so`,
+//!   `lib/*.so*`; run it as `lib/ld.so --library-path /build/lib /build/bin/<name>`)
 //! - `run(derivation, cmd, args=[], paths=[], read_only_paths=[], hidden_paths=[], network=False)`
 //!   — `bramble run` binds the project directory read-only; `paths` are the host paths the
 //!   program may write (relative to the project root unless absolute), `read_only_paths` win
@@ -32,7 +37,9 @@ use starlark::values::tuple::{TupleRef, UnpackTuple};
 use starlark::values::{Value, ValueLike};
 
 use super::session::{Session, TestSpec};
-use super::value::{DerivationNode, DerivationValue, FilesValue, RunSpec, RunValue, SessionRef};
+use super::value::{
+    DerivationNode, DerivationValue, FilesValue, RunSpec, RunValue, SessionRef, ToolValue,
+};
 use super::{Error, files};
 use crate::store::limits;
 use crate::store::{BuildLimits, Derivation, Sources};
@@ -198,6 +205,7 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] max_silent_time: Option<Value<'v>>,
         #[starlark(require = named)] memory: Option<Value<'v>>,
         #[starlark(require = named)] processes: Option<Value<'v>>,
+        #[starlark(require = named)] root: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> starlark::Result<DerivationValue> {
         const F: &str = "derivation";
@@ -266,6 +274,15 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
                 .ok_or_else(|| type_error(F, "platform", "a string", p))?
                 .to_owned(),
         };
+        let root = match root.filter(|v| !v.is_none()) {
+            None => None,
+            Some(r) => {
+                let Some(node) = r.downcast_ref::<DerivationValue>() else {
+                    return Err(type_error(F, "root", "a derivation (a package set)", r));
+                };
+                Some(node.node.default_template().to_owned())
+            }
+        };
         let mut drv = Derivation {
             args,
             builder,
@@ -275,12 +292,27 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             name,
             outputs,
             platform,
+            root,
             sources: None,
         };
-        if let Some(src) = sources.filter(|v| !v.is_none()) {
-            let files = src
-                .downcast_ref::<FilesValue>()
-                .ok_or_else(|| type_error(F, "sources", "the result of `files()`", src))?;
+        if let Some(tool) = sources.and_then(|v| v.downcast_ref::<ToolValue>()) {
+            drv.validate().map_err(|e| err(e.into()))?;
+            let (path, files) = s.sources.add_tool(&tool.name).map_err(|message| {
+                err(Error::Sources {
+                    name: drv.name.clone(),
+                    message,
+                })
+            })?;
+            drv.sources = Some(Sources { files, path });
+        } else if let Some(src) = sources.filter(|v| !v.is_none()) {
+            let files = src.downcast_ref::<FilesValue>().ok_or_else(|| {
+                type_error(
+                    F,
+                    "sources",
+                    "the result of `files()` or `bramble_tool()`",
+                    src,
+                )
+            })?;
             // Validate the name first: it becomes part of nothing yet, but errors read better.
             drv.validate().map_err(|e| err(e.into()))?;
             let key = (files.base.clone(), files.files.clone());
@@ -365,6 +397,13 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             base,
             base_rel,
             files: found,
+        })
+    }
+
+    /// One of bramble's own programs with its loader and libraries, for `sources`.
+    fn bramble_tool(#[starlark(require = pos)] name: &str) -> starlark::Result<ToolValue> {
+        Ok(ToolValue {
+            name: name.to_owned(),
         })
     }
 

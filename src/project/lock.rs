@@ -462,6 +462,7 @@ pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pi
             new.builder = sub(&drv.builder);
             new.args = drv.args.iter().map(sub).collect();
             new.env = drv.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect();
+            new.root = drv.root.as_ref().map(sub);
         }
         let hash = new.hash();
         if hash != old {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
@@ -29,7 +29,8 @@ pub use crate::lang::SourceStore as SourceSink;
 pub const SOURCE_NAME: &str = "source";
 
 enum Entry<'a> {
-    File(&'a str),
+    /// The path in the object (for messages) and the host file.
+    File(&'a str, &'a Path),
     Dir(BTreeMap<&'a [u8], Entry<'a>>),
 }
 
@@ -57,11 +58,14 @@ impl<E: std::fmt::Display> std::fmt::Display for EmitError<E> {
     }
 }
 
-/// Push the tree of `files` (relative to `root`) into `sink`, directory entries in byte-wise
-/// order as the archive format requires.
-fn emit<S: Sink>(root: &Path, files: &[String], sink: &mut S) -> Result<(), EmitError<S::Error>> {
+/// Push the tree of `entries` (path in the object, host file) into `sink`, directory entries
+/// in byte-wise order as the archive format requires.
+fn emit_entries<S: Sink>(
+    entries: &[(String, PathBuf)],
+    sink: &mut S,
+) -> Result<(), EmitError<S::Error>> {
     let mut tree: BTreeMap<&[u8], Entry> = BTreeMap::new();
-    for file in files {
+    for (file, host) in entries {
         let parts: Vec<&str> = file.split('/').collect();
         let mut dir = &mut tree;
         for part in &parts[..parts.len() - 1] {
@@ -70,7 +74,7 @@ fn emit<S: Sink>(root: &Path, files: &[String], sink: &mut S) -> Result<(), Emit
                 .or_insert_with(|| Entry::Dir(BTreeMap::new()));
             dir = match entry {
                 Entry::Dir(d) => d,
-                Entry::File(_) => {
+                Entry::File(..) => {
                     return Err(EmitError::Shape {
                         file: file.clone(),
                         problem: "is below a file",
@@ -79,7 +83,10 @@ fn emit<S: Sink>(root: &Path, files: &[String], sink: &mut S) -> Result<(), Emit
             };
         }
         let last = parts[parts.len() - 1];
-        if dir.insert(last.as_bytes(), Entry::File(file)).is_some() {
+        if dir
+            .insert(last.as_bytes(), Entry::File(file, host))
+            .is_some()
+        {
             return Err(EmitError::Shape {
                 file: file.clone(),
                 problem: "is listed twice or is also a directory",
@@ -87,12 +94,11 @@ fn emit<S: Sink>(root: &Path, files: &[String], sink: &mut S) -> Result<(), Emit
         }
     }
     sink.begin_directory(None).map_err(EmitError::Sink)?;
-    emit_dir(root, &tree, sink)?;
+    emit_dir(&tree, sink)?;
     sink.end_directory().map_err(EmitError::Sink)
 }
 
 fn emit_dir<S: Sink>(
-    root: &Path,
     dir: &BTreeMap<&[u8], Entry>,
     sink: &mut S,
 ) -> Result<(), EmitError<S::Error>> {
@@ -100,18 +106,17 @@ fn emit_dir<S: Sink>(
         match entry {
             Entry::Dir(sub) => {
                 sink.begin_directory(Some(name)).map_err(EmitError::Sink)?;
-                emit_dir(root, sub, sink)?;
+                emit_dir(sub, sink)?;
                 sink.end_directory().map_err(EmitError::Sink)?;
             }
-            Entry::File(rel) => {
-                let path = root.join(rel);
+            Entry::File(rel, path) => {
                 let io = |source| EmitError::Io {
                     file: (*rel).to_owned(),
                     source,
                 };
-                let meta = std::fs::symlink_metadata(&path).map_err(io)?;
+                let meta = std::fs::symlink_metadata(path).map_err(io)?;
                 if meta.file_type().is_symlink() {
-                    let target = std::fs::read_link(&path).map_err(io)?;
+                    let target = std::fs::read_link(path).map_err(io)?;
                     sink.symlink(Some(name), target.as_os_str().as_encoded_bytes())
                         .map_err(EmitError::Sink)?;
                     continue;
@@ -120,7 +125,7 @@ fn emit_dir<S: Sink>(
                 let mut file = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
+                    .open(path)
                     .map_err(io)?;
                 let meta = file.metadata().map_err(io)?;
                 if !meta.is_file() {
@@ -140,8 +145,23 @@ fn emit_dir<S: Sink>(
 
 /// The store path of the source object holding `files` below `root` (writes nothing).
 pub fn source_address(root: &Path, files: &[String]) -> Result<StorePath, String> {
+    address_of(&to_entries(root, files))
+}
+
+fn to_entries(root: &Path, files: &[String]) -> Vec<(String, PathBuf)> {
+    files.iter().map(|f| (f.clone(), root.join(f))).collect()
+}
+
+/// The file list of a tool object and its address.
+fn tool_object(name: &str) -> Result<(Vec<(String, PathBuf)>, StorePath), String> {
+    let entries = super::tool::entries(name)?;
+    let path = address_of(&entries)?;
+    Ok((entries, path))
+}
+
+fn address_of(entries: &[(String, PathBuf)]) -> Result<StorePath, String> {
     let mut writer = Writer::new(Sha256::new()).map_err(|e| e.to_string())?;
-    emit::<Writer<Sha256>>(root, files, &mut writer).map_err(|e| e.to_string())?;
+    emit_entries::<Writer<Sha256>>(entries, &mut writer).map_err(|e| e.to_string())?;
     let (sha, _) = writer.finish().map_err(|e: ArchiveError| e.to_string())?;
     let digest = Hash::from_sha256(&sha.finalize().into());
     content_address(SOURCE_NAME, digest, false, &BTreeSet::new()).map_err(|e| e.to_string())
@@ -170,6 +190,11 @@ impl SourceSink for MemorySources {
             .insert(path.clone(), files.to_vec());
         Ok(path)
     }
+
+    fn add_tool(&self, name: &str) -> Result<(StorePath, Vec<String>), String> {
+        let (entries, path) = tool_object(name)?;
+        Ok((path, entries.into_iter().map(|(f, _)| f).collect()))
+    }
 }
 
 /// A [`SourceSink`] that adds source objects to a [`LocalStore`]: the listed files are
@@ -182,7 +207,24 @@ pub struct StoreSources<'a> {
 
 impl SourceSink for StoreSources<'_> {
     fn add_sources(&self, _name: &str, root: &Path, files: &[String]) -> Result<StorePath, String> {
-        let expected = source_address(root, files)?;
+        let entries = to_entries(root, files);
+        let expected = address_of(&entries)?;
+        self.add_entries(&entries, expected)
+    }
+
+    fn add_tool(&self, name: &str) -> Result<(StorePath, Vec<String>), String> {
+        let (entries, expected) = tool_object(name)?;
+        let path = self.add_entries(&entries, expected)?;
+        Ok((path, entries.into_iter().map(|(f, _)| f).collect()))
+    }
+}
+
+impl StoreSources<'_> {
+    fn add_entries(
+        &self,
+        entries: &[(String, PathBuf)],
+        expected: StorePath,
+    ) -> Result<StorePath, String> {
         // Kept from gc until this process ends, like every source it adds.
         if self
             .store
@@ -201,7 +243,7 @@ impl SourceSink for StoreSources<'_> {
             },
         )
         .map_err(|e| e.to_string())?;
-        emit(root, files, &mut restorer).map_err(|e| e.to_string())?;
+        emit_entries(entries, &mut restorer).map_err(|e| e.to_string())?;
         let path = self
             .store
             .add_dir(&staged, SOURCE_NAME)

@@ -3,12 +3,12 @@
 //! # Canonical JSON
 //!
 //! A derivation is hashed as its canonical JSON: an object whose keys are sorted
-//! (`args`, `builder`, `dao`, `env`, `limits`, `name`, `outputs`, `platform`, `sources`; `env`
+//! (`args`, `builder`, `dao`, `env`, `limits`, `name`, `outputs`, `platform`, `root`, `sources`; `env`
 //! and `limits` keys sorted
 //! byte-wise), no whitespace outside strings, and `serde_json`'s compact escaping: `"` and `\`
 //! escaped with a backslash, `\b \f \n \r \t` by their short escapes, other control characters
 //! below U+0020 as `\u00XX` (lower-case hex), everything else — including non-ASCII — as raw
-//! UTF-8. Fields that are absent (`sources: None`, `dao: false`, no `limits`) are omitted
+//! UTF-8. Fields that are absent (`sources: None`, `root: None`, `dao: false`, no `limits`) are omitted
 //! rather than written as `null` or `false`, so that optional fields added later leave
 //! existing hashes unchanged.
 //!
@@ -64,6 +64,13 @@ pub struct Derivation {
     pub name: String,
     pub outputs: Vec<String>,
     pub platform: String,
+    /// The root file-system view: a template naming a tree (a Debian package set) whose
+    /// `usr/` the build sees read-only at `/usr`, with `/bin`, `/sbin`, `/lib` and `/lib64`
+    /// linking into it, so distribution programs run with their absolute paths (their
+    /// loader, gcc's internal paths). It is a dependency like any template and a
+    /// reference of every output, so `gc` keeps it and `bramble run`/`shell` use it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Sources>,
 }
@@ -82,6 +89,8 @@ struct ResolvedView<'a> {
     name: &'a str,
     outputs: &'a [String],
     platform: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sources: Option<&'a Sources>,
 }
@@ -172,6 +181,7 @@ impl Derivation {
             name: name.into(),
             outputs: vec!["out".to_owned()],
             platform: host_platform(),
+            root: None,
             sources: None,
         }
     }
@@ -299,6 +309,7 @@ impl Derivation {
         std::iter::once(&self.builder)
             .chain(&self.args)
             .chain(self.env.values())
+            .chain(&self.root)
     }
 
     /// Find every template of the builder, args and env values.
@@ -370,6 +381,7 @@ impl Derivation {
             name: self.name.clone(),
             outputs: self.outputs.clone(),
             platform: self.platform.clone(),
+            root: view.root.map(Cow::into_owned),
             sources: self.sources.clone(),
         })
     }
@@ -412,6 +424,7 @@ impl Derivation {
         };
         let args_from = 1;
         let env_from = args_from + self.args.len();
+        let root_at = env_from + self.env.len();
         Ok(ResolvedView {
             args: (self.args.iter().enumerate())
                 .map(|(i, a)| sub(args_from + i, a))
@@ -427,6 +440,10 @@ impl Derivation {
             name: &self.name,
             outputs: &self.outputs,
             platform: &self.platform,
+            root: match &self.root {
+                Some(r) => Some(sub(root_at, r)?),
+                None => None,
+            },
             sources: self.sources.as_ref(),
         })
     }
@@ -532,6 +549,30 @@ mod tests {
                 .to_string()
                 .contains("must be positive")
         );
+    }
+
+    #[test]
+    fn a_root_view_is_hashed_a_dependency_and_resolved() {
+        let tree = Derivation::new("tree", "/bin/sh");
+        let mut d = sample();
+        d.root = Some(tree.output_ref("out").template());
+        let json = d.canonical_json();
+        assert!(
+            json.contains(r#""platform":"x86_64-linux","root":"{{ "#),
+            "{json}"
+        );
+        assert_ne!(d.hash().to_string(), GOLDEN_SAMPLE);
+        assert_eq!(Derivation::from_json(&json).unwrap(), d);
+        assert_eq!(
+            d.templates().unwrap().dependencies(),
+            [tree.output_ref("out")]
+        );
+        let path: StorePath = format!("{}-tree", Hash::digest(b"t")).parse().unwrap();
+        let resolved = d.resolve(|_| Some(path.clone())).unwrap();
+        assert_eq!(resolved.root, Some(path.in_store_dir()));
+        // The streamed build key agrees with the resolved derivation's hash.
+        let key = d.build_key(|_| Some(path.clone())).unwrap();
+        assert_eq!(key, resolved.hash());
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl<E> WithFetchers<E> {
                 path: store.host_path(&fetched.path),
                 scratch: None,
                 stored: Some(fetched.path),
+                required_refs: Vec::new(),
             }],
             workspace: Some(Box::new(hold)),
         })

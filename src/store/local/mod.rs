@@ -164,6 +164,9 @@ pub struct AddOutput<'a> {
     pub name: &'a str,
     /// Store paths the output may refer to (the input closure).
     pub candidate_refs: &'a BTreeSet<StorePath>,
+    /// Paths among `candidate_refs` that are references even if the output never names
+    /// them (a build's root view).
+    pub required_refs: &'a [StorePath],
     /// The derivation that built it.
     pub deriver: Option<Hash>,
     /// A directory the caller owns on the store's file system (inside a locked
@@ -603,7 +606,10 @@ impl LocalStore {
         let references: BTreeSet<StorePath> = out
             .candidate_refs
             .iter()
-            .filter(|p| found.contains(&p.hash()) && p.hash() != placeholder)
+            .filter(|p| {
+                (found.contains(&p.hash()) || out.required_refs.contains(p))
+                    && p.hash() != placeholder
+            })
             .cloned()
             .collect();
         let self_ref = stats.rewrites > 0;

@@ -109,6 +109,7 @@ fn add_output_hashes_modulo_self_references_and_scans_references() {
                 placeholder: &placeholder,
                 name: "out",
                 candidate_refs: &candidates,
+                required_refs: &[],
                 deriver: Some(deriver),
                 // Once in a temp dir of the store's own, once in the build's directory.
                 scratch: (build == 1).then(|| dir.path()),
@@ -164,6 +165,7 @@ fn add_output_rejects_setuid_and_fifos() {
             placeholder: &placeholder,
             name: "out",
             candidate_refs: &BTreeSet::new(),
+            required_refs: &[],
             deriver: None,
             scratch: Some(dir.path()),
         })
@@ -273,6 +275,7 @@ fn gc_keeps_roots_closures_and_locked_paths_and_removes_the_rest() {
             placeholder: &placeholder,
             name: "app",
             candidate_refs: &BTreeSet::from([dep.clone()]),
+            required_refs: &[],
             deriver: None,
             scratch: None,
         })
@@ -424,6 +427,7 @@ fn add_outputs_registers_paths_and_realisations_together_or_not_at_all() {
         placeholder,
         name: "unused",
         candidate_refs,
+        required_refs: &[],
         deriver: Some(Hash::digest(b"drv")),
         scratch: None,
     };
@@ -514,6 +518,7 @@ fn hold_closure_pins_inputs_and_reads_their_closure() {
             placeholder: &placeholder,
             name: "app",
             candidate_refs: &candidates,
+            required_refs: &[],
             deriver: None,
             scratch: None,
         })
@@ -563,6 +568,7 @@ fn archive_hash_of_a_directory_output_is_that_of_the_stored_tree() {
                 placeholder: &placeholder,
                 name,
                 candidate_refs: &BTreeSet::new(),
+                required_refs: &[],
                 deriver: None,
                 scratch: Some(dir.path()),
             })

@@ -1,0 +1,80 @@
+//! The DAO document of a package set: one pinned fetch per `.deb` and the assembly step
+//! (the format is [`crate::build::dao`]'s).
+
+use serde_json::{Value, json};
+
+use super::index::Package;
+
+/// The mirror every `.deb` is fetched from (`mirror://debian/<Filename>`).
+pub const MIRROR: &str = "mirror://debian/";
+
+/// Where the tool object is inside the DAO's output, and how to run it.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    /// The dynamic loader, absolute (inside the sandbox).
+    pub loader: String,
+    /// The directory of the tool's libraries, absolute.
+    pub lib_dir: String,
+    /// The `bramble-debian` program, absolute.
+    pub program: String,
+}
+
+impl Tool {
+    /// The builder and leading arguments that run `bramble-debian`.
+    pub fn command(&self) -> (String, Vec<String>) {
+        (
+            self.loader.clone(),
+            vec![
+                "--library-path".into(),
+                self.lib_dir.clone(),
+                self.program.clone(),
+            ],
+        )
+    }
+}
+
+/// The document id of a package's fetch: `deb-<name>` (`+` spelt `_`; ids allow
+/// `A-Za-z0-9_.-`, Debian names `a-z0-9+.-`, so the map is one-to-one).
+pub fn fetch_id(p: &Package) -> String {
+    format!("deb-{}", p.name.replace('+', "_"))
+}
+
+/// The document for `packages` (the closure, sorted), assembled into a tree named `name`.
+pub fn document(name: &str, packages: &[&Package], tool: &Tool) -> Value {
+    let mut derivations = serde_json::Map::new();
+    let mut trees = Vec::new();
+    for p in packages {
+        let id = fetch_id(p);
+        trees.push(format!("{{{{ {id}:out }}}}"));
+        derivations.insert(
+            id,
+            json!({
+                "name": p.name,
+                "builder": "builtin:fetch_url",
+                "env": {
+                    "url": format!("{MIRROR}{}", p.filename),
+                    "sha256": p.sha256,
+                    "unpack": "deb",
+                },
+            }),
+        );
+    }
+    let (builder, mut args) = tool.command();
+    args.push("assemble".into());
+    args.extend(trees);
+    let listing = packages
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.version))
+        .collect::<Vec<_>>()
+        .join("\n");
+    derivations.insert(
+        "tree".into(),
+        json!({
+            "name": name,
+            "builder": builder,
+            "args": args,
+            "env": {"PACKAGES": listing},
+        }),
+    );
+    json!({"version": 1, "result": "tree", "derivations": derivations})
+}
