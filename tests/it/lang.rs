@@ -3,12 +3,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/lang")
-        .join(name)
+use crate::support::Bramble;
+use crate::support::runner::copy_tree;
+
+/// A store and a copy of `tests/fixtures/lang/` that the user bramble runs as can read.
+struct Lang {
+    bramble: Bramble,
+    fixtures: tempfile::TempDir,
 }
 
 struct Out {
@@ -17,55 +20,59 @@ struct Out {
     stderr: String,
 }
 
-fn bramble_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bramble"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("BRAMBLE_LOG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bramble runs");
-    {
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(input) = stdin {
-            pipe.write_all(input.as_bytes()).unwrap();
+impl Lang {
+    fn new() -> Lang {
+        let bramble = Bramble::new();
+        let fixtures = bramble.tempdir();
+        copy_tree(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lang"),
+            fixtures.path(),
+        );
+        Lang { bramble, fixtures }
+    }
+
+    fn fixture(&self, name: &str) -> PathBuf {
+        self.fixtures.path().join(name)
+    }
+
+    fn bramble_in(&self, dir: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut child = self
+            .bramble
+            .command(dir, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bramble runs");
+        {
+            let mut pipe = child.stdin.take().unwrap();
+            if let Some(input) = stdin {
+                pipe.write_all(input.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
         }
     }
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
+
+    fn bramble(&self, dir: &Path, args: &[&str]) -> Out {
+        self.bramble_in(dir, args, None)
     }
-}
 
-fn bramble(dir: &Path, args: &[&str]) -> Out {
-    bramble_in(dir, args, None)
-}
+    fn eval_json(&self, dir: &Path, reference: &str) -> serde_json::Value {
+        let out = self.bramble(dir, &["eval", "--json", reference]);
+        assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+        serde_json::from_str(&out.stdout).expect("eval --json prints JSON")
+    }
 
-fn eval_json(dir: &Path, reference: &str) -> serde_json::Value {
-    let out = bramble(dir, &["eval", "--json", reference]);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    serde_json::from_str(&out.stdout).expect("eval --json prints JSON")
-}
-
-/// Copy a fixture tree (files, modes, symlinks) to a fresh directory.
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(from).unwrap();
-        let dest = to.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else if entry.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
+    fn error_of(&self, dir: &Path, reference: &str) -> String {
+        let out = self.bramble(dir, &["eval", reference]);
+        assert_eq!(out.code, 1, "{reference}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.is_empty());
+        out.stderr
     }
 }
 
@@ -85,7 +92,8 @@ fn root_hashes(v: &serde_json::Value, reference: &str) -> Vec<String> {
 
 #[test]
 fn derivation_values_strings_and_outputs() {
-    let v = eval_json(&fixture("basic"), "./:hello");
+    let t = Lang::new();
+    let v = t.eval_json(&t.fixture("basic"), "./:hello");
     let hello = &root_hashes(&v, "default.bramble:hello")[0];
     let drv = &v["derivations"][hello];
     assert_eq!(drv["name"], "hello");
@@ -112,16 +120,17 @@ fn derivation_values_strings_and_outputs() {
 
 #[test]
 fn dao_flag() {
-    let v = eval_json(&fixture("basic"), "./:generator");
+    let t = Lang::new();
+    let v = t.eval_json(&t.fixture("basic"), "./:generator");
     let hash = &root_hashes(&v, "default.bramble:generator")[0];
     assert_eq!(v["derivations"][hash]["dao"], true);
-    let v = eval_json(&fixture("basic"), "./:hello");
+    let v = t.eval_json(&t.fixture("basic"), "./:hello");
     let hello = &root_hashes(&v, "default.bramble:hello")[0];
     assert!(
         v["derivations"][hello].get("dao").is_none(),
         "absent unless set"
     );
-    let err = error_of(&fixture("errors"), "./:two_output_dao");
+    let err = t.error_of(&t.fixture("errors"), "./:two_output_dao");
     assert!(
         err.contains("derivation `gen`: a DAO has exactly one output, `out`"),
         "{err}"
@@ -130,7 +139,8 @@ fn dao_flag() {
 
 #[test]
 fn asserts_tests_and_print() {
-    let out = bramble(&fixture("basic"), &["eval", "--json", "./:checks"]);
+    let t = Lang::new();
+    let out = t.bramble(&t.fixture("basic"), &["eval", "--json", "./:checks"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("default.bramble:47: checked True"),
@@ -148,7 +158,8 @@ fn asserts_tests_and_print() {
 
 #[test]
 fn sources_are_sorted_files_with_a_content_address() {
-    let v = eval_json(&fixture("basic"), "./:with_sources");
+    let t = Lang::new();
+    let v = t.eval_json(&t.fixture("basic"), "./:with_sources");
     let h = &root_hashes(&v, "default.bramble:with_sources")[0];
     let drv = &v["derivations"][h];
     assert_eq!(
@@ -164,12 +175,12 @@ fn sources_are_sorted_files_with_a_content_address() {
     assert_eq!(drv["outputs"], serde_json::json!(["out", "doc"]));
 
     // Changing a listed file changes the hash; changing an unlisted one does not.
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("basic"), tmp.path());
+    let tmp = t.bramble.tempdir();
+    copy_tree(&t.fixture("basic"), tmp.path());
     std::fs::write(tmp.path().join("src/x.md"), "other").unwrap();
     assert_eq!(
         root_hashes(
-            &eval_json(tmp.path(), "./:with_sources"),
+            &t.eval_json(tmp.path(), "./:with_sources"),
             "default.bramble:with_sources"
         )[0],
         *h
@@ -177,7 +188,7 @@ fn sources_are_sorted_files_with_a_content_address() {
     std::fs::write(tmp.path().join("src/a.txt"), "changed").unwrap();
     assert_ne!(
         root_hashes(
-            &eval_json(tmp.path(), "./:with_sources"),
+            &t.eval_json(tmp.path(), "./:with_sources"),
             "default.bramble:with_sources"
         )[0],
         *h
@@ -186,7 +197,8 @@ fn sources_are_sorted_files_with_a_content_address() {
 
 #[test]
 fn run_values() {
-    let v = eval_json(&fixture("basic"), "./:runner");
+    let t = Lang::new();
+    let v = t.eval_json(&t.fixture("basic"), "./:runner");
     let run = &v["roots"][0]["run"];
     assert_eq!(run["cmd"], "bin/hello");
     assert_eq!(run["args"], serde_json::json!(["x"]));
@@ -197,9 +209,10 @@ fn run_values() {
 
 #[test]
 fn reference_syntax() {
-    let dir = fixture("basic");
+    let t = Lang::new();
+    let dir = t.fixture("basic");
     // `./path`: every public zero-argument function of that module.
-    let v = eval_json(&dir, "./");
+    let v = t.eval_json(&dir, "./");
     let refs: Vec<&str> = v["roots"]
         .as_array()
         .unwrap()
@@ -218,13 +231,13 @@ fn reference_syntax() {
         ]
     );
     // `./...` adds every module below; module names work like load paths.
-    let all = eval_json(&dir, "./...");
+    let all = t.eval_json(&dir, "./...");
     assert_eq!(all["roots"].as_array().unwrap().len(), 7);
-    let by_name = eval_json(&dir, "example.com/basic/lib/shell:busybox");
-    let by_path = eval_json(&dir.join("lib"), "./shell:busybox");
+    let by_name = t.eval_json(&dir, "example.com/basic/lib/shell:busybox");
+    let by_path = t.eval_json(&dir.join("lib"), "./shell:busybox");
     assert_eq!(by_name["derivations"], by_path["derivations"]);
     assert_eq!(
-        eval_json(&dir, "example.com/basic/lib/...")["roots"][0]["reference"],
+        t.eval_json(&dir, "example.com/basic/lib/...")["roots"][0]["reference"],
         "lib/shell.bramble:busybox"
     );
     for bad in [
@@ -234,7 +247,7 @@ fn reference_syntax() {
         "./...:f",
         "other.org/x:f",
     ] {
-        let out = bramble(&dir, &["eval", bad]);
+        let out = t.bramble(&dir, &["eval", bad]);
         assert_eq!(out.code, 1, "{bad}: {}", out.stderr);
         assert!(out.stderr.starts_with("error: "), "{bad}: {}", out.stderr);
     }
@@ -242,13 +255,14 @@ fn reference_syntax() {
 
 #[test]
 fn hashes_are_stable_across_directories() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
+    let t = Lang::new();
+    let a = t.bramble.tempdir();
+    let b = t.bramble.tempdir();
     let b_nested = b.path().join("some/deeper/place");
-    copy_tree(&fixture("basic"), a.path());
-    copy_tree(&fixture("basic"), &b_nested);
-    let va = eval_json(a.path(), "./...");
-    let vb = eval_json(&b_nested, "./...");
+    copy_tree(&t.fixture("basic"), a.path());
+    copy_tree(&t.fixture("basic"), &b_nested);
+    let va = t.eval_json(a.path(), "./...");
+    let vb = t.eval_json(&b_nested, "./...");
     assert_eq!(va, vb);
     // Golden: the whole graph's hashes depend only on the fixture's content.
     let hello = root_hashes(&va, "default.bramble:hello");
@@ -274,59 +288,57 @@ const GOLDEN_WITH_SOURCES: &str = "hg4s2xro7rdsv2kydedltz3fxpfeodwg";
 
 #[test]
 fn ls_lists_modules_functions_and_docstrings() {
-    let out = bramble(&fixture("basic"), &["ls"]);
+    let t = Lang::new();
+    let out = t.bramble(&t.fixture("basic"), &["ls"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     insta::assert_snapshot!("ls_basic", out.stdout);
 }
 
 #[test]
 fn repl_reads_statements_from_stdin() {
+    let t = Lang::new();
     let input = "x = 1\ndef f(a):\n    return a + 1\n\nf(x)\nload(\"example.com/basic/lib/shell\")\nshell.busybox().name\nprint(\"hi\")\n";
-    let out = bramble_in(&fixture("basic"), &["repl"], Some(input));
+    let out = t.bramble_in(&t.fixture("basic"), &["repl"], Some(input));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "2\n\"busybox\"\n");
     assert!(out.stderr.contains("<repl>:1: hi"), "{}", out.stderr);
-    let bad = bramble_in(&fixture("basic"), &["repl"], Some("1 +\n"));
+    let bad = t.bramble_in(&t.fixture("basic"), &["repl"], Some("1 +\n"));
     assert_eq!(bad.code, 1);
-}
-
-fn error_of(dir: &Path, reference: &str) -> String {
-    let out = bramble(dir, &["eval", reference]);
-    assert_eq!(out.code, 1, "{reference}: {}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.is_empty());
-    out.stderr
 }
 
 #[test]
 fn error_messages() {
-    let dir = fixture("errors");
+    let t = Lang::new();
+    let dir = t.fixture("errors");
     let root = dir.to_str().unwrap().to_owned();
     insta::with_settings!({filters => vec![(root.as_str(), "[FIXTURE]")]}, {
-        insta::assert_snapshot!("unknown_function", error_of(&dir, "./unknown:f"));
-        insta::assert_snapshot!("wrong_argument_type", error_of(&dir, "./:nested_type"));
-        insta::assert_snapshot!("missing_file", error_of(&dir, "./:missing_file"));
-        insta::assert_snapshot!("load_cycle", error_of(&dir, "./a:f"));
-        insta::assert_snapshot!("top_level_derivation", error_of(&dir, "./toplevel:f"));
-        insta::assert_snapshot!("bad_glob", error_of(&dir, "./:bad_glob"));
-        insta::assert_snapshot!("absolute_glob", error_of(&dir, "./:absolute_glob"));
-        insta::assert_snapshot!("syntax_error", error_of(&dir, "./syntax:f"));
-        insta::assert_snapshot!("private_load", error_of(&dir, "./private:f"));
-        insta::assert_snapshot!("deep_recursion", error_of(&dir, "./:recurse"));
-        insta::assert_snapshot!("bad_return", error_of(&dir, "./:returns_int"));
-        insta::assert_snapshot!("missing_module", error_of(&dir, "./missing_load:f"));
+        insta::assert_snapshot!("unknown_function", t.error_of(&dir, "./unknown:f"));
+        insta::assert_snapshot!("wrong_argument_type", t.error_of(&dir, "./:nested_type"));
+        insta::assert_snapshot!("missing_file", t.error_of(&dir, "./:missing_file"));
+        insta::assert_snapshot!("load_cycle", t.error_of(&dir, "./a:f"));
+        insta::assert_snapshot!("top_level_derivation", t.error_of(&dir, "./toplevel:f"));
+        insta::assert_snapshot!("bad_glob", t.error_of(&dir, "./:bad_glob"));
+        insta::assert_snapshot!("absolute_glob", t.error_of(&dir, "./:absolute_glob"));
+        insta::assert_snapshot!("syntax_error", t.error_of(&dir, "./syntax:f"));
+        insta::assert_snapshot!("private_load", t.error_of(&dir, "./private:f"));
+        insta::assert_snapshot!("deep_recursion", t.error_of(&dir, "./:recurse"));
+        insta::assert_snapshot!("bad_return", t.error_of(&dir, "./:returns_int"));
+        insta::assert_snapshot!("missing_module", t.error_of(&dir, "./missing_load:f"));
     });
 }
 
 #[test]
 fn big_values_evaluate() {
-    let v = eval_json(&fixture("errors"), "./:huge");
+    let t = Lang::new();
+    let v = t.eval_json(&t.fixture("errors"), "./:huge");
     assert_eq!(v["derivations"].as_object().unwrap().len(), 1);
 }
 
 #[test]
 fn missing_or_bad_manifest() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = bramble(tmp.path(), &["eval", "./:f"]);
+    let t = Lang::new();
+    let tmp = t.bramble.tempdir();
+    let out = t.bramble(tmp.path(), &["eval", "./:f"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("no `bramble.toml` found"),
@@ -348,7 +360,7 @@ fn missing_or_bad_manifest() {
         ("[package]\nname = \"../x\"\n", "not a module path"),
     ] {
         std::fs::write(tmp.path().join("bramble.toml"), toml).unwrap();
-        let out = bramble(tmp.path(), &["eval", "./:f"]);
+        let out = t.bramble(tmp.path(), &["eval", "./:f"]);
         assert_eq!(out.code, 1, "{toml}");
         assert!(out.stderr.contains(expect), "{toml}: {}", out.stderr);
     }
@@ -356,10 +368,11 @@ fn missing_or_bad_manifest() {
 
 #[test]
 fn files_rejects_sockets() {
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("basic"), tmp.path());
+    let t = Lang::new();
+    let tmp = t.bramble.tempdir();
+    copy_tree(&t.fixture("basic"), tmp.path());
     let _socket = std::os::unix::net::UnixListener::bind(tmp.path().join("src/sock.txt")).unwrap();
-    let out = bramble(tmp.path(), &["eval", "./:with_sources"]);
+    let out = t.bramble(tmp.path(), &["eval", "./:with_sources"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr

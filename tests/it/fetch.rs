@@ -1,66 +1,53 @@
 //! `bramble fetch` against a fixture HTTP server and a local git repository.
 
-#[path = "support/http.rs"]
-mod http;
-
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::support::archive::targz;
+use crate::support::{Bramble, git, http, sha256_hex, stderr};
+
+/// A store and a directory to run `bramble fetch` in.
 struct Env {
-    home: tempfile::TempDir,
+    bramble: Bramble,
+    dir: tempfile::TempDir,
 }
 
 impl Env {
     fn new() -> Env {
-        Env {
-            home: tempfile::tempdir().unwrap(),
-        }
+        let bramble = Bramble::new();
+        let dir = bramble.tempdir();
+        Env { bramble, dir }
     }
 
     fn bramble(&self, args: &[&str]) -> Output {
-        self.bramble_with(args, &[])
+        self.bramble.run(self.dir.path(), args)
     }
 
     fn bramble_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_bramble"))
-            .args(args)
-            .env("BRAMBLE_HOME", self.home.path())
-            .env_remove("CI")
+        self.bramble
+            .command(self.dir.path(), args)
             .envs(vars.iter().copied())
             .output()
             .unwrap()
     }
 
     fn store_entries(&self) -> usize {
-        std::fs::read_dir(self.home.path().join("store"))
+        std::fs::read_dir(self.bramble.store_dir())
             .map(|d| d.count())
             .unwrap_or(0)
     }
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn targz() -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let mut h = tar::Header::new_gnu();
-    let data = b"#!/bin/sh\necho hi\n";
-    h.set_size(data.len() as u64);
-    h.set_mode(0o755);
-    h.set_cksum();
-    b.append_data(&mut h, "pkg/bin/hi", &data[..]).unwrap();
-    b.into_inner().unwrap().finish().unwrap()
+/// The served archive: an executable `pkg/bin/hi`.
+fn package() -> Vec<u8> {
+    targz(&[("pkg/bin/hi", 0o755, b"#!/bin/sh\necho hi\n")])
 }
 
 #[test]
 fn fetch_prints_the_path_and_the_pin_and_checks_it() {
     let env = Env::new();
     let server = http::Server::start();
-    server.file("/pkg.tar.gz", targz());
+    server.file("/pkg.tar.gz", package());
     server.redirect("/latest.tar.gz", "/pkg.tar.gz");
     let url = server.url("/latest.tar.gz");
     let out = env.bramble(&["fetch", &url, "--unpack", "auto", "--json"]);
@@ -82,10 +69,7 @@ fn fetch_prints_the_path_and_the_pin_and_checks_it() {
     assert_eq!(doc["downloaded"], false);
     assert_eq!(server.hits("/pkg.tar.gz"), 1);
     // The sha256 of the file pins it too.
-    let sha = {
-        use sha2::Digest;
-        data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(targz()))
-    };
+    let sha = sha256_hex(&package());
     let out = env.bramble(&["fetch", &url, "--hash", &format!("sha256:{sha}")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("hash = \""), "{}", stderr(&out));
@@ -145,29 +129,11 @@ fn not_found_and_connection_refused_are_clear() {
 #[test]
 fn git_needs_a_full_commit() {
     let env = Env::new();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = env.bramble.tempdir();
     let repo = tmp.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    let git = |args: &[&str]| {
-        let o = Command::new("git")
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        String::from_utf8_lossy(&o.stdout).trim().to_owned()
-    };
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
-    git(&["add", "a.txt"]);
-    git(&["commit", "-q", "-m", "a"]);
-    let rev = git(&["rev-parse", "HEAD"]);
+    let (_, rev) = git::make_repo(&repo);
+    // The repository belongs to the user bramble runs as (git refuses others' repositories).
+    env.bramble.give(&repo);
     let repo_s = repo.to_string_lossy().into_owned();
     let out = env.bramble(&["fetch", &repo_s, "--rev", "main"]);
     assert_eq!(out.status.code(), Some(1));
@@ -180,15 +146,15 @@ fn git_needs_a_full_commit() {
     assert!(out.status.success(), "{}", stderr(&out));
     let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(
-        std::fs::read_to_string(Path::new(&path).join("a.txt")).unwrap(),
-        "a\n"
+        std::fs::read_to_string(Path::new(&path).join("hello.txt")).unwrap(),
+        "two\n"
     );
     assert!(!Path::new(&path).join(".git").exists());
 }
 
 /// A project in a temp dir with one `default.bramble`.
-fn project(bramble: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+fn project(env: &Env, bramble: &str) -> tempfile::TempDir {
+    let dir = env.bramble.tempdir();
     std::fs::write(
         dir.path().join("bramble.toml"),
         "[package]\nname = \"example.com/p\"\n",
@@ -199,20 +165,17 @@ fn project(bramble: &str) -> tempfile::TempDir {
 }
 
 fn eval(env: &Env, dir: &Path, reference: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bramble"))
-        .args(["eval", "--json", reference])
-        .current_dir(dir)
-        .env("BRAMBLE_HOME", env.home.path())
-        .output()
-        .unwrap()
+    env.bramble.run(dir, &["eval", "--json", reference])
 }
 
 #[test]
 fn starlark_fetch_functions_make_fetch_derivations() {
     let env = Env::new();
     let sha = "3d3fdbe91d4660c873e14b092c213fe81c1da6362daa236eb25d0171eb108744";
-    let dir = project(&format!(
-        r#"
+    let dir = project(
+        &env,
+        &format!(
+            r#"
 load("bramble/fetch", "fetch_url", "fetch_git")
 
 def tarball():
@@ -227,8 +190,9 @@ def branch():
 def bad_format():
     return fetch_url("https://example.invalid/a.rar", unpack = True)
 "#,
-        rev = "a".repeat(40)
-    ));
+            rev = "a".repeat(40)
+        ),
+    );
     let out = eval(&env, dir.path(), "./:tarball");
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -1,8 +1,8 @@
 //! A tiny HTTP/1.1 fixture server on 127.0.0.1 for fetcher tests: plain files, redirects,
 //! error statuses, a route that fails N times before it works, and one that drops the
-//! connection in the middle of the body. Every response closes its connection.
-
-#![allow(dead_code)]
+//! connection in the middle of the body. Every response closes its connection. Shared by the
+//! library's unit tests and the integration tests (`tests/it/support`), which include this
+//! file by path.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +14,6 @@ enum Route {
     Dir(std::path::PathBuf),
     File(Vec<u8>),
     Redirect(String),
-    Status(u16),
     /// Answer `status` `fails` times, then serve the body.
     Flaky {
         fails: usize,
@@ -82,10 +81,6 @@ impl Server {
 
     pub fn redirect(&self, path: &str, to: &str) {
         self.route(path, Route::Redirect(to.to_owned()));
-    }
-
-    pub fn status(&self, path: &str, status: u16) {
-        self.route(path, Route::Status(status));
     }
 
     pub fn flaky(&self, path: &str, fails: usize, status: u16, body: impl Into<Vec<u8>>) {
@@ -194,7 +189,6 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             }
         }
         Some(Route::File(body)) => full(&mut out, 200, &body),
-        Some(Route::Status(code)) => full(&mut out, code, b"error\n"),
         Some(Route::Redirect(to)) => {
             out.write_all(status_line(302).as_bytes())?;
             out.write_all(format!("Location: {to}\r\nContent-Length: 0\r\n\r\n").as_bytes())?;

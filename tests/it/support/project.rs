@@ -1,20 +1,29 @@
-//! Shared fixtures of the build integration tests: a private `BRAMBLE_HOME`, a project
-//! directory shipping a static busybox (copied from the `busybox-static` package at test
-//! time, never committed), and helpers to write derivations and run the real binary.
-//! [`Fixture`] builds derivation files; [`Project`] is a `.bramble` project.
-
-#![allow(dead_code)]
+//! Project scaffolds: a directory shipping a static busybox (copied from the `busybox-static`
+//! package at test time, never committed) with its own store. [`Fixture`] writes derivation
+//! files for `bramble build --derivations`; [`Project`] is a `.bramble` project.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use bramble::store::{Derivation, Sources, StorePath};
+
+use super::runner::Bramble;
+use super::{stderr, stdout};
 
 /// Where `busybox-static` installs its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
 
+fn busybox_present() {
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
+    );
+}
+
+/// A project directory with a store and the derivation that installs busybox from sources.
+#[derive(Debug)]
 pub struct Fixture {
-    pub home: tempfile::TempDir,
+    pub bramble: Bramble,
     pub project: tempfile::TempDir,
     /// The `busybox` derivation: copies the shipped binary to `$out/bin`.
     pub busybox: Derivation,
@@ -22,22 +31,18 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
-        assert!(
-            Path::new(BUSYBOX).exists(),
-            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
-        );
-        let home = tempfile::tempdir().unwrap();
-        let project = tempfile::tempdir().unwrap();
+        busybox_present();
+        let bramble = Bramble::new();
+        let project = bramble.tempdir();
         let src = project.path().join("bootstrap");
         std::fs::create_dir(&src).unwrap();
         std::fs::copy(BUSYBOX, src.join("busybox")).unwrap();
         let mut f = Fixture {
-            home,
+            bramble,
             project,
             busybox: Derivation::new("busybox", "busybox"),
         };
-        let out = f.bramble(&["store", "add", src.to_str().unwrap(), "--name", "source"]);
-        assert!(out.status.success(), "store add: {}", stderr(&out));
+        let out = f.ok(&["store", "add", src.to_str().unwrap(), "--name", "source"]);
         let path = StorePath::from_path_str(stdout(&out).trim()).unwrap();
         let mut bb = Derivation::new("busybox", "busybox");
         bb.args = vec![
@@ -53,13 +58,26 @@ impl Fixture {
         f
     }
 
-    /// The `bramble` binary with this fixture's store, in the project directory.
+    /// The `bramble` command with this fixture's store, in the project directory.
     pub fn command(&self, args: &[&str]) -> Command {
-        bramble_command(self.home.path(), self.project.path(), args)
+        self.bramble.give(self.project.path());
+        self.bramble.command(self.project.path(), args)
     }
 
     pub fn bramble(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
+    }
+
+    /// [`Fixture::bramble`], which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.bramble(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    }
+
+    /// `BRAMBLE_HOME`.
+    pub fn home(&self) -> PathBuf {
+        self.bramble.home()
     }
 
     /// A derivation running `script` with busybox `sh`; `deps` are templates it may use.
@@ -93,28 +111,21 @@ impl Fixture {
         args.extend_from_slice(extra);
         self.bramble(&args)
     }
-
-    /// The store directory on the host.
-    pub fn store_dir(&self) -> PathBuf {
-        self.home.path().join("store")
-    }
 }
 
 /// A `.bramble` project with a private store: `bramble.toml`, `default.bramble` holding
 /// `module`, and the static busybox as the source file `busybox`.
+#[derive(Debug)]
 pub struct Project {
-    pub home: tempfile::TempDir,
+    pub bramble: Bramble,
     pub dir: tempfile::TempDir,
 }
 
 impl Project {
     pub fn new(package: &str, module: &str) -> Project {
-        assert!(
-            Path::new(BUSYBOX).exists(),
-            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
-        );
-        let home = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        busybox_present();
+        let bramble = Bramble::new();
+        let dir = bramble.tempdir();
         std::fs::write(
             dir.path().join("bramble.toml"),
             format!("[package]\nname = \"{package}\"\n"),
@@ -122,12 +133,14 @@ impl Project {
         .unwrap();
         std::fs::write(dir.path().join("default.bramble"), module).unwrap();
         std::fs::copy(BUSYBOX, dir.path().join("busybox")).unwrap();
-        Project { home, dir }
+        Project { bramble, dir }
     }
 
-    /// The `bramble` binary with this project's store, in the project directory.
+    /// The `bramble` command with this project's store, in the project directory, which is
+    /// first handed to the user `bramble` runs as (files the test wrote included).
     pub fn command(&self, args: &[&str]) -> Command {
-        bramble_command(self.home.path(), self.dir.path(), args)
+        self.bramble.give(self.dir.path());
+        self.bramble.command(self.dir.path(), args)
     }
 
     pub fn bramble(&self, args: &[&str]) -> Output {
@@ -141,57 +154,13 @@ impl Project {
         out
     }
 
+    /// `BRAMBLE_HOME`.
+    pub fn home(&self) -> PathBuf {
+        self.bramble.home()
+    }
+
     /// The project's `bramble.lock` (empty if there is none).
     pub fn lock(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("bramble.lock")).unwrap_or_default()
     }
-}
-
-/// The real `bramble` binary with the private store `home`, run in `dir`. It finds the sandbox
-/// helper next to itself, as installed (`cargo nextest run --workspace` builds both). `CI` is
-/// removed so unpinned fetches are recorded rather than refused; downloads are not retried.
-pub fn bramble_command(home: &Path, dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("BRAMBLE_HOME", home)
-        .env_remove("BRAMBLE_SANDBOX")
-        .env("BRAMBLE_FETCH_RETRIES", "0")
-        .env("NO_COLOR", "1")
-        .env_remove("CI")
-        .env_remove("BRAMBLE_LOG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// Run `cmd` with `input` on its stdin, capturing stdout and stderr.
-pub fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Lines of stderr that say a derivation was built: `built <name> in …`.
-pub fn built_names(out: &Output) -> Vec<String> {
-    stderr(out)
-        .lines()
-        .filter_map(|l| l.strip_prefix("built "))
-        .filter_map(|l| l.split(' ').next())
-        .map(str::to_owned)
-        .collect()
 }

@@ -1,9 +1,7 @@
 //! The build engine end to end: the real `bramble` binary, the real sandbox, a project that
 //! ships a static busybox. Each test has its own `BRAMBLE_HOME`.
 
-mod build_support;
-
-use build_support::{Fixture, built_names, stderr, stdout};
+use crate::support::{Fixture, built_names, stderr, stdout};
 
 #[test]
 fn multi_output_derivation_and_result_links() {
@@ -34,7 +32,7 @@ fn multi_output_derivation_and_result_links() {
     let meta = std::fs::metadata(main).unwrap();
     assert!(meta.permissions().readonly());
     // `--out-link` names the links elsewhere; they are gc roots too.
-    let links = tempfile::tempdir().unwrap();
+    let links = f.bramble.tempdir();
     let base = links.path().join("custom");
     let out = f.build(&[&d], &[&d], &["--out-link", base.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -188,7 +186,7 @@ fn failing_builder_shows_log_tail_and_log_command() {
     assert!(log.status.success(), "{}", stderr(&log));
     assert_eq!(stdout(&log), "first line\nsomething went wrong\n");
     // Nothing writable or partial is left in the store's temporary area.
-    let tmp = f.home.path().join("tmp");
+    let tmp = f.home().join("tmp");
     if tmp.exists() {
         let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");

@@ -1,9 +1,7 @@
 //! `bramble build`, `run`, `test` and `log` on a `.bramble` project that ships a static
 //! busybox as a source (copied from `busybox-static` at test time).
 
-mod build_support;
-
-use build_support::{Project, stderr, stdout, with_stdin};
+use crate::support::{Project, stderr, stdout, with_stdin};
 
 const MODULE: &str = r#"
 def busybox():
@@ -136,11 +134,13 @@ fn log_of_a_reference() {
     assert_eq!(stdout(&log), "checking\n");
 }
 
+/// Stands for the path of the test's directory outside the project in its module.
+const EXTRA: &str = "@EXTRA@";
+
 /// `run()`'s `paths` (read-write, also outside the project), `read_only_paths`, `hidden_paths`
 /// and `network`, checked from inside the sandbox and on the host afterwards.
 #[test]
 fn run_honours_paths_read_only_hidden_and_network() {
-    let extra = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -177,9 +177,13 @@ def missing():
 def hidden_missing():
     return run(busybox(), "bin/busybox", args = ["true"], hidden_paths = ["not-there"])
 "#,
-        extra = extra.path().display(),
+        extra = EXTRA,
     );
-    let p = Project::new("example.com/runpaths", &module);
+    let p = Project::new("example.com/runpaths", MODULE);
+    // A directory outside the project, writable by the user bramble runs as.
+    let extra = p.bramble.tempdir();
+    let module = module.replace(EXTRA, extra.path().to_str().unwrap());
+    std::fs::write(p.dir.path().join("default.bramble"), module).unwrap();
     for dir in ["rw", "ro", "secret"] {
         std::fs::create_dir(p.dir.path().join(dir)).unwrap();
     }
@@ -225,19 +229,20 @@ def hidden_missing():
 }
 
 /// On a terminal, progress shows done/total, the cached count and each running build with its
-/// name and elapsed time (util-linux `script` gives `bramble` a pseudo-terminal).
+/// name and elapsed time (util-linux `script` gives `bramble` a pseudo-terminal). The build
+/// waits until the test has seen its one-second line, then the test releases it: no race with
+/// the progress redraw.
 #[test]
 fn progress_on_a_terminal_shows_running_builds_and_counts() {
     let module = format!(
         r#"{MODULE}
 def slow():
-    return _sh("slow-step", "sleep 1.5; cat $GREETING > $out", env = {{"GREETING": greeting()}})
+    return _sh("slow-step", "touch /build/waiting; while [ ! -e /build/release ]; do sleep 0.1; done; cat $GREETING > $out", env = {{"GREETING": greeting()}})
 "#
     );
     let p = Project::new("example.com/progress", &module);
     // The greeting is cached when `slow` builds.
-    let first = p.bramble(&["build", "./:greeting", "--no-out-link"]);
-    assert!(first.status.success(), "{}", stderr(&first));
+    p.ok(&["build", "./:greeting", "--no-out-link"]);
 
     let cmd = p.command(&["build", "./:slow", "--no-out-link"]);
     let line = std::iter::once(cmd.get_program())
@@ -249,24 +254,56 @@ def slow():
     script
         .args(["-qfec", &line, "/dev/null"])
         .current_dir(p.dir.path())
+        // The runner's policy: a cleared environment plus its variables.
+        .env_clear()
         .env("TERM", "xterm")
-        .stdin(std::process::Stdio::null());
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
     for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => script.env(key, value),
-            None => script.env_remove(key),
-        };
+        if let Some(value) = value {
+            script.env(key, value);
+        }
     }
-    let out = script.output().expect("run `script` (util-linux)");
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{screen}");
+    let mut child = script.spawn().expect("run `script` (util-linux)");
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let screen = screen.clone();
+        let mut stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
     // A running line: the derivation's name and its elapsed time.
-    assert!(
-        screen
-            .lines()
-            .any(|l| l.contains("slow-step") && l.contains("1s")),
-        "{screen}"
-    );
+    let running_for_a_second = |text: &str| {
+        text.split(['\n', '\r'])
+            .any(|l| l.contains("slow-step") && l.contains("1s"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let seen = loop {
+        let text = String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+        if running_for_a_second(&text) {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Release the build: `release` beside the `waiting` the builder left in its `/build`.
+    let waiting = walkdir::WalkDir::new(p.home().join("tmp"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name() == "waiting")
+        .expect("the build directory with `waiting`");
+    std::fs::write(waiting.path().with_file_name("release"), "").unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let screen = String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+    assert!(seen, "no running line `slow-step … 1s`: {screen}");
+    assert!(status.success(), "{screen}");
     // The bar: done/total with the built and cached counts.
     assert!(screen.contains("/3"), "{screen}");
     assert!(screen.contains("cached 2"), "{screen}");

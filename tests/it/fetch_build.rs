@@ -2,22 +2,20 @@
 //! refuses unpinned fetches, a pin mismatch fails the build, and an ordinary builder has no
 //! network even to a server on 127.0.0.1 that a fetch reaches.
 
-mod build_support;
-#[path = "support/http.rs"]
-mod http;
-
-use build_support::{stderr, stdout};
-
 use std::path::Path;
 
+use crate::support::archive::targz;
+use crate::support::{http, stderr, stdout};
+
+/// The project of [`MODULE`] with its fetches served by `server`.
 struct Project {
-    inner: build_support::Project,
+    inner: crate::support::Project,
     server: http::Server,
 }
 
 impl std::ops::Deref for Project {
-    type Target = build_support::Project;
-    fn deref(&self) -> &build_support::Project {
+    type Target = crate::support::Project;
+    fn deref(&self) -> &crate::support::Project {
         &self.inner
     }
 }
@@ -25,28 +23,20 @@ impl std::ops::Deref for Project {
 impl Project {
     fn new() -> Project {
         let server = http::Server::start();
-        server.file("/data.tar.gz", targz(b"fetched over http\n"));
+        server.file("/data.tar.gz", data(b"fetched over http\n"));
         server.file("/other.txt", "another file\n");
         let module = MODULE
             .replace("@DATA@", &server.url("/data.tar.gz"))
             .replace("@OTHER@", &server.url("/other.txt"))
             .replace("@PORT@", server.url("").rsplit(':').next().unwrap());
-        let inner = build_support::Project::new("example.com/fetchtest", &module);
+        let inner = crate::support::Project::new("example.com/fetchtest", &module);
         Project { inner, server }
     }
 }
 
-fn targz(msg: &[u8]) -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let mut h = tar::Header::new_gnu();
-    h.set_size(msg.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append_data(&mut h, "data/msg.txt", msg).unwrap();
-    b.into_inner().unwrap().finish().unwrap()
+/// The served archive: `data/msg.txt` holding `msg`.
+fn data(msg: &[u8]) -> Vec<u8> {
+    targz(&[("data/msg.txt", 0o644, msg)])
 }
 
 const MODULE: &str = r#"
@@ -138,8 +128,8 @@ fn a_changed_upstream_fails_the_build_and_stores_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     let first = stdout(&out).trim().to_owned();
     // Upstream changes its file; a fresh store must refuse it.
-    p.server.file("/data.tar.gz", targz(b"tampered\n"));
-    std::fs::remove_dir_all(p.home.path()).unwrap();
+    p.server.file("/data.tar.gz", data(b"tampered\n"));
+    std::fs::remove_dir_all(p.home()).unwrap();
     let out = p.bramble(&["build", "./:data"]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -150,7 +140,7 @@ fn a_changed_upstream_fails_the_build_and_stores_nothing() {
     );
     assert!(err.contains("expected") && err.contains("actual"), "{err}");
     assert!(!Path::new(&first).exists());
-    let stored: Vec<_> = std::fs::read_dir(p.home.path().join("store"))
+    let stored: Vec<_> = std::fs::read_dir(p.home().join("store"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with("-data"))

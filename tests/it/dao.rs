@@ -2,15 +2,9 @@
 //! manifest-driven generator with fetches from a local HTTP server, caching of the document,
 //! the lock's record of each generated graph, `--json`, `graph`, and errors.
 
-mod build_support;
-#[path = "support/http.rs"]
-mod http;
+use crate::support::{built_names as built, http, sha256_hex, stderr, stdout};
 
-use sha2::Digest;
-
-use build_support::{built_names as built, stderr, stdout};
-
-/// The scenario of the issue: a → b → c (DAO, given b.out) → d → e; c generates y → x, and
+/// A DAO in the middle of a chain: a → b → c (DAO, given b.out) → d → e; c generates y → x, and
 /// x uses b's output by its literal path.
 const MODULE: &str = r#"
 def busybox():
@@ -115,23 +109,17 @@ def nested():
     return _sh("nested", NESTED, env = {"BB": busybox().out + "/bin/busybox"}, dao = True)
 "#;
 
+/// The project of [`MODULE`] with `deps.txt` naming three files on `server`.
 struct Project {
-    inner: build_support::Project,
+    inner: crate::support::Project,
     server: http::Server,
 }
 
 impl std::ops::Deref for Project {
-    type Target = build_support::Project;
-    fn deref(&self) -> &build_support::Project {
+    type Target = crate::support::Project;
+    fn deref(&self) -> &crate::support::Project {
         &self.inner
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl Project {
@@ -148,7 +136,7 @@ impl Project {
                 server.url(&path)
             ));
         }
-        let inner = build_support::Project::new("example.com/daotest", MODULE);
+        let inner = crate::support::Project::new("example.com/daotest", MODULE);
         std::fs::write(inner.dir.path().join("deps.txt"), manifest).unwrap();
         Project { inner, server }
     }

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bramble(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bramble"));
-    cmd.env("BRAMBLE_HOME", home).env_remove("BRAMBLE_LOG");
-    cmd
+use crate::support::Bramble;
+
+/// `bramble args` with the store of `b`, run in `/`.
+fn bramble(b: &Bramble, args: &[&str]) -> Command {
+    b.command(Path::new("/"), args)
 }
 
-fn run(home: &Path, args: &[&str]) -> Output {
-    bramble(home).args(args).output().unwrap()
+fn run(b: &Bramble, args: &[&str]) -> Output {
+    bramble(b, args).output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -44,8 +45,8 @@ fn make_tree(root: &Path, files: usize, size: usize, seed: u64) {
     std::os::unix::fs::symlink("d0/f0", root.join("link")).unwrap();
 }
 
-fn store_entries(home: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(home.join("store"))
+fn store_entries(b: &Bramble) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(b.store_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -55,8 +56,8 @@ fn store_entries(home: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn add_path_info_and_verify_catch_a_corrupted_object() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
+    let home = Bramble::new();
+    let tmp = home.tempdir();
     let src = tmp.path().join("src");
     make_tree(&src, 20, 100, 1);
     let out = run(
@@ -66,7 +67,7 @@ fn add_path_info_and_verify_catch_a_corrupted_object() {
     assert!(out.status.success(), "{}", stderr(&out));
     let path = stdout(&out);
     assert!(
-        path.starts_with(home.join("store").to_str().unwrap()),
+        path.starts_with(home.store_dir().to_str().unwrap()),
         "{path}"
     );
     assert!(path.ends_with("-tree"));
@@ -105,8 +106,8 @@ fn add_path_info_and_verify_catch_a_corrupted_object() {
 
 #[test]
 fn bad_input_gives_clear_errors() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
+    let home = Bramble::new();
+    let tmp = home.tempdir();
     let o = run(&home, &["store", "path-info", "/etc/passwd"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -146,15 +147,10 @@ fn bad_input_gives_clear_errors() {
     assert!(stderr(&o).contains("is a fifo"), "{}", stderr(&o));
     assert!(store_entries(&home).is_empty());
     // A directory holding the store itself is refused before anything is copied.
+    let holding = home.home().parent().unwrap().to_owned();
     let o = run(
         &home,
-        &[
-            "store",
-            "add",
-            tmp.path().to_str().unwrap(),
-            "--name",
-            "all",
-        ],
+        &["store", "add", holding.to_str().unwrap(), "--name", "all"],
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -165,9 +161,8 @@ fn bad_input_gives_clear_errors() {
     // `.` is the current directory, named after it.
     let here = tmp.path().join("here");
     make_tree(&here, 2, 10, 5);
-    let o = bramble(&home)
-        .args(["store", "add", "."])
-        .current_dir(&here)
+    let o = home
+        .command(&here, &["store", "add", "."])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -176,8 +171,8 @@ fn bad_input_gives_clear_errors() {
 
 #[test]
 fn a_newer_database_is_refused_and_left_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
+    let home = Bramble::new();
+    let tmp = home.tempdir();
     let src = tmp.path().join("src");
     make_tree(&src, 3, 10, 2);
     assert!(
@@ -185,7 +180,7 @@ fn a_newer_database_is_refused_and_left_alone() {
             .status
             .success()
     );
-    let db = home.join("db.sqlite");
+    let db = home.home().join("db.sqlite");
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.pragma_update(None, "user_version", 7).unwrap();
@@ -206,8 +201,8 @@ fn a_newer_database_is_refused_and_left_alone() {
 
 #[test]
 fn killed_adds_leave_no_registration_or_a_complete_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
+    let home = Bramble::new();
+    let tmp = home.tempdir();
     // Measure one uninterrupted add of a tree of the same shape to spread the kill times.
     let warm = tmp.path().join("warm");
     make_tree(&warm, 120, 4096, 1000);
@@ -223,8 +218,7 @@ fn killed_adds_leave_no_registration_or_a_complete_one() {
     for i in 0..30u32 {
         let src = tmp.path().join(format!("src{i}"));
         make_tree(&src, 120, 4096, u64::from(i));
-        let mut child = bramble(&home)
-            .args(["store", "add", src.to_str().unwrap()])
+        let mut child = bramble(&home, &["store", "add", src.to_str().unwrap()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -256,14 +250,17 @@ fn killed_adds_leave_no_registration_or_a_complete_one() {
         "{:?}",
         store_entries(&home)
     );
-    assert_eq!(std::fs::read_dir(home.join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(home.home().join("tmp")).unwrap().count(),
+        0
+    );
     assert!(run(&home, &["store", "verify"]).status.success());
 }
 
 #[test]
 fn two_processes_adding_the_same_tree_both_succeed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
+    let home = Bramble::new();
+    let tmp = home.tempdir();
     let src = tmp.path().join("src");
     make_tree(&src, 100, 4096, 9);
     // Create the store first so both children race on the add, not on the database schema.
@@ -272,12 +269,14 @@ fn two_processes_adding_the_same_tree_both_succeed() {
         let name = format!("same{round}");
         let children: Vec<_> = (0..2)
             .map(|_| {
-                bramble(&home)
-                    .args(["store", "add", src.to_str().unwrap(), "--name", &name])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                bramble(
+                    &home,
+                    &["store", "add", src.to_str().unwrap(), "--name", &name],
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
             })
             .collect();
         let outs: Vec<Output> = children
@@ -295,8 +294,8 @@ fn two_processes_adding_the_same_tree_both_succeed() {
 
 #[test]
 fn gc_dry_run_then_gc() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
+    let home = Bramble::new();
+    let tmp = home.tempdir();
     let src = tmp.path().join("src");
     make_tree(&src, 5, 1000, 3);
     let path = stdout(&run(&home, &["store", "add", src.to_str().unwrap()]));
@@ -325,8 +324,8 @@ fn gc_dry_run_then_gc() {
 
 #[test]
 fn export_import_round_trip_and_a_truncated_archive_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
+    let home = Bramble::new();
+    let tmp = home.tempdir();
     let src = tmp.path().join("src");
     make_tree(&src, 10, 3000, 4);
     let path = stdout(&run(
@@ -338,7 +337,7 @@ fn export_import_round_trip_and_a_truncated_archive_is_refused() {
     let archive = tmp.path().join("t.archive");
     std::fs::write(&archive, &exported.stdout).unwrap();
 
-    let other = tmp.path().join("other");
+    let other = Bramble::new();
     let imported = run(
         &other,
         &["store", "import", archive.to_str().unwrap(), "--name", "t"],
@@ -351,7 +350,7 @@ fn export_import_round_trip_and_a_truncated_archive_is_refused() {
 
     let cut = tmp.path().join("cut.archive");
     std::fs::write(&cut, &exported.stdout[..exported.stdout.len() / 2]).unwrap();
-    let third = tmp.path().join("third");
+    let third = Bramble::new();
     let o = run(
         &third,
         &["store", "import", cut.to_str().unwrap(), "--name", "t"],
@@ -364,6 +363,9 @@ fn export_import_round_trip_and_a_truncated_archive_is_refused() {
     );
     assert!(stderr(&o).contains("hint:"));
     assert!(store_entries(&third).is_empty());
-    assert_eq!(std::fs::read_dir(third.join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(third.home().join("tmp")).unwrap().count(),
+        0
+    );
     assert!(run(&third, &["store", "verify"]).status.success());
 }
