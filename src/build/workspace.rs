@@ -143,6 +143,12 @@ pub fn remove_at(parent: &impl AsFd, name: &str) -> io::Result<()> {
             fchmod(&dir, Mode::from_bits_truncate(0o700))?;
             for (child, child_kind) in list(&dir)? {
                 if is_dir(&dir, &child, child_kind)? {
+                    // Moving a directory to another parent rewrites its `..`, which needs
+                    // write permission on it (root is never refused): make it writable
+                    // through its own descriptor first.
+                    let moved = openat(&dir, child.as_c_str(), DIR_FLAGS, Mode::empty())?;
+                    fchmod(&moved, Mode::from_bits_truncate(0o700))?;
+                    drop(moved);
                     // Move it up to the top directory under a name not in use.
                     loop {
                         fresh += 1;

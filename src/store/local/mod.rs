@@ -659,12 +659,41 @@ impl LocalStore {
     /// directory, then `store/`), so one journal commit covers its contents and its name,
     /// and it is registered only once all of that is durable. A crash before registration
     /// leaves an unregistered object, which is never taken for valid.
+    ///
+    /// Moving a directory to another parent writes its `..` entry, which needs write
+    /// permission on the directory itself (root never notices: it bypasses the check). The
+    /// staged root directory is therefore made writable (0755) for the rename and read-only
+    /// (0555) again right after it, through the descriptor opened before the rename (the
+    /// same inode, never a path a second time), before anything is synced or registered. A
+    /// crash in between leaves an unregistered object with a writable top directory, which
+    /// is removed like any other leftover.
     fn place(&self, staged: &Path, path: &StorePath) -> Result<(), Error> {
+        use rustix::fs::{Mode, OFlags};
         let dest = self.host_path(path);
         // An unregistered leftover (a crash between rename and registration): nobody else
         // can be writing it, since we hold the path's lock.
         tree::remove(&dest)?;
+        let root = match rustix::fs::open(
+            staged,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Some(fd),
+            // A file or a symlink: renaming it touches only the two directories.
+            Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => None,
+            Err(e) => return Err(io_err("open", staged)(e.into())),
+        };
+        let chmod = |fd: &std::os::fd::OwnedFd, mode: u32, at: &Path| {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+                .map_err(|e| io_err("set permissions of", at)(e.into()))
+        };
+        if let Some(fd) = &root {
+            chmod(fd, 0o755, staged)?;
+        }
         std::fs::rename(staged, &dest).map_err(io_err("move into the store", &dest))?;
+        if let Some(fd) = &root {
+            chmod(fd, 0o555, &dest)?;
+        }
         tree::sync(&dest)?;
         Ok(())
     }
