@@ -13,5 +13,6 @@ mod fetch;
 mod fetch_build;
 mod fresh_user;
 mod lang;
+mod rootless_store;
 mod runner;
 mod store;

@@ -4,7 +4,8 @@
 /// One file of an archive: its path inside, its mode and its content.
 pub type Entry<'a> = (&'a str, u32, &'a [u8]);
 
-/// A gzip-compressed tar of `entries` (regular files; directories are implied).
+/// A gzip-compressed tar of `entries`: regular files, and directories where the path ends with
+/// `/` (other directories are implied).
 pub fn targz(entries: &[Entry]) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
@@ -12,6 +13,9 @@ pub fn targz(entries: &[Entry]) -> Vec<u8> {
     ));
     for (path, mode, data) in entries {
         let mut h = tar::Header::new_gnu();
+        if path.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+        }
         h.set_size(data.len() as u64);
         h.set_mode(*mode);
         h.set_mtime(0);

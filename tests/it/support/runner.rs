@@ -130,10 +130,14 @@ impl Identity {
 /// Where `bramble` keeps its store.
 #[derive(Debug)]
 enum Home {
-    /// `BRAMBLE_HOME=<dir>/bramble`, `HOME=<dir>`; `dir` is a private temp dir.
-    Private(tempfile::TempDir),
+    /// A private temp dir as `HOME`, with `BRAMBLE_HOME=<dir>/bramble`, or with no
+    /// `BRAMBLE_HOME` when `default` (the store at its default place under `HOME`).
+    Private {
+        dir: tempfile::TempDir,
+        default: bool,
+    },
     /// No `BRAMBLE_HOME`: the default under `HOME=<dir>` (a real user's home).
-    Default(PathBuf),
+    User(PathBuf),
 }
 
 /// `bramble` with one store, run as one user: see the module doc.
@@ -163,13 +167,26 @@ impl Bramble {
         })
     }
 
+    /// A private `HOME` and no `BRAMBLE_HOME`, used by an ordinary user: the store is at its
+    /// default place, `$HOME/.local/share/bramble`.
+    pub fn with_default_home() -> Bramble {
+        let mut bramble = Bramble::new();
+        if let Home::Private { default, .. } = &mut bramble.home {
+            *default = true;
+        }
+        bramble
+    }
+
     fn with_identity(identity: Identity) -> Bramble {
         let mut bramble = Bramble {
-            home: Home::Default(PathBuf::new()),
+            home: Home::User(PathBuf::new()),
             identity,
             install: install(),
         };
-        bramble.home = Home::Private(bramble.tempdir());
+        bramble.home = Home::Private {
+            dir: bramble.tempdir(),
+            default: false,
+        };
         bramble
     }
 
@@ -178,7 +195,7 @@ impl Bramble {
     pub fn for_user(uid: u32, gid: u32, home: &Path) -> Bramble {
         assert!(is_root(), "only root can run bramble as another user");
         Bramble {
-            home: Home::Default(home.to_owned()),
+            home: Home::User(home.to_owned()),
             identity: Identity::Switch { uid, gid },
             install: install(),
         }
@@ -193,8 +210,12 @@ impl Bramble {
     /// `BRAMBLE_HOME` (it need not exist yet: `bramble` creates it).
     pub fn home(&self) -> PathBuf {
         match &self.home {
-            Home::Private(dir) => dir.path().join("bramble"),
-            Home::Default(home) => home.join(".local/share/bramble"),
+            Home::Private {
+                dir,
+                default: false,
+            } => dir.path().join("bramble"),
+            Home::Private { dir, default: true } => dir.path().join(".local/share/bramble"),
+            Home::User(home) => home.join(".local/share/bramble"),
         }
     }
 
@@ -249,11 +270,13 @@ impl Bramble {
             .env("BRAMBLE_FETCH_RETRIES", "0")
             .stdin(Stdio::null());
         match &self.home {
-            Home::Private(dir) => {
-                cmd.env("HOME", dir.path())
-                    .env("BRAMBLE_HOME", dir.path().join("bramble"));
+            Home::Private { dir, default } => {
+                cmd.env("HOME", dir.path());
+                if !default {
+                    cmd.env("BRAMBLE_HOME", self.home());
+                }
             }
-            Home::Default(home) => {
+            Home::User(home) => {
                 cmd.env("HOME", home);
             }
         }

@@ -1,110 +1,50 @@
 //! The store as an ordinary user: every store operation through the real `bramble` binary
-//! run as uid 65534 (through `setpriv` when the tests run as root, as themselves otherwise),
-//! with the binaries and fixtures in a world-readable temp dir and the store in that user's
-//! default `BRAMBLE_HOME` (`$HOME/.local/share/bramble`, owned by the user).
+//! run by the runner (as uid 65534 when the tests run as root, as themselves otherwise), with
+//! the store in that user's default `BRAMBLE_HOME` (`$HOME/.local/share/bramble`, owned by the
+//! user).
 //!
 //! Root bypasses the permission checks these cases are about (moving a read-only directory
 //! to another parent, removing read-only trees), so none of them can be shown as root.
 
-#[path = "support/http.rs"]
-mod http;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use crate::support::archive::targz;
+use crate::support::project::BUSYBOX;
+use crate::support::runner::{UNPRIVILEGED, chmod, is_root};
+use crate::support::{Bramble, http, stderr, stdout, with_stdin};
 
-/// The unprivileged uid (and gid) bramble runs as when the tests run as root.
-const USER: u32 = 65534;
-
-/// Where `busybox-static` installs its binary.
-const BUSYBOX: &str = "/bin/busybox";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Give `path` (not following symlinks) to [`USER`] when running as root.
-fn give(path: &Path) {
-    if is_root() {
-        std::os::unix::fs::lchown(path, Some(USER), Some(USER)).unwrap();
-    }
-}
-
-/// Give the tree at `path` to [`USER`] when running as root.
-fn give_tree(path: &Path) {
-    for entry in walkdir::WalkDir::new(path) {
-        give(entry.unwrap().path());
-    }
-}
-
-/// A world-readable temp dir holding the binaries, the user's home (with the store at its
-/// default place) and a project directory the user owns.
+/// The user's store at its default place and a project directory the user owns, holding
+/// the static busybox.
 struct Env {
-    root: tempfile::TempDir,
+    bramble: Bramble,
+    project: tempfile::TempDir,
 }
 
 impl Env {
     fn new() -> Env {
-        assert!(
-            Path::new(BUSYBOX).exists(),
-            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
-        );
-        let root = tempfile::Builder::new()
-            .prefix("bramble-rootless-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        chmod(root.path(), 0o755);
-        let bin = root.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        chmod(&bin, 0o755);
-        let bramble = PathBuf::from(env!("CARGO_BIN_EXE_bramble"));
-        let helper = std::env::var_os("BRAMBLE_SANDBOX")
-            .map_or_else(|| bramble.with_file_name("bramble-sandbox"), PathBuf::from);
-        assert!(
-            helper.exists(),
-            "the sandbox helper `{}` is missing: `cargo build -p bramble-sandbox`",
-            helper.display()
-        );
-        for (from, name) in [(&bramble, "bramble"), (&helper, "bramble-sandbox")] {
-            let to = bin.join(name);
-            // A hard link when the temp dir is on the same file system, else a copy.
-            if std::fs::hard_link(from, &to).is_err() {
-                std::fs::copy(from, &to).unwrap();
-            }
-            chmod(&to, 0o755);
-        }
-        for dir in ["user", "project"] {
-            let d = root.path().join(dir);
-            std::fs::create_dir(&d).unwrap();
-            chmod(&d, 0o755);
-            give(&d);
-        }
-        let env = Env { root };
-        env.write("busybox", &std::fs::read(BUSYBOX).unwrap());
-        chmod(&env.project().join("busybox"), 0o755);
+        let bramble = Bramble::with_default_home();
+        let project = bramble.tempdir();
+        let env = Env { bramble, project };
+        let busybox = std::fs::read(BUSYBOX).unwrap_or_else(|e| {
+            panic!("these tests need a static busybox at `{BUSYBOX}` (busybox-static): {e}")
+        });
+        chmod(&env.write("busybox", &busybox), 0o755);
         env
     }
 
     fn project(&self) -> PathBuf {
-        self.root.path().join("project")
-    }
-
-    /// The user's `$HOME`.
-    fn user_home(&self) -> PathBuf {
-        self.root.path().join("user")
+        self.project.path().to_owned()
     }
 
     /// The default `BRAMBLE_HOME` of the user.
     fn home(&self) -> PathBuf {
-        self.user_home().join(".local/share/bramble")
+        self.bramble.home()
     }
 
     fn store_dir(&self) -> PathBuf {
-        self.home().join("store")
+        self.bramble.store_dir()
     }
 
     /// Write a file of the project (owned by the user).
@@ -112,36 +52,13 @@ impl Env {
         let path = self.project().join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, contents).unwrap();
-        give_tree(&self.project());
+        self.bramble.give(&self.project());
         path
     }
 
     /// The `bramble` binary as the user, in the project directory, with the default home.
     fn command(&self, args: &[&str]) -> Command {
-        let bramble = self.root.path().join("bin/bramble");
-        let mut cmd = if is_root() {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={USER}"))
-                .arg(format!("--regid={USER}"))
-                .arg("--clear-groups")
-                .arg(&bramble);
-            c
-        } else {
-            Command::new(&bramble)
-        };
-        cmd.args(args)
-            .current_dir(self.project())
-            .env("HOME", self.user_home())
-            .env_remove("BRAMBLE_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("BRAMBLE_SANDBOX")
-            .env_remove("CI")
-            .env_remove("BRAMBLE_LOG")
-            .env_remove("RUST_LOG")
-            .env("BRAMBLE_FETCH_RETRIES", "0")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        cmd
+        self.bramble.command(&self.project(), args)
     }
 
     fn bramble(&self, args: &[&str]) -> Output {
@@ -169,26 +86,6 @@ impl Env {
             .collect();
         assert!(left.is_empty(), "left in tmp/: {left:?}\n{}", stderr(out));
     }
-}
-
-fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A project whose builds leave read-only directories in their build directories and
@@ -244,24 +141,10 @@ def use_data():
 
 /// A tarball with a read-only directory `data/ro` holding `msg`.
 fn targz_with_read_only_dir() -> Vec<u8> {
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o555);
-    dir.set_size(0);
-    dir.set_cksum();
-    b.append_data(&mut dir, "data/ro/", std::io::empty())
-        .unwrap();
-    let msg = b"fetched as an ordinary user\n";
-    let mut file = tar::Header::new_gnu();
-    file.set_size(msg.len() as u64);
-    file.set_mode(0o444);
-    file.set_cksum();
-    b.append_data(&mut file, "data/ro/msg", &msg[..]).unwrap();
-    b.into_inner().unwrap().finish().unwrap()
+    targz(&[
+        ("data/ro/", 0o555, b""),
+        ("data/ro/msg", 0o444, b"fetched as an ordinary user\n"),
+    ])
 }
 
 fn project(env: &Env, server: &http::Server) {
@@ -290,7 +173,7 @@ fn store_add_import_verify_and_gc_as_an_ordinary_user() {
     chmod(&src.join("ro/deep"), 0o555);
     chmod(&src.join("ro"), 0o555);
     std::os::unix::fs::symlink("bin/tool", src.join("link")).unwrap();
-    give_tree(&src);
+    env.bramble.give(&src);
 
     let out = env.ok(&["store", "add", "src", "--name", "source"]);
     let dir_path = PathBuf::from(stdout(&out).trim());
@@ -298,7 +181,10 @@ fn store_add_import_verify_and_gc_as_an_ordinary_user() {
     let meta = std::fs::symlink_metadata(&dir_path).unwrap();
     assert!(meta.is_dir());
     assert_eq!(meta.mode() & 0o7777, 0o555, "the object is read-only");
-    assert_eq!(meta.uid(), if is_root() { USER } else { meta.uid() });
+    assert_eq!(
+        meta.uid(),
+        if is_root() { UNPRIVILEGED } else { meta.uid() }
+    );
     assert_eq!(
         std::fs::read_to_string(dir_path.join("ro/deep/file")).unwrap(),
         "read-only\n"
