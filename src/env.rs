@@ -19,3 +19,22 @@ pub const BRAMBLE_FETCH_RETRIES: &str = "BRAMBLE_FETCH_RETRIES";
 /// first that exists of `<dir of bramble>/../share/bramble/lib` (an installed bramble) and
 /// the `lib/` of the source tree bramble was built from.
 pub const BRAMBLE_LIB: &str = "BRAMBLE_LIB";
+
+/// Prefix of the variables naming the base URLs of a `mirror://NAME/...` mirror:
+/// `BRAMBLE_MIRROR_<NAME>` (upper case, `-` written `_`; e.g. `BRAMBLE_MIRROR_DEBIAN_SECURITY`),
+/// several base URLs separated by white space, tried in order. Takes precedence over
+/// `bramble.toml`, the user's config file and the apt sources (`build::fetch::mirror`).
+pub const BRAMBLE_MIRROR_PREFIX: &str = "BRAMBLE_MIRROR_";
+
+/// The variable of mirror `name` ([`BRAMBLE_MIRROR_PREFIX`]).
+pub fn mirror_var(name: &str) -> String {
+    format!(
+        "{BRAMBLE_MIRROR_PREFIX}{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// The root directory whose `etc/apt` sources give the default base URLs of `mirror://debian`
+/// and `mirror://debian-security`. Default: `/`. Tests point it at a fixture directory so
+/// they never read the machine's apt sources.
+pub const BRAMBLE_APT_ROOT: &str = "BRAMBLE_APT_ROOT";

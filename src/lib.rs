@@ -11,6 +11,9 @@
 //! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
 //! build    the graph (petgraph) and scheduler (tokio): sandbox client, fetchers, DAO splicing.
 //! cli      clap commands and terminal output: the only module that prints.
+//! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml) and the reading of
+//!          configuration files (regular files only).
+//! env      every BRAMBLE_* environment variable, declared once.
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
@@ -20,6 +23,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod env;
 pub mod lang;
 pub mod project;

@@ -88,11 +88,12 @@ fn run_warm(case: &Case) -> Result<Duration, String> {
     ours.write_all(json.as_bytes())
         .and_then(|()| ours.shutdown(std::net::Shutdown::Write))
         .map_err(|e| e.to_string())?;
-    let mut status = [0u8; 1];
-    let got = ours.read(&mut status).map_err(|e| e.to_string())?;
+    // The status record of a builder that exited 0 (see `bramble_sandbox::Status`).
+    let mut status = [0u8; 2];
+    ours.read_exact(&mut status).map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     let exited = child.wait().map_err(|e| e.to_string())?;
-    if got != 1 || status[0] != 0 || !exited.success() {
+    if status != *b"B\0" || !exited.success() {
         return Err(format!("warm `{}` failed: {exited}", case.argv[0]));
     }
     Ok(elapsed)

@@ -72,7 +72,7 @@ impl Error {
     /// Advice for the user, printed on its own `hint:` line.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Usage { .. } => Some("usage: bramble-sandbox [--spec-fd N] [--warm] [--status-fd N] < spec.json".into()),
+            Error::Usage { .. } => Some("usage: bramble-sandbox [--spec-fd N] [--warm] [--status-fd N] [--as-caller] < spec.json".into()),
             Error::StdinTaken => Some(
                 "pass the spec on another descriptor with `--spec-fd N` to give stdin to the builder"
                     .into(),

@@ -23,6 +23,98 @@ const DEVICES: [(&std::ffi::CStr, &std::ffi::CStr); 6] = [
     (c"/dev/tty", c"dev/tty"),
 ];
 
+/// Flags of a bind remounted read-only and nosuid.
+const READ_ONLY_BIND: libc::c_ulong =
+    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
+
+/// Parts of the fresh `/proc` made read-only, as bubblewrap and runc do: global sysctls
+/// (`kernel.core_pattern` runs a program as host root), the magic SysRq key, IRQ affinity,
+/// PCI and filesystem knobs.
+const PROC_READ_ONLY: [&std::ffi::CStr; 5] = [
+    c"proc/sys",
+    c"proc/sysrq-trigger",
+    c"proc/irq",
+    c"proc/bus",
+    c"proc/fs",
+];
+
+/// Parts of `/proc` hidden, as runc does (where the kernel has them): kernel memory, the
+/// kernel log, key descriptions, timer and scheduler internals, ACPI, SCSI and sound
+/// devices. Files get an unopenable read-only bind of `/dev/null` (`nodev`), directories an
+/// empty read-only tmpfs.
+const PROC_MASKED_FILES: [&std::ffi::CStr; 7] = [
+    c"proc/kcore",
+    c"proc/kmsg",
+    c"proc/keys",
+    c"proc/timer_list",
+    c"proc/timer_stats",
+    c"proc/sched_debug",
+    c"proc/latency_stats",
+];
+const PROC_MASKED_DIRS: [&std::ffi::CStr; 3] = [c"proc/acpi", c"proc/scsi", c"proc/asound"];
+
+/// Makes [`PROC_READ_ONLY`] read-only and masks [`PROC_MASKED_FILES`] and
+/// [`PROC_MASKED_DIRS`] in the fresh `/proc` (relative to the new root, before pivot_root:
+/// the file mask is the host's `/dev/null`). What this kernel lacks is skipped. The first
+/// mask of each kind is mounted, the others bound from it (a bind keeps its flags).
+fn protect_proc() -> Result<(), Error> {
+    let err = |path: &std::ffi::CStr, e| {
+        Error::setup(
+            format!("cannot protect `{}`", sandbox_path(path).display()),
+            e,
+        )
+    };
+    let absent = |e: &io::Error| e.raw_os_error() == Some(libc::ENOENT);
+    for path in PROC_READ_ONLY {
+        match sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None) {
+            Err(e) if absent(&e) => continue,
+            r => r.map_err(|e| err(path, e))?,
+        }
+        let flags = READ_ONLY_BIND | libc::MS_NODEV | libc::MS_NOEXEC;
+        sys::mount(None, path, None, flags, None).map_err(|e| err(path, e))?;
+    }
+    let mut first: Option<&std::ffi::CStr> = None;
+    for path in PROC_MASKED_FILES {
+        let bound = match first {
+            Some(mask) => sys::mount(Some(mask), path, None, libc::MS_BIND, None),
+            None => {
+                sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None).and_then(|()| {
+                    let flags = READ_ONLY_BIND | libc::MS_NODEV | libc::MS_NOEXEC;
+                    sys::mount(None, path, None, flags, None)
+                })
+            }
+        };
+        match bound {
+            Err(e) if absent(&e) => {}
+            r => {
+                r.map_err(|e| err(path, e))?;
+                first = first.or(Some(path));
+            }
+        }
+    }
+    let mut first: Option<&std::ffi::CStr> = None;
+    for path in PROC_MASKED_DIRS {
+        let mounted = match first {
+            Some(mask) => sys::mount(Some(mask), path, None, libc::MS_BIND, None),
+            None => sys::mount(
+                Some(c"tmpfs"),
+                path,
+                Some(c"tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some(c"mode=0555"),
+            ),
+        };
+        match mounted {
+            Err(e) if absent(&e) => {}
+            r => {
+                r.map_err(|e| err(path, e))?;
+                first = first.or(Some(path));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a bind source turned out to be.
 enum Source {
     /// A directory or file, bound through `/proc/self/fd/N` of an `O_PATH` descriptor.
@@ -43,11 +135,12 @@ pub enum SpecFrom {
 /// The whole life of pid 1. Never returns: exits with the builder's status or a setup code.
 ///
 /// Must be the first code run in the cloned child. `death_pipe` is the read end of a pipe
-/// whose write end only the helper's host process holds. With `status`, the exit code is
-/// also written there as one byte once nothing else runs in the sandbox (see
-/// [`report_status`]), before pid 1's own exit starts tearing the namespaces down.
+/// whose write end only the helper's host process holds. With `status`, the status record
+/// (the builder's status or pid 1's failure, see [`crate::Status`]) is also written there
+/// once nothing else runs in the sandbox (see [`report_status`]), before pid 1's own exit
+/// starts tearing the namespaces down.
 pub fn run(base: &Base, spec: SpecFrom, death_pipe: OwnedFd, status: Option<OwnedFd>) -> ! {
-    let result = prepare(base, death_pipe).and_then(|covered| {
+    let result = prepare(base, death_pipe).and_then(|(covered, death_pipe)| {
         let plan = match spec {
             SpecFrom::Ready(plan) => *plan,
             SpecFrom::Pipe(pipe) => {
@@ -56,42 +149,56 @@ pub fn run(base: &Base, spec: SpecFrom, death_pipe: OwnedFd, status: Option<Owne
                 Plan::new(&spec, base)
             }
         };
-        enter(base, &plan, covered, status.as_ref())?;
+        enter(base, &plan, covered, death_pipe, status.as_ref())?;
         spawn_and_reap(&plan)
     });
-    let code = match result {
-        Ok(code) => code,
+    let (code, record) = match result {
+        Ok(code) => (code, crate::Status::Builder(code)),
         Err(e) => {
             crate::report(&e);
-            e.exit_code()
+            (e.exit_code(), crate::helper_status(&e))
         }
     };
     if let Some(status) = status {
-        report_status(&status, code);
+        report_status(&status, &record.encode());
     }
     // SAFETY: _exit is always safe; pid 1 exiting makes the kernel kill the namespace.
     unsafe { libc::_exit(i32::from(code)) }
 }
 
 /// Everything that does not depend on the spec: ids, the new root with `/proc` and `/dev`,
-/// loopback, the bounding set. Returns a descriptor of the directory the new root covers.
-fn prepare(base: &Base, death_pipe: OwnedFd) -> Result<OwnedFd, Error> {
+/// loopback, the bounding set. Returns a descriptor of the directory the new root covers, and
+/// as root the death pipe (see [`switch_ids`]).
+fn prepare(base: &Base, death_pipe: OwnedFd) -> Result<(OwnedFd, Option<OwnedFd>), Error> {
     // 1. Die with the host process, and close the race where it died before this line: its
-    //    write end of the pipe is then closed and poll reports POLLHUP at once.
+    //    write end of the pipe is then closed and poll reports POLLHUP at once. As root, the
+    //    host side writes our id maps and then one byte on the pipe: wait for it (end of
+    //    file instead: the host side is gone).
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
         .map_err(|e| Error::setup("cannot set the parent-death signal", e))?;
-    let mut pfd = libc::pollfd {
-        fd: death_pipe.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    let host_gone = if base.switch_to.is_some() {
+        let mut go = 0u8;
+        loop {
+            // SAFETY: `go` is writable for one byte.
+            let n = unsafe { libc::read(death_pipe.as_raw_fd(), (&raw mut go).cast(), 1) };
+            if n != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break n != 1;
+            }
+        }
+    } else {
+        let mut pfd = libc::pollfd {
+            fd: death_pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd; a zero timeout does not block.
+        unsafe { libc::poll(&mut pfd, 1, 0) != 0 }
     };
-    // SAFETY: `pfd` is one valid pollfd; a zero timeout does not block.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    if n != 0 {
+    if host_gone {
         // SAFETY: _exit is always safe; the host side is gone, nobody waits for a status.
         unsafe { libc::_exit(i32::from(crate::EXIT_SETUP_FAILED)) }
     }
-    drop(death_pipe);
+    let death_pipe = base.switch_to.is_some().then_some(death_pipe);
 
     // 2. Signals: the host process blocked them for its own signalfd; pid 1 of a PID
     //    namespace receives no default-action signal from inside anyway.
@@ -102,23 +209,27 @@ fn prepare(base: &Base, death_pipe: OwnedFd) -> Result<OwnedFd, Error> {
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
 
-    // 3. User namespace id maps: a single id each. `setgroups` must be denied before an
-    //    unprivileged process may write `gid_map`. Host `/proc` is still the one mounted.
+    // 3. User namespace id maps: a single id each, the caller's. `setgroups` must be denied
+    //    before an unprivileged process may write `gid_map`. Host `/proc` is still the one
+    //    mounted. As root, the host side wrote them (step 1): the builder's ids map to an
+    //    unprivileged host id, and root's own stays mapped as 0 for the setup until step 16.
     let userns = |step: &'static str, source: io::Error| Error::UserNamespace {
         step,
         source,
         hint: user_namespace_hint(),
     };
-    match sys::write_file(c"/proc/self/setgroups", b"deny") {
-        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
-            return Err(userns("writing `/proc/self/setgroups`", e));
+    if base.switch_to.is_none() {
+        match sys::write_file(c"/proc/self/setgroups", b"deny") {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                return Err(userns("writing `/proc/self/setgroups`", e));
+            }
+            _ => {}
         }
-        _ => {}
+        sys::write_file(c"/proc/self/uid_map", &base.uid_map)
+            .map_err(|e| userns("writing `/proc/self/uid_map`", e))?;
+        sys::write_file(c"/proc/self/gid_map", &base.gid_map)
+            .map_err(|e| userns("writing `/proc/self/gid_map`", e))?;
     }
-    sys::write_file(c"/proc/self/uid_map", &base.uid_map)
-        .map_err(|e| userns("writing `/proc/self/uid_map`", e))?;
-    sys::write_file(c"/proc/self/gid_map", &base.gid_map)
-        .map_err(|e| userns("writing `/proc/self/gid_map`", e))?;
 
     // 4. Make every mount private so nothing we do propagates back to the host. EPERM here
     //    means the namespace has no capabilities (AppArmor's userns restriction).
@@ -172,13 +283,17 @@ fn prepare(base: &Base, death_pipe: OwnedFd) -> Result<OwnedFd, Error> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         c"",
     )?;
+    protect_proc()?;
 
     // 8. A minimal /dev: host device nodes bound in, private shm and pts, the usual links.
     mkdir(c"dev", 0o755)?;
+    //    Each node's bind is read-only: reading and writing the device works, changing the
+    //    host's node (chmod, chown, utimes: "touch /dev/null") does not.
     for (host, target) in DEVICES {
         mkfile(target)?;
-        sys::mount(Some(host), target, None, libc::MS_BIND, None)
-            .map_err(|e| Error::setup(format!("cannot bind `{}`", host.to_string_lossy()), e))?;
+        let err = |e| Error::setup(format!("cannot bind `{}`", host.to_string_lossy()), e);
+        sys::mount(Some(host), target, None, libc::MS_BIND, None).map_err(err)?;
+        sys::mount(None, target, None, READ_ONLY_BIND | libc::MS_NOEXEC, None).map_err(err)?;
     }
     mkdir(c"dev/shm", 0o1777)?;
     mount_fs(
@@ -212,7 +327,7 @@ fn prepare(base: &Base, death_pipe: OwnedFd) -> Result<OwnedFd, Error> {
     // 10. The bounding set: what no program executed from here on can ever gain. Pid 1 keeps
     //     its effective capabilities for the mounts still to come.
     drop_bounding_set()?;
-    Ok(covered)
+    Ok((covered, death_pipe))
 }
 
 /// The spec's part: its binds, tmpfs and symlinks, hostname, then `pivot_root` and the
@@ -221,6 +336,7 @@ fn enter(
     base: &Base,
     plan: &Plan,
     covered: OwnedFd,
+    death_pipe: Option<OwnedFd>,
     status: Option<&OwnedFd>,
 ) -> Result<(), Error> {
     // 11. Open every bind source. O_NOFOLLOW: a source that is a symlink is recreated as a
@@ -307,6 +423,11 @@ fn enter(
 
     // 16. No descriptor but stdio crosses into the builder (all of ours are O_CLOEXEC, but
     //     the caller may have leaked some). The status pipe stays for pid 1 (close-on-exec).
+    //     As root, pid 1 first becomes the builder's uid and gid (the unprivileged host id):
+    //     leaving uid 0 clears its capabilities, and nothing in the sandbox is host root.
+    if let (Some(ids), Some(death_pipe)) = (base.switch_to, death_pipe) {
+        switch_ids(ids, death_pipe)?;
+    }
     close_extra_fds(status.map(AsRawFd::as_raw_fd));
 
     // 17. Confinement, in the only order that works: no_new_privs (lets an unprivileged
@@ -328,15 +449,16 @@ fn enter(
     Ok(())
 }
 
-/// Writes `code` to `status` once the sandbox is empty: every process left (daemons of the
-/// builder) is killed and reaped first, so the caller may take the outputs as soon as it
-/// reads the byte, and stdout/stderr are closed, so the caller's log reaches its end once
-/// the host side has closed its copies too. Then pid 1's exit (the namespaces' teardown)
-/// is off the caller's path.
-fn report_status(status: &OwnedFd, code: u8) {
+/// Writes the status `record` to `status` once the sandbox is empty: every process left
+/// (daemons of the builder) is killed and reaped first, so the caller may take the outputs
+/// as soon as it reads the record, and stdout/stderr are closed, so the caller's log reaches
+/// its end once the host side has closed its copies too. Then pid 1's exit (the
+/// namespaces' teardown) is off the caller's path. One write of at most `PIPE_BUF` bytes
+/// (see [`crate::Status`]): the host side reads the whole record at once.
+fn report_status(status: &OwnedFd, record: &[u8]) {
     // SAFETY: kill(-1) from pid 1 signals every other process of its PID namespace; waitpid
     // gets a valid out pointer; closing stdout/stderr only affects this process; `status`
-    // is an open pipe and the one byte read from `code`.
+    // is an open pipe and `record` readable for its length.
     unsafe {
         libc::kill(-1, libc::SIGKILL);
         loop {
@@ -349,8 +471,35 @@ fn report_status(status: &OwnedFd, code: u8) {
         }
         libc::close(1);
         libc::close(2);
-        libc::write(status.as_raw_fd(), (&code as *const u8).cast(), 1);
+        libc::write(status.as_raw_fd(), record.as_ptr().cast(), record.len());
     }
+}
+
+/// As root (see [`crate::ids`]): pid 1 gives up root's id for the builder's `(uid, gid)`,
+/// mapped to the unprivileged host id, so nothing in the sandbox is host root. Leaving uid 0
+/// clears pid 1's capabilities, so this comes after every mount. A change of ids also clears
+/// the parent-death signal: it is set again, and `death_pipe` (whose write end only the host
+/// side holds) tells whether the host side died before that.
+fn switch_ids((uid, gid): (u32, u32), death_pipe: OwnedFd) -> Result<(), Error> {
+    // SAFETY: plain id changes; both ids are mapped (the host side wrote the maps).
+    sys::cvt(unsafe { libc::setresgid(gid, gid, gid) })
+        .map_err(|e| Error::setup(format!("cannot change to gid {gid}"), e))?;
+    // SAFETY: as above.
+    sys::cvt(unsafe { libc::setresuid(uid, uid, uid) })
+        .map_err(|e| Error::setup(format!("cannot change to uid {uid}"), e))?;
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+        .map_err(|e| Error::setup("cannot set the parent-death signal", e))?;
+    let mut pfd = libc::pollfd {
+        fd: death_pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd; a zero timeout does not block.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 {
+        // SAFETY: _exit is always safe; the host side is gone, nobody waits for a status.
+        unsafe { libc::_exit(i32::from(crate::EXIT_SETUP_FAILED)) }
+    }
+    Ok(())
 }
 
 /// Opens a bind source with `O_PATH | O_NOFOLLOW` and classifies it.

@@ -25,38 +25,54 @@
 //!    a thread that outlives the run: the signal fires when the spawning *thread* exits).
 //! 2. Read and validate the spec, resolve the links in its bind sources' directories; prepare
 //!    every C string, the id maps and the seccomp programs. Stdin becomes `/dev/null` unless
-//!    the spec says `"stdin": "inherit"`.
+//!    the spec says `"stdin": "inherit"`. As root, the builder's host id is picked (see
+//!    [`ids`]) and the supplementary groups cleared.
 //! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
-//!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`.
+//!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`. As root, write pid 1's
+//!    `setgroups` (`deny`), `uid_map` and `gid_map` (only a process privileged outside the
+//!    namespace may map ids other than its own), then send pid 1 one byte to go on.
 //! 4. Supervise through a `signalfd`: on the time limit or a cancel signal, SIGKILL pid 1 (the
 //!    kernel then kills the whole PID namespace) and reap it.
 //!
 //! Pid 1 ([`init`](crate::init)), first what does not depend on the spec:
-//! 1. `PR_SET_PDEATHSIG(SIGKILL)`; exit if the host side already died (pipe hang-up).
+//! 1. `PR_SET_PDEATHSIG(SIGKILL)`; exit if the host side already died (pipe hang-up). As
+//!    root, wait for the host side's byte (its maps are written).
 //! 2. Unblock signals.
-//! 3. `setgroups` ← `deny`, then `uid_map` ← `<uid> <host euid> 1`, `gid_map` likewise.
+//! 3. `setgroups` ← `deny`, then `uid_map` ← `<uid> <host euid> 1`, `gid_map` likewise. As
+//!    root the host side wrote them instead: `<uid> <sandbox id> 1` (an unprivileged id, see
+//!    [`ids`]) plus `0 0 1`, root's own id for the setup until step 16.
 //! 4. `/` made recursively private.
-//! 5. A tmpfs (nosuid, nodev) as the new root, mounted over `/tmp` (resolved) in our private
+//! 5. Stdin ← `/dev/null` when the spec came on it (`--warm`).
+//! 6. A tmpfs (nosuid, nodev) as the new root, mounted over `/tmp` (resolved) in our private
 //!    namespace, after taking an `O_PATH` descriptor of the directory it covers.
-//! 6. A fresh `/proc` (nosuid, nodev, noexec).
-//! 7. `/dev`: `null zero full random urandom tty` bound from the host, a private `shm` tmpfs,
-//!    `pts` (devpts `newinstance`), `ptmx`, `fd`, `stdin`, `stdout`, `stderr` links.
-//! 8. `lo` up with `SIOCSIFFLAGS` (new network namespace only, nothing else).
-//! 9. The bounding capability set emptied (pid 1 keeps its effective set for the mounts).
+//! 7. A fresh `/proc` (nosuid, nodev, noexec), protected as bubblewrap and runc do:
+//!    `sys`, `sysrq-trigger`, `irq`, `bus`, `fs` bound read-only onto themselves; `kcore`,
+//!    `kmsg`, `keys`, `timer_list`, `timer_stats`, `sched_debug`, `latency_stats` masked by
+//!    a read-only `nodev` bind of `/dev/null`, `acpi`, `scsi`, `asound` by an empty
+//!    read-only tmpfs (those the kernel has).
+//! 8. `/dev`: `null zero full random urandom tty` bound from the host, each bind remounted
+//!    read-only and nosuid (the devices work, the host's nodes cannot be changed), a private
+//!    `shm` tmpfs, `pts` (devpts `newinstance`), `ptmx`, `fd`, `stdin`, `stdout`, `stderr`
+//!    links.
+//! 9. `lo` up with `SIOCSIFFLAGS` (new network namespace only, nothing else).
+//! 10. The bounding capability set emptied (pid 1 keeps its effective set for the mounts).
 //!
 //! Then the spec's part:
-//! 10. Bind sources opened `O_PATH | O_NOFOLLOW` (symlinks are recreated as symlinks); those
+//! 11. Bind sources opened `O_PATH | O_NOFOLLOW` (symlinks are recreated as symlinks); those
 //!     under the covered directory through its descriptor.
-//! 11. The spec's binds (recursive; then `nosuid,nodev` and `ro` unless writable, recursively
+//! 12. The spec's binds (recursive; then `nosuid,nodev` and `ro` unless writable, recursively
 //!     with `mount_setattr`, or a remount keeping the locked flags on older kernels), tmpfs
 //!     directories and symlinks, in spec order.
-//! 12. Hostname.
-//! 13. The root tmpfs remounted read-only.
-//! 14. `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`: the host tree is gone. `chdir(cwd)`.
-//! 15. Every descriptor above 2 closed (but the status pipe, close-on-exec).
-//! 16. `no_new_privs`; the other capability sets cleared (ambient, inheritable, effective,
+//! 13. Hostname.
+//! 14. The root tmpfs remounted read-only.
+//! 15. `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`: the host tree is gone. `chdir(cwd)`.
+//! 16. As root: `setresgid`/`setresuid` to the builder's ids (leaving uid 0 clears pid 1's
+//!     capabilities; nothing in the sandbox is host root from here on), `PR_SET_PDEATHSIG`
+//!     again (a change of ids clears it). Every descriptor above 2 closed (but the status
+//!     pipe, close-on-exec).
+//! 17. `no_new_privs`; the other capability sets cleared (ambient, inheritable, effective,
 //!     permitted); the seccomp filters ([`seccomp`](crate::seccomp)); not dumpable.
-//! 17. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
+//! 18. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
 //!     `HOME=/homeless-shelter`, `TMPDIR=/build`, `PATH=/path-not-set` unless the spec sets
 //!     them. Pid 1 reaps every child; when the builder exits, pid 1 exits with its status,
 //!     which makes the kernel kill whatever is left (daemons do not survive the build).
@@ -64,9 +80,9 @@
 //! # Warm sandboxes and the early status
 //!
 //! Most of a sandbox's start-up is the kernel's work on namespaces, which does not depend on
-//! the spec. `bramble-sandbox --warm` clones pid 1 at once and lets it do steps 1 to 9 while
+//! the spec. `bramble-sandbox --warm` clones pid 1 at once and lets it do steps 1 to 10 while
 //! the host side waits for the spec: a build engine starts the helper for its next build
-//! ahead of time and hands over the spec when the inputs are ready, so only steps 10 to 17 are
+//! ahead of time and hands over the spec when the inputs are ready, so only steps 11 to 18 are
 //! left on the critical path. The host side validates the spec as usual and forwards it to
 //! pid 1 on a pipe. A warm sandbox is set up with the defaults, so the spec must keep them:
 //! network `none`, stdin `null`, uid 1000 / gid 100 (anything else: exit 122). Closing the
@@ -74,19 +90,25 @@
 //! need it after all.
 //!
 //! `--status-fd N` (N may be stdin when the spec comes on a socket, as from the build engine)
-//! gets the exit code as one byte as soon as the sandbox is empty, before its namespaces are
-//! torn down (the kernel's slowest part of a run): pid 1 kills and reaps everything left
-//! when the builder exits, closes its stdout/stderr and tells the host side, which closes its
-//! own stdout/stderr (so the caller's log pipe ends) and writes the byte. The helper's own
-//! exit status follows when the teardown is over. No byte (end of file) means the helper
-//! decided the status itself (time limit, cancel): its exit status tells.
+//! gets a status record ([`Status`]) as soon as the outcome is known: the builder's own
+//! exit status (`B <code>`) once the sandbox is empty, before its namespaces are torn down
+//! (the kernel's slowest part of a run): pid 1 kills and reaps everything left when the
+//! builder exits, closes its stdout/stderr and tells the host side, which closes its own
+//! stdout/stderr (so the caller's log pipe ends) and writes the record. Or the helper's own
+//! failure with its message (`H <code> <length> <message>`): a setup step, the builder not
+//! found or not executable, an invalid spec, the time limit. A caller tells a builder's
+//! `exit 127` from a builder that was not found by the record, never by the code. The
+//! helper's own exit status follows when the teardown is over. No record (end of file)
+//! means the helper was killed or cancelled by a signal: its exit status tells.
 //!
 //! # Exit status
 //!
 //! The builder's own status, or 128 + signal. Otherwise (see [`exit`]): 122 invalid spec,
 //! 123 no user namespaces, 124 timeout, 125 setup failure, 126 builder not executable,
 //! 127 builder not found; 128 + n when the helper was cancelled by signal n. Each helper
-//! failure prints one `bramble-sandbox: error: ...` line and possibly one `hint: ...` line.
+//! failure prints one `bramble-sandbox: error: ...` line and possibly one `hint: ...` line,
+//! and with `--status-fd` sends the same as a [`Status::Helper`] record: only that record
+//! tells a helper failure from a builder that exited with the same code.
 //!
 //! # Spec
 //!
@@ -125,6 +147,7 @@
 
 mod error;
 pub mod exit;
+pub mod ids;
 mod init;
 mod plan;
 mod run;
@@ -134,18 +157,30 @@ mod sys;
 
 pub use error::Error;
 pub use exit::*;
+pub use ids::{SANDBOX_ID_BASE, SANDBOX_ID_COUNT, sandbox_host_id};
 pub use spec::{Bind, Network, Spec, SpecError, Stdin, Symlink};
 
 /// Prints a helper error as one `bramble-sandbox: error:` line plus an optional `hint:` line,
 /// in a single write so concurrent builders' messages do not interleave.
 pub(crate) fn report(err: &Error) {
-    let mut msg = format!("bramble-sandbox: error: {err}\n");
-    if let Some(hint) = err.hint() {
-        msg.push_str("hint: ");
-        msg.push_str(&hint);
-        msg.push('\n');
-    }
+    let msg = format!("bramble-sandbox: error: {}\n", message(err));
     sys::write_stderr(msg.as_bytes());
+}
+
+/// The error, and its hint on a second line `hint: ...` (as in a [`Status::Helper`] record).
+pub(crate) fn message(err: &Error) -> String {
+    match err.hint() {
+        Some(hint) => format!("{err}\nhint: {hint}"),
+        None => err.to_string(),
+    }
+}
+
+/// The [`Status`] record of a failure of the helper.
+pub(crate) fn helper_status(err: &Error) -> Status {
+    Status::Helper {
+        code: err.exit_code(),
+        message: message(err),
+    }
 }
 
 /// Entry point of the helper binary (`bin/bramble-sandbox.rs`). Never returns.

@@ -69,6 +69,10 @@ pub struct Plan {
 pub struct Base {
     pub uid_map: Vec<u8>,
     pub gid_map: Vec<u8>,
+    /// The helper runs as root: the host side writes the maps (an unprivileged id for the
+    /// builder, see [`crate::ids`]) and pid 1, root inside until then, switches to these
+    /// (uid, gid) inside before the confinement.
+    pub switch_to: Option<(u32, u32)>,
     /// A fresh network namespace (only `lo`).
     pub new_net: bool,
     pub filters: Vec<BpfProgram>,
@@ -86,12 +90,15 @@ pub struct Base {
 pub const ROOT_MOUNTPOINT: &str = "/tmp";
 
 impl Base {
-    /// The spec-independent part of a run as `uid`/`gid` inside, mapped to the caller's ids.
+    /// The spec-independent part of a run as `uid`/`gid` inside, mapped to the caller's ids,
+    /// or with `sandbox_id` (a caller that is root, see [`crate::ids`]) to that host id, the
+    /// caller's own ids then mapped as uid/gid 0 (65535 if the builder is 0) for pid 1's setup.
     pub fn new(
         host: (u32, u32),
         inside: (u32, u32),
         new_net: bool,
         null_stdin: bool,
+        sandbox_id: Option<u32>,
     ) -> Result<Base, Error> {
         let filters = crate::seccomp::filters().map_err(|e| {
             Error::setup(
@@ -101,9 +108,17 @@ impl Base {
         })?;
         let mountpoint = std::fs::canonicalize(ROOT_MOUNTPOINT)
             .map_err(|e| Error::setup(format!("cannot resolve `{ROOT_MOUNTPOINT}`"), e))?;
+        let map = |inside: u32, host: u32| match sandbox_id {
+            None => format!("{inside} {host} 1\n").into_bytes(),
+            Some(id) => {
+                let own = if inside == 0 { 65535 } else { 0 };
+                format!("{own} {host} 1\n{inside} {id} 1\n").into_bytes()
+            }
+        };
         Ok(Base {
-            uid_map: format!("{} {} 1\n", inside.0, host.0).into_bytes(),
-            gid_map: format!("{} {} 1\n", inside.1, host.1).into_bytes(),
+            uid_map: map(inside.0, host.0),
+            gid_map: map(inside.1, host.1),
+            switch_to: sandbox_id.map(|_| inside),
             new_net,
             filters,
             root_mountpoint: path_c(&mountpoint),
@@ -255,6 +270,19 @@ mod tests {
     }
 
     #[test]
+    fn as_root_the_builder_maps_to_the_sandbox_id_and_root_only_to_0() {
+        let base = Base::new((0, 0), (1000, 100), true, false, Some(880_803_999)).unwrap();
+        assert_eq!(base.uid_map, b"0 0 1\n1000 880803999 1\n");
+        assert_eq!(base.gid_map, b"0 0 1\n100 880803999 1\n");
+        assert_eq!(base.switch_to, Some((1000, 100)));
+        let base = Base::new((0, 0), (0, 0), true, false, Some(880_803_999)).unwrap();
+        assert_eq!(base.uid_map, b"65535 0 1\n0 880803999 1\n");
+        let base = Base::new((1000, 100), (1000, 100), true, false, None).unwrap();
+        assert_eq!(base.uid_map, b"1000 1000 1\n");
+        assert_eq!(base.switch_to, None);
+    }
+
+    #[test]
     fn each_parent_directory_is_created_once() {
         let mut spec = Spec::new("/bin/sh");
         for (source, target) in [
@@ -273,7 +301,7 @@ mod tests {
             path: "/bramble/store/bin/sh".into(),
             to: "/bin/sh".into(),
         });
-        let base = Base::new((1000, 100), (1000, 100), true, false).unwrap();
+        let base = Base::new((1000, 100), (1000, 100), true, false, None).unwrap();
         let plan = Plan::new(&spec, &base);
         let c = |s: &str| CString::new(s).unwrap();
         assert_eq!(
@@ -312,7 +340,7 @@ mod tests {
         assert_eq!(spec.binds[0].source, real.join("store"));
         assert_eq!(spec.binds[1].source, real.join("store/missing"));
         assert_eq!(spec.binds[2].source, Path::new("/usr"));
-        let mut base = Base::new((1000, 100), (1000, 100), true, false).unwrap();
+        let mut base = Base::new((1000, 100), (1000, 100), true, false, None).unwrap();
         base.root_mountpoint_path = real.clone();
         let plan = Plan::new(&spec, &base);
         assert_eq!(plan.binds[0].under_root, Some(c"store".to_owned()));

@@ -5,7 +5,7 @@
 //! handler ever runs. Nothing here follows a path the builder could have written.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, user_namespace_hint};
@@ -18,7 +18,7 @@ use crate::sys;
 /// Signals that cancel the run: the sandbox is killed and the helper exits 128 + signal.
 const CANCEL: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-/// The command line: `bramble-sandbox [--spec-fd N] [--warm] [--status-fd N]`.
+/// The command line: `bramble-sandbox [--spec-fd N] [--warm] [--status-fd N] [--as-caller]`.
 #[derive(Debug, Default)]
 struct Args {
     /// Where the spec comes from (0: stdin).
@@ -31,6 +31,9 @@ struct Args {
     /// Where to write the exit code (one byte) as soon as the sandbox is empty, before its
     /// namespaces are torn down; may be the spec's descriptor if that is a socket.
     status_fd: Option<i32>,
+    /// As root, keep the caller's ids for the sandbox instead of an unprivileged id from
+    /// [`crate::ids`] (`bramble run`/`bramble shell`: the user's own program; never a build).
+    as_caller: bool,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -49,6 +52,7 @@ fn parse_args() -> Result<Args, Error> {
             Some("--spec-fd") => parsed.spec_fd = fd_value("--spec-fd", args.next())?,
             Some("--status-fd") => parsed.status_fd = Some(fd_value("--status-fd", args.next())?),
             Some("--warm") => parsed.warm = true,
+            Some("--as-caller") => parsed.as_caller = true,
             _ => {
                 return Err(Error::Usage {
                     message: format!("unexpected argument `{}`", arg.to_string_lossy()),
@@ -111,6 +115,17 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Where the [`crate::Status`] record goes (`--status-fd`): sent at most once.
+struct StatusFd(Option<OwnedFd>);
+
+impl StatusFd {
+    fn send(&mut self, record: &[u8]) {
+        if let Some(fd) = self.0.take() {
+            let _ = sys::write_all(&fd, record);
+        }
+    }
+}
+
 /// The whole helper. Returns the exit code; errors are reported by the caller.
 pub fn run() -> Result<u8, Error> {
     // Die with the caller. PDEATHSIG fires when the *thread* that spawned us exits: callers
@@ -141,7 +156,28 @@ pub fn run() -> Result<u8, Error> {
                 })
         })
         .transpose()?;
-    let status = status.as_ref().map(AsFd::as_fd);
+    let mut status = StatusFd(status);
+    let result = run_with(&args, host, &mut status);
+    // A failure of the helper's own, known to the caller by its record.
+    if let Err(e) = &result {
+        status.send(&crate::helper_status(e).encode());
+    }
+    result
+}
+
+/// [`run`] once the command line and the status descriptor are known.
+fn run_with(args: &Args, host: (u32, u32), status: &mut StatusFd) -> Result<u8, Error> {
+    // As root, the builder gets an unprivileged host id (see `ids`), and nothing in the
+    // sandbox keeps root's supplementary groups.
+    let sandbox_id = (host.0 == 0 && !args.as_caller).then(|| {
+        // SAFETY: getpid has no preconditions.
+        crate::ids::sandbox_host_id(unsafe { libc::getpid() } as u32)
+    });
+    if sandbox_id.is_some() {
+        // SAFETY: an empty list needs no pointer.
+        sys::cvt(unsafe { libc::setgroups(0, std::ptr::null()) })
+            .map_err(|e| Error::setup("cannot clear the supplementary groups", e))?;
+    }
 
     // Block the signals we wait for *before* the child exists, so none is lost; the child
     // unblocks them first thing.
@@ -183,24 +219,25 @@ pub fn run() -> Result<u8, Error> {
             (spec.uid, spec.gid),
             spec.network == Network::None,
             false,
+            sandbox_id,
         )?;
         let plan = Plan::new(&spec, &base);
         let sandbox = Sandbox::start(
             &base,
             SpecFrom::Ready(Box::new(plan)),
-            status.is_some(),
+            status.0.is_some(),
             None,
         )?;
         return sandbox.supervise(&set, deadline(&spec), status);
     }
 
     // Warm: the namespaces first, then the spec.
-    let base = Base::new(host, (DEFAULT_UID, DEFAULT_GID), true, true)?;
+    let base = Base::new(host, (DEFAULT_UID, DEFAULT_GID), true, true, sandbox_id)?;
     let (spec_read, spec_write) = pipe()?;
     let sandbox = Sandbox::start(
         &base,
         SpecFrom::Pipe(spec_read),
-        status.is_some(),
+        status.0.is_some(),
         Some(&spec_write),
     )?;
     let spec = match read_spec(args.spec_fd).and_then(|spec| {
@@ -326,6 +363,12 @@ impl Sandbox {
                 });
             }
         };
+        if base.switch_to.is_some()
+            && let Err(e) = write_maps(pid, base, &death_write)
+        {
+            kill_and_reap(pid);
+            return Err(e);
+        }
         Ok(Sandbox {
             pid,
             _death_write: death_write,
@@ -340,7 +383,7 @@ impl Sandbox {
         mut self,
         set: &libc::sigset_t,
         deadline: Option<(Instant, u64)>,
-        status: Option<BorrowedFd<'_>>,
+        status: &mut StatusFd,
     ) -> Result<u8, Error> {
         // SAFETY: `set` is a valid signal set whose signals are blocked.
         let signals =
@@ -420,20 +463,21 @@ impl Sandbox {
         }
     }
 
-    /// Pid 1 wrote its exit code (the sandbox is empty) or died without: pass the code on.
-    fn relay_status(&mut self, status: Option<BorrowedFd<'_>>) {
+    /// Pid 1 wrote its status record (the sandbox is empty) or died without: pass it on.
+    fn relay_status(&mut self, status: &mut StatusFd) {
         let Some(read) = self.status_read.take() else {
             return;
         };
-        let mut code = 0u8;
-        // SAFETY: `code` is writable for one byte.
-        let got = unsafe { libc::read(read.as_raw_fd(), (&mut code as *mut u8).cast(), 1) };
-        if got != 1 {
+        // Pid 1 writes the whole record in one write of at most PIPE_BUF bytes.
+        let mut record = [0u8; 4096];
+        // SAFETY: `record` is writable for its length.
+        let got = unsafe { libc::read(read.as_raw_fd(), record.as_mut_ptr().cast(), record.len()) };
+        if got <= 0 {
             return; // pid 1 died without a status (killed): the exit status tells.
         }
-        let Some(status) = status else {
+        if status.0.is_none() {
             return;
-        };
+        }
         // Our stdout and stderr are the caller's log: close them (onto /dev/null: nothing is
         // written there any more) so the log ends now, not when we exit.
         if let Ok(null) = sys::open(c"/dev/null", libc::O_WRONLY) {
@@ -443,8 +487,28 @@ impl Sandbox {
                 libc::dup2(null.as_raw_fd(), 2);
             }
         }
-        let _ = sys::write_all(&status, &[code]);
+        status.send(&record[..got as usize]);
     }
+}
+
+/// Root's part of the user namespace's setup (see [`crate::ids`]): writes pid 1's id maps,
+/// which only a process privileged in the parent namespace may do for ids other than its
+/// own, then lets pid 1 go on with one byte on `go` (pid 1 waits for it before its setup).
+fn write_maps(pid: libc::pid_t, base: &Base, go: &OwnedFd) -> Result<(), Error> {
+    let userns = |step: &'static str, source: io::Error| Error::UserNamespace {
+        step,
+        source,
+        hint: user_namespace_hint(),
+    };
+    let path =
+        |file: &str| std::ffi::CString::new(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    sys::write_file(&path("setgroups"), b"deny")
+        .map_err(|e| userns("writing the sandbox's `setgroups`", e))?;
+    sys::write_file(&path("uid_map"), &base.uid_map)
+        .map_err(|e| userns("writing the sandbox's `uid_map`", e))?;
+    sys::write_file(&path("gid_map"), &base.gid_map)
+        .map_err(|e| userns("writing the sandbox's `gid_map`", e))?;
+    sys::write_all(go, b"g").map_err(|e| Error::setup("cannot start the sandbox's init", e))
 }
 
 /// SIGKILL to the sandbox's pid 1 kills every process of its PID namespace; reaping pid 1

@@ -5,7 +5,11 @@
 //! 1. `EPERM`: `chmod`/`fchmod`/`fchmodat`/`fchmodat2` with `S_ISUID` or `S_ISGID` in the mode
 //!    (a build must never produce a setuid/setgid file), and `ioctl(TIOCSTI)`/`ioctl(TIOCLINUX)`
 //!    (injecting input into a terminal). The ioctl request is compared on its low 32 bits only,
-//!    as the kernel does, so high garbage bits cannot smuggle it past the filter.
+//!    as the kernel does, so high garbage bits cannot smuggle it past the filter. And every
+//!    `io_uring_setup`, `io_uring_enter` and `io_uring_register`, as Docker's default
+//!    profile does: io_uring performs operations (`IORING_OP_SETXATTR`, ...) without the
+//!    system calls this filter sees. EPERM is what a kernel with `io_uring_disabled` returns,
+//!    which programs already fall back from.
 //! 2. `ENOTSUP`: every xattr write (`setxattr`, `lsetxattr`, `fsetxattr`, `setxattrat` and the
 //!    `removexattr` family): outputs carry no xattrs/ACLs, and tools fall back gracefully.
 //!
@@ -23,6 +27,9 @@ use seccompiler::{
 };
 
 /// Syscall numbers that newer kernels added and `libc` may not name (identical on all arches).
+const SYS_IO_URING_SETUP: i64 = 425;
+const SYS_IO_URING_ENTER: i64 = 426;
+const SYS_IO_URING_REGISTER: i64 = 427;
 const SYS_FCHMODAT2: i64 = 452;
 const SYS_SETXATTRAT: i64 = 463;
 const SYS_REMOVEXATTRAT: i64 = 466;
@@ -66,6 +73,14 @@ fn build() -> Result<Vec<BpfProgram>, seccompiler::Error> {
         })
         .collect::<Result<Vec<_>, seccompiler::Error>>()?;
     eperm.insert(libc::SYS_ioctl, ioctls);
+    for nr in [
+        SYS_IO_URING_SETUP,
+        SYS_IO_URING_ENTER,
+        SYS_IO_URING_REGISTER,
+    ] {
+        // An empty rule list matches every call of the syscall.
+        eperm.insert(nr, Vec::new());
+    }
 
     let mut enotsup: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in [

@@ -70,10 +70,12 @@ pub struct Spec {
     /// What the builder's stdin is. Stdout and stderr are always the helper's own.
     #[serde(default)]
     pub stdin: Stdin,
-    /// Uid of the builder inside the sandbox (mapped to the caller's uid).
+    /// Uid of the builder inside the sandbox (mapped to the caller's uid; as root, to an
+    /// unprivileged id, see [`crate::ids`]).
     #[serde(default = "default_uid")]
     pub uid: u32,
-    /// Gid of the builder inside the sandbox (mapped to the caller's gid).
+    /// Gid of the builder inside the sandbox (mapped to the caller's gid; as root, to an
+    /// unprivileged id, see [`crate::ids`]).
     #[serde(default = "default_gid")]
     pub gid: u32,
 }

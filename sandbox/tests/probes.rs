@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bramble_sandbox::{
     Bind, EXIT_INVALID_SPEC, EXIT_NO_USER_NAMESPACES, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND,
-    EXIT_TIMEOUT, Network, Spec, Stdin, Symlink,
+    EXIT_TIMEOUT, Network, Spec, Status, Stdin, Symlink,
 };
 
 const PROBE_INPUT: &str = "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-probe";
@@ -186,13 +186,16 @@ fn mkdirs(p: &Path) {
     std::fs::create_dir_all(p).unwrap();
 }
 
-/// One run's writable directories, owned by the identity.
+/// One run's writable directories, owned by the identity (as root: by the sandbox's
+/// unprivileged id, known once the helper is spawned, see [`Run::give`]).
 struct Run {
     identity: Identity,
     /// Start the helper with `--warm`.
     warm: bool,
     build: PathBuf,
     stage: PathBuf,
+    /// More writable bind sources, given to the builder as `build` and `stage` are.
+    extra: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl Run {
@@ -216,6 +219,38 @@ impl Run {
             warm,
             build,
             stage,
+            extra: Default::default(),
+        }
+    }
+
+    /// Makes `dir` a writable directory of this run's builder (see [`Run::give`]).
+    fn own(&self, dir: &Path) {
+        let (uid, gid) = self.identity.ids();
+        chown(dir, Some(uid), Some(gid)).unwrap();
+        self.extra.borrow_mut().push(dir.to_owned());
+    }
+
+    /// As root, the builder is the unprivileged host id of the helper process `pid`: its
+    /// writable directories are given to that id after the spawn, before the spec is sent,
+    /// as the build engine does.
+    fn give(&self, pid: u32) {
+        if self.identity != Identity::Root {
+            return;
+        }
+        let id = bramble_sandbox::sandbox_host_id(pid);
+        for dir in [&self.build, &self.stage]
+            .into_iter()
+            .chain(&*self.extra.borrow())
+        {
+            chown(dir, Some(id), Some(id)).unwrap();
+        }
+    }
+
+    /// The host uid and gid the builder gets (`sandbox`: an id of the range for root).
+    fn expected_ids(&self) -> (String, String) {
+        match self.identity {
+            Identity::Root => ("sandbox".into(), "sandbox".into()),
+            Identity::User { uid, gid, .. } => (uid.to_string(), gid.to_string()),
         }
     }
 
@@ -292,6 +327,7 @@ impl Run {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn helper");
+        self.give(child.id());
         child
             .stdin
             .take()
@@ -381,10 +417,74 @@ fn unique(name: &str) -> String {
 }
 
 #[test]
-fn uid_and_gid_are_mapped_to_a_single_id() {
+fn uid_and_gid_are_mapped_to_one_unprivileged_id() {
     for_each_identity(|run| {
-        let (uid, gid) = run.identity.ids();
-        probe(run, &["ids", &uid.to_string(), &gid.to_string()]);
+        let (uid, gid) = run.expected_ids();
+        probe(run, &["ids", &uid, &gid]);
+    });
+}
+
+/// Seen from the host: every process of the sandbox (pid 1 and the builder) has the
+/// builder's host id as real, effective, saved and filesystem uid and gid, never root's, and
+/// no supplementary group.
+#[test]
+fn no_process_of_the_sandbox_runs_as_host_root() {
+    for_each_identity(|run| {
+        let token = unique("ids");
+        let mut child = run
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let want = match run.identity {
+            Identity::Root => bramble_sandbox::sandbox_host_id(child.id()),
+            Identity::User { uid, .. } => uid,
+        };
+        let json = run.spec(&["sleep", &token]).to_json();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(json.as_bytes())
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        let builder = processes_with(&token);
+        assert_eq!(builder.len(), 1);
+        let status = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |status: &str, name: &str| -> String {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let init: u32 = field(&status(builder[0]), "PPid:").parse().unwrap();
+        for pid in [builder[0], init] {
+            let status = status(pid);
+            for name in ["Uid:", "Gid:"] {
+                let ids: Vec<u32> = field(&status, name)
+                    .split_whitespace()
+                    .map(|id| id.parse().unwrap())
+                    .collect();
+                assert_eq!(
+                    ids, [want; 4],
+                    "{name} of pid {pid} as {:?} (warm: {})",
+                    run.identity, run.warm
+                );
+            }
+            if run.identity == Identity::Root {
+                assert_eq!(field(&status, "Groups:"), "", "pid {pid}");
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
     });
 }
 
@@ -444,8 +544,7 @@ fn build_dir_and_outputs_are_writable() {
         // A pre-created output directory bound writable at its placeholder works too.
         let out_dir = run.build.parent().unwrap().join("out-dir");
         mkdirs(&out_dir);
-        let (uid, gid) = run.identity.ids();
-        chown(&out_dir, Some(uid), Some(gid)).unwrap();
+        run.own(&out_dir);
         let mut spec = run.spec(&["writable", "/bramble/store/x-out"]);
         spec.binds.push(Bind {
             source: out_dir.clone(),
@@ -496,6 +595,11 @@ fn xattr_writes_fail_with_enotsup() {
 }
 
 #[test]
+fn io_uring_is_refused_and_xattr_writes_fail_through_it_too() {
+    for_each_identity(|run| probe(run, &["io-uring", "/build"]));
+}
+
+#[test]
 fn tiocsti_fails() {
     for_each_identity(|run| probe(run, &["tiocsti"]));
 }
@@ -503,6 +607,37 @@ fn tiocsti_fails() {
 #[test]
 fn foreign_architecture_syscalls_are_refused() {
     for_each_identity(|run| probe(run, &["foreign-arch"]));
+}
+
+#[test]
+fn proc_sys_is_read_only_and_kernel_internals_are_masked() {
+    for_each_identity(|run| probe(run, &["proc"]));
+}
+
+/// The host's device nodes bound into the sandbox cannot be changed: the probe's chmod,
+/// chown and utimes fail, and the host nodes' modes, owners and times are the same after.
+#[test]
+fn host_device_nodes_cannot_be_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let nodes = ["null", "zero", "full", "random", "urandom", "tty"];
+    let state = || -> Vec<_> {
+        nodes
+            .iter()
+            .map(|n| {
+                let m = std::fs::metadata(format!("/dev/{n}")).unwrap();
+                // Writing to a terminal through `/dev/tty` (any process may) updates its times.
+                let time = if *n == "tty" {
+                    (0, 0)
+                } else {
+                    (m.mtime(), m.mtime_nsec())
+                };
+                (n.to_string(), m.mode(), m.uid(), m.gid(), time)
+            })
+            .collect()
+    };
+    let before = state();
+    for_each_identity(|run| probe(run, &["dev-nodes"]));
+    assert_eq!(state(), before);
 }
 
 #[test]
@@ -679,7 +814,7 @@ fn the_early_status_comes_once_the_sandbox_is_empty() {
             ours.shutdown(std::net::Shutdown::Write).unwrap();
             let mut status = Vec::new();
             ours.read_to_end(&mut status).unwrap();
-            assert_eq!(status, [code], "warm: {}", run.warm);
+            assert_eq!(status, Status::Builder(code).encode(), "warm: {}", run.warm);
             // Nothing of the sandbox runs any more when the status comes (the daemon too).
             assert_eq!(processes_with(&token), Vec::<u32>::new(), "daemon survived");
             // The log is complete and ends, the exit status agrees.
@@ -695,6 +830,70 @@ fn the_early_status_comes_once_the_sandbox_is_empty() {
                 assert!(stdout.ends_with("ok\n"), "{stdout}");
             }
         }
+    });
+}
+
+/// Runs `spec` with `--status-fd 0` (spec and status on one socket, as the build engine
+/// does); returns the status record and the exit code.
+fn run_with_status(run: &Run, spec: &Spec) -> (Vec<u8>, Option<i32>) {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = run
+        .command()
+        .args(["--status-fd", "0"])
+        .stdin(std::os::fd::OwnedFd::from(theirs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    run.give(child.id());
+    ours.write_all(spec.to_json().as_bytes()).unwrap();
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut status = Vec::new();
+    ours.read_to_end(&mut status).unwrap();
+    (status, child.wait().unwrap().code())
+}
+
+/// The builder's own 127 (a shell's "command not found") and a builder the helper cannot
+/// find have the same exit code, but not the same status record: the helper's own failures
+/// come with their message on the status channel, the builder's codes as they are.
+#[test]
+fn the_status_record_tells_the_builders_exit_codes_from_the_helpers_failures() {
+    for_each_identity(|run| {
+        for code in [122u8, 125, 126, 127] {
+            let (record, exit) = run_with_status(run, &run.spec(&["exit", &code.to_string()]));
+            assert_eq!(Status::decode(&record), Some(Status::Builder(code)));
+            assert_eq!(exit, Some(i32::from(code)));
+        }
+        let mut spec = run.spec(&[]);
+        spec.builder = format!("/bramble/store/{OUTSIDE}/bin/probe").into();
+        let (record, exit) = run_with_status(run, &spec);
+        assert_eq!(exit, Some(i32::from(EXIT_NOT_FOUND)));
+        match Status::decode(&record) {
+            Some(Status::Helper { code, message }) => {
+                assert_eq!(code, EXIT_NOT_FOUND);
+                assert!(
+                    message.starts_with(&format!(
+                        "builder `/bramble/store/{OUTSIDE}/bin/probe` not found in the sandbox\nhint: "
+                    )),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?} from {record:?}"),
+        }
+        // A failure of the host side (the time limit) comes the same way.
+        let mut spec = run.spec(&["sleep", "x"]);
+        spec.time_limit_ms = Some(200);
+        let (record, exit) = run_with_status(run, &spec);
+        assert_eq!(exit, Some(i32::from(EXIT_TIMEOUT)));
+        assert_eq!(
+            Status::decode(&record),
+            Some(Status::Helper {
+                code: EXIT_TIMEOUT,
+                message: "the builder exceeded its time limit of 200 ms and was killed".into()
+            })
+        );
     });
 }
 

@@ -208,6 +208,7 @@ impl FakeExecutor {
                 placeholder: job.drv.placeholder(job.build_key, output),
                 path,
                 scratch: None,
+                stored: None,
             });
         }
         Ok(Built {

@@ -145,14 +145,31 @@ impl BuildStore for LocalStore {
         inputs: &BTreeSet<StorePath>,
         register: bool,
     ) -> Result<BTreeMap<String, StorePath>, StoreError> {
-        let adds: Vec<AddOutput<'_>> = outputs
+        // Outputs already in the store (a fetch whose result the store holds) are registered
+        // as they are; the others are added.
+        let (stored, added): (Vec<&StagedOutput>, Vec<&StagedOutput>) =
+            outputs.iter().partition(|o| o.stored.is_some());
+        let adds: Vec<AddOutput<'_>> = added
             .iter()
             .map(|output| add_output(output, drv, inputs))
             .collect();
-        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        let names: Vec<&str> = added.iter().map(|o| o.name.as_str()).collect();
         let realise = register.then_some((key, names.as_slice()));
-        let paths = self.add_outputs(&adds, realise).map_err(StoreError::new)?;
-        Ok(names.iter().map(|n| (*n).to_owned()).zip(paths).collect())
+        let mut paths: BTreeMap<String, StorePath> = if added.is_empty() {
+            BTreeMap::new()
+        } else {
+            let paths = self.add_outputs(&adds, realise).map_err(StoreError::new)?;
+            names.iter().map(|n| (*n).to_owned()).zip(paths).collect()
+        };
+        for output in stored {
+            let path = output.stored.clone().expect("partitioned on `stored`");
+            if register {
+                self.register_realisation(key, &output.name, &path)
+                    .map_err(StoreError::new)?;
+            }
+            paths.insert(output.name.clone(), path);
+        }
+        Ok(paths)
     }
 }
 

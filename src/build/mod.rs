@@ -217,7 +217,10 @@ pub trait BuildStore: Send + Sync + 'static {
     ) -> Result<BTreeMap<String, StorePath>, StoreError> {
         let mut paths = BTreeMap::new();
         for staged in outputs {
-            let path = self.add_output(staged, drv, inputs)?;
+            let path = match &staged.stored {
+                Some(stored) => stored.clone(),
+                None => self.add_output(staged, drv, inputs)?,
+            };
             paths.insert(staged.name.clone(), path);
         }
         if register {
@@ -265,6 +268,11 @@ pub struct StagedOutput {
     /// reach, removed with the workspace) where the store may stage the final tree instead
     /// of creating a temporary directory of its own.
     pub scratch: Option<PathBuf>,
+    /// The output is already this valid store path (a fetch whose pinned result the store
+    /// holds; `path` is where it is on the host): it is registered as it is, with nothing
+    /// copied or hashed. The executor keeps it from being collected until then (a hold in
+    /// [`Built::workspace`]).
+    pub stored: Option<StorePath>,
 }
 
 /// A successful run of a builder: staged outputs, and the workspace that holds them (removed
@@ -283,6 +291,17 @@ pub enum ExecError {
         /// `exited with code 3`, `was killed by signal 9`…
         status: String,
         /// The last lines the builder printed.
+        log_tail: Vec<String>,
+        /// The build directory, kept for inspection (`--keep-failed`).
+        kept: Option<PathBuf>,
+    },
+    /// The sandbox, not the builder, failed: the helper's own message (the builder not
+    /// found or not executable, the time limit, a setup step).
+    #[error("{message}")]
+    Sandbox {
+        message: String,
+        hint: Option<String>,
+        /// The last lines the builder (or the helper) printed.
         log_tail: Vec<String>,
         /// The build directory, kept for inspection (`--keep-failed`).
         kept: Option<PathBuf>,

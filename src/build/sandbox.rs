@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_sandbox::{Bind, Spec};
+use bramble_sandbox::{Bind, Spec, Status};
 use tokio::io::AsyncWriteExt;
 
 use crate::store::local::{LocalStore, TempDir};
@@ -297,7 +297,8 @@ impl Executor for SandboxExecutor {
             spec,
         } = prepared;
         let started = std::time::Instant::now();
-        let run = run_helper(&self.warm, &self.config, &spec, &cancel).await;
+        let writable = [dir.path().to_owned(), staging.path().to_owned()];
+        let run = run_helper(&self.warm, &self.config, &spec, &writable, &cancel).await;
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "sandbox exited");
         let (status, log) = run?;
         let log_tail = tail(&log, LOG_TAIL_LINES);
@@ -321,10 +322,20 @@ impl Executor for SandboxExecutor {
                 drop(dir);
                 None
             };
-            return Err(ExecError::Failed {
-                status: describe(status),
-                log_tail,
-                kept,
+            return Err(match status {
+                Ended::Status(Status::Helper { code, message }) => {
+                    sandbox_failure(code, &message, log_tail, kept)
+                }
+                Ended::Status(Status::Builder(code)) => ExecError::Failed {
+                    status: describe_code(code),
+                    log_tail,
+                    kept,
+                },
+                Ended::Exit(status) => ExecError::Failed {
+                    status: describe(status),
+                    log_tail,
+                    kept,
+                },
             });
         }
         let mut outputs = Vec::new();
@@ -341,6 +352,7 @@ impl Executor for SandboxExecutor {
                 placeholder,
                 path,
                 scratch: Some(tmp.path().to_owned()),
+                stored: None,
             });
         }
         Ok(Built {
@@ -351,8 +363,15 @@ impl Executor for SandboxExecutor {
 }
 
 /// Move a failed build's directory out of its temporary directory into the store's `tmp/`.
+/// As root, everything in it is given back to root first (the builder was an unprivileged
+/// id, see [`give`]).
 fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
     let path = dir.keep();
+    if let Some(owner) = sandbox_id(None)
+        && let Err(e) = chown_tree(&path, owner)
+    {
+        tracing::warn!("cannot give `{}` back to its owner: {e}", path.display());
+    }
     let name = path.file_name()?.to_owned();
     let target = tmp.path().parent()?.join(name);
     match std::fs::rename(&path, &target) {
@@ -362,6 +381,37 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
             Some(path)
         }
     }
+}
+
+/// When bramble runs as root, the host id its builders run as: with `helper`, the sandbox
+/// of that helper process (see [`bramble_sandbox::ids`]); without, root's own (0, to give
+/// a builder's files back). `None` for an ordinary user, whose builders are that user.
+fn sandbox_id(helper: Option<u32>) -> Option<u32> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    Some(helper.map_or(0, bramble_sandbox::sandbox_host_id))
+}
+
+/// As root, gives a build's writable directories (the build directory with the sources
+/// copied into it, the staging directory) to the unprivileged host id the builder of the
+/// helper process `helper` runs as, before the spec goes out. Nothing else is in them yet.
+fn give(dirs: &[PathBuf], helper: u32) -> io::Result<()> {
+    let Some(id) = sandbox_id(Some(helper)) else {
+        return Ok(());
+    };
+    dirs.iter().try_for_each(|dir| chown_tree(dir, id))
+}
+
+/// `lchown` of `dir` and everything below it to `id` (uid and gid), never following a
+/// symbolic link. Used on a builder's directories only while no process of the builder runs
+/// (before the spec is sent, after the sandbox is empty), so nothing changes them meanwhile.
+fn chown_tree(dir: &Path, id: u32) -> io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(id), Some(id))?;
+    }
+    Ok(())
 }
 
 /// One build's directories (fields in drop order: build directory, staging directory,
@@ -617,14 +667,16 @@ impl Drop for WarmPool {
 /// The status comes early (`--status-fd`): once every process of the sandbox is gone and
 /// the log has ended, before the kernel tears the namespaces down; the helper is reaped in
 /// the background.
+///
+/// `writable`: the build's writable directories, given to the builder's host id first
+/// (as root, see [`give`]).
 async fn run_helper(
     pool: &WarmPool,
     config: &SandboxConfig,
     spec: &Spec,
+    writable: &[PathBuf],
     cancel: &Cancel,
-) -> Result<(std::process::ExitStatus, Vec<u8>), ExecError> {
-    use std::os::unix::process::ExitStatusExt;
-    use tokio::io::AsyncReadExt;
+) -> Result<(Ended, Vec<u8>), ExecError> {
     let setup = |e: io::Error| ExecError::Setup {
         message: format!("cannot run `{}`: {e}", config.helper.display()),
     };
@@ -634,15 +686,23 @@ async fn run_helper(
         log,
     } = pool.take().await.map_err(setup)?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    if sandbox_id(None).is_some() {
+        let (dirs, helper) = (writable.to_vec(), child.id());
+        tokio::task::spawn_blocking(move || give(&dirs, helper))
+            .await
+            .expect("changing owners does not panic")
+            .map_err(|e| ExecError::Setup {
+                message: format!("cannot give the build directory to the builder's id: {e}"),
+            })?;
+    }
     let mut control = tokio::net::UnixStream::from_std(control).map_err(setup)?;
     let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(log)));
     // A helper that failed early has closed its end: its status tells why.
     if control.write_all(spec.to_json().as_bytes()).await.is_ok() {
         let _ = control.shutdown().await;
     }
-    let mut byte = [0u8; 1];
     let early = tokio::select! {
-        read = control.read(&mut byte) => matches!(read, Ok(1)),
+        record = read_status(&mut control) => record,
         () = cancel.cancelled() => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let mut exited = tokio::task::spawn_blocking(move || child.wait());
@@ -654,18 +714,53 @@ async fn run_helper(
         }
     };
     let exited = tokio::task::spawn_blocking(move || child.wait());
-    let status = if early {
+    let ended = match early {
         // The sandbox is empty: its teardown is reaped in the background.
-        std::process::ExitStatus::from_raw(i32::from(byte[0]) << 8)
-    } else {
-        // No early status (time limit, cancelled by a signal): the exit status tells.
-        exited
-            .await
-            .expect("waiting for a child does not panic")
-            .map_err(setup)?
+        Some(record) => Ended::Status(record),
+        // No record (the helper was killed): the exit status tells.
+        None => Ended::Exit(
+            exited
+                .await
+                .expect("waiting for a child does not panic")
+                .map_err(setup)?,
+        ),
     };
     let log = collector.await.expect("reading a log does not panic");
-    Ok((status, log))
+    Ok((ended, log))
+}
+
+/// How a run ended: the helper's status record (the builder's status or the helper's own
+/// failure), or, without one, the helper's exit status.
+#[derive(Debug)]
+enum Ended {
+    Status(Status),
+    Exit(std::process::ExitStatus),
+}
+
+impl Ended {
+    fn success(&self) -> bool {
+        match self {
+            Ended::Status(status) => *status == Status::Builder(0),
+            Ended::Exit(status) => status.success(),
+        }
+    }
+}
+
+/// Reads the helper's status record (see [`bramble_sandbox::Status`]); `None` at end of file
+/// or on anything else.
+async fn read_status(control: &mut tokio::net::UnixStream) -> Option<Status> {
+    use tokio::io::AsyncReadExt;
+    let mut record = vec![0u8; 2];
+    control.read_exact(&mut record).await.ok()?;
+    if record[0] == bramble_sandbox::STATUS_HELPER {
+        let mut len = [0u8; 2];
+        control.read_exact(&mut len).await.ok()?;
+        let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        control.read_exact(&mut message).await.ok()?;
+        record.extend_from_slice(&len);
+        record.extend_from_slice(&message);
+    }
+    Status::decode(&record)
 }
 
 /// Read a pipe to its end, keeping the last [`MAX_LOG_BYTES`].
@@ -693,33 +788,55 @@ fn read_log(mut pipe: std::fs::File) -> Vec<u8> {
     log
 }
 
-/// `exited with code 1`, `was killed by signal 9`, or what the helper's own codes mean.
+/// `exited with code 1` or `was killed by signal 9`, from the helper's exit status (when it
+/// sent no status record).
 fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
-    if let Some(signal) = status.signal() {
-        return format!("was killed by signal {signal}");
+    match (
+        status.signal(),
+        status.code().and_then(|c| u8::try_from(c).ok()),
+    ) {
+        (Some(signal), _) => format!("was killed by signal {signal}"),
+        (None, Some(code)) => describe_code(code),
+        (None, None) => "exited abnormally".into(),
     }
-    let code = status.code().unwrap_or(-1);
-    let meaning = match u8::try_from(code) {
-        Ok(bramble_sandbox::EXIT_INVALID_SPEC) => Some("the sandbox rejected its spec"),
-        Ok(bramble_sandbox::EXIT_NO_USER_NAMESPACES) => {
-            Some("the kernel refused an unprivileged user namespace")
-        }
-        Ok(bramble_sandbox::EXIT_TIMEOUT) => Some("timed out"),
-        Ok(bramble_sandbox::EXIT_SETUP_FAILED) => Some("the sandbox could not be set up"),
-        Ok(bramble_sandbox::EXIT_NOT_EXECUTABLE) => Some("the builder is not executable"),
-        Ok(bramble_sandbox::EXIT_NOT_FOUND) => Some("the builder was not found in the sandbox"),
-        Ok(c) if c > bramble_sandbox::EXIT_SIGNAL_BASE => {
-            return format!(
-                "was killed by signal {}",
-                c - bramble_sandbox::EXIT_SIGNAL_BASE
-            );
-        }
-        _ => None,
+}
+
+/// A builder's own status as a shell reports it: `exited with code 127`, or `was killed by
+/// signal 9` (128 + 9). Never what the helper's codes mean: the helper's own failures come
+/// as their own record (see [`sandbox_failure`]).
+fn describe_code(code: u8) -> String {
+    match code.checked_sub(bramble_sandbox::EXIT_SIGNAL_BASE) {
+        Some(signal) if signal > 0 => format!("was killed by signal {signal}"),
+        _ => format!("exited with code {code}"),
+    }
+}
+
+/// The helper's own failure (its status record): its message and hint, worded for the
+/// author of the derivation where the helper's hint is for the caller of the helper.
+fn sandbox_failure(
+    code: u8,
+    message: &str,
+    log_tail: Vec<String>,
+    kept: Option<PathBuf>,
+) -> ExecError {
+    let (message, hint) = match message.split_once("\nhint: ") {
+        Some((message, hint)) => (message, Some(hint.trim_end().to_owned())),
+        None => (message.trim_end(), None),
     };
-    match meaning {
-        Some(meaning) => format!("exited with code {code} ({meaning})"),
-        None => format!("exited with code {code}"),
+    let hint = match code {
+        bramble_sandbox::EXIT_NOT_FOUND => Some(
+            "a builder is a file of an input's output (`<input>.out + \"/bin/...\"`) or of the \
+             derivation's own sources"
+                .into(),
+        ),
+        _ => hint,
+    };
+    ExecError::Sandbox {
+        message: message.to_owned(),
+        hint,
+        log_tail,
+        kept,
     }
 }
 
@@ -860,7 +977,10 @@ pub fn run_interactive(
     // The helper inherits this one descriptor (std opens everything else close-on-exec).
     fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
         .map_err(|e| setup("cannot pass the spec descriptor".into(), e.into()))?;
+    // `--as-caller`: the user's own program with the user's own paths, as the user (as
+    // root too: no build runs here).
     let status = std::process::Command::new(helper)
+        .arg("--as-caller")
         .arg("--spec-fd")
         .arg(file.as_raw_fd().to_string())
         .status()
@@ -889,10 +1009,28 @@ mod tests {
     fn statuses_are_described() {
         let exited = |code: i32| std::process::ExitStatus::from_raw(code << 8);
         assert_eq!(describe(exited(3)), "exited with code 3");
-        assert_eq!(
-            describe(exited(127)),
-            "exited with code 127 (the builder was not found in the sandbox)"
+        // A builder's own 127 is a builder's exit code; a missing builder comes as the
+        // helper's own record.
+        assert_eq!(describe(exited(127)), "exited with code 127");
+        assert_eq!(describe_code(127), "exited with code 127");
+        assert_eq!(describe_code(128), "exited with code 128");
+        assert_eq!(describe_code(137), "was killed by signal 9");
+        let failure = sandbox_failure(
+            127,
+            "builder `/bramble/store/x/bin/sh` not found in the sandbox\nhint: bind it\n",
+            Vec::new(),
+            None,
         );
+        assert_eq!(
+            failure.to_string(),
+            "builder `/bramble/store/x/bin/sh` not found in the sandbox"
+        );
+        let ExecError::Sandbox { hint, .. } = &failure else {
+            panic!("{failure:?}");
+        };
+        assert!(hint.as_deref().unwrap().starts_with("a builder is a file"));
+        let timeout = sandbox_failure(124, "the builder exceeded its time limit", Vec::new(), None);
+        assert!(matches!(timeout, ExecError::Sandbox { hint: None, .. }));
         assert_eq!(describe(exited(128 + 9)), "was killed by signal 9");
         assert_eq!(
             describe(std::process::ExitStatus::from_raw(9)),

@@ -91,6 +91,7 @@ pub fn fetch_error(e: &FetchError) -> CliError {
     let message = error_chain(e);
     let err = match e {
         FetchError::Mismatch { .. }
+        | FetchError::Mirror(_)
         | FetchError::BadDerivation { .. }
         | FetchError::Unpack { .. }
         | FetchError::Git(crate::build::fetch::GitError::NotACommitHash { .. }) => {
@@ -155,6 +156,27 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
     let store = LocalStore::open_default().map_err(|e| CliError::environment(error_chain(&e)))?;
     let mut fetcher = Fetcher::new(Arc::new(store));
     fetcher.progress = Arc::new(Lines::default());
+    let mut mirrors = super::session::load_mirrors()?;
+    if req
+        .spec
+        .url()
+        .starts_with(crate::build::fetch::mirror::SCHEME)
+    {
+        // Inside a project, its `[mirrors]` count too.
+        let cwd = std::env::current_dir().map_err(|e| {
+            CliError::environment(format!("cannot read the working directory: {e}"))
+        })?;
+        match crate::project::Project::find(&cwd) {
+            Ok(project) => {
+                if let Some(layer) = project.mirrors {
+                    mirrors = mirrors.with_layer(layer);
+                }
+            }
+            Err(crate::project::Error::NoManifest { .. }) => {}
+            Err(e) => return Err(super::project_ctx::error(e)),
+        }
+    }
+    fetcher.mirrors = Arc::new(mirrors);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

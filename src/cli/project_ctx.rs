@@ -21,6 +21,8 @@ pub fn error(err: project::Error) -> CliError {
             "create a `bramble.toml` at the project root with `[package]` and `name = \"github.com/you/project\"`",
         ),
         project::Error::Thread { .. } => CliError::internal(err.to_string()),
+        project::Error::Lang(crate::lang::Error::Aborted { .. }) => CliError::user(err.to_string())
+            .with_hint("the statement builds a value too large to evaluate (a huge list or string?)"),
         _ => CliError::user(err.to_string()),
     }
 }

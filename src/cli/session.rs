@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::build::fetch::Fetcher;
 use crate::build::fetch::executor::WithFetchers;
+use crate::build::fetch::mirror::Layer;
+use crate::build::fetch::{Fetcher, Mirrors};
 use crate::build::sandbox::{SandboxConfig, SandboxExecutor};
 use crate::build::{
     self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Job, Plan,
 };
-use crate::store::local::LocalStore;
+use crate::store::local::{LocalStore, error_chain};
 use crate::store::{Derivation, Hash, OutputRef, StorePath, Templates};
 
 use super::progress::Progress;
@@ -38,18 +39,33 @@ pub struct Session {
     pub fetcher: Fetcher,
     /// The lock-file pins of the last evaluation; a build records its unpinned fetches.
     pub pins: std::sync::Mutex<Option<super::lockfile::Pins>>,
+    /// The mirror configuration: the environment's, the user's and the apt sources, plus the
+    /// `[mirrors]` of the project of the last evaluation.
+    pub mirrors: std::sync::Mutex<Arc<Mirrors>>,
 }
 
 impl Session {
     /// Open the store (`$BRAMBLE_HOME` or the default) and find the helper.
     pub fn open(_ctx: &Context) -> Result<Session, CliError> {
         let store = Arc::new(LocalStore::open_default().map_err(store_error)?);
+        let mirrors = Arc::new(load_mirrors()?);
+        let mut fetcher = Fetcher::new(store.clone());
+        fetcher.mirrors = mirrors.clone();
         Ok(Session {
-            fetcher: Fetcher::new(store.clone()),
+            fetcher,
             store,
             helper: sandbox_helper()?,
             pins: std::sync::Mutex::new(None),
+            mirrors: std::sync::Mutex::new(mirrors),
         })
+    }
+
+    /// Add the `[mirrors]` of `project` to the mirror configuration.
+    pub fn use_project_mirrors(&self, project: &crate::project::Project) {
+        let mut mirrors = self.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(layer) = &project.mirrors {
+            *mirrors = Arc::new(self.fetcher.mirrors.with_layer(layer.clone()));
+        }
     }
 
     /// Build `request` in sandboxes, with progress on stderr (none if `quiet`).
@@ -68,11 +84,16 @@ impl Session {
                 },
                 self.store.clone(),
             ),
-            fetcher: if quiet {
-                self.fetcher.clone()
-            } else {
+            fetcher: {
                 let mut f = self.fetcher.clone();
-                f.progress = Arc::new(super::fetch::Lines::default());
+                f.mirrors = self
+                    .mirrors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if !quiet {
+                    f.progress = Arc::new(super::fetch::Lines::default());
+                }
                 f
             },
         });
@@ -172,9 +193,6 @@ impl Session {
     /// it as an indirect gc root.
     pub fn add_result_link(&self, link: &Path, path: &StorePath) -> Result<(), CliError> {
         let target = self.host_path(path);
-        let mut tmp_name = link.as_os_str().to_owned();
-        tmp_name.push(".tmp-bramble");
-        let tmp = PathBuf::from(tmp_name);
         let io = |e: std::io::Error| {
             CliError::environment(format!(
                 "cannot create result link `{}`: {e}",
@@ -191,15 +209,32 @@ impl Session {
             }
             _ => {}
         }
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(io)?;
-        std::fs::rename(&tmp, link).map_err(io)?;
+        crate::store::local::replace_symlink(&target, link).map_err(io)?;
         self.store.add_indirect_root(link).map_err(store_error)?;
         Ok(())
     }
 }
 
 pub(crate) use super::store::store_error;
+
+/// The mirror configuration of this run without a project's: `BRAMBLE_MIRROR_*`, the
+/// user's config file and the apt sources below `$BRAMBLE_APT_ROOT` (default `/`).
+pub fn load_mirrors() -> Result<Mirrors, CliError> {
+    let user = crate::config::UserConfig::load().map_err(|e| {
+        let hint = e.hint();
+        let err = CliError::user(error_chain(&e));
+        match hint {
+            Some(h) => err.with_hint(h),
+            None => err,
+        }
+    })?;
+    let mut layers = vec![Layer::from_env(std::env::vars())];
+    layers.extend(user.mirrors);
+    let apt_root = std::env::var_os(crate::env::BRAMBLE_APT_ROOT)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    Ok(Mirrors::new(layers, Some(apt_root)).with_user_config_path(user.path))
+}
 
 /// How long running builds get to stop after a cancellation before the runtime goes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -268,7 +303,16 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
             failure.name, failure.kind
         );
         match &failure.kind {
-            FailureKind::Exec(ExecError::Failed { log_tail, kept, .. }) => {
+            FailureKind::Exec(
+                ExecError::Failed { log_tail, kept, .. }
+                | ExecError::Sandbox { log_tail, kept, .. },
+            ) => {
+                if let FailureKind::Exec(ExecError::Sandbox {
+                    hint: Some(hint), ..
+                }) = &failure.kind
+                {
+                    eprintln!("hint: {hint}");
+                }
                 if !log_tail.is_empty() {
                     eprintln!("last {} log lines:", log_tail.len());
                     for line in log_tail {
@@ -382,6 +426,7 @@ pub fn evaluate(session: &Session, refs: &[String]) -> Result<Evaluated, CliErro
     // bramble.lock's pins become part of the fetch derivations (and so of every build key
     // that depends on them); the build records what was pinned nowhere.
     let (evaluation, pins) = super::lockfile::pin(evaluation, &project.root)?;
+    session.use_project_mirrors(&project);
     *session.pins.lock().unwrap_or_else(|e| e.into_inner()) = Some(pins);
     Ok(Evaluated {
         evaluation,

@@ -49,6 +49,15 @@ pub enum StoreCommand {
         #[arg(long)]
         name: String,
     },
+    /// Repair the store's database
+    Repair {
+        /// Rebuild the database from the objects in the store: re-hash every unregistered
+        /// object and register those whose contents give their name (with the references
+        /// found in them); move the others to `lost+found/` in the store's home.
+        /// Realisations and build logs cannot be recovered
+        #[arg(long)]
+        rebuild_db: bool,
+    },
     /// Re-hash every store object and compare with the database
     Verify {
         /// Delete broken objects (and the objects that refer to them)
@@ -72,6 +81,14 @@ pub(crate) fn store_error(err: local::Error) -> CliError {
         E::CorruptDatabase { .. } => (
             ErrorClass::Environment,
             Some("run `bramble store verify --repair`; if that fails, move the database aside".into()),
+        ),
+        E::DatabaseLost { .. } => (
+            ErrorClass::Environment,
+            Some("nothing was deleted; rebuild the database from the objects with `bramble store repair --rebuild-db` (which realisations and build logs cannot survive: the next builds run again and find their outputs stored)".into()),
+        ),
+        E::UntrustedHome { .. } => (
+            ErrorClass::Environment,
+            Some("the store's home and everything in it must belong to the user running bramble, with no symlinks in place of its files; set BRAMBLE_HOME to a directory of your own".into()),
         ),
         E::NoHome => (
             ErrorClass::Environment,
@@ -157,6 +174,7 @@ pub fn run(args: StoreArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         StoreCommand::Add { path, name } => add(&path, name),
         StoreCommand::PathInfo { path, json } => path_info(&path, json),
         StoreCommand::Verify { repair } => verify(repair),
+        StoreCommand::Repair { rebuild_db } => repair(rebuild_db),
         StoreCommand::Export { path } => export(&path),
         StoreCommand::Import { file, name } => import(&file, &name),
     }
@@ -280,6 +298,41 @@ fn verify(repair: bool) -> Result<ExitCode, CliError> {
         } else {
             err.with_hint("run `bramble store verify --repair` to delete them and what refers to them, then rebuild")
         });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn repair(rebuild_db: bool) -> Result<ExitCode, CliError> {
+    if !rebuild_db {
+        return Err(CliError::user("nothing to repair: no repair was asked for")
+            .with_hint("`bramble store repair --rebuild-db` rebuilds the database from the objects; `bramble store verify --repair` removes broken objects"));
+    }
+    let store = open_store()?;
+    let report = store.rebuild_db().map_err(store_error)?;
+    let mut out = std::io::stdout().lock();
+    for path in &report.registered {
+        writeln!(out, "registered {}", store.host_path(path).display()).map_err(stdout_error)?;
+    }
+    for (from, to, why) in &report.moved_aside {
+        writeln!(
+            out,
+            "moved aside {} to {}: {why}",
+            from.display(),
+            to.display()
+        )
+        .map_err(stdout_error)?;
+    }
+    drop(out);
+    eprintln!(
+        "registered {} store paths ({} were already valid), moved {} aside",
+        report.registered.len(),
+        report.already_valid,
+        report.moved_aside.len()
+    );
+    if !report.registered.is_empty() {
+        eprintln!(
+            "note: realisations and build logs cannot be recovered from the objects: the next build of each derivation runs again and finds its outputs stored"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -83,7 +83,9 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
                 failed += 1;
                 println!("FAIL {label}");
                 eprintln!("error: test `{label}` failed: {err}");
-                if let ExecError::Failed { log_tail, .. } = &err {
+                if let ExecError::Failed { log_tail, .. } | ExecError::Sandbox { log_tail, .. } =
+                    &err
+                {
                     for line in log_tail {
                         eprintln!("  > {line}");
                     }

@@ -7,7 +7,10 @@
 //! only the module exports built by [`super::session`] carry. The rewrite stays on the same
 //! line, so every line number and every column before the `)` are unchanged.
 //!
-//! The same pass rejects loading names that start with `_` (private to their module).
+//! The same pass rejects loading names that start with `_` (private to their module), and
+//! expressions or blocks nested deeper than [`MAX_NESTING`]: starlark-rust parses them
+//! fine but compiles them recursively, and `1+1+…` with a million terms overflows even the
+//! evaluation thread's large native stack (an abort, not an error).
 
 use starlark::codemap::CodeMap;
 use starlark::syntax::Dialect;
@@ -129,6 +132,7 @@ pub fn rewrite(filename: &str, source: &str) -> Result<String, LoadProblem> {
             // Let the real parser report lexical errors with its own diagnostics.
             Err(_) => return Ok(source.to_owned()),
         };
+    check_nesting(&tokens)?;
     let mut inserts = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
@@ -183,6 +187,79 @@ pub fn rewrite(filename: &str, source: &str) -> Result<String, LoadProblem> {
     }
     out.push_str(&source[last..]);
     Ok(out)
+}
+
+/// The deepest syntax tree a module may have, as [`check_nesting`] estimates it. Hand-written
+/// code stays far below; a debug build compiles 100,000 levels on the evaluation stack.
+pub const MAX_NESTING: usize = 5000;
+
+/// Refuse a token stream whose syntax tree would be deeper than [`MAX_NESTING`].
+///
+/// The estimate, an upper bound of the tree's depth: each open bracket (and f-string
+/// expression) is a level; within one comma-separated item of a bracket, every operator,
+/// keyword or `.` may add one (`a + b + c` is a left-leaning chain); every indented block
+/// adds one. Commas start a new item at their level, a newline a new statement.
+fn check_nesting(tokens: &[(usize, Token, usize)]) -> Result<(), LoadProblem> {
+    // Per open bracket: the operators counted in its current item.
+    let mut items: Vec<usize> = vec![0];
+    // Open brackets plus every count in `items`, plus indented blocks.
+    let mut depth = 0usize;
+    let mut blocks = 0usize;
+    for (start, token, _) in tokens {
+        match token {
+            Token::OpeningRound
+            | Token::OpeningSquare
+            | Token::OpeningCurly
+            | Token::FStringStart(_)
+            | Token::FStringExprStart => {
+                items.push(0);
+                depth += 1;
+            }
+            Token::ClosingRound
+            | Token::ClosingSquare
+            | Token::ClosingCurly
+            | Token::FStringEnd
+            | Token::FStringExprEnd => {
+                if items.len() > 1 {
+                    depth -= items.pop().unwrap_or(0) + 1;
+                }
+            }
+            Token::Comma | Token::Newline | Token::Semicolon => {
+                if let Some(top) = items.last_mut() {
+                    depth -= *top;
+                    *top = 0;
+                }
+            }
+            Token::Indent => blocks += 1,
+            Token::Dedent => blocks = blocks.saturating_sub(1),
+            Token::Identifier(_)
+            | Token::Int(_)
+            | Token::Float(_)
+            | Token::String(_)
+            | Token::Bytes(_)
+            | Token::FStringText(_)
+            | Token::Comment(_)
+            | Token::Tabs
+            | Token::Pass
+            | Token::Break
+            | Token::Continue => {}
+            _ => {
+                if let Some(top) = items.last_mut() {
+                    *top += 1;
+                    depth += 1;
+                }
+            }
+        }
+        if depth + blocks > MAX_NESTING {
+            return Err(LoadProblem {
+                offset: *start,
+                message: format!(
+                    "this expression or block is nested more than {MAX_NESTING} levels deep"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether `s` is a plain ASCII Starlark identifier.

@@ -72,13 +72,17 @@ pub enum Error {
     },
     #[error("cannot load `{load}`: {reason}")]
     BadLoadPath { load: String, reason: String },
+    /// A problem found in a module's tokens before parsing (a private load, too deep).
     #[error("{file}:{line}:{column}: {message}")]
-    PrivateLoad {
+    Source {
         file: String,
         line: usize,
         column: usize,
         message: String,
     },
+    /// The evaluator panicked (see `session::catching`), at `location` (`file:line:col`).
+    #[error("{location}: the evaluation stopped: {message}")]
+    Aborted { location: String, message: String },
     #[error("load cycle: {cycle}")]
     LoadCycle { cycle: String },
     #[error(

@@ -2,13 +2,15 @@
 //! load cycles, caches frozen modules, calls entry functions and records every derivation
 //! and test they create.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 
+use starlark::codemap::{FileSpan, FileSpanRef};
 use starlark::environment::{FrozenModule, Globals, Module};
-use starlark::eval::{Evaluator, FileLoader};
+use starlark::eval::{BeforeStmtFunc, Evaluator, FileLoader};
 use starlark::syntax::{AstModule, Dialect};
 use starlark::values::list::ListRef;
 use starlark::values::structs::AllocStruct;
@@ -123,6 +125,101 @@ impl std::fmt::Debug for Session<'_> {
 
 /// The maximum depth of `.bramble` function calls (recursion is an error past it).
 const MAX_CALL_DEPTH: usize = 2000;
+
+/// The Starlark heap of one module's evaluation may grow to this many bytes; past it the
+/// evaluation fails with Starlark's own error (checked every so often, so a single huge
+/// allocation may still pass it: [`catching`] handles that one).
+const MAX_HEAP_BYTES: usize = 2 << 30;
+
+thread_local! {
+    /// The statement being evaluated on this thread, set before each one by [`record_stmt`]:
+    /// where a panic in the evaluator is reported.
+    static LAST_STMT: RefCell<Option<FileSpan>> = const { RefCell::new(None) };
+    /// How many [`catching`] calls are active on this thread (their panics are not printed).
+    static CATCHING: Cell<usize> = const { Cell::new(0) };
+}
+
+fn record_stmt(span: FileSpanRef<'_>, _continued: bool, _eval: &mut Evaluator<'_, '_, '_>) {
+    LAST_STMT.with(|s| *s.borrow_mut() = Some(span.to_file_span()));
+}
+
+/// Run `f` (an evaluation), turning a panic into [`Error::Aborted`] at the statement being
+/// evaluated. starlark-rust panics rather than failing on some allocations: a list or
+/// string too large for its heap (`[0] * 1000000000`: `AlignedSize must not exceed
+/// u32::MAX`), or bumpalo running out of memory.
+///
+/// starlark-rust also calls builtins with constant arguments (`list(range(2000000000))`)
+/// while it compiles a top-level statement, before that statement starts: `top_level` (the
+/// module's top-level statements, each with whether it is a `def`, empty for a call) lets
+/// such a panic name the `def` compiled after the last statement run.
+///
+/// An error without a location (Starlark's heap limit) gets the statement being evaluated.
+fn catching<V>(
+    file: &str,
+    top_level: &[(FileSpan, bool)],
+    f: impl FnOnce() -> starlark::Result<V>,
+) -> Result<starlark::Result<V>, Error> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(Cell::get) == 0 {
+                default(info);
+            }
+        }));
+    });
+    let outer = LAST_STMT.with(|s| s.borrow_mut().take());
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    let inner = LAST_STMT.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
+    match result {
+        Ok(Err(mut e)) => {
+            if let (None, Some(at)) = (e.span(), &inner) {
+                e.set_span(at.span, &at.file);
+            }
+            Ok(Err(e))
+        }
+        Ok(ok) => Ok(ok),
+        Err(payload) => Err(panic_error(payload, inner, file, top_level)),
+    }
+}
+
+fn panic_error(
+    payload: Box<dyn std::any::Any + Send>,
+    inner: Option<FileSpan>,
+    file: &str,
+    top_level: &[(FileSpan, bool)],
+) -> Error {
+    {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic".into());
+        let show = |span: &FileSpan| {
+            let at = span.resolve_span().begin;
+            format!("{}:{}:{}", span.filename(), at.line + 1, at.column + 1)
+        };
+        // The top-level statement after the last one started, if it is a `def`.
+        let next_def = match &inner {
+            None => top_level.first(),
+            Some(last) => top_level
+                .iter()
+                .position(|(s, _)| s == last)
+                .and_then(|i| top_level.get(i + 1)),
+        }
+        .filter(|(_, is_def)| *is_def)
+        .map(|(s, _)| s);
+        let location = match (&inner, next_def) {
+            (None, None) => file.to_owned(),
+            (None, Some(def)) => show(def),
+            (Some(last), None) => show(last),
+            (Some(last), Some(def)) => format!("{} (or the `def` at {})", show(last), show(def)),
+        };
+        Error::Aborted { location, message }
+    }
+}
 
 fn dialect() -> Dialect {
     Dialect {
@@ -337,7 +434,7 @@ impl<'a> Session<'a> {
         })?;
         let source = loads::rewrite(&display, &source).map_err(|p| {
             let (line, column) = line_col(&source, p.offset);
-            starlark::Error::new_other(Error::PrivateLoad {
+            starlark::Error::new_other(Error::Source {
                 file: display.clone(),
                 line,
                 column,
@@ -349,19 +446,22 @@ impl<'a> Session<'a> {
         self.loading
             .borrow_mut()
             .push((file.to_path_buf(), display.clone()));
-        let result = self.eval_module(ast);
+        let result = self.eval_module(ast, &display);
         self.loading.borrow_mut().pop();
         let module = result?;
         self.modules.borrow_mut().insert(file.to_path_buf(), module);
         Ok(())
     }
 
-    fn eval_module(&self, ast: AstModule) -> Result<FrozenModule, starlark::Error> {
+    fn eval_module(&self, ast: AstModule, display: &str) -> Result<FrozenModule, starlark::Error> {
         Module::with_temp_heap(|module| {
             {
                 let extra = SessionRef(self);
                 let mut eval = self.evaluator(&module, &extra)?;
-                eval.eval_module(ast, &self.globals)?;
+                catching(display, &top_level(&ast), || {
+                    eval.eval_module(ast, &self.globals)
+                })
+                .map_err(starlark::Error::new_other)??;
             }
             // `<module>`: a struct of every public name, for `load("path/name")`.
             let fields: Vec<(String, Value)> = module
@@ -385,6 +485,9 @@ impl<'a> Session<'a> {
         eval.extra = Some(extra);
         eval.set_max_callstack_size(MAX_CALL_DEPTH)
             .map_err(starlark::Error::new_other)?;
+        eval.set_max_heap_size(MAX_HEAP_BYTES)
+            .map_err(starlark::Error::new_other)?;
+        eval.before_stmt_for_dap(BeforeStmtFunc::Fn(&record_stmt));
         Ok(eval)
     }
 
@@ -449,7 +552,8 @@ impl<'a> Session<'a> {
         Module::with_temp_heap(|module| {
             let extra = SessionRef(self);
             let mut eval = self.evaluator(&module, &extra).map_err(render)?;
-            let result = eval.eval_module(ast, &self.globals).map_err(render)?;
+            let result = catching(&display, &[], || eval.eval_module(ast, &self.globals))?
+                .map_err(render)?;
             classify(result).ok_or_else(|| Error::BadReturn {
                 module: display.clone(),
                 function: function.to_owned(),
@@ -478,7 +582,10 @@ impl<'a> Session<'a> {
                 let result = loads::rewrite(display, &chunk)
                     .map_err(|p| Error::Assertion { message: p.message })
                     .and_then(|src| AstModule::parse(display, src, &dialect()).map_err(render))
-                    .and_then(|ast| eval.eval_module(ast, &self.globals).map_err(render));
+                    .and_then(|ast| {
+                        catching(display, &[], || eval.eval_module(ast, &self.globals))?
+                            .map_err(render)
+                    });
                 match result {
                     Ok(v) if v.is_none() => {}
                     Ok(v) => out(Ok(v.to_repr())),
@@ -514,6 +621,19 @@ impl FileLoader for Session<'_> {
         self.load_loaded(&file)?;
         Ok(self.modules.borrow()[&file].clone())
     }
+}
+
+/// The top-level statements of `ast`, each with whether it is a `def`.
+fn top_level(ast: &AstModule) -> Vec<(FileSpan, bool)> {
+    use starlark::syntax::ast::StmtP;
+    let statements = match &ast.statement().node {
+        StmtP::Statements(list) => list.iter().collect(),
+        _ => vec![ast.statement()],
+    };
+    statements
+        .into_iter()
+        .map(|s| (ast.file_span(s.span), matches!(s.node, StmtP::Def(_))))
+        .collect()
 }
 
 fn classify(value: Value<'_>) -> Option<Returned> {

@@ -6,7 +6,7 @@
 //! version = 1
 //!
 //! [[url]]
-//! url = "http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_…_amd64.deb"
+//! url = "mirror://debian/pool/main/b/busybox/busybox-static_…_amd64.deb"
 //! unpack = "deb"
 //! hash = "…"        # content hash of the result (what the store verifies)
 //! sha256 = "…"      # sha256 of the downloaded file
@@ -45,6 +45,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::build::fetch::{
@@ -75,6 +76,13 @@ pub enum LockError {
     Parse { path: PathBuf, message: String },
     #[error("`{path}` has version {found}; this bramble reads version {LOCK_VERSION}")]
     Version { path: PathBuf, found: u32 },
+    #[error("`{path}` pins `{key}` twice: on line {first} and on line {second}")]
+    Duplicate {
+        path: PathBuf,
+        key: String,
+        first: usize,
+        second: usize,
+    },
 }
 
 /// What is recorded for one fetch.
@@ -114,11 +122,11 @@ pub struct Lock {
 struct File {
     version: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    url: Vec<UrlEntry>,
+    url: Vec<toml::Spanned<UrlEntry>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    git: Vec<GitEntry>,
+    git: Vec<toml::Spanned<GitEntry>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    dao: Vec<DaoFileEntry>,
+    dao: Vec<toml::Spanned<DaoFileEntry>>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -162,8 +170,24 @@ impl Lock {
                 found: file.version,
             });
         }
+        let line = |span: std::ops::Range<usize>| {
+            text[..span.start.min(text.len())].matches('\n').count() + 1
+        };
+        // The line of each key's first entry: a second one is refused, never merged.
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut once = |key: String, at: usize| match seen.insert(key.clone(), at) {
+            Some(first) => Err(LockError::Duplicate {
+                path: path.to_owned(),
+                key,
+                first,
+                second: at,
+            }),
+            None => Ok(()),
+        };
         let mut lock = Lock::default();
         for e in file.url {
+            let at = line(e.span());
+            let e = e.into_inner();
             let unpack = e
                 .unpack
                 .map(|u| {
@@ -174,8 +198,10 @@ impl Lock {
                 .sha256
                 .map(|s| parse_sha256(&s).ok_or_else(|| bad(format!("`{s}` is not a sha256"))))
                 .transpose()?;
+            let spec = FetchSpec::Url { url: e.url, unpack };
+            once(spec.to_string(), at)?;
             lock.entries.insert(
-                FetchSpec::Url { url: e.url, unpack },
+                spec,
                 LockEntry {
                     hash: e.hash,
                     sha256,
@@ -183,11 +209,15 @@ impl Lock {
             );
         }
         for e in file.git {
+            let at = line(e.span());
+            let e = e.into_inner();
+            let spec = FetchSpec::Git {
+                url: e.url,
+                rev: e.rev,
+            };
+            once(spec.to_string(), at)?;
             lock.entries.insert(
-                FetchSpec::Git {
-                    url: e.url,
-                    rev: e.rev,
-                },
+                spec,
                 LockEntry {
                     hash: e.hash,
                     sha256: None,
@@ -195,6 +225,9 @@ impl Lock {
             );
         }
         for e in file.dao {
+            let at = line(e.span());
+            let e = e.into_inner();
+            once(format!("dao {}", e.drv), at)?;
             lock.daos.insert(
                 e.drv,
                 DaoEntry {
@@ -208,7 +241,7 @@ impl Lock {
 
     /// Read `path`; a missing file is an empty lock.
     pub fn read(path: &Path) -> Result<Lock, LockError> {
-        match std::fs::read_to_string(path) {
+        match super::read_config(path) {
             Ok(text) => Lock::parse(&text, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Lock::default()),
             Err(source) => Err(LockError::Io {
@@ -263,29 +296,34 @@ impl Lock {
         };
         for (spec, e) in &self.entries {
             match spec {
-                FetchSpec::Url { url, unpack } => file.url.push(UrlEntry {
+                FetchSpec::Url { url, unpack } => file.url.push(spanless(UrlEntry {
                     url: url.clone(),
                     unpack: unpack.map(|f| f.name().to_owned()),
                     hash: e.hash,
                     sha256: e.sha256.as_ref().map(sha256_hex),
-                }),
-                FetchSpec::Git { url, rev } => file.git.push(GitEntry {
+                })),
+                FetchSpec::Git { url, rev } => file.git.push(spanless(GitEntry {
                     url: url.clone(),
                     rev: rev.clone(),
                     hash: e.hash,
-                }),
+                })),
             }
         }
         for (drv, e) in &self.daos {
-            file.dao.push(DaoFileEntry {
+            file.dao.push(spanless(DaoFileEntry {
                 drv: *drv,
                 name: e.name.clone(),
                 graph: e.graph,
-            });
+            }));
         }
         let body = toml::to_string(&file).expect("a lock always serialises");
         format!("{HEADER}{body}")
     }
+}
+
+/// A table to serialise (spans are only read).
+fn spanless<T>(value: T) -> toml::Spanned<T> {
+    toml::Spanned::new(0..0, value)
 }
 
 /// Change the lock file at `path` under an exclusive lock on its directory: re-read it,
@@ -315,17 +353,21 @@ pub fn update(path: &Path, change: impl FnOnce(&mut Lock)) -> Result<Lock, LockE
     let before = lock.clone();
     change(&mut lock);
     if lock != before || !path.exists() && !lock.is_empty() {
-        let tmp = dir.join(format!(".{LOCK_FILE}.tmp-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+        // A fresh name, created with `O_CREAT | O_EXCL | O_NOFOLLOW` (never through a
+        // planted file or symlink), removed again if anything fails before the rename.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{LOCK_FILE}.tmp-"))
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(io("create a temporary file in", dir))?;
+        let write = |f: &mut std::fs::File| -> std::io::Result<()> {
             f.write_all(lock.to_toml().as_bytes())?;
             f.sync_all()
         };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io("write", &tmp)(e));
-        }
-        std::fs::rename(&tmp, path).map_err(io("replace", path))?;
+        let shown = tmp.path().to_owned();
+        write(tmp.as_file_mut()).map_err(io("write", &shown))?;
+        tmp.persist(path)
+            .map_err(|e| io("replace", path)(e.error))?;
         dir_fd.sync_all().map_err(io("fsync", dir))?;
     }
     // The flock is released when `dir_fd` closes.
@@ -757,6 +799,58 @@ mod tests {
             record(&lock_path, &again, &records, &store)
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    /// The temporary file used to be `.bramble.lock.tmp-<pid>`, opened with `O_TRUNC` and
+    /// followed if it was a symlink: a planted one overwrote its target.
+    #[test]
+    fn writes_never_follow_a_planted_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let planted = dir
+            .path()
+            .join(format!(".{LOCK_FILE}.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        update(&path, |l| {
+            l.insert(url("http://127.0.0.1/a"), entry("a"));
+        })
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(
+            Lock::read(&path)
+                .unwrap()
+                .get(&url("http://127.0.0.1/a"))
+                .is_some()
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".tmp-") && *n != planted.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn duplicated_entries_are_refused_with_both_lines() {
+        let mut lock = Lock::default();
+        lock.insert(url("http://127.0.0.1/a"), entry("a"));
+        let one = lock.to_toml();
+        let table = &one[one.find("[[url]]").unwrap()..];
+        let mut other = Lock::default();
+        other.insert(url("http://127.0.0.1/a"), entry("b"));
+        let other = other.to_toml();
+        let twice = format!("{one}\n{}", &other[other.find("[[url]]").unwrap()..]);
+        let err = Lock::parse(&twice, Path::new("bramble.lock")).unwrap_err();
+        let first = one[..one.find("[[url]]").unwrap()].matches('\n').count() + 1;
+        let second = first + table.matches('\n').count() + 1;
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`bramble.lock` pins `http://127.0.0.1/a` twice: on line {first} and on line {second}"
+            )
         );
     }
 

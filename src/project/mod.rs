@@ -3,7 +3,9 @@
 //!
 //! - A project is the nearest directory at or above the working directory holding a
 //!   `bramble.toml`, whose `[package]` table has a `name` (the module name other code
-//!   `load()`s it by) and an optional `version`; any other key is an error.
+//!   `load()`s it by) and an optional `version`, and whose optional `[mirrors]` table names
+//!   the base URLs of `mirror://` URLs for this project (`name = "url"` or
+//!   `name = ["url", ...]`, see [`crate::build::fetch::mirror`]); any other key is an error.
 //! - References: `./path:function`, `./path` (every public function of that module callable
 //!   without arguments), `./...` or `./dir/...` (every module below), and
 //!   `<module name>/sub:function` (also with `/...`). `./path` names `path.bramble` or
@@ -25,6 +27,7 @@ use std::path::{Path, PathBuf};
 pub use reference::{Reference, Target};
 pub use sources::{MemorySources, SourceSink, StoreSources};
 
+use crate::build::fetch::mirror::{Layer, Origin};
 use crate::lang::{self, Library, Options, Returned, RunSpec, Session, TestSpec};
 use crate::store::{Derivation, Hash, host_platform};
 
@@ -71,6 +74,8 @@ impl Error {
 #[serde(deny_unknown_fields)]
 struct Manifest {
     package: Package,
+    #[serde(default)]
+    mirrors: Option<crate::config::MirrorTable>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -89,6 +94,8 @@ pub struct Project {
     /// The module name, e.g. `github.com/me/proj`.
     pub name: String,
     pub version: Option<String>,
+    /// Its `[mirrors]` table, if it has one.
+    pub mirrors: Option<Layer>,
 }
 
 impl Project {
@@ -101,7 +108,9 @@ impl Project {
         let mut dir = start.as_path();
         loop {
             let manifest = dir.join(MANIFEST);
-            if manifest.is_file() {
+            // Anything named `bramble.toml` (a fifo or symlink too) is this project's, and
+            // `load` refuses what is not a regular file.
+            if manifest.symlink_metadata().is_ok() {
                 return Project::load(dir);
             }
             match dir.parent() {
@@ -119,7 +128,7 @@ impl Project {
     pub fn load(root: &Path) -> Result<Project, Error> {
         let path = root.join(MANIFEST);
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadManifest {
+        let text = read_config(&path).map_err(|source| Error::ReadManifest {
             path: shown.clone(),
             source,
         })?;
@@ -149,10 +158,19 @@ impl Project {
                 ),
             });
         }
+        let mirrors = manifest
+            .mirrors
+            .map(|t| t.to_layer(Origin::Project(path.clone())))
+            .transpose()
+            .map_err(|message| Error::BadManifest {
+                path: shown,
+                message,
+            })?;
         Ok(Project {
             root: root.to_path_buf(),
             name,
             version: manifest.package.version,
+            mirrors,
         })
     }
 
@@ -167,6 +185,44 @@ impl Project {
             platform: host_platform(),
         }
     }
+}
+
+/// Read a configuration file bramble trusts (`bramble.toml`, `bramble.lock`, a user
+/// config): opened with `O_NOFOLLOW | O_NONBLOCK`, so a symbolic link is refused and a fifo
+/// never blocks, and refused unless it is a regular file.
+pub fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::new(
+                ErrorKind::InvalidInput,
+                "it is a symbolic link: bramble reads only a regular file here",
+            ),
+            _ => e,
+        })?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a fifo"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}: bramble reads only a regular file here"),
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// One requested function and what it returned.

@@ -183,7 +183,12 @@ pub struct StoreSources<'a> {
 impl SourceSink for StoreSources<'_> {
     fn add_sources(&self, _name: &str, root: &Path, files: &[String]) -> Result<StorePath, String> {
         let expected = source_address(root, files)?;
-        if self.store.is_valid(&expected).map_err(|e| e.to_string())? {
+        // Kept from gc until this process ends, like every source it adds.
+        if self
+            .store
+            .keep_valid(&expected)
+            .map_err(|e| e.to_string())?
+        {
             return Ok(expected);
         }
         let tmp = self.store.tmp_dir("sources").map_err(|e| e.to_string())?;

@@ -7,8 +7,8 @@
 //! to another parent, removing read-only trees), so none of them can be shown as root.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use crate::support::archive::targz;
 use crate::support::project::BUSYBOX;
@@ -20,13 +20,20 @@ use crate::support::{Bramble, http, stderr, stdout, with_stdin};
 struct Env {
     bramble: Bramble,
     project: tempfile::TempDir,
+    /// A scratch directory for other homes.
+    root: tempfile::TempDir,
 }
 
 impl Env {
     fn new() -> Env {
         let bramble = Bramble::with_default_home();
         let project = bramble.tempdir();
-        let env = Env { bramble, project };
+        let root = bramble.tempdir();
+        let env = Env {
+            bramble,
+            project,
+            root,
+        };
         let busybox = std::fs::read(BUSYBOX).unwrap_or_else(|e| {
             panic!("these tests need a static busybox at `{BUSYBOX}` (busybox-static): {e}")
         });
@@ -58,7 +65,16 @@ impl Env {
 
     /// The `bramble` binary as the user, in the project directory, with the default home.
     fn command(&self, args: &[&str]) -> Command {
-        self.bramble.command(&self.project(), args)
+        self.command_with_home(None, args)
+    }
+
+    /// [`Env::command`] with `BRAMBLE_HOME` set to `home` if given.
+    fn command_with_home(&self, home: Option<&Path>, args: &[&str]) -> Command {
+        let mut cmd = self.bramble.command(&self.project(), args);
+        if let Some(home) = home {
+            cmd.env("BRAMBLE_HOME", home);
+        }
+        cmd
     }
 
     fn bramble(&self, args: &[&str]) -> Output {
@@ -131,6 +147,12 @@ EOF
 
 def generated():
     return _sh("gen", GEN, env = {"BB": busybox().out + "/bin/busybox"}, dao = True)
+
+def slow():
+    return _sh("slow", "touch started; while [ ! -e go ]; do sleep 0.1; done; echo slow > $out")
+
+def after():
+    return _sh("after", "cat late.txt $SLOW > $out", env = {"SLOW": slow()}, sources = files(["late.txt"]))
 
 def data():
     return fetch_url("@DATA@", unpack = "tar.gz", name = "data")
@@ -293,4 +315,294 @@ fn build_run_test_shell_dao_and_fetch_as_an_ordinary_user() {
     // The result link keeps `use-data` (and only what it refers to); the rest goes.
     env.ok(&["gc"]);
     env.ok(&["store", "verify"]);
+}
+
+/// The store path printed by a successful `bramble build`.
+fn built(out: &Output) -> PathBuf {
+    PathBuf::from(stdout(out).trim())
+}
+
+/// An emptied `db.sqlite` while objects exist: `gc` refuses (nothing deleted) and says how
+/// to rebuild; `store repair --rebuild-db` re-registers every valid object with its
+/// references and moves what is not a valid object aside; then `gc` and `verify` work.
+#[test]
+fn a_lost_database_is_refused_by_gc_and_rebuilt_from_the_objects() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    // `tool` refers to busybox (its script's `#!` line).
+    let tool = built(&env.ok(&["build", "./:tool"]));
+    let objects: Vec<PathBuf> = std::fs::read_dir(env.store_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let busybox = objects
+        .iter()
+        .find(|p| p.to_str().unwrap().ends_with("-busybox"))
+        .unwrap()
+        .clone();
+    let info = |p: &Path| -> serde_json::Value {
+        let out = env.ok(&["store", "path-info", "--json", p.to_str().unwrap()]);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let before = info(&tool);
+
+    // Empty the database, as a truncation or a bad copy would.
+    let db = env.home().join("db.sqlite");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(env.home().join(format!("db.sqlite{suffix}")));
+    }
+    std::fs::write(&db, b"").unwrap();
+    let out = env.bramble(&["gc"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("registers no paths"), "{err}");
+    assert!(err.contains("bramble store repair --rebuild-db"), "{err}");
+    for p in &objects {
+        assert!(p.exists(), "gc deleted `{}`", p.display());
+    }
+
+    // Something that is no valid object: a stray file and a directory named like an
+    // object whose contents do not give its name.
+    std::fs::write(env.store_dir().join("stray"), "x").unwrap();
+    let fake = env
+        .store_dir()
+        .join("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-fake");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::write(fake.join("f"), "not what the name says").unwrap();
+    chmod(&fake, 0o555);
+    env.bramble.give(&env.store_dir());
+
+    let out = env.ok(&["store", "repair", "--rebuild-db"]);
+    let text = stdout(&out);
+    for p in &objects {
+        assert!(
+            text.contains(&format!("registered {}", p.display())),
+            "{text}"
+        );
+    }
+    assert!(text.contains("moved aside"), "{text}");
+    assert!(!fake.exists() && !env.store_dir().join("stray").exists());
+    let aside = env.home().join("lost+found");
+    assert!(aside.join("stray").exists());
+    assert_eq!(
+        std::fs::read_to_string(aside.join(fake.file_name().unwrap()).join("f")).unwrap(),
+        "not what the name says"
+    );
+    assert!(
+        stderr(&out).contains("cannot be recovered"),
+        "{}",
+        stderr(&out)
+    );
+    let after = info(&tool);
+    assert_eq!(after["archive_hash"], before["archive_hash"]);
+    assert_eq!(after["references"], before["references"]);
+    assert!(
+        after["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| busybox.to_str().unwrap().ends_with(r.as_str().unwrap())),
+        "{after}"
+    );
+    env.ok(&["store", "verify"]);
+    // The `result` link keeps `tool` and, through its reference, busybox.
+    env.ok(&["gc"]);
+    assert!(tool.exists() && busybox.exists());
+    env.ok(&["store", "verify"]);
+}
+
+/// Four `bramble build` processes on one project and store, several rounds: every process
+/// succeeds (making the same `result` link and gc root at once is no error), each
+/// derivation is built once, and the link points at the output.
+#[test]
+fn concurrent_builds_all_make_their_result_links() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    let mut built_tool = 0;
+    let mut path = None;
+    for round in 0..5 {
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                env.command(&["build", "./:tool"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {:?}\n{}",
+                out.status,
+                stderr(&out)
+            );
+            built_tool += stderr(&out)
+                .lines()
+                .filter(|l| l.starts_with("built tool "))
+                .count();
+            let p = built(&out);
+            assert_eq!(path.get_or_insert_with(|| p.clone()), &p);
+        }
+    }
+    assert_eq!(built_tool, 1, "tool was built {built_tool} times");
+    let link = std::fs::read_link(env.project().join("result")).unwrap();
+    assert_eq!(Some(link), path);
+    // Nothing but the link itself is left next to it.
+    let names: Vec<String> = std::fs::read_dir(env.project())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("result"))
+        .collect();
+    assert_eq!(names, ["result"]);
+    env.ok(&["gc"]);
+    assert!(path.unwrap().exists());
+}
+
+/// The build directory (on the host) of the running build whose builder wrote `marker`.
+fn wait_for_build_dir(env: &Env, marker: &str) -> PathBuf {
+    for _ in 0..1200 {
+        if let Ok(tmps) = std::fs::read_dir(env.home().join("tmp")) {
+            for tmp in tmps.flatten() {
+                for dir in std::fs::read_dir(tmp.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if dir.path().join(marker).exists() {
+                        return dir.path();
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no build wrote `{marker}` within a minute");
+}
+
+/// `gc` beside a running build keeps what the build process uses: the sources it added
+/// during evaluation for a derivation that has not started yet (its temporary roots),
+/// besides the inputs of the running build. The build then completes; once its process
+/// ended, its temporary roots are gone and `gc` may collect.
+#[test]
+fn gc_beside_a_build_keeps_what_the_build_uses() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    env.write("late.txt", b"late\n");
+    let build = env
+        .command(&["build", "./:after"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = wait_for_build_dir(&env, "started");
+    // `slow` is running; `after` (whose sources were added during evaluation) waits for it.
+    let gc = env.bramble(&["gc"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    let deleted = stdout(&gc);
+    assert!(
+        !deleted.contains("-source"),
+        "gc deleted sources: {deleted}"
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    let out = build.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(built(&out)).unwrap(),
+        "late\nslow\n"
+    );
+    env.ok(&["store", "verify"]);
+    // The process ended: nothing of it is kept but what the `result` link holds.
+    let out = env.ok(&["gc"]);
+    assert!(stdout(&out).contains("-source"), "{}", stdout(&out));
+    let left: Vec<_> = std::fs::read_dir(env.home().join("temproots"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// A trusted home is private (the database 0600, its directories 0700 but `store/`); a
+/// home, or a directory in it, owned by another user is refused with a hint; a symlink
+/// planted at `db.sqlite` is refused, never followed.
+#[test]
+fn an_untrusted_home_is_refused_and_a_trusted_one_is_private() {
+    let env = Env::new();
+    env.ok(&["store", "add", "busybox", "--name", "bb"]);
+    let home = env.home();
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("db.sqlite")), 0o600);
+    if home.join("db.sqlite-wal").exists() {
+        assert_eq!(mode(&home.join("db.sqlite-wal")), 0o600);
+    }
+    for dir in ["tmp", "locks", "gcroots", "temproots"] {
+        assert_eq!(mode(&home.join(dir)), 0o700, "{dir}");
+    }
+    assert_eq!(mode(&home.join("store")), 0o755);
+    // A database left readable by an older bramble is made private.
+    chmod(&home.join("db.sqlite"), 0o644);
+    env.ok(&["store", "verify"]);
+    assert_eq!(mode(&home.join("db.sqlite")), 0o600);
+
+    // A planted `db.sqlite` symlink in a home of the user's own.
+    let planted = env.root.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    let victim = env.root.path().join("victim");
+    std::os::unix::fs::symlink(&victim, planted.join("db.sqlite")).unwrap();
+    env.bramble.give(&planted);
+    let out = env
+        .command_with_home(Some(&planted), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("db.sqlite`") && err.contains("it is a symlink"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!victim.exists(), "the symlink was followed");
+
+    if !is_root() {
+        eprintln!("skipping the foreign-owner cases: only root can make a home of another uid");
+        return;
+    }
+    // A world-writable home owned by root: only bramble's own check can refuse it.
+    let foreign = env.root.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    chmod(&foreign, 0o777);
+    let out = env
+        .command_with_home(Some(&foreign), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("belongs to uid 0"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 0);
+
+    // The user's home, with a `store/` of another owner in it.
+    let mixed = env.root.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    env.bramble.give(&mixed);
+    std::fs::create_dir(mixed.join("store")).unwrap();
+    chmod(&mixed.join("store"), 0o777);
+    let out = env
+        .command_with_home(Some(&mixed), &["store", "add", "busybox", "--name", "bb"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("store`") && err.contains("belongs to uid 0"),
+        "{err}"
+    );
+    assert!(!mixed.join("db.sqlite").exists());
 }

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -50,24 +52,61 @@ static int read_file(const char *path, char *buf, size_t len) {
     return (int)n;
 }
 
-/* ids <host uid> <host gid>: the single-id maps, setgroups denied, uid 1000 gid 100. */
+/* The host id `inside` maps to in the id map `path` (-1 if none); `lines` gets the count. */
+static long long mapped_to(const char *path, unsigned inside, int *lines) {
+    char buf[512];
+    long long host = -1;
+    *lines = 0;
+    if (read_file(path, buf, sizeof buf) <= 0) return -1;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        unsigned a, b, c;
+        (*lines)++;
+        if (sscanf(line, "%u %u %u", &a, &b, &c) == 3 && a == inside && c == 1) host = b;
+    }
+    return host;
+}
+
+/* Whether `want` ("<id>", or "sandbox": an id of bramble's range for builders of a root
+ * caller, see sandbox/src/ids.rs) accepts the host id `host`. */
+static int host_id_ok(const char *want, long long host) {
+    if (!strcmp(want, "sandbox")) return host >= 880803840LL && host < 880803840LL + (1 << 22);
+    return host == atoll(want);
+}
+
+/* ids <host uid> <host gid>: uid 1000 and gid 100 inside (real, effective, saved and
+ * filesystem ids), mapped to the given host ids: the caller's own in a single-id map, or
+ * `sandbox` (the caller is root): an unprivileged id of bramble's range, root's own id
+ * mapped as 0 for the helper's setup only. setgroups denied, setuid(0) refused. */
 static void check_ids(char **argv) {
-    char buf[256];
+    char buf[4096];
+    int sandbox = !strcmp(argv[0], "sandbox");
     CHECK(getuid() == 1000 && geteuid() == 1000, "uid is %d, want 1000", getuid());
     CHECK(getgid() == 100 && getegid() == 100, "gid is %d, want 100", getgid());
-    CHECK(read_file("/proc/self/uid_map", buf, sizeof buf) > 0, "read uid_map");
-    unsigned a, b, c;
-    CHECK(sscanf(buf, "%u %u %u", &a, &b, &c) == 3 && a == 1000 && c == 1 &&
-              b == (unsigned)atoi(argv[0]),
-          "uid_map is `%s`, want `1000 %s 1`", buf, argv[0]);
-    CHECK(strchr(buf, '\n') == buf + strlen(buf) - 1, "uid_map has more than one line: %s", buf);
-    CHECK(read_file("/proc/self/gid_map", buf, sizeof buf) > 0, "read gid_map");
-    CHECK(sscanf(buf, "%u %u %u", &a, &b, &c) == 3 && a == 100 && c == 1 &&
-              b == (unsigned)atoi(argv[1]),
-          "gid_map is `%s`, want `100 %s 1`", buf, argv[1]);
+    CHECK(read_file("/proc/self/status", buf, sizeof buf) > 0, "read status");
+    char *uids = strstr(buf, "\nUid:"), *gids = strstr(buf, "\nGid:");
+    unsigned r, e, s, f;
+    CHECK(uids && sscanf(uids + 5, "%u %u %u %u", &r, &e, &s, &f) == 4 && r == 1000 && e == 1000 &&
+              s == 1000 && f == 1000,
+          "not every uid is 1000");
+    CHECK(gids && sscanf(gids + 5, "%u %u %u %u", &r, &e, &s, &f) == 4 && r == 100 && e == 100 &&
+              s == 100 && f == 100,
+          "not every gid is 100");
+    int lines;
+    long long host = mapped_to("/proc/self/uid_map", 1000, &lines);
+    CHECK(host_id_ok(argv[0], host), "uid 1000 maps to host %lld, want %s", host, argv[0]);
+    CHECK(host != 0, "the builder is host root");
+    CHECK(lines == 1 + sandbox, "uid_map has %d lines", lines);
+    if (sandbox) CHECK(mapped_to("/proc/self/uid_map", 0, &lines) == 0, "root's id is not 0");
+    long long ghost = mapped_to("/proc/self/gid_map", 100, &lines);
+    CHECK(host_id_ok(argv[1], ghost), "gid 100 maps to host %lld, want %s", ghost, argv[1]);
+    CHECK(!sandbox || ghost == host, "gid %lld and uid %lld differ", ghost, host);
+    CHECK(lines == 1 + sandbox, "gid_map has %d lines", lines);
     CHECK(read_file("/proc/self/setgroups", buf, sizeof buf) > 0 && strncmp(buf, "deny", 4) == 0,
           "setgroups is `%s`, want deny", buf);
+    CHECK(!sandbox || getgroups(0, NULL) == 0, "root's supplementary groups are kept");
     CHECK(setuid(0) != 0, "setuid(0) succeeded");
+    CHECK(setresuid(0, 0, 0) != 0, "setresuid(0) succeeded");
+    CHECK(setgid(0) != 0, "setgid(0) succeeded");
 }
 
 /* absent PATH...: none of the paths exists. */
@@ -272,6 +311,100 @@ static void check_xattr(char **argv) {
     close(fd);
 }
 
+/* Sets up an io_uring of 4 entries, submits one operation prepared by `prep`, waits for it
+ * and returns its result (the completion's `res`), or minus the errno of the setup or enter.
+ * In the sandbox the probe cannot get a ring: io_uring_setup fails (the seccomp filter
+ * refuses it with EPERM), so this returns -EPERM before submitting anything. The submission
+ * is written out all the same, so that a sandbox which let a ring through would have each
+ * operation really tried through it, not assumed refused. */
+static int uring_submit(void (*prep)(struct io_uring_sqe *, void *), void *arg) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    int fd = (int)syscall(__NR_io_uring_setup, 4, &p);
+    if (fd < 0) return -errno;
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    size_t sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+    int prot = PROT_READ | PROT_WRITE, flags = MAP_SHARED | MAP_POPULATE;
+    char *sq = mmap(NULL, sq_len, prot, flags, fd, IORING_OFF_SQ_RING);
+    char *cq = mmap(NULL, cq_len, prot, flags, fd, IORING_OFF_CQ_RING);
+    struct io_uring_sqe *sqes = mmap(NULL, sqes_len, prot, flags, fd, IORING_OFF_SQES);
+    int res = -ENOMEM;
+    if (sq != MAP_FAILED && cq != MAP_FAILED && sqes != MAP_FAILED) {
+        unsigned *tail = (unsigned *)(sq + p.sq_off.tail);
+        unsigned idx = *tail & *(unsigned *)(sq + p.sq_off.ring_mask);
+        memset(&sqes[idx], 0, sizeof sqes[idx]);
+        prep(&sqes[idx], arg);
+        ((unsigned *)(sq + p.sq_off.array))[idx] = idx;
+        __atomic_store_n(tail, *tail + 1, __ATOMIC_RELEASE);
+        if (syscall(__NR_io_uring_enter, fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0) {
+            res = -errno;
+        } else {
+            unsigned head = __atomic_load_n((unsigned *)(cq + p.cq_off.head), __ATOMIC_ACQUIRE);
+            struct io_uring_cqe *cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+            res = cqes[head & *(unsigned *)(cq + p.cq_off.ring_mask)].res;
+        }
+    }
+    if (sq != MAP_FAILED) munmap(sq, sq_len);
+    if (cq != MAP_FAILED) munmap(cq, cq_len);
+    if (sqes != MAP_FAILED) munmap(sqes, sqes_len);
+    close(fd);
+    return res;
+}
+
+struct xattr_op {
+    const char *path;
+    int fd;
+};
+
+static void prep_setxattr(struct io_uring_sqe *sqe, void *arg) {
+    struct xattr_op *op = arg;
+    sqe->opcode = IORING_OP_SETXATTR;
+    sqe->addr = (unsigned long)"user.bramble";
+    sqe->addr2 = (unsigned long)"x";
+    sqe->addr3 = (unsigned long)op->path;
+    sqe->len = 1;
+}
+
+static void prep_fsetxattr(struct io_uring_sqe *sqe, void *arg) {
+    struct xattr_op *op = arg;
+    sqe->opcode = IORING_OP_FSETXATTR;
+    sqe->fd = op->fd;
+    sqe->addr = (unsigned long)"user.bramble";
+    sqe->addr2 = (unsigned long)"x";
+    sqe->len = 1;
+}
+
+/* io-uring DIR: io_uring is refused (io_uring_setup, _enter and _register fail with EPERM,
+ * as with the kernel's `io_uring_disabled`), and every operation the seccomp filter refuses
+ * as a system call that io_uring can also do (SETXATTR, FSETXATTR) is attempted through a
+ * ring too, and fails. */
+static void check_io_uring(char **argv) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    errno = 0;
+    CHECK(syscall(__NR_io_uring_setup, 4, &p) == -1 && errno == EPERM,
+          "io_uring_setup not refused with EPERM");
+    errno = 0;
+    CHECK(syscall(__NR_io_uring_enter, -1, 0, 0, 0, NULL, 0) == -1 && errno == EPERM,
+          "io_uring_enter not refused with EPERM");
+    errno = 0;
+    CHECK(syscall(__NR_io_uring_register, -1, 0, NULL, 0) == -1 && errno == EPERM,
+          "io_uring_register not refused with EPERM");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/uring-xattr", argv[0]);
+    struct xattr_op op = {.path = path, .fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
+    CHECK(op.fd >= 0, "create `%s`", path);
+    int r = uring_submit(prep_setxattr, &op);
+    CHECK(r == -EPERM, "IORING_OP_SETXATTR through io_uring: %d, want -EPERM", r);
+    r = uring_submit(prep_fsetxattr, &op);
+    CHECK(r == -EPERM, "IORING_OP_FSETXATTR through io_uring: %d, want -EPERM", r);
+    char value[8];
+    errno = 0;
+    CHECK(getxattr(path, "user.bramble", value, sizeof value) == -1, "the xattr was set");
+    close(op.fd);
+}
+
 /* tiocsti: a pty of our own, made our controlling terminal, still refuses TIOCSTI. */
 static void check_tiocsti(char **argv) {
     (void)argv;
@@ -310,6 +443,119 @@ static void check_foreign_arch(char **argv) {
     errno = 0;
     CHECK(syscall(0x40000000 | SYS_getpid) == -1 && errno == ENOSYS, "x32 getpid not ENOSYS");
 #endif
+}
+
+/* proc: the fresh /proc protects what bubblewrap and runc protect. Global sysctls cannot be
+ * opened for writing (read-only mount: EROFS; a sysctl that did open is written back with
+ * the value it had, so a failing run changes nothing; EACCES for a builder that does not own
+ * them, EROFS for one that does); sys, sysrq-trigger, irq, bus and fs
+ * are read-only mounts; kernel memory, the kernel log, keys, timer and scheduler internals
+ * are masked (a `nodev` /dev/null or an empty directory) where the kernel has them. */
+static void check_proc(char **argv) {
+    (void)argv;
+    const char *sysctls[] = {"/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe",
+                             "/proc/sys/vm/overcommit_memory", "/proc/sys/kernel/hostname",
+                             "/proc/sys/fs/file-max", "/proc/sys/net/ipv4/ip_forward"};
+    for (size_t i = 0; i < sizeof sysctls / sizeof *sysctls; i++) {
+        char old[4096];
+        int n = read_file(sysctls[i], old, sizeof old);
+        if (n < 0 && errno == ENOENT) continue;
+        CHECK(n >= 0, "cannot read `%s`", sysctls[i]);
+        errno = 0;
+        int fd = open(sysctls[i], O_WRONLY | O_CLOEXEC);
+        CHECK(fd < 0 && (errno == EROFS || errno == EACCES), "`%s` opened for writing",
+              sysctls[i]);
+        if (fd >= 0) {
+            if (n > 0 && write(fd, old, n) != n) fprintf(stderr, "cannot restore `%s`\n", sysctls[i]);
+            close(fd);
+        }
+    }
+    const char *ro[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"};
+    for (size_t i = 0; i < sizeof ro / sizeof *ro; i++) {
+        struct statvfs sv;
+        if (statvfs(ro[i], &sv) != 0 && errno == ENOENT) continue;
+        CHECK(statvfs(ro[i], &sv) == 0 && (sv.f_flag & ST_RDONLY), "`%s` is not read-only", ro[i]);
+    }
+    errno = 0;
+    int fd = open("/proc/sysrq-trigger", O_WRONLY | O_CLOEXEC);
+    CHECK(fd < 0, "`/proc/sysrq-trigger` opened for writing");
+    if (fd >= 0) close(fd);
+    struct stat null, st, proc;
+    CHECK(stat("/dev/null", &null) == 0 && stat("/proc", &proc) == 0, "stat /dev/null, /proc");
+    const char *files[] = {"/proc/kcore", "/proc/kmsg", "/proc/keys", "/proc/timer_list",
+                           "/proc/timer_stats", "/proc/sched_debug", "/proc/latency_stats"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        if (lstat(files[i], &st) != 0) {
+            CHECK(errno == ENOENT, "lstat `%s`", files[i]);
+            continue;
+        }
+        CHECK(S_ISCHR(st.st_mode) && st.st_rdev == null.st_rdev, "`%s` is not masked", files[i]);
+        errno = 0;
+        int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+        CHECK(fd < 0, "masked `%s` opens", files[i]);
+        if (fd >= 0) close(fd);
+    }
+    const char *dirs[] = {"/proc/acpi", "/proc/scsi", "/proc/asound"};
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        if (lstat(dirs[i], &st) != 0) {
+            CHECK(errno == ENOENT, "lstat `%s`", dirs[i]);
+            continue;
+        }
+        CHECK(S_ISDIR(st.st_mode) && st.st_dev != proc.st_dev, "`%s` is not masked", dirs[i]);
+        DIR *d = opendir(dirs[i]);
+        int entries = 0;
+        for (struct dirent *e; d && (e = readdir(d));)
+            entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+        if (d) closedir(d);
+        CHECK(entries == 0, "masked `%s` has %d entries", dirs[i], entries);
+    }
+    /* What builds use still works. */
+    char buf[256];
+    CHECK(read_file("/proc/self/stat", buf, sizeof buf) > 0, "read /proc/self/stat");
+    CHECK(read_file("/proc/sys/kernel/ostype", buf, sizeof buf) > 0, "read a sysctl");
+    CHECK(read_file("/proc/cpuinfo", buf, sizeof buf) > 0, "read /proc/cpuinfo");
+}
+
+/* dev-nodes: the device nodes bound from the host cannot be changed (chmod, chown, utimes by
+ * path and by descriptor) but still work as devices. */
+static void check_dev_nodes(char **argv) {
+    (void)argv;
+    const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+                           "/dev/tty"};
+    struct timespec past[2] = {{.tv_sec = 1}, {.tv_sec = 1}};
+    for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++) {
+        const char *n = nodes[i];
+        struct stat st;
+        CHECK(lstat(n, &st) == 0 && S_ISCHR(st.st_mode), "`%s` is not a device", n);
+        errno = 0;
+        CHECK(chmod(n, 0777) == -1, "chmod 0777 `%s` succeeded", n);
+        errno = 0;
+        CHECK(chmod(n, st.st_mode & 07777) == -1, "chmod to its own mode `%s` succeeded", n);
+        errno = 0;
+        CHECK(chown(n, getuid(), getgid()) == -1, "chown `%s` succeeded", n);
+        errno = 0;
+        CHECK(utimensat(AT_FDCWD, n, NULL, 0) == -1, "touch `%s` succeeded", n);
+        errno = 0;
+        CHECK(utimensat(AT_FDCWD, n, past, 0) == -1, "utimes `%s` succeeded", n);
+        if (strcmp(n, "/dev/tty") == 0) continue; /* no controlling terminal to open */
+        int fd = open(n, O_RDWR | O_CLOEXEC);
+        CHECK(fd >= 0, "open `%s` read-write", n);
+        if (fd < 0) continue;
+        errno = 0;
+        CHECK(futimens(fd, NULL) == -1, "futimens `%s` succeeded", n);
+        errno = 0;
+        CHECK(fchmod(fd, 0777) == -1, "fchmod `%s` succeeded", n);
+        errno = 0;
+        CHECK(fchown(fd, getuid(), getgid()) == -1, "fchown `%s` succeeded", n);
+        close(fd);
+    }
+    char buf[8];
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && write(fd, "x", 1) == 1, "write /dev/null");
+    close(fd);
+    fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0 && read(fd, buf, 8) == 8, "read /dev/zero");
+    close(fd);
 }
 
 /* env NAME=VALUE...: the environment is exactly these. */
@@ -396,9 +642,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "caps")) check_caps(rest);
     else if (!strcmp(cmd, "chmod")) check_chmod(rest);
     else if (!strcmp(cmd, "xattr")) check_xattr(rest);
+    else if (!strcmp(cmd, "io-uring")) check_io_uring(rest);
     else if (!strcmp(cmd, "tiocsti")) check_tiocsti(rest);
     else if (!strcmp(cmd, "foreign-arch")) check_foreign_arch(rest);
     else if (!strcmp(cmd, "env")) check_env(rest);
+    else if (!strcmp(cmd, "proc")) check_proc(rest);
+    else if (!strcmp(cmd, "dev-nodes")) check_dev_nodes(rest);
     else if (!strcmp(cmd, "misc")) check_misc(rest);
     else if (!strcmp(cmd, "daemon")) daemonise(rest);
     else if (!strcmp(cmd, "exit")) return atoi(rest[0]);

@@ -2,15 +2,16 @@
 //! process (they need the network, which no sandbox has) and hands every other derivation to
 //! the inner executor (the sandbox, with an empty network namespace).
 //!
-//! A fetch's result is staged like any build output at its placeholder and added by the
-//! scheduler; since it holds no references and no placeholder, its store path is the
-//! content address the pin names. With a content-hash pin whose path is already valid,
-//! nothing is downloaded: the stored object is staged again.
+//! A fetch's result goes into the store here ([`Fetcher::fetch`]): it holds no references
+//! and no placeholder, so its store path is the content address of its content. The
+//! scheduler gets that path as an output already stored ([`StagedOutput::stored`]) and only
+//! registers the realisation. With a pin whose result the store holds (the content hash's
+//! path, or a file with the pinned sha256 fetched before), nothing is downloaded, copied
+//! or hashed.
 
 use super::{FetchError, FetchRequest, Fetcher};
 use crate::build::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
 use crate::store::local::error_chain;
-use crate::store::tree::{self, DumpOptions, RestoreOptions};
 
 /// Runs fetch derivations itself and everything else with `inner`.
 #[derive(Debug)]
@@ -64,55 +65,106 @@ impl<E: Executor> Executor for WithFetchers<E> {
 }
 
 impl<E> WithFetchers<E> {
+    /// Fetch `req` into the store ([`Fetcher::fetch`]: nothing is downloaded when the store
+    /// already holds the pinned result) and hand the stored path to the scheduler, which
+    /// registers it as the realisation with nothing copied or hashed again.
     async fn stage(&self, req: &FetchRequest, job: &Job) -> Result<Built, ExecError> {
-        let store_err = |e: crate::store::local::Error| ExecError::Setup {
+        let fetched = self.fetcher.fetch(req).await.map_err(|e| exec_error(&e))?;
+        let store = &self.fetcher.store;
+        // Kept from gc until the realisation is registered (dropped with the workspace).
+        let hold = store.hold(&fetched.path).map_err(|e| ExecError::Setup {
             message: error_chain(&e),
-        };
-        let tmp = self.fetcher.store.tmp_dir("fetch").map_err(store_err)?;
-        let stored = match req.expected_path() {
-            Some(path) if self.fetcher.store.is_valid(&path).map_err(store_err)? => Some(path),
-            _ => None,
-        };
-        let out = match stored {
-            Some(path) => {
-                let (from, to) = (self.fetcher.store.host_path(&path), tmp.path().join("out"));
-                let copied = to.clone();
-                tokio::task::spawn_blocking(move || {
-                    tree::copy(
-                        &from,
-                        &to,
-                        &DumpOptions::default(),
-                        RestoreOptions {
-                            read_only: false,
-                            fsync: false,
-                        },
-                    )
-                })
-                .await
-                .map_err(|e| ExecError::Setup {
-                    message: e.to_string(),
-                })?
-                .map_err(|e| ExecError::Setup {
-                    message: error_chain(&e),
-                })?;
-                copied
-            }
-            None => {
-                self.fetcher
-                    .fetch_to(req, tmp.path())
-                    .await
-                    .map_err(|e| exec_error(&e))?
-                    .path
-            }
-        };
+        })?;
         Ok(Built {
             outputs: vec![StagedOutput {
                 name: "out".to_owned(),
                 placeholder: job.drv.placeholder(job.build_key, "out"),
-                path: out,
-                scratch: Some(tmp.path().to_owned()),
+                path: store.host_path(&fetched.path),
+                scratch: None,
+                stored: Some(fetched.path),
             }],
-            workspace: Some(Box::new(tmp)),
+            workspace: Some(Box::new(hold)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::build::fake::FakeExecutor;
+    use crate::build::fetch::test_http::Server;
+    use crate::build::fetch::{FetchSpec, Pin};
+    use crate::build::{BuildStore, Cancel};
+    use crate::store::local::LocalStore;
+
+    #[test]
+    fn a_pinned_fetch_the_store_holds_is_registered_without_copying() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let server = Server::start();
+        server.file("/f.txt", "content\n");
+        let executor = WithFetchers {
+            inner: FakeExecutor::default(),
+            fetcher: Fetcher::new(store.clone()),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut req = FetchRequest {
+            spec: FetchSpec::Url {
+                url: server.url("/f.txt"),
+                unpack: None,
+            },
+            name: "f.txt".into(),
+            pin: Pin::default(),
+        };
+        let run = |req: &FetchRequest| {
+            let drv = req.to_derivation();
+            let job = Job {
+                drv_hash: drv.hash(),
+                build_key: drv.hash(),
+                drv: Arc::new(drv),
+                inputs: BTreeSet::new(),
+            };
+            let prepared = executor.prepare(&job).unwrap();
+            let built = rt
+                .block_on(executor.execute(job.clone(), prepared, Cancel::new()))
+                .unwrap();
+            let paths = store
+                .finish_build(
+                    job.build_key,
+                    job.drv_hash,
+                    &built.outputs,
+                    &job.inputs,
+                    true,
+                )
+                .unwrap();
+            (built, paths, job.build_key)
+        };
+        // First (unpinned): downloaded into the store and handed over as stored.
+        let (built, paths, _) = run(&req);
+        let path = built.outputs[0].stored.clone().unwrap();
+        assert_eq!(paths["out"], path);
+        assert_eq!(server.hits("/f.txt"), 1);
+        drop(built);
+        // The lock's pin is recorded: a new derivation, whose result the store holds. It is
+        // neither downloaded nor copied into a staging directory: the scheduler registers
+        // the stored path for the new build key.
+        req.pin.hash = Some(store.path_info(&path).unwrap().unwrap().archive_hash);
+        assert_eq!(req.expected_path(), Some(path.clone()));
+        let (built, paths, key) = run(&req);
+        assert_eq!(built.outputs[0].stored, Some(path.clone()));
+        assert_eq!(built.outputs[0].path, store.host_path(&path));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(paths["out"], path);
+        assert_eq!(store.realisation(key, "out").unwrap(), Some(path));
+        assert_eq!(server.hits("/f.txt"), 1);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Two builtin builders, named by a derivation's `builder`:
 //!
-//! - `builtin:fetch_url` — env `url` (http or https), optional `unpack` (a [`Format`] name:
+//! - `builtin:fetch_url` — env `url` (http, https or `mirror://NAME/path`, see [`mirror`]),
+//!   optional `unpack` (a [`Format`] name:
 //!   `tar.gz`, `tar.xz`, `tar.bz2`, `tar.zst`, `tar`, `zip`, `deb`), optional pins `hash`
 //!   and `sha256`;
 //! - `builtin:fetch_git` — env `url` (http(s), a local absolute path or `file://`), `rev` (a
@@ -46,8 +47,10 @@
 //!    (from [`Fetcher::records`], or from the store's realisation when it was cached) and
 //!    says so on stderr.
 
+pub mod apt;
 pub mod executor;
 pub mod git;
+pub mod mirror;
 pub mod unpack;
 pub mod url;
 
@@ -66,6 +69,7 @@ use crate::store::tree::TreeError;
 use crate::store::{Derivation, Hash, StorePath};
 
 pub use git::GitError;
+pub use mirror::{MirrorError, Mirrors};
 pub use unpack::{Format, UnpackError, UnpackLimits};
 pub use url::{DownloadError, DownloadOptions};
 
@@ -188,6 +192,15 @@ pub enum FetchError {
     Download(#[from] DownloadError),
     #[error(transparent)]
     Git(#[from] GitError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("cannot fetch `{url}` from any of its mirrors (from {origin}):{}", .tried.iter().map(|(u, e)| format!("\n  `{u}`: {}", e.replace('\n', "\n    "))).collect::<String>())]
+    Mirrors {
+        url: String,
+        origin: String,
+        /// Each URL tried and why it failed.
+        tried: Vec<(String, String)>,
+    },
     #[error("cannot unpack `{url}`")]
     Unpack { url: String, source: UnpackError },
     #[error(
@@ -219,6 +232,10 @@ impl FetchError {
         match self {
             FetchError::Download(e) => e.hint(),
             FetchError::Git(e) => e.hint(),
+            FetchError::Mirror(e) => e.hint(),
+            FetchError::Mirrors { .. } => Some(
+                "check that the mirrors are up and hold the file; a mirror that serves other content than the pin is skipped".into(),
+            ),
             FetchError::Mismatch { .. } => Some(
                 "if upstream really changed the content, update the pin (the `hash` argument, or delete the entry from `bramble.lock`); otherwise the download was tampered with or is corrupt".into(),
             ),
@@ -275,7 +292,9 @@ impl FetchRequest {
             .ok_or_else(|| bad("`url` is missing".into()))?
             .to_owned();
         let spec = if drv.builder == FETCH_URL {
-            url::check_url(&url)?;
+            if mirror::MirrorUrl::parse(&url)?.is_none() {
+                url::check_url(&url)?;
+            }
             let unpack = get("unpack")
                 .map(|u| {
                     Format::from_name(u).ok_or_else(|| {
@@ -340,6 +359,23 @@ impl FetchRequest {
         drv
     }
 
+    /// The key under which the store remembers the result of downloading a file with
+    /// sha256 `sha256` (unpacked as this request says, under its name): a realisation of
+    /// this key is the store path a `sha256` pin alone names, so a file already fetched
+    /// (from any URL) is not downloaded again. Derivation build keys are hashes of JSON
+    /// documents; this text is not one, so the two never meet.
+    pub fn sha256_key(&self, sha256: &[u8; 32]) -> Option<Hash> {
+        let FetchSpec::Url { unpack, .. } = &self.spec else {
+            return None;
+        };
+        Some(Hash::digest(format!(
+            "bramble fetched file sha256:{} unpack:{} name:{}",
+            sha256_hex(sha256),
+            unpack.map_or("none", Format::name),
+            self.name
+        )))
+    }
+
     /// The store path of the result, when the content hash is pinned.
     pub fn expected_path(&self) -> Option<StorePath> {
         self.pin
@@ -385,6 +421,8 @@ pub struct Fetcher {
     pub progress: Arc<dyn Progress>,
     /// Every fetch that ran (downloaded and verified), in completion order.
     pub records: Arc<std::sync::Mutex<Vec<FetchRecord>>>,
+    /// Where `mirror://` URLs are downloaded from.
+    pub mirrors: Arc<Mirrors>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -403,11 +441,14 @@ impl Fetcher {
             limits: UnpackLimits::default(),
             progress: Arc::new(NoProgress),
             records: Arc::default(),
+            mirrors: Arc::default(),
         }
     }
 
-    /// Fetch into the store. With a content-hash pin whose path is already valid, nothing is
-    /// downloaded. A result that does not match the pin is an error and nothing is stored.
+    /// Fetch into the store. With a content-hash pin whose path is already valid, or a
+    /// sha256 pin of a file the store already holds the result of
+    /// ([`FetchRequest::sha256_key`]), nothing is downloaded. A result that does not match
+    /// the pin is an error and nothing is stored.
     pub async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, FetchError> {
         let what = req.spec.to_string();
         let store_err = |source| FetchError::Store {
@@ -425,6 +466,19 @@ impl Fetcher {
                 downloaded: false,
             });
         }
+        if let Some(sha256) = &req.pin.sha256
+            && let Some(key) = req.sha256_key(sha256)
+            && let Some(path) = self.store.realisation(key, "out").map_err(store_err)?
+            && let Some(info) = self.store.path_info(&path).map_err(store_err)?
+            && req.pin.hash.is_none_or(|h| h == info.archive_hash)
+        {
+            return Ok(Fetched {
+                path,
+                hash: info.archive_hash,
+                sha256: Some(*sha256),
+                downloaded: false,
+            });
+        }
         let tmp = self.store.tmp_dir("fetch").map_err(store_err)?;
         let tree = self.fetch_to(req, tmp.path()).await?;
         let store = self.store.clone();
@@ -435,6 +489,13 @@ impl Fetcher {
             .map_err(|_| FetchError::Join { what: what.clone() })?
             .map_err(store_err)?;
         drop(tmp);
+        if let Some(sha256) = &tree.sha256
+            && let Some(key) = req.sha256_key(sha256)
+        {
+            self.store
+                .register_realisation(key, "out", &path)
+                .map_err(store_err)?;
+        }
         Ok(Fetched {
             path,
             hash: tree.hash,
@@ -443,54 +504,68 @@ impl Fetcher {
         })
     }
 
-    /// Fetch into `<dir>/out` (`dir` is an empty scratch directory the caller removes) and
-    /// check the pins. Nothing touches the store.
+    /// Fetch into a directory below `dir` (an empty scratch directory the caller removes)
+    /// and check the pins. Nothing touches the store. A `mirror://` URL is tried at each of
+    /// its mirrors in turn until one gives a result that matches the pins.
     pub async fn fetch_to(
         &self,
         req: &FetchRequest,
         dir: &Path,
     ) -> Result<FetchedTree, FetchError> {
-        let what = req.spec.to_string();
-        let out = dir.join("out");
-        let mut sha256 = None;
-        match &req.spec {
+        let tree = match &req.spec {
             FetchSpec::Url { url, unpack } => {
-                let file = dir.join("download");
-                let got = url::download(url, &file, &self.download, self.progress.as_ref()).await?;
-                sha256 = Some(got.sha256);
-                if let Some(expected) = req.pin.sha256
-                    && expected != got.sha256
-                {
-                    return Err(FetchError::Mismatch {
-                        what,
-                        kind: "sha256",
-                        expected: sha256_hex(&expected),
-                        actual: sha256_hex(&got.sha256),
-                    });
-                }
-                match unpack {
-                    None => std::fs::rename(&file, &out).map_err(|source| {
-                        FetchError::Download(DownloadError::Io {
-                            op: "rename",
-                            path: file.clone(),
-                            source,
-                        })
-                    })?,
-                    Some(format) => {
-                        let (format, limits, dest) = (*format, self.limits, out.clone());
-                        tokio::task::spawn_blocking(move || {
-                            unpack::unpack(&file, format, &dest, &limits)
-                        })
-                        .await
-                        .map_err(|_| FetchError::Join { what: what.clone() })?
-                        .map_err(|source| FetchError::Unpack {
-                            url: url.clone(),
-                            source,
+                if mirror::MirrorUrl::parse(url)?.is_none() {
+                    self.fetch_url_to(req, url, *unpack, dir).await?
+                } else {
+                    let resolved = self.mirrors.resolve(url)?;
+                    let mut tried = Vec::new();
+                    let mut found = None;
+                    for (i, candidate) in resolved.urls.iter().enumerate() {
+                        let attempt = dir.join(format!("mirror-{i}"));
+                        std::fs::create_dir(&attempt).map_err(|source| {
+                            FetchError::Download(DownloadError::Io {
+                                op: "create directory",
+                                path: attempt.clone(),
+                                source,
+                            })
                         })?;
+                        match self.fetch_url_to(req, candidate, *unpack, &attempt).await {
+                            Ok(tree) => {
+                                found = Some(tree);
+                                break;
+                            }
+                            Err(
+                                e @ (FetchError::Download(_)
+                                | FetchError::Mismatch { .. }
+                                | FetchError::Unpack { .. }),
+                            ) => {
+                                tracing::info!(
+                                    "fetching `{url}` from `{candidate}` failed: {}",
+                                    crate::store::local::error_chain(&e)
+                                );
+                                tried.push((
+                                    candidate.clone(),
+                                    crate::store::local::error_chain(&e),
+                                ));
+                                let _ = crate::store::tree::remove(&attempt);
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
+                    let name = mirror::MirrorUrl::parse(url)?.map_or("", |m| m.name);
+                    found.ok_or_else(|| FetchError::Mirrors {
+                        url: url.clone(),
+                        origin: resolved
+                            .origin
+                            .as_ref()
+                            .map_or_else(String::new, |o| o.describe(name)),
+                        tried,
+                    })?
                 }
             }
             FetchSpec::Git { url, rev } => {
+                let what = req.spec.to_string();
+                let out = dir.join("out");
                 let (url, rev, dest) = (url.clone(), rev.clone(), out.clone());
                 let scratch = dir.join("git");
                 std::fs::create_dir(&scratch).map_err(|source| GitError::Io {
@@ -505,8 +580,73 @@ impl Fetcher {
                 })
                 .await
                 .map_err(|_| FetchError::Join { what: what.clone() })??;
+                self.check_tree(req, out, None).await?
+            }
+        };
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FetchRecord {
+                spec: req.spec.clone(),
+                hash: tree.hash,
+                sha256: tree.sha256,
+            });
+        Ok(tree)
+    }
+
+    /// Download `url` (an http(s) URL: `req`'s own or one of its mirrors) into `<dir>/out`,
+    /// unpack it if asked and check the pins.
+    async fn fetch_url_to(
+        &self,
+        req: &FetchRequest,
+        url: &str,
+        unpack: Option<Format>,
+        dir: &Path,
+    ) -> Result<FetchedTree, FetchError> {
+        let what = req.spec.to_string();
+        let out = dir.join("out");
+        let file = dir.join("download");
+        let got = url::download(url, &file, &self.download, self.progress.as_ref()).await?;
+        if let Some(expected) = req.pin.sha256
+            && expected != got.sha256
+        {
+            return Err(FetchError::Mismatch {
+                what,
+                kind: "sha256",
+                expected: sha256_hex(&expected),
+                actual: sha256_hex(&got.sha256),
+            });
+        }
+        match unpack {
+            None => std::fs::rename(&file, &out).map_err(|source| {
+                FetchError::Download(DownloadError::Io {
+                    op: "rename",
+                    path: file.clone(),
+                    source,
+                })
+            })?,
+            Some(format) => {
+                let (limits, dest) = (self.limits, out.clone());
+                tokio::task::spawn_blocking(move || unpack::unpack(&file, format, &dest, &limits))
+                    .await
+                    .map_err(|_| FetchError::Join { what: what.clone() })?
+                    .map_err(|source| FetchError::Unpack {
+                        url: url.to_owned(),
+                        source,
+                    })?;
             }
         }
+        self.check_tree(req, out, Some(got.sha256)).await
+    }
+
+    /// Hash the fetched tree at `out` and check it against the content-hash pin.
+    async fn check_tree(
+        &self,
+        req: &FetchRequest,
+        out: PathBuf,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<FetchedTree, FetchError> {
+        let what = req.spec.to_string();
         let hashed = out.clone();
         let (hash, _) = tokio::task::spawn_blocking(move || hash_tree(&hashed))
             .await
@@ -525,14 +665,6 @@ impl Fetcher {
                 actual: hash.to_string(),
             });
         }
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(FetchRecord {
-                spec: req.spec.clone(),
-                hash,
-                sha256,
-            });
         Ok(FetchedTree {
             path: out,
             hash,

@@ -280,3 +280,168 @@ fn pins_parse() {
     assert!(Pin::parse("sha256:abc").is_err());
     assert!(Pin::parse("nonsense").is_err());
 }
+
+fn dead_url() -> String {
+    // Bind and drop: nothing listens on that port afterwards.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/dead")
+}
+
+fn env_with_mirror(name: &str, bases: Vec<String>) -> Env {
+    let mut env = Env::new();
+    env.fetcher.download.retries = 0;
+    env.fetcher.mirrors = Arc::new(Mirrors::new(
+        vec![mirror::Layer {
+            origin: mirror::Origin::Env,
+            table: BTreeMap::from([(name.to_owned(), bases)]),
+        }],
+        None,
+    ));
+    env
+}
+
+#[test]
+fn mirror_urls_try_each_mirror_until_one_matches_the_pin() {
+    let server = Server::start();
+    let archive = targz(&[("pkg/file", b"from the mirror\n")]);
+    let sha: [u8; 32] = Sha256::digest(&archive).into();
+    // A dead mirror, one without the file (404), one serving other bytes, then the good one.
+    server.file(
+        "/other/pool/p.tar.gz",
+        targz(&[("pkg/file", b"tampered\n")]),
+    );
+    server.file("/good/pool/p.tar.gz", archive);
+    let env = env_with_mirror(
+        "test-archive",
+        vec![
+            dead_url(),
+            server.url("/empty"),
+            server.url("/other/"),
+            server.url("/good"),
+        ],
+    );
+    let req = FetchRequest {
+        spec: FetchSpec::Url {
+            url: "mirror://test-archive/pool/p.tar.gz".into(),
+            unpack: Some(Format::TarGz),
+        },
+        name: "p".into(),
+        pin: Pin {
+            hash: None,
+            sha256: Some(sha),
+        },
+    };
+    let got = env.fetch(&req).unwrap();
+    let file = env.fetcher.store.host_path(&got.path).join("pkg/file");
+    assert_eq!(std::fs::read(file).unwrap(), b"from the mirror\n");
+    assert_eq!(server.hits("/empty/pool/p.tar.gz"), 1);
+    assert_eq!(server.hits("/other/pool/p.tar.gz"), 1);
+    assert_eq!(server.hits("/good/pool/p.tar.gz"), 1);
+    // The record (what bramble.lock gets) keeps the mirror URL.
+    let records = env.fetcher.records.lock().unwrap().clone();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].spec, req.spec);
+    assert_eq!(env.stored(), (1, 0));
+}
+
+#[test]
+fn a_mirror_url_failing_everywhere_names_every_url_tried() {
+    let server = Server::start();
+    let dead = dead_url();
+    let env = env_with_mirror("m", vec![dead.clone(), server.url("/a")]);
+    let err = env
+        .fetch(&url_req("mirror://m/x/y.txt".into(), None, Pin::default()))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "cannot fetch `mirror://m/x/y.txt` from any of its mirrors (from `BRAMBLE_MIRROR_M`):"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n  `{dead}/x/y.txt`: cannot download")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "\n  `{}`: cannot download `{}`: the server answered 404",
+            server.url("/a/x/y.txt"),
+            server.url("/a/x/y.txt")
+        )),
+        "{text}"
+    );
+    assert!(err.hint().is_some());
+    assert_eq!(env.stored(), (0, 0));
+    // A name nobody configured is an error before any download.
+    let err = env
+        .fetch(&url_req("mirror://nowhere/x".into(), None, Pin::default()))
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::Mirror(MirrorError::Unconfigured { .. })),
+        "{err}"
+    );
+    // A fetch derivation accepts mirror URLs and checks them.
+    let drv = url_req("mirror://m/x".into(), None, Pin::default()).to_derivation();
+    assert!(FetchRequest::from_derivation(&drv).unwrap().is_some());
+    let drv = url_req("mirror://M/x".into(), None, Pin::default()).to_derivation();
+    assert!(matches!(
+        FetchRequest::from_derivation(&drv),
+        Err(FetchError::Mirror(MirrorError::BadUrl { .. }))
+    ));
+}
+
+#[test]
+fn a_sha256_pin_of_a_file_already_fetched_downloads_nothing() {
+    let env = Env::new();
+    let server = Server::start();
+    server.file("/a/pkg.tar.gz", targz(&[("f", b"same bytes\n")]));
+    server.file("/b/pkg.tar.gz", targz(&[("f", b"same bytes\n")]));
+    let sha: [u8; 32] = Sha256::digest(targz(&[("f", b"same bytes\n")])).into();
+    let pin = Pin {
+        hash: None,
+        sha256: Some(sha),
+    };
+    let first = env
+        .fetch(&url_req(
+            server.url("/a/pkg.tar.gz"),
+            Some(Format::TarGz),
+            pin,
+        ))
+        .unwrap();
+    assert!(first.downloaded);
+    // The same file pinned by its sha256 alone, from another URL (another mirror, another
+    // project's copy of a .bramble file): the store's result is used as it is.
+    let again = env
+        .fetch(&url_req(
+            server.url("/b/pkg.tar.gz"),
+            Some(Format::TarGz),
+            pin,
+        ))
+        .unwrap();
+    assert!(!again.downloaded);
+    assert_eq!(again.path, first.path);
+    assert_eq!(again.hash, first.hash);
+    assert_eq!(server.hits("/a/pkg.tar.gz"), 1);
+    assert_eq!(server.hits("/b/pkg.tar.gz"), 0);
+    // Unpacked differently, or under another name, it is another result: downloaded.
+    let raw = env
+        .fetch(&url_req(server.url("/b/pkg.tar.gz"), None, pin))
+        .unwrap();
+    assert!(raw.downloaded);
+    assert_eq!(server.hits("/b/pkg.tar.gz"), 1);
+    // Without a sha256 pin nothing can be looked up: downloaded.
+    let unpinned = env
+        .fetch(&url_req(
+            server.url("/a/pkg.tar.gz"),
+            Some(Format::TarGz),
+            Pin::default(),
+        ))
+        .unwrap();
+    assert!(unpinned.downloaded);
+    assert_eq!(unpinned.path, first.path);
+}

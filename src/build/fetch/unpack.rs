@@ -95,7 +95,7 @@ impl Format {
     pub fn guess(name: &str) -> Option<Format> {
         let name = name.split(['?', '#']).next().unwrap_or(name);
         let lower = name.to_ascii_lowercase();
-        let table: [(&str, Format); 13] = [
+        let table: [(&str, Format); 14] = [
             (".tar.gz", Format::TarGz),
             (".tgz", Format::TarGz),
             (".tar.xz", Format::TarXz),
@@ -109,6 +109,8 @@ impl Format {
             (".zip", Format::Zip),
             (".deb", Format::Deb),
             (".udeb", Format::Deb),
+            // A Rust crate as the registries serve it.
+            (".crate", Format::TarGz),
         ];
         table
             .into_iter()

@@ -91,7 +91,9 @@ pub(super) fn now() -> i64 {
 impl Db {
     /// Open (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, Error> {
-        let conn = Connection::open(path).map_err(db_err("open", path))?;
+        // Never through a symlink (the home was checked; this is the second lock).
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags).map_err(db_err("open", path))?;
         conn.busy_timeout(Duration::from_secs(120))
             .map_err(db_err("configure", path))?;
         let version: i64 = conn
@@ -355,6 +357,15 @@ impl Db {
         }
     }
 
+    /// Whether any path is registered.
+    pub fn has_paths(&self) -> Result<bool, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM valid_paths LIMIT 1")
+            .map_err(db_err("query", &self.path))?;
+        stmt.exists([]).map_err(db_err("query", &self.path))
+    }
+
     /// Every valid path.
     pub fn all_paths(&self) -> Result<Vec<StorePath>, Error> {
         let mut stmt = self
@@ -419,27 +430,7 @@ impl Db {
         tx.commit().map_err(db_err("commit to", &path))
     }
 
-    pub fn realisation(&self, build_key: Hash, output: &str) -> Result<Option<StorePath>, Error> {
-        let text: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT v.path FROM realisations r JOIN valid_paths v ON v.id = r.path
-                 WHERE r.build_key = ?1 AND r.output = ?2",
-                params![build_key.to_string(), output],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err("query", &self.path))?;
-        text.map(|t| {
-            t.parse().map_err(|_| Error::CorruptDatabase {
-                path: self.path.clone(),
-                detail: format!("bad store path `{t}`"),
-            })
-        })
-        .transpose()
-    }
-
-    /// Many [`Db::realisation`] lookups in one read transaction with one prepared
+    /// Realisation lookups (a realisation known and still valid, else `None`) in one read transaction with one prepared
     /// statement (a no-op build looks up every derivation of the graph).
     pub fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, Error> {
         let tx = self

@@ -4,7 +4,8 @@
 //! Roots are: the symlinks under `<home>/gcroots/` (recursively), each followed through up
 //! to 16 links until it lands in the store (so a root may point at a project's `result`
 //! link); the explicit roots given to [`LocalStore::gc`]; and every path whose lock is held
-//! by some process (being built, added or pinned with [`LocalStore::hold`]). Everything in
+//! by some process (being built, added or pinned with [`LocalStore::hold`]); and the
+//! temporary roots of other live bramble processes (see `temproots`). Everything in
 //! their closure lives; the rest is deleted, each path while holding its lock. Unregistered
 //! entries of `store/` and temp directories whose lock is free are crash leftovers and are
 //! removed too. A root symlink whose chain ends at a missing file is stale and is removed.
@@ -216,6 +217,8 @@ impl LocalStore {
     /// Delete every store path no root reaches, plus crash leftovers.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, Error> {
         let _gc = self.gc_lock(LockMode::Exclusive)?;
+        // Every object would look like a crash leftover: refuse (see `repair`).
+        self.refuse_if_database_lost()?;
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()
@@ -248,6 +251,12 @@ impl LocalStore {
                 }
             }
         }
+        // Paths other live processes use (their temporary roots).
+        roots.extend(super::temproots::live_roots(
+            &self.home.join("temproots"),
+            &self.temp_roots,
+            options.dry_run,
+        )?);
         // Paths in use: their lock is held by someone.
         let valid: Vec<StorePath> = self.db().all_paths()?;
         let by_hash: std::collections::HashMap<Hash, StorePath> =

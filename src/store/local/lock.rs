@@ -172,7 +172,10 @@ impl TempDir {
                 continue;
             };
             let path = tmp_root.join(&name);
-            match std::fs::create_dir(&path) {
+            // Private: a build's or an add's work is nobody else's business.
+            match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&path)
+            {
                 Ok(()) => {
                     return Ok(TempDir {
                         path,

@@ -9,7 +9,12 @@
 //! <home>/gcroots/              symlinks to store paths (or to links that point at them)
 //! <home>/tmp/                  temporary directories (same file system: rename is atomic)
 //! <home>/locks/                `<hash>.lock`, `gc.lock`, `tmp-<name>.lock`
+//! <home>/temproots/            one file per live process: the paths it uses
 //! ```
+//!
+//! The home and everything in it belong to the user running bramble: anything else, or a
+//! symlink where a file or directory belongs, is refused (see `home`); the database and
+//! the directories other than `store/` are private (0600/0700).
 //!
 //! `<home>` is `$BRAMBLE_HOME`, else `$XDG_DATA_HOME/bramble`, else
 //! `~/.local/share/bramble`. There is no daemon: every bramble process opens the store
@@ -46,7 +51,10 @@
 
 mod db;
 mod gc;
+mod home;
 mod lock;
+mod repair;
+mod temproots;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -57,6 +65,7 @@ use sha2::{Digest, Sha256};
 
 pub use gc::{GcOptions, GcReport, VerifyOptions, VerifyProblem, VerifyReport};
 pub use lock::{KeyLock, PathLock, TempDir};
+pub use repair::RebuildReport;
 
 use self::db::Db;
 use self::lock::LockMode;
@@ -91,6 +100,16 @@ pub enum Error {
     },
     #[error("the store database `{path}` is corrupt: {detail}")]
     CorruptDatabase { path: PathBuf, detail: String },
+    #[error(
+        "the store database `{db}` registers no paths, but `{store}` holds {objects} objects: the database was emptied or lost"
+    )]
+    DatabaseLost {
+        db: PathBuf,
+        store: PathBuf,
+        objects: usize,
+    },
+    #[error("refusing to use `{path}` in the store's home: {reason}")]
+    UntrustedHome { path: PathBuf, reason: String },
     #[error("cannot find the store's home: neither BRAMBLE_HOME, XDG_DATA_HOME nor HOME is set")]
     NoHome,
     #[error(transparent)]
@@ -243,6 +262,8 @@ pub struct LocalStore {
     home: PathBuf,
     store_dir: PathBuf,
     db: Mutex<Db>,
+    /// The paths this process uses, kept from `gc` while it lives (see [`temproots`]).
+    temp_roots: temproots::TempRoots,
 }
 
 /// The default home: `$BRAMBLE_HOME`, else `$XDG_DATA_HOME/bramble`, else
@@ -280,14 +301,13 @@ pub fn hash_tree(path: &Path) -> Result<(Hash, u64), TreeError> {
 impl LocalStore {
     /// Open the store at `home`, creating its layout and database if needed.
     pub fn open(home: &Path) -> Result<LocalStore, Error> {
-        for dir in ["", "store", "gcroots", "tmp", "locks"] {
-            let d = home.join(dir);
-            std::fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
-        }
-        let home = std::fs::canonicalize(home).map_err(io_err("resolve", home))?;
+        let home = home::create(home)?;
+        // Everything in it must be the caller's, with no symlink planted (see `home`).
+        home::prepare(&home)?;
         let db = Db::open(&home.join("db.sqlite"))?;
         Ok(LocalStore {
             store_dir: home.join("store"),
+            temp_roots: temproots::TempRoots::new(home.join("temproots")),
             home,
             db: Mutex::new(db),
         })
@@ -413,12 +433,13 @@ impl LocalStore {
         }
         let (digest, _) = hash_tree(src)?;
         let path = content_address(name, digest, false, &BTreeSet::new())?;
-        if self.is_valid(&path)? {
+        if self.keep_valid(&path)? {
             return Ok(path);
         }
         let _gc = self.gc_lock(LockMode::Shared)?;
         let _lock = self.lock(&path)?;
         if self.is_valid(&path)? {
+            self.temp_roots.record([&path])?;
             return Ok(path);
         }
         let tmp = self.tmp_dir("add")?;
@@ -451,13 +472,15 @@ impl LocalStore {
         let _gc = self.gc_lock(LockMode::Shared)?;
         let _lock = self.lock(&path)?;
         if self.is_valid(&path)? {
+            self.temp_roots.record([&path])?;
             return Ok(path);
         }
         self.install_source(&staged, path, archive_hash, archive_size)
     }
 
-    /// Install a staged source object: no references, no deriver. The caller holds the
-    /// path's lock and has checked that it is not valid yet.
+    /// Install a staged source object: no references, no deriver, kept as a temporary root.
+    /// The caller holds the path's lock and a shared gc lock, and has checked that it is
+    /// not valid yet.
     fn install_source(
         &self,
         staged: &Path,
@@ -476,6 +499,7 @@ impl LocalStore {
                 registered_at: db::now(),
             },
         )?;
+        self.temp_roots.record([&path])?;
         Ok(path)
     }
 
@@ -553,6 +577,8 @@ impl LocalStore {
             None if !infos.is_empty() => self.db().register_all(&infos, None, &[])?,
             None => {}
         }
+        // Kept from gc until this process ends (until a result link or root holds them).
+        self.temp_roots.record(&paths)?;
         drop(locks);
         Ok(paths)
     }
@@ -698,15 +724,33 @@ impl LocalStore {
         Ok(())
     }
 
-    /// The path built for `(build_key, output)`, if it is known and still valid.
+    /// The path built for `(build_key, output)`, if it is known and still valid; a path
+    /// found is kept from gc until this process ends (a temporary root), as a build about
+    /// to use it as an input needs.
     pub fn realisation(&self, build_key: Hash, output: &str) -> Result<Option<StorePath>, Error> {
-        self.db().realisation(build_key, output)
+        Ok(self.realisations(&[(build_key, output)])?.pop().flatten())
     }
 
     /// [`LocalStore::realisation`] for many `(build_key, output)` pairs at once, in one
     /// read transaction; the results are in the order asked.
     pub fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, Error> {
-        self.db().realisations(wanted)
+        // Looked up and recorded under the shared gc lock: a gc cannot run in between.
+        let _gc = self.gc_lock(LockMode::Shared)?;
+        let found = self.db().realisations(wanted)?;
+        self.temp_roots.record(found.iter().flatten())?;
+        Ok(found)
+    }
+
+    /// Whether `path` is valid; if it is, it is kept from gc until this process ends (a
+    /// temporary root). For a path about to be used, where [`LocalStore::is_valid`] would
+    /// leave a gc free to delete it right after the answer.
+    pub fn keep_valid(&self, path: &StorePath) -> Result<bool, Error> {
+        let _gc = self.gc_lock(LockMode::Shared)?;
+        let valid = self.is_valid(path)?;
+        if valid {
+            self.temp_roots.record([path])?;
+        }
+        Ok(valid)
     }
 
     /// Record that building `build_key` gave `path` for `output` (`path` must be valid).
@@ -766,10 +810,7 @@ impl LocalStore {
     }
 
     fn replace_root_link(&self, root: &Path, target: &Path) -> Result<PathBuf, Error> {
-        let tmp = root.with_extension("new");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create gc root", &tmp))?;
-        std::fs::rename(&tmp, root).map_err(io_err("create gc root", root))?;
+        replace_symlink(target, root).map_err(io_err("create gc root", root))?;
         Ok(root.to_owned())
     }
 
@@ -781,6 +822,40 @@ impl LocalStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &root)(e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Point the symlink `link` at `target` atomically, replacing whatever symlink (or file) is
+/// there: a fresh link under a name of this process's own next to `link` (`symlink(2)`
+/// never follows or replaces anything), renamed over `link`. Several processes making the
+/// same link at once all succeed; the last rename wins.
+pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = link
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".tmp-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = link.with_file_name(tmp_name);
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        return std::fs::rename(&tmp, link).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        });
     }
 }
 

@@ -123,8 +123,12 @@ pub struct Project {
 
 impl Project {
     pub fn new(package: &str, module: &str) -> Project {
+        Project::with(Bramble::new(), package, module)
+    }
+
+    /// [`Project::new`] run by `bramble` (e.g. [`Bramble::as_root`]).
+    pub fn with(bramble: Bramble, package: &str, module: &str) -> Project {
         busybox_present();
-        let bramble = Bramble::new();
         let dir = bramble.tempdir();
         std::fs::write(
             dir.path().join("bramble.toml"),

@@ -8,10 +8,12 @@
 //!   temp dir (a checkout under `/root` is not reachable by uid 65534).
 //! - **Where**: a private `BRAMBLE_HOME` in a temp dir owned by that user, and working
 //!   directories made with [`Bramble::tempdir`] (world-readable, owned by that user).
-//! - **Environment**: cleared, then `PATH`, `HOME` (the private temp dir), `NO_COLOR=1`,
-//!   `BRAMBLE_HOME`, `BRAMBLE_LIB`, `BRAMBLE_SANDBOX` and `BRAMBLE_FETCH_RETRIES=0`
-//!   (downloads are not retried). So no `CI` (unpinned fetches are recorded, not refused), no
-//!   `BRAMBLE_LOG`/`RUST_LOG`, no user configuration of whoever runs the tests.
+//! - **Environment**: cleared, then `PATH`, `HOME` (the private temp dir, so the user config
+//!   is read from there), `NO_COLOR=1`, `BRAMBLE_HOME`, `BRAMBLE_LIB`, `BRAMBLE_SANDBOX`,
+//!   `BRAMBLE_APT_ROOT` (an empty dir: the machine's apt sources are never read) and
+//!   `BRAMBLE_FETCH_RETRIES=0` (downloads are not retried). So no `CI` (unpinned fetches are
+//!   recorded, not refused), no `BRAMBLE_LOG`/`RUST_LOG`, no `BRAMBLE_MIRROR_*`, no
+//!   configuration of whoever runs the tests.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ struct Install {
     bramble: PathBuf,
     sandbox: PathBuf,
     lib: PathBuf,
+    /// An empty root for apt sources: the machine's are never read.
+    apt: PathBuf,
 }
 
 static INSTALL: Mutex<Weak<Install>> = Mutex::new(Weak::new());
@@ -62,11 +66,15 @@ fn install() -> Arc<Install> {
     place(&helper, &sandbox);
     let lib = dir.path().join("lib");
     copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("lib"), &lib);
+    let apt = dir.path().join("apt");
+    std::fs::create_dir(&apt).unwrap();
+    chmod(&apt, 0o755);
     let install = Arc::new(Install {
         _dir: dir,
         bramble,
         sandbox,
         lib,
+        apt,
     });
     *shared = Arc::downgrade(&install);
     install
@@ -267,6 +275,7 @@ impl Bramble {
             .env("NO_COLOR", "1")
             .env("BRAMBLE_LIB", &install.lib)
             .env("BRAMBLE_SANDBOX", &install.sandbox)
+            .env("BRAMBLE_APT_ROOT", &install.apt)
             .env("BRAMBLE_FETCH_RETRIES", "0")
             .stdin(Stdio::null());
         match &self.home {

@@ -487,6 +487,11 @@ fn formats_are_guessed_from_names() {
     assert_eq!(Format::guess("busybox_1.35_amd64.deb"), Some(Format::Deb));
     assert_eq!(Format::guess("a.tar.zst"), Some(Format::TarZst));
     assert_eq!(Format::guess("a.zip"), Some(Format::Zip));
+    // A crate from a registry is a gzipped tar (regression: `unpack = True` refused it).
+    assert_eq!(
+        Format::guess("mirror://crates/ring/ring-0.17.14.crate"),
+        Some(Format::TarGz)
+    );
     assert_eq!(Format::guess("a.txt"), None);
     for f in Format::ALL {
         assert_eq!(Format::from_name(f.name()), Some(f));

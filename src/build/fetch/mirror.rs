@@ -1,0 +1,431 @@
+//! `mirror://NAME/path` URLs (as Nix's `mirror://`): package registries and distribution
+//! archives are named, never written by host, so derivations and `bramble.lock` hold the same
+//! URL on every machine and a pin does not depend on where a file was downloaded from.
+//!
+//! The base URLs of a name come from configuration. The first of these that names the
+//! mirror gives its whole list (later ones are not appended, so a test or a user can always
+//! replace the defaults):
+//!
+//! 1. the environment: `BRAMBLE_MIRROR_<NAME>` ([`crate::env::mirror_var`]: upper case,
+//!    `-` as `_`), several base URLs separated by whitespace;
+//! 2. the project's `bramble.toml`, table `[mirrors]`;
+//! 3. the user's config file, `$XDG_CONFIG_HOME/bramble/config.toml` (default
+//!    `~/.config/bramble/config.toml`), table `[mirrors]` ([`crate::config`]);
+//! 4. for `debian` and `debian-security` only, the machine's apt sources ([`super::apt`]).
+//!
+//! In both tables a mirror is `name = "url"` or `name = ["url", ...]`. `mirror://NAME/a/b`
+//! becomes `<base>/a/b` for each base URL, tried in order: a download that fails (a 404, a
+//! connection error) or a result that does not match its pin moves on to the next, and when
+//! all fail the error names every URL tried.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The scheme of mirror URLs.
+pub const SCHEME: &str = "mirror://";
+
+/// A parsed `mirror://NAME/path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorUrl<'a> {
+    pub name: &'a str,
+    /// Everything after `NAME/` (never empty, no leading `/`).
+    pub path: &'a str,
+}
+
+impl<'a> MirrorUrl<'a> {
+    /// Parse `url` if it is a mirror URL: `Ok(None)` for any other scheme.
+    pub fn parse(url: &'a str) -> Result<Option<MirrorUrl<'a>>, MirrorError> {
+        let Some(rest) = url.strip_prefix(SCHEME) else {
+            return Ok(None);
+        };
+        let bad = |reason: &str| MirrorError::BadUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (name, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("expected `mirror://NAME/path`"))?;
+        check_name(name).map_err(|reason| bad(&reason))?;
+        let path = path.trim_start_matches('/');
+        if path.is_empty() {
+            return Err(bad("the path after the mirror's name is empty"));
+        }
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("the path contains white space"));
+        }
+        Ok(Some(MirrorUrl { name, path }))
+    }
+}
+
+/// A mirror name: lower-case letters, digits and `-`, starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a mirror name (lower-case letters, digits and `-`)"
+        ))
+    }
+}
+
+/// Where a mirror's base URLs were configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `BRAMBLE_MIRROR_<NAME>`.
+    Env,
+    /// The `[mirrors]` table of this `bramble.toml`.
+    Project(PathBuf),
+    /// The `[mirrors]` table of this user config file.
+    User(PathBuf),
+    /// The apt sources below this root directory.
+    Apt(PathBuf),
+}
+
+impl Origin {
+    /// Where to look, for messages (`` `BRAMBLE_MIRROR_DEBIAN` ``, `` `[mirrors]` of `…` ``).
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            Origin::Env => format!("`{}`", crate::env::mirror_var(name)),
+            Origin::Project(p) | Origin::User(p) => {
+                format!("`[mirrors]` of `{}`", p.display())
+            }
+            Origin::Apt(root) => format!("the apt sources of `{}`", root.join("etc/apt").display()),
+        }
+    }
+}
+
+/// One configuration source: mirror name → base URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub origin: Origin,
+    pub table: BTreeMap<String, Vec<String>>,
+}
+
+impl Layer {
+    /// The `BRAMBLE_MIRROR_<NAME>` variables among `vars` (values split at white space).
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Layer {
+        let mut table = BTreeMap::new();
+        for (key, value) in vars {
+            let Some(upper) = key.strip_prefix(crate::env::BRAMBLE_MIRROR_PREFIX) else {
+                continue;
+            };
+            let name = upper.to_ascii_lowercase().replace('_', "-");
+            if check_name(&name).is_err() {
+                continue;
+            }
+            let urls: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
+            if !urls.is_empty() {
+                table.insert(name, urls);
+            }
+        }
+        Layer {
+            origin: Origin::Env,
+            table,
+        }
+    }
+}
+
+/// The mirror configuration of one bramble run: layers in precedence order, then (for the
+/// Debian names) the apt sources, read the first time they are needed.
+#[derive(Debug, Default)]
+pub struct Mirrors {
+    layers: Vec<Layer>,
+    /// The root directory whose `etc/apt` is read; `None`: apt sources are not used.
+    apt_root: Option<PathBuf>,
+    apt: OnceLock<super::apt::AptMirrors>,
+    /// The user's config file, for hints (read or not).
+    user_config: Option<PathBuf>,
+}
+
+/// The base URLs of one mirror and where they were configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Full URLs of the file, one per base URL, in the order to try them.
+    pub urls: Vec<String>,
+    /// Where the base URLs were configured (`None`: not a mirror URL).
+    pub origin: Option<Origin>,
+}
+
+impl Mirrors {
+    /// `layers` in precedence order (environment, project, user); `apt_root` for the
+    /// defaults of `debian` and `debian-security`.
+    pub fn new(layers: Vec<Layer>, apt_root: Option<PathBuf>) -> Mirrors {
+        Mirrors {
+            layers,
+            apt_root,
+            apt: OnceLock::new(),
+            user_config: None,
+        }
+    }
+
+    /// Name `path` as the user's config file in hints.
+    pub fn with_user_config_path(mut self, path: Option<PathBuf>) -> Mirrors {
+        self.user_config = path;
+        self
+    }
+
+    /// The same configuration with `layer` inserted after the layers that take precedence
+    /// over its origin (the project's table goes after the environment, before the user's).
+    pub fn with_layer(&self, layer: Layer) -> Mirrors {
+        let rank = |o: &Origin| match o {
+            Origin::Env => 0,
+            Origin::Project(_) => 1,
+            Origin::User(_) => 2,
+            Origin::Apt(_) => 3,
+        };
+        let mut layers = self.layers.clone();
+        let at = layers
+            .iter()
+            .position(|l| rank(&l.origin) > rank(&layer.origin))
+            .unwrap_or(layers.len());
+        layers.insert(at, layer);
+        Mirrors::new(layers, self.apt_root.clone()).with_user_config_path(self.user_config.clone())
+    }
+
+    /// The URLs to try for `url`: itself when it is not a mirror URL.
+    pub fn resolve(&self, url: &str) -> Result<Resolved, MirrorError> {
+        let Some(mirror) = MirrorUrl::parse(url)? else {
+            return Ok(Resolved {
+                urls: vec![url.to_owned()],
+                origin: None,
+            });
+        };
+        let (bases, origin) = self
+            .bases(mirror.name)
+            .ok_or_else(|| MirrorError::Unconfigured {
+                url: url.to_owned(),
+                name: mirror.name.to_owned(),
+                user_config: self.user_config.clone(),
+                apt: self
+                    .apt_root
+                    .as_ref()
+                    .filter(|_| super::apt::is_debian_name(mirror.name))
+                    .map(|root| root.join("etc/apt")),
+            })?;
+        let mut urls = Vec::with_capacity(bases.len());
+        for base in bases {
+            let joined = format!("{}/{}", base.trim_end_matches('/'), mirror.path);
+            super::url::check_url(&joined).map_err(|e| MirrorError::BadBase {
+                name: mirror.name.to_owned(),
+                base: base.clone(),
+                origin: origin.describe(mirror.name),
+                reason: crate::store::local::error_chain(&e),
+            })?;
+            urls.push(joined);
+        }
+        Ok(Resolved {
+            urls,
+            origin: Some(origin),
+        })
+    }
+
+    fn bases(&self, name: &str) -> Option<(Vec<String>, Origin)> {
+        for layer in &self.layers {
+            if let Some(urls) = layer.table.get(name).filter(|u| !u.is_empty()) {
+                return Some((urls.clone(), layer.origin.clone()));
+            }
+        }
+        let root = self.apt_root.as_ref()?;
+        let apt = self.apt.get_or_init(|| super::apt::AptMirrors::read(root));
+        let urls = apt.get(name).filter(|u| !u.is_empty())?;
+        Some((urls.to_vec(), Origin::Apt(root.clone())))
+    }
+}
+
+/// Why a mirror URL cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("`{url}` is not a valid mirror URL: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot fetch `{url}`: the mirror `{name}` is not configured")]
+    Unconfigured {
+        url: String,
+        name: String,
+        /// The user's config file.
+        user_config: Option<PathBuf>,
+        /// The apt directory that was searched (Debian names only).
+        apt: Option<PathBuf>,
+    },
+    #[error("the base URL `{base}` of mirror `{name}` (from {origin}) is not valid: {reason}")]
+    BadBase {
+        name: String,
+        base: String,
+        origin: String,
+        reason: String,
+    },
+}
+
+impl MirrorError {
+    /// Where to configure the mirror.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            MirrorError::Unconfigured {
+                name,
+                apt,
+                user_config,
+                ..
+            } => {
+                let user = user_config.as_ref().map_or_else(
+                    || "$XDG_CONFIG_HOME/bramble/config.toml".to_owned(),
+                    |p| p.display().to_string(),
+                );
+                let mut hint = format!(
+                    "give its base URL in the environment variable `{}` (several separated by spaces), or in the `[mirrors]` table of the project's `bramble.toml` or of `{user}`: `{name} = \"https://...\"`",
+                    crate::env::mirror_var(name),
+                );
+                if let Some(apt) = apt {
+                    hint.push_str(&format!(
+                        "; no Debian entry was found in the apt sources of `{}`",
+                        apt.display()
+                    ));
+                }
+                Some(hint)
+            }
+            MirrorError::BadBase { .. } => {
+                Some("a mirror's base URL is an http or https URL".into())
+            }
+            MirrorError::BadUrl { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(origin: Origin, entries: &[(&str, &[&str])]) -> Layer {
+        Layer {
+            origin,
+            table: entries
+                .iter()
+                .map(|(n, u)| ((*n).to_owned(), u.iter().map(|s| (*s).to_owned()).collect()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parses_mirror_urls() {
+        assert_eq!(MirrorUrl::parse("https://x/y").unwrap(), None);
+        assert_eq!(
+            MirrorUrl::parse("mirror://debian/pool/main/b/x.deb").unwrap(),
+            Some(MirrorUrl {
+                name: "debian",
+                path: "pool/main/b/x.deb"
+            })
+        );
+        for bad in [
+            "mirror://debian",
+            "mirror://debian/",
+            "mirror://Debian/x",
+            "mirror:///x",
+            "mirror://de_bian/x",
+            "mirror://-x/y",
+            "mirror://debian/a b",
+        ] {
+            assert!(
+                matches!(MirrorUrl::parse(bad), Err(MirrorError::BadUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_names_map_to_mirror_names() {
+        let l = Layer::from_env([
+            (
+                "BRAMBLE_MIRROR_DEBIAN_SECURITY".to_owned(),
+                " http://a/x  http://b/y ".to_owned(),
+            ),
+            ("BRAMBLE_MIRROR_EMPTY".to_owned(), "  ".to_owned()),
+            ("BRAMBLE_HOME".to_owned(), "/h".to_owned()),
+            ("BRAMBLE_MIRROR_".to_owned(), "http://c".to_owned()),
+        ]);
+        assert_eq!(
+            l.table,
+            BTreeMap::from([(
+                "debian-security".to_owned(),
+                vec!["http://a/x".to_owned(), "http://b/y".to_owned()]
+            )])
+        );
+        assert_eq!(
+            crate::env::mirror_var("debian-security"),
+            "BRAMBLE_MIRROR_DEBIAN_SECURITY"
+        );
+    }
+
+    #[test]
+    fn the_first_layer_naming_a_mirror_wins_and_bases_are_joined() {
+        let m = Mirrors::new(
+            vec![
+                layer(Origin::Env, &[("a", &["http://env/base/", "https://env2"])]),
+                layer(
+                    Origin::User("/u".into()),
+                    &[("a", &["http://user"]), ("b", &["http://user/b"])],
+                ),
+            ],
+            None,
+        );
+        let r = m.resolve("mirror://a/p/q.deb").unwrap();
+        assert_eq!(r.urls, ["http://env/base/p/q.deb", "https://env2/p/q.deb"]);
+        assert_eq!(r.origin, Some(Origin::Env));
+        let r = m.resolve("mirror://b/x").unwrap();
+        assert_eq!(r.urls, ["http://user/b/x"]);
+        // A project layer goes between the environment and the user's.
+        let m = m.with_layer(layer(
+            Origin::Project("/p".into()),
+            &[("a", &["http://p"]), ("b", &["http://p"])],
+        ));
+        assert_eq!(
+            m.resolve("mirror://a/x").unwrap().urls,
+            ["http://env/base/x", "https://env2/x"]
+        );
+        assert_eq!(m.resolve("mirror://b/x").unwrap().urls, ["http://p/x"]);
+        // Other URLs are themselves.
+        assert_eq!(m.resolve("http://h/x").unwrap().urls, ["http://h/x"]);
+    }
+
+    #[test]
+    fn an_unconfigured_mirror_says_where_to_configure_it() {
+        let m = Mirrors::new(vec![layer(Origin::Env, &[("a", &["http://a"])])], None)
+            .with_user_config_path(Some("/home/u/.config/bramble/config.toml".into()));
+        let e = m.resolve("mirror://pypi/x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot fetch `mirror://pypi/x`: the mirror `pypi` is not configured"
+        );
+        assert_eq!(
+            e.hint().unwrap(),
+            "give its base URL in the environment variable `BRAMBLE_MIRROR_PYPI` (several separated by spaces), or in the `[mirrors]` table of the project's `bramble.toml` or of `/home/u/.config/bramble/config.toml`: `pypi = \"https://...\"`"
+        );
+        // A Debian name also says which apt sources were searched.
+        let m = Mirrors::new(vec![], Some("/nonexistent-root".into()));
+        let e = m.resolve("mirror://debian-security/x").unwrap_err();
+        assert!(
+            e.hint().unwrap().ends_with(
+                "; no Debian entry was found in the apt sources of `/nonexistent-root/etc/apt`"
+            ),
+            "{:?}",
+            e.hint()
+        );
+    }
+
+    #[test]
+    fn a_bad_base_url_names_its_origin() {
+        let m = Mirrors::new(
+            vec![layer(
+                Origin::User("/u/c.toml".into()),
+                &[("a", &["ftp://x"])],
+            )],
+            None,
+        );
+        let e = m.resolve("mirror://a/x").unwrap_err();
+        assert!(e.to_string().contains("`[mirrors]` of `/u/c.toml`"), "{e}");
+        assert!(e.to_string().contains("`ftp://x`"), "{e}");
+    }
+}
