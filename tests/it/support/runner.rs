@@ -312,6 +312,27 @@ impl Bramble {
     }
 }
 
+impl Drop for Bramble {
+    /// A store's objects are read-only directories; as root, removing them needs no write
+    /// permission, as anyone else it does: make the private home's directories writable so
+    /// its temp dir is removed.
+    fn drop(&mut self) {
+        if is_root() {
+            return;
+        }
+        if let Home::Private { dir, .. } = &self.home {
+            for entry in walkdir::WalkDir::new(dir.path()).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    let _ = std::fs::set_permissions(
+                        entry.path(),
+                        std::fs::Permissions::from_mode(0o755),
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
     for entry in walkdir::WalkDir::new(path) {
         let entry = entry.unwrap();
