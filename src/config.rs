@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::build::fetch::mirror::{self, Layer, Origin};
 
-/// The largest configuration file read.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The largest configuration file read (a `bramble.lock` pinning thousands of fetches is
+/// well below).
+const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// Why a configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +80,7 @@ pub fn read_regular_file(path: &Path, follow: bool) -> Result<Option<String>, Co
         FileType::Directory => Some("a directory"),
         FileType::Fifo => Some("a fifo"),
         FileType::Socket => Some("a socket"),
-        FileType::CharacterDevice | FileType::BlockDevice => Some("a device"),
-        _ => Some("a special file"),
+        _ => Some("a device"),
     };
     if let Some(what) = what {
         return Err(ConfigError::NotRegular {

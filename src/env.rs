@@ -20,6 +20,13 @@ pub const BRAMBLE_FETCH_RETRIES: &str = "BRAMBLE_FETCH_RETRIES";
 /// the `lib/` of the source tree bramble was built from.
 pub const BRAMBLE_LIB: &str = "BRAMBLE_LIB";
 
+/// When bramble runs as root, the range of unprivileged host ids its builders run as,
+/// `<base>:<count>` (one id per sandbox: base + the helper's pid modulo count). Default:
+/// `880803840:4194304`, just above Nix's `auto-allocate-uids` range. Read by the build
+/// engine and by `bramble-sandbox` (see `bramble_sandbox::ids`); set it to a range the user
+/// namespace maps when root's is limited (a container's root).
+pub const BRAMBLE_SANDBOX_IDS: &str = bramble_sandbox::SANDBOX_IDS_VAR;
+
 /// Prefix of the variables naming the base URLs of a `mirror://NAME/...` mirror:
 /// `BRAMBLE_MIRROR_<NAME>` (upper case, `-` written `_`; e.g. `BRAMBLE_MIRROR_DEBIAN_SECURITY`),
 /// several base URLs separated by white space, tried in order. Takes precedence over

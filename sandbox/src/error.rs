@@ -27,6 +27,13 @@ pub enum Error {
         source: io::Error,
         hint: String,
     },
+    /// As root: the sandbox's id maps (the builder as the unprivileged host `id`) could not
+    /// be written, e.g. in a container whose user namespace does not map that id.
+    SandboxId {
+        id: u32,
+        file: &'static str,
+        source: io::Error,
+    },
     /// A bind source could not be opened on the host.
     OpenSource { path: PathBuf, source: io::Error },
     /// A writable bind source is a symbolic link.
@@ -63,6 +70,7 @@ impl Error {
             Error::BuilderNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
             Error::Timeout { .. } => EXIT_TIMEOUT,
             Error::OpenSource { .. }
+            | Error::SandboxId { .. }
             | Error::WritableSymlink { .. }
             | Error::SourceKind { .. }
             | Error::Setup { .. } => EXIT_SETUP_FAILED,
@@ -78,6 +86,14 @@ impl Error {
                     .into(),
             ),
             Error::UserNamespace { hint, .. } => Some(hint.clone()),
+            Error::SandboxId { .. } => Some(format!(
+                "as root, builders run as an unprivileged host id (by default of {}..{}), which this user \
+                 namespace must map (a container's root often maps only 65536 ids): set \
+                 `{}=<base>:<count>` to a range it maps, or run bramble as an ordinary user",
+                crate::SANDBOX_ID_BASE,
+                crate::SANDBOX_ID_BASE + crate::SANDBOX_ID_COUNT,
+                crate::SANDBOX_IDS_VAR,
+            )),
             Error::BuilderNotFound { .. } => Some(
                 "bind the store path that holds the builder (and its interpreter) into the sandbox"
                     .into(),
@@ -102,6 +118,10 @@ impl fmt::Display for Error {
             Error::UserNamespace { step, source, .. } => write!(
                 f,
                 "the kernel refused an unprivileged user namespace ({step}: {source})"
+            ),
+            Error::SandboxId { id, file, source } => write!(
+                f,
+                "cannot write the sandbox's `{file}` to run the builder as host id {id}: {source}"
             ),
             Error::OpenSource { path, source } => {
                 write!(f, "cannot open bind source `{}`: {source}", path.display())
@@ -146,6 +166,7 @@ impl std::error::Error for Error {
         match self {
             Error::ReadSpec { source, .. }
             | Error::UserNamespace { source, .. }
+            | Error::SandboxId { source, .. }
             | Error::OpenSource { source, .. }
             | Error::Setup { source, .. }
             | Error::BuilderNotExecutable { source, .. } => Some(source),

@@ -26,7 +26,7 @@
 //! 2. Read and validate the spec, resolve the links in its bind sources' directories; prepare
 //!    every C string, the id maps and the seccomp programs. Stdin becomes `/dev/null` unless
 //!    the spec says `"stdin": "inherit"`. As root, the builder's host id is picked (see
-//!    [`ids`]) and the supplementary groups cleared.
+//!    [`ids`]) and the supplementary groups cleared (where `setgroups` is allowed).
 //! 3. Block SIGINT/SIGTERM/SIGHUP/SIGCHLD, then `clone(CLONE_NEWUSER | CLONE_NEWNS |
 //!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`. As root, write pid 1's
 //!    `setgroups` (`deny`), `uid_map` and `gid_map` (only a process privileged outside the
@@ -157,7 +157,7 @@ mod sys;
 
 pub use error::Error;
 pub use exit::*;
-pub use ids::{SANDBOX_ID_BASE, SANDBOX_ID_COUNT, sandbox_host_id};
+pub use ids::{IdRange, SANDBOX_ID_BASE, SANDBOX_ID_COUNT, SANDBOX_IDS_VAR, sandbox_host_id};
 pub use spec::{Bind, Network, Spec, SpecError, Stdin, Symlink};
 
 /// Prints a helper error as one `bramble-sandbox: error:` line plus an optional `hint:` line,

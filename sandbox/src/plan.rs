@@ -73,6 +73,8 @@ pub struct Base {
     /// builder, see [`crate::ids`]) and pid 1, root inside until then, switches to these
     /// (uid, gid) inside before the confinement.
     pub switch_to: Option<(u32, u32)>,
+    /// That unprivileged host id (for messages).
+    pub sandbox_id: Option<u32>,
     /// A fresh network namespace (only `lo`).
     pub new_net: bool,
     pub filters: Vec<BpfProgram>,
@@ -119,6 +121,7 @@ impl Base {
             uid_map: map(inside.0, host.0),
             gid_map: map(inside.1, host.1),
             switch_to: sandbox_id.map(|_| inside),
+            sandbox_id,
             new_net,
             filters,
             root_mountpoint: path_c(&mountpoint),

@@ -169,14 +169,24 @@ pub fn run() -> Result<u8, Error> {
 fn run_with(args: &Args, host: (u32, u32), status: &mut StatusFd) -> Result<u8, Error> {
     // As root, the builder gets an unprivileged host id (see `ids`), and nothing in the
     // sandbox keeps root's supplementary groups.
-    let sandbox_id = (host.0 == 0 && !args.as_caller).then(|| {
-        // SAFETY: getpid has no preconditions.
-        crate::ids::sandbox_host_id(unsafe { libc::getpid() } as u32)
-    });
+    let sandbox_id = match host.0 == 0 && !args.as_caller {
+        true => {
+            let range = crate::IdRange::from_env().map_err(|message| Error::Usage { message })?;
+            // SAFETY: getpid has no preconditions.
+            Some(range.host_id(unsafe { libc::getpid() } as u32))
+        }
+        false => None,
+    };
     if sandbox_id.is_some() {
         // SAFETY: an empty list needs no pointer.
-        sys::cvt(unsafe { libc::setgroups(0, std::ptr::null()) })
-            .map_err(|e| Error::setup("cannot clear the supplementary groups", e))?;
+        match sys::cvt(unsafe { libc::setgroups(0, std::ptr::null()) }) {
+            // A user namespace with `setgroups` denied (root of some containers): the groups
+            // stay, as an ordinary caller's do.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            r => r
+                .map(drop)
+                .map_err(|e| Error::setup("cannot clear the supplementary groups", e))?,
+        }
     }
 
     // Block the signals we wait for *before* the child exists, so none is lost; the child
@@ -495,19 +505,16 @@ impl Sandbox {
 /// which only a process privileged in the parent namespace may do for ids other than its
 /// own, then lets pid 1 go on with one byte on `go` (pid 1 waits for it before its setup).
 fn write_maps(pid: libc::pid_t, base: &Base, go: &OwnedFd) -> Result<(), Error> {
-    let userns = |step: &'static str, source: io::Error| Error::UserNamespace {
-        step,
+    let map = |file: &'static str, source: io::Error| Error::SandboxId {
+        id: base.sandbox_id.unwrap_or_default(),
+        file,
         source,
-        hint: user_namespace_hint(),
     };
     let path =
         |file: &str| std::ffi::CString::new(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    sys::write_file(&path("setgroups"), b"deny")
-        .map_err(|e| userns("writing the sandbox's `setgroups`", e))?;
-    sys::write_file(&path("uid_map"), &base.uid_map)
-        .map_err(|e| userns("writing the sandbox's `uid_map`", e))?;
-    sys::write_file(&path("gid_map"), &base.gid_map)
-        .map_err(|e| userns("writing the sandbox's `gid_map`", e))?;
+    sys::write_file(&path("setgroups"), b"deny").map_err(|e| map("setgroups", e))?;
+    sys::write_file(&path("uid_map"), &base.uid_map).map_err(|e| map("uid_map", e))?;
+    sys::write_file(&path("gid_map"), &base.gid_map).map_err(|e| map("gid_map", e))?;
     sys::write_all(go, b"g").map_err(|e| Error::setup("cannot start the sandbox's init", e))
 }
 

@@ -424,6 +424,50 @@ fn uid_and_gid_are_mapped_to_one_unprivileged_id() {
     });
 }
 
+/// Root in a user namespace that does not map the range (as in many containers) cannot give
+/// the builder its id: a clear error naming the id, with a hint, and nothing runs.
+#[test]
+fn as_root_without_the_id_range_mapped_the_helper_says_why() {
+    if current_ids().0 != 0 {
+        eprintln!("SKIPPED: this test is about the helper run as root");
+        return;
+    }
+    let run = Run::new(Identity::Root, false);
+    let mut child = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(&fixture().helper)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run unshare (util-linux)");
+    let json = run.spec(&["exit", "0"]).to_json();
+    // The helper may have failed before reading it all: its output tells.
+    let _ = child.stdin.take().unwrap().write_all(json.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(i32::from(EXIT_NO_USER_NAMESPACES)) {
+        eprintln!("SKIPPED: no nested user namespaces: {stderr}");
+        return;
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(bramble_sandbox::EXIT_SETUP_FAILED)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.starts_with("bramble-sandbox: error: cannot write the sandbox's `uid_map` to run the builder as host id 8"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "\nhint: as root, builders run as an unprivileged host id (by default of 880803840..884998144)"
+        ),
+        "{stderr}"
+    );
+}
+
 /// Seen from the host: every process of the sandbox (pid 1 and the builder) has the
 /// builder's host id as real, effective, saved and filesystem uid and gid, never root's, and
 /// no supplementary group.

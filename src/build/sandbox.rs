@@ -367,10 +367,21 @@ impl Executor for SandboxExecutor {
 /// id, see [`give`]).
 fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
     let path = dir.keep();
-    if let Some(owner) = sandbox_id(None)
+    if let Ok(Some(owner)) = sandbox_id(None)
         && let Err(e) = chown_tree(&path, owner)
     {
         tracing::warn!("cannot give `{}` back to its owner: {e}", path.display());
+    }
+    // Private, with the builder's world-writable and setuid/sticky modes taken away; a
+    // directory that cannot be made so is removed rather than kept.
+    if let Err(e) = super::workspace::make_private(&path) {
+        tracing::warn!("cannot make `{}` private, removing it: {e}", path.display());
+        if let Some((parent, name)) = path.parent().zip(path.file_name().and_then(|n| n.to_str()))
+            && let Ok(parent) = std::fs::File::open(parent)
+        {
+            let _ = super::workspace::remove_at(&parent, name);
+        }
+        return None;
     }
     let name = path.file_name()?.to_owned();
     let target = tmp.path().parent()?.join(name);
@@ -384,20 +395,25 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
 }
 
 /// When bramble runs as root, the host id its builders run as: with `helper`, the sandbox
-/// of that helper process (see [`bramble_sandbox::ids`]); without, root's own (0, to give
-/// a builder's files back). `None` for an ordinary user, whose builders are that user.
-fn sandbox_id(helper: Option<u32>) -> Option<u32> {
+/// of that helper process (see [`bramble_sandbox::ids`], the range from
+/// [`crate::env::BRAMBLE_SANDBOX_IDS`]); without, root's own (0, to give a builder's files
+/// back). `None` for an ordinary user, whose builders are that user.
+fn sandbox_id(helper: Option<u32>) -> io::Result<Option<u32>> {
     if !nix::unistd::geteuid().is_root() {
-        return None;
+        return Ok(None);
     }
-    Some(helper.map_or(0, bramble_sandbox::sandbox_host_id))
+    let Some(helper) = helper else {
+        return Ok(Some(0));
+    };
+    let range = bramble_sandbox::IdRange::from_env().map_err(io::Error::other)?;
+    Ok(Some(range.host_id(helper)))
 }
 
 /// As root, gives a build's writable directories (the build directory with the sources
 /// copied into it, the staging directory) to the unprivileged host id the builder of the
 /// helper process `helper` runs as, before the spec goes out. Nothing else is in them yet.
 fn give(dirs: &[PathBuf], helper: u32) -> io::Result<()> {
-    let Some(id) = sandbox_id(Some(helper)) else {
+    let Some(id) = sandbox_id(Some(helper))? else {
         return Ok(());
     };
     dirs.iter().try_for_each(|dir| chown_tree(dir, id))
@@ -686,7 +702,7 @@ async fn run_helper(
         log,
     } = pool.take().await.map_err(setup)?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    if sandbox_id(None).is_some() {
+    if nix::unistd::geteuid().is_root() {
         let (dirs, helper) = (writable.to_vec(), child.id());
         tokio::task::spawn_blocking(move || give(&dirs, helper))
             .await

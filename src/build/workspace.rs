@@ -176,6 +176,61 @@ pub fn remove_at(parent: &impl AsFd, name: &str) -> io::Result<()> {
     unlink_ignoring_missing(parent, name, UnlinkatFlags::RemoveDir)
 }
 
+/// How deep [`make_private`] sanitises: below that the tree is left as it is, unreachable
+/// by others all the same under its private top.
+const SANITISE_DEPTH: usize = 128;
+
+/// Make a kept build directory (`--keep-failed`) safe to leave behind (CVE-2025-52992):
+/// its top directory 0700, and below it no group or other write permission and no
+/// setuid, setgid or sticky bit, whatever the builder chose. Walks through descriptors
+/// (`openat` with `O_NOFOLLOW`); symlinks are left alone, never followed. Call it only
+/// when no process of the builder runs, so nothing changes between an entry's `lstat`
+/// and its `chmod`.
+pub fn make_private(path: &Path) -> io::Result<()> {
+    let top = openat(nix::fcntl::AT_FDCWD, path, DIR_FLAGS, Mode::empty())?;
+    fchmod(&top, Mode::from_bits_truncate(0o700))?;
+    sanitise_below(&top, 0)
+}
+
+fn sanitise_below(dir: &OwnedFd, depth: usize) -> io::Result<()> {
+    if depth >= SANITISE_DEPTH {
+        return Ok(());
+    }
+    for (name, _) in list(dir)? {
+        let stat = match fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let kind = stat.st_mode & libc::S_IFMT;
+        let mode = stat.st_mode & 0o7777;
+        let safe = mode & 0o755;
+        match kind {
+            libc::S_IFLNK => {}
+            libc::S_IFDIR => {
+                let child = openat(dir, name.as_c_str(), DIR_FLAGS, Mode::empty())?;
+                // The owner keeps full access, so the user can look and remove it.
+                fchmod(&child, Mode::from_bits_truncate(safe | 0o700))?;
+                sanitise_below(&child, depth + 1)?;
+            }
+            _ if mode != safe => {
+                use nix::sys::stat::{FchmodatFlags, fchmodat};
+                let mode = Mode::from_bits_truncate(safe);
+                // Never through a symlink; where the C library cannot (no `/proc`), the
+                // entry was no symlink at the lstat above and nothing runs to swap it.
+                match fchmodat(dir, name.as_c_str(), mode, FchmodatFlags::NoFollowSymlink) {
+                    Err(Errno::EOPNOTSUPP) => {
+                        fchmodat(dir, name.as_c_str(), mode, FchmodatFlags::FollowSymlink)?
+                    }
+                    other => other?,
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn unlink_ignoring_missing<P: ?Sized + nix::NixPath>(
     dir: &impl AsFd,
     name: &P,
@@ -230,6 +285,52 @@ mod tests {
         assert!(!path.exists());
         let kept = b.keep();
         assert!(kept.exists());
+    }
+
+    #[test]
+    fn make_private_strips_modes_and_never_follows_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("target");
+        std::fs::write(&target, "x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("kept");
+        std::fs::create_dir_all(root.join("open/deeper")).unwrap();
+        std::fs::write(root.join("open/deeper/f"), "x").unwrap();
+        symlink(&target, root.join("open/link")).unwrap();
+        symlink(outside.path(), root.join("dir-link")).unwrap();
+        for (rel, mode) in [
+            ("open/deeper/f", 0o4777),
+            ("open/deeper", 0o1777),
+            ("open", 0o2777),
+            ("", 0o777),
+        ] {
+            std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        let outside_before = std::fs::metadata(outside.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        make_private(&root).unwrap();
+        let mode = |rel: &str| {
+            std::fs::symlink_metadata(root.join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode("open"), 0o755);
+        assert_eq!(mode("open/deeper"), 0o755);
+        assert_eq!(mode("open/deeper/f"), 0o755);
+        let target_mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(target_mode, 0o666);
+        let outside_after = std::fs::metadata(outside.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(outside_after, outside_before);
     }
 
     #[test]

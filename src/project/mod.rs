@@ -187,42 +187,22 @@ impl Project {
     }
 }
 
-/// Read a configuration file bramble trusts (`bramble.toml`, `bramble.lock`, a user
-/// config): opened with `O_NOFOLLOW | O_NONBLOCK`, so a symbolic link is refused and a fifo
-/// never blocks, and refused unless it is a regular file.
+/// Read a configuration file bramble trusts (`bramble.toml`, `bramble.lock`): a regular
+/// file only, read through [`crate::config::read_regular_file`] (`O_NOFOLLOW | O_NONBLOCK`,
+/// so a symbolic link is refused and a fifo never blocks), as an I/O error.
 pub fn read_config(path: &Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read};
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Error::new(
-                ErrorKind::InvalidInput,
-                "it is a symbolic link: bramble reads only a regular file here",
-            ),
-            _ => e,
-        })?;
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a fifo"
-        } else if kind.is_dir() {
-            "a directory"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "a device"
-        };
-        return Err(Error::new(
+    use crate::config::ConfigError;
+    use std::io::{Error, ErrorKind};
+    match crate::config::read_regular_file(path, false) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(Error::from_raw_os_error(libc::ENOENT)),
+        Err(ConfigError::Read { source, .. }) => Err(source),
+        Err(ConfigError::NotRegular { what, .. }) => Err(Error::new(
             ErrorKind::InvalidInput,
             format!("it is {what}: bramble reads only a regular file here"),
-        ));
+        )),
+        Err(e) => Err(Error::new(ErrorKind::InvalidData, e.to_string())),
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(text)
 }
 
 /// One requested function and what it returned.

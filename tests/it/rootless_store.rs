@@ -50,6 +50,11 @@ impl Env {
         self.bramble.home()
     }
 
+    /// A file of the user's outside the store (a symlink target for hostile builders).
+    fn outside(&self) -> PathBuf {
+        self.root.path().join("outside")
+    }
+
     fn store_dir(&self) -> PathBuf {
         self.bramble.store_dir()
     }
@@ -154,6 +159,14 @@ def slow():
 def after():
     return _sh("after", "cat late.txt $SLOW > $out", env = {"SLOW": slow()}, sources = files(["late.txt"]))
 
+def failing():
+    script = (
+        "mkdir -p open/deeper sticky ro; echo x > open/deeper/f; chmod 777 open open/deeper; " +
+        "chmod 666 open/deeper/f; chmod 1777 sticky; ln -s $OUTSIDE open/link; chmod 555 ro; " +
+        "chmod 777 .; exit 1"
+    )
+    return _sh("failing", script, env = {"OUTSIDE": "@OUTSIDE@"})
+
 def data():
     return fetch_url("@DATA@", unpack = "tar.gz", name = "data")
 
@@ -178,6 +191,7 @@ fn project(env: &Env, server: &http::Server) {
         "default.bramble",
         MODULE
             .replace("@DATA@", &server.url("/data.tar.gz"))
+            .replace("@OUTSIDE@", env.outside().to_str().unwrap())
             .as_bytes(),
     );
 }
@@ -605,4 +619,43 @@ fn an_untrusted_home_is_refused_and_a_trusted_one_is_private() {
         "{err}"
     );
     assert!(!mixed.join("db.sqlite").exists());
+}
+
+/// `--keep-failed` keeps a private build directory: its top 0700 whatever the builder made
+/// of `/build`, no group or other write and no sticky bit below, and the symlink the
+/// builder planted left alone (its target unchanged).
+#[test]
+fn a_kept_build_directory_is_private_and_sanitised() {
+    let env = Env::new();
+    let server = http::Server::start();
+    project(&env, &server);
+    std::fs::write(env.outside(), "mine\n").unwrap();
+    chmod(&env.outside(), 0o646);
+    env.bramble.give(&env.outside());
+    let out = env.bramble(&["build", "./:failing", "--keep-failed"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let kept = err
+        .lines()
+        .find_map(|l| l.strip_prefix("note: the build directory was kept at `"))
+        .and_then(|l| l.strip_suffix('`'))
+        .unwrap_or_else(|| panic!("no kept directory named: {err}"));
+    let kept = PathBuf::from(kept);
+    assert_eq!(mode(&kept), 0o700, "{}", kept.display());
+    if is_root() {
+        assert_eq!(std::fs::metadata(&kept).unwrap().uid(), UNPRIVILEGED);
+    }
+    let mut seen = 0;
+    for entry in walkdir::WalkDir::new(&kept).min_depth(1) {
+        let entry = entry.unwrap();
+        if entry.path_is_symlink() {
+            continue;
+        }
+        seen += 1;
+        let m = mode(entry.path());
+        assert_eq!(m & 0o7022, 0, "`{}` has mode {m:o}", entry.path().display());
+    }
+    assert!(seen >= 5, "{seen}");
+    assert!(kept.join("open/link").is_symlink());
+    assert_eq!(mode(&env.outside()), 0o646, "the symlink was followed");
 }

@@ -84,7 +84,16 @@ impl Isolated {
     }
 
     fn bramble(&self, args: &[&str]) -> Output {
-        self.project.bramble(args)
+        self.bramble_with(args, &[])
+    }
+
+    /// [`Isolated::bramble`] with more environment variables.
+    fn bramble_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.project
+            .command(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
     }
 }
 
@@ -138,6 +147,47 @@ def broken():
     }
     let victim = victim.path().metadata().unwrap();
     assert_eq!((victim.uid(), victim.gid()), (12345, 12345));
+}
+
+/// `BRAMBLE_SANDBOX_IDS` sets the range (for a root whose user namespace maps only some ids):
+/// the engine gives the build directories to the id the helper maps. A bad value is an error
+/// naming the variable.
+#[test]
+fn as_root_the_id_range_can_be_set() {
+    root_only!();
+    let p = Isolated::as_root(
+        r#"
+def who():
+    return _sh("who", "cat /proc/self/uid_map > $out && echo x > /build/scratch")
+
+def other():
+    return _sh("other", "echo > $out")
+"#,
+    );
+    let out = p.bramble_with(
+        &["build", "./:who", "--no-out-link"],
+        &[("BRAMBLE_SANDBOX_IDS", "2000000:1000")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let map = std::fs::read_to_string(stdout(&out).trim()).unwrap();
+    let host: u32 = map
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[0] == "1000")
+        .and_then(|f| f[1].parse().ok())
+        .unwrap_or_else(|| panic!("{map}"));
+    assert!((2_000_000..2_001_000).contains(&host), "{map}");
+
+    let out = p.bramble_with(
+        &["build", "./:other", "--no-out-link"],
+        &[("BRAMBLE_SANDBOX_IDS", "0:10")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("`BRAMBLE_SANDBOX_IDS` is `0:10`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A builder's own exit code 127 (a shell's "command not found") is reported as its exit

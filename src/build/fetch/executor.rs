@@ -71,10 +71,17 @@ impl<E> WithFetchers<E> {
     async fn stage(&self, req: &FetchRequest, job: &Job) -> Result<Built, ExecError> {
         let fetched = self.fetcher.fetch(req).await.map_err(|e| exec_error(&e))?;
         let store = &self.fetcher.store;
-        // Kept from gc until the realisation is registered (dropped with the workspace).
-        let hold = store.hold(&fetched.path).map_err(|e| ExecError::Setup {
-            message: error_chain(&e),
-        })?;
+        // Kept from gc until the realisation is registered (dropped with the workspace). The
+        // lock may wait for another fetch adding the same path: off the async threads.
+        let (held, path) = (store.clone(), fetched.path.clone());
+        let hold = tokio::task::spawn_blocking(move || held.hold(&path))
+            .await
+            .map_err(|e| ExecError::Setup {
+                message: e.to_string(),
+            })?
+            .map_err(|e| ExecError::Setup {
+                message: error_chain(&e),
+            })?;
         Ok(Built {
             outputs: vec![StagedOutput {
                 name: "out".to_owned(),

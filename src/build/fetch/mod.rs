@@ -455,7 +455,9 @@ impl Fetcher {
             what: what.clone(),
             source: Box::new(source),
         };
+        // `keep_valid`: a path found is a temporary root of this process from then on.
         if let (Some(path), Some(hash)) = (req.expected_path(), req.pin.hash)
+            && self.store.keep_valid(&path).map_err(store_err)?
             && let Some(info) = self.store.path_info(&path).map_err(store_err)?
             && info.archive_hash == hash
         {
