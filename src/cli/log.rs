@@ -3,6 +3,10 @@
 //! The argument is a derivation hash (as `bramble build` failures print it), a store path
 //! (host path or `<hash>-<name>`: the log of the derivation that built it), or a reference
 //! (`./path:function`: the logs of the derivations it returns).
+//!
+//! A log is the builder's output: on a terminal it is shown through
+//! [`super::terminal::sanitise_bytes`] (escape sequences made visible); piped, or with
+//! `--raw`, the bytes are written as they are.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,12 +23,16 @@ pub struct LogArgs {
     /// A derivation hash, a store path or a reference
     #[arg(value_name = "DRV-OR-PATH")]
     pub target: String,
+    /// Write the log's bytes as they are, escape sequences included, even to a terminal
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub fn run(args: LogArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let session = Session::open(ctx)?;
     let drvs = derivations_of(&session, &args.target)?;
     let mut stdout = std::io::stdout().lock();
+    let raw = args.raw || !std::io::IsTerminal::is_terminal(&stdout);
     for drv in drvs {
         let log = session.store.get_log(drv).map_err(store_error)?;
         let Some(log) = log else {
@@ -33,8 +41,13 @@ pub fn run(args: LogArgs, ctx: &Context) -> Result<ExitCode, CliError> {
                     .with_hint("logs exist for derivations built on this machine"),
             );
         };
+        let shown = if raw {
+            std::borrow::Cow::Borrowed(&log[..])
+        } else {
+            std::borrow::Cow::Owned(super::terminal::sanitise_bytes(&log).into_bytes())
+        };
         stdout
-            .write_all(&log)
+            .write_all(&shown)
             .map_err(|e| CliError::environment(format!("cannot write to stdout: {e}")))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -24,6 +24,7 @@ pub mod run;
 pub mod session;
 pub mod shell;
 pub mod store;
+pub mod terminal;
 pub mod test;
 
 /// Exit code for a user mistake (bad input, bad `.bramble`, bad arguments).
@@ -149,9 +150,10 @@ pub fn main() -> ExitCode {
     match run(cli.command, &ctx) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", err.message);
+            // Messages quote URLs, server replies and names others chose.
+            eprintln!("error: {}", terminal::sanitise(&err.message));
             if let Some(hint) = &err.hint {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", terminal::sanitise(hint));
             }
             if err.class == ErrorClass::Internal {
                 eprintln!("note: this is a bug in bramble; please report it");

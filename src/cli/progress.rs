@@ -92,7 +92,21 @@ impl Progress {
 }
 
 impl Reporter for Progress {
-    fn event(&self, event: Event) {
+    fn event(&self, mut event: Event) {
+        // Names come from `.bramble` files and DAO documents.
+        match &mut event {
+            Event::Built { name, .. }
+            | Event::Failed { name, .. }
+            | Event::BuiltElsewhere { name, .. }
+            | Event::Spliced { name, .. }
+            | Event::Started { name, .. }
+            | Event::Cached { name, .. } => {
+                if let std::borrow::Cow::Owned(clean) = super::terminal::sanitise(name) {
+                    *name = clean;
+                }
+            }
+            Event::Planned { .. } => {}
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *state {
             State::Quiet => {}

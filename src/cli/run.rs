@@ -3,13 +3,21 @@
 //! The reference returns either a `run()` value (its command, args, paths and network) or a
 //! derivation (then the first extra argument is the command, relative to the output, and
 //! the rest its arguments; with `run()` extra arguments are appended to its `args`). The
-//! sandbox has the output's closure at `/bramble/store`, the project directory read-write at
+//! sandbox has the output's closure at `/bramble/store`, the project directory read-only at
 //! its own path (the working directory, if inside it, stays the working directory),
-//! `paths` read-write, `read_only_paths` read-only and `hidden_paths` replaced by empty
-//! directories, all relative to the project root unless absolute. A missing `paths` or
-//! `read_only_paths` entry is an error; a missing hidden path is skipped (nothing to hide). Only `network = True`
-//! shares the host network. Stdin, stdout and stderr are this process's; the exit status is
-//! the program's.
+//! `paths` read-write, `read_only_paths` read-only (they win over `paths`) and
+//! `hidden_paths` replaced by empty directories, all relative to the project root unless
+//! absolute. A missing `paths` or `read_only_paths` entry is an error; a missing hidden path
+//! is skipped (nothing to hide). Only `network = True` shares the host network. Stdin,
+//! stdout and stderr are this process's; the exit status is the program's.
+//!
+//! Version-control metadata ([`VCS_DIRS`]) is never writable: a `paths` entry inside it is
+//! refused, and where it lies inside a writable path (up to [`VCS_SEARCH_DEPTH`] levels
+//! below it) it is bound read-only over it. A program run from an output could otherwise
+//! plant `.git/hooks/*`, which git later runs on the host as the user.
+//!
+//! Changed from the original behaviour, where the project directory was bound read-write:
+//! a program that writes into the project must now ask for it with `paths`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +97,11 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         .outputs
         .clone()
         .ok_or_else(|| CliError::internal("a successful build has outputs"))?;
+    // An empty directory bound over hidden paths inside read-only binds (a tmpfs cannot be
+    // mounted there).
+    let empty = session.store.tmp_dir("run-empty").map_err(store_error)?;
+    let mut mounts = mounts;
+    mounts.empty_dir = empty.path().to_path_buf();
     let spec = run_spec(
         &session,
         &run,
@@ -151,8 +164,27 @@ fn run_spec(
             writable: false,
         });
     }
+    // A hidden path gets a tmpfs, or an empty read-only directory where the bind holding it
+    // is read-only.
+    let mut hidden_binds = Vec::new();
+    for path in mounts.hidden {
+        let holder = mounts
+            .binds
+            .iter()
+            .filter(|b| path.starts_with(&b.target))
+            .max_by_key(|b| b.target.components().count());
+        if holder.is_some_and(|b| !b.writable) {
+            hidden_binds.push(Bind {
+                source: mounts.empty_dir.clone(),
+                target: path,
+                writable: false,
+            });
+        } else {
+            spec.tmpfs.push(path);
+        }
+    }
     spec.binds.extend(mounts.binds);
-    spec.tmpfs.extend(mounts.hidden);
+    spec.binds.extend(hidden_binds);
     spec.cwd = if cwd.starts_with(project_root) {
         cwd.to_path_buf()
     } else {
@@ -165,13 +197,21 @@ fn run_spec(
     Ok(spec)
 }
 
-/// The host side of a `run()`: the project directory and `paths` bound read-write,
-/// `read_only_paths` read-only, and the `hidden_paths` that exist (mounted over with empty
-/// directories).
+/// Version-control metadata directories (or files, as in git worktrees): never writable.
+pub const VCS_DIRS: [&str; 4] = [".git", ".hg", ".svn", ".jj"];
+
+/// How deep below a writable path version-control metadata is looked for.
+pub const VCS_SEARCH_DEPTH: usize = 4;
+
+/// The host side of a `run()`: the project directory bound read-only, `paths` read-write,
+/// `read_only_paths` read-only, version-control metadata read-only, and the `hidden_paths`
+/// that exist (mounted over with empty directories).
 #[derive(Debug, Default)]
 struct Mounts {
     binds: Vec<Bind>,
     hidden: Vec<PathBuf>,
+    /// An empty directory, bound over hidden paths inside read-only binds.
+    empty_dir: PathBuf,
 }
 
 fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError> {
@@ -179,7 +219,10 @@ fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError
     let resolve = |field: &str, p: &str| -> Result<PathBuf, CliError> {
         let path = project_root.join(p);
         let path = std::path::absolute(&path)
-            .map_err(|e| CliError::user(format!("cannot resolve `{}`: {e}", path.display())))?;
+            .map_err(|e| CliError::user(format!("cannot resolve `{}`: {e}", path.display())))?
+            // Normalised (`./` names the project root itself).
+            .components()
+            .collect::<PathBuf>();
         if path.starts_with(STORE_DIR) || path.starts_with("/proc") || path.starts_with("/dev") {
             return Err(CliError::user(format!(
                 "`{field}` entry `{p}` of `run()` cannot be mapped into the sandbox"
@@ -191,18 +234,8 @@ fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError
         }
         Ok(path)
     };
-    let mut mounts = Mounts::default();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut bind = |mounts: &mut Mounts, path: PathBuf, writable: bool| {
-        if seen.insert(path.clone()) {
-            mounts.binds.push(Bind {
-                source: path.clone(),
-                target: path,
-                writable,
-            });
-        }
-    };
-    bind(&mut mounts, project_root.to_path_buf(), true);
+    // Path → writable; read-only wins when a path is named twice.
+    let mut binds: BTreeMap<PathBuf, bool> = BTreeMap::new();
     for (field, entries, writable) in [
         ("paths", &run.paths, true),
         ("read_only_paths", &run.read_only_paths, false),
@@ -216,9 +249,49 @@ fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError
                 ))
                 .with_hint(format!("create it, or remove it from `{field}`")));
             }
-            bind(&mut mounts, path, writable);
+            if writable
+                && path
+                    .components()
+                    .any(|c| VCS_DIRS.iter().any(|v| c.as_os_str() == *v))
+            {
+                return Err(CliError::user(format!(
+                    "`paths` entry `{p}` of `run()` is version-control metadata, which a program \
+                     run by bramble never writes"
+                ))
+                .with_hint("remove it from `paths`; it can be in `read_only_paths`"));
+            }
+            let entry = binds.entry(path).or_insert(writable);
+            *entry &= writable;
         }
     }
+    // The project itself, read-only unless `paths` names it.
+    binds.entry(project_root.to_path_buf()).or_insert(false);
+    // Version-control metadata inside a writable path, bound read-only over it.
+    let writable: Vec<PathBuf> = binds
+        .iter()
+        .filter(|(_, w)| **w)
+        .map(|(p, _)| p.clone())
+        .collect();
+    for dir in writable {
+        for vcs in vcs_metadata(&dir) {
+            binds.insert(vcs, false);
+        }
+    }
+    // Parents before children, so that each bind lies over the one containing it.
+    let mut ordered: Vec<(PathBuf, bool)> = binds.into_iter().collect();
+    ordered.sort_by_key(|(p, _)| p.components().count());
+    let mut mounts = Mounts {
+        binds: ordered
+            .into_iter()
+            .map(|(path, writable)| Bind {
+                source: path.clone(),
+                target: path,
+                writable,
+            })
+            .collect(),
+        hidden: Vec::new(),
+        empty_dir: PathBuf::new(),
+    };
     // A hidden path that does not exist has nothing to hide (and mounting over it would
     // create it in the project).
     for p in &run.hidden_paths {
@@ -228,4 +301,30 @@ fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError
         }
     }
     Ok(mounts)
+}
+
+/// The version-control metadata at most [`VCS_SEARCH_DEPTH`] levels below `dir` (symbolic
+/// links are not followed; unreadable directories are skipped).
+fn vcs_metadata(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if VCS_DIRS.iter().any(|v| name == *v) {
+                if !kind.is_symlink() {
+                    found.push(entry.path());
+                }
+            } else if kind.is_dir() && depth + 1 < VCS_SEARCH_DEPTH {
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    found
 }

@@ -298,10 +298,8 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
         return Ok(());
     }
     for failure in &report.failures {
-        eprintln!(
-            "error: building `{}` failed: {}",
-            failure.name, failure.kind
-        );
+        let what = format!("building `{}` failed: {}", failure.name, failure.kind);
+        eprintln!("error: {}", super::terminal::sanitise(&what));
         match &failure.kind {
             FailureKind::Exec(
                 ExecError::Failed { log_tail, kept, .. }
@@ -316,7 +314,7 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
                 if !log_tail.is_empty() {
                     eprintln!("last {} log lines:", log_tail.len());
                     for line in log_tail {
-                        eprintln!("  > {line}");
+                        eprintln!("  > {}", super::terminal::sanitise(line));
                     }
                 }
                 eprintln!("hint: the whole log: `bramble log {}`", failure.drv);
@@ -420,7 +418,8 @@ pub fn evaluate(session: &Session, refs: &[String]) -> Result<Evaluated, CliErro
     let sink = crate::project::StoreSources {
         store: &session.store,
     };
-    let printer = |line: &str| eprintln!("{line}");
+    // `print()` of `.bramble` files: text others may have written.
+    let printer = |line: &str| eprintln!("{}", super::terminal::sanitise(line));
     let evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)
         .map_err(super::project_ctx::error)?;
     // bramble.lock's pins become part of the fetch derivations (and so of every build key

@@ -82,12 +82,13 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             Err(err) => {
                 failed += 1;
                 println!("FAIL {label}");
-                eprintln!("error: test `{label}` failed: {err}");
+                let what = format!("test `{label}` failed: {err}");
+                eprintln!("error: {}", super::terminal::sanitise(&what));
                 if let ExecError::Failed { log_tail, .. } | ExecError::Sandbox { log_tail, .. } =
                     &err
                 {
                     for line in log_tail {
-                        eprintln!("  > {line}");
+                        eprintln!("  > {}", super::terminal::sanitise(line));
                     }
                     eprintln!("hint: the whole log: `bramble log {hash}`");
                 }

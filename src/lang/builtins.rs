@@ -5,6 +5,10 @@
 //!   generated derivations that the build splices in its place (`crate::build::dao`).
 //! - `files(include, exclude=[], allow_empty=False)`
 //! - `run(derivation, cmd, args=[], paths=[], read_only_paths=[], hidden_paths=[], network=False)`
+//!   — `bramble run` binds the project directory read-only; `paths` are the host paths the
+//!   program may write (relative to the project root unless absolute), `read_only_paths` win
+//!   over them, and version-control metadata (`.git`, `.hg`, `.svn`, `.jj`) is never
+//!   writable. (Changed from the original, which bound the project read-write.)
 //! - `test(derivation, args=[])`, `print(*args, sep=" ")`
 //! - `sys.os`, `sys.arch`, `sys.platform`
 //! - `assert.eq/ne/true/lt/contains/fails/fail`
@@ -294,7 +298,8 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
         })
     }
 
-    /// Describe a command to run from a derivation's output (`bramble run` uses it).
+    /// Describe a command to run from a derivation's output (`bramble run` uses it). The
+    /// project is read-only to it except `paths`; `.git` and other VCS metadata never writable.
     fn run<'v>(
         derivation: Value<'v>,
         cmd: &str,

@@ -22,13 +22,13 @@ def tool():
     bb = busybox()
     script = (
         "mkdir -p $out/bin; " +
-        "printf '#!%s/bin/sh\\necho tool says \"$*\"; cat input.txt; echo written > output.txt; exit 3\\n' " +
+        "printf '#!%s/bin/sh\\necho tool says \"$*\"; cat input.txt; echo written > out/output.txt; exit 3\\n' " +
         "> $out/bin/tool; chmod +x $out/bin/tool"
     )
     return _sh("tool", script % bb.out)
 
 def app():
-    return run(tool(), "bin/tool", args = ["a"])
+    return run(tool(), "bin/tool", args = ["a"], paths = ["out"])
 
 def checker():
     return _sh("checker", "echo checking $1; [ \"$1\" = good ]")
@@ -85,11 +85,12 @@ fn build_a_reference_prints_the_path_and_links_result() {
 fn run_passes_args_binds_the_project_and_exit_code() {
     let p = project();
     std::fs::write(p.dir.path().join("input.txt"), "project file\n").unwrap();
+    std::fs::create_dir(p.dir.path().join("out")).unwrap();
     let out = p.bramble(&["run", "./:app", "b", "c"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(stdout(&out), "tool says a b c\nproject file\n");
     assert_eq!(
-        std::fs::read_to_string(p.dir.path().join("output.txt")).unwrap(),
+        std::fs::read_to_string(p.dir.path().join("out/output.txt")).unwrap(),
         "written\n"
     );
     // A derivation reference takes the command from the arguments.

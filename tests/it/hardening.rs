@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::support::Bramble;
+use crate::support::project::BUSYBOX;
+use crate::support::{Bramble, http};
 
 /// One test's world: a store and projects owned by the user bramble runs as.
 struct World {
@@ -313,5 +314,246 @@ fn a_symlinked_lock_or_manifest_is_refused() {
         stderr(&out).contains("bramble.toml`: it is a symbolic link"),
         "{}",
         stderr(&out)
+    );
+}
+
+// --- Builder output on the terminal ---------------------------------------------------------
+
+const BUSYBOX_MODULE: &str = r#"
+def busybox():
+    return derivation(
+        "busybox",
+        "busybox",
+        args = ["sh", "-c", "mkdir -p $out/bin && cp busybox $out/bin/busybox && ln -s busybox $out/bin/sh"],
+        sources = files(["busybox"]),
+    )
+
+def _sh(name, script, **kwargs):
+    return derivation(name, busybox().out + "/bin/busybox", args = ["sh", "-c", script], **kwargs)
+"#;
+
+/// A project shipping busybox as a source, plus `module`.
+fn busybox_project(w: &World, name: &str, module: &str) -> PathBuf {
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
+    );
+    let p = w.project(
+        name,
+        &[("default.bramble", &format!("{BUSYBOX_MODULE}{module}"))],
+    );
+    std::fs::copy(BUSYBOX, p.join("busybox")).unwrap();
+    w.give(&p.join("busybox"));
+    p
+}
+
+/// `cmd` on a pseudo-terminal (util-linux `script`): what the terminal received.
+fn on_terminal(cmd: &Command) -> (bool, Vec<u8>) {
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(cmd.get_current_dir().unwrap())
+        // The runner's policy: a cleared environment plus its variables.
+        .env_clear()
+        .env("TERM", "xterm")
+        .stdin(Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            script.env(key, value);
+        }
+    }
+    let out = script.output().expect("run `script` (util-linux)");
+    (out.status.success(), out.stdout)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The sequences the hostile builder prints: a clipboard write (OSC 52), a window title
+/// (OSC 0) and a clear screen.
+const HOSTILE: [&[u8]; 3] = [b"\x1b]52;c;aGFja2Vk\x07", b"\x1b]0;pwned\x07", b"\x1b[2J"];
+
+/// The failure report printed the builder's escape sequences raw, to the terminal too.
+#[test]
+fn a_failing_builders_escape_sequences_never_reach_the_terminal() {
+    let w = World::new();
+    let p = busybox_project(
+        &w,
+        "escapes",
+        r#"
+def evil():
+    return _sh("evil", "printf 'before\\033]52;c;aGFja2Vk\\007\\033]0;pwned\\007\\033[2Jafter\\n'; printf 'caf\\303\\251\\ttab\\n'; exit 1")
+"#,
+    );
+    // Not a terminal: the report is sanitised as well (it ends up in logs read on one).
+    let out = w.bramble(&p, &["build", "./:evil"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for seq in HOSTILE {
+        assert!(!contains(&out.stderr, seq), "{err:?}");
+    }
+    assert!(
+        err.contains(r"  > before\x1b]52;c;aGFja2Vk\x07\x1b]0;pwned\x07\x1b[2Jafter"),
+        "{err:?}"
+    );
+    assert!(err.contains("  > café\ttab"), "{err:?}");
+
+    // On a terminal.
+    let (ok, screen) = on_terminal(&w.command(&p, &["build", "./:evil"]));
+    let shown = String::from_utf8_lossy(&screen);
+    assert!(!ok, "{shown}");
+    for seq in HOSTILE {
+        assert!(!contains(&screen, seq), "{shown:?}");
+    }
+    assert!(shown.contains(r"before\x1b]52;c;aGFja2Vk\x07"), "{shown:?}");
+
+    // `bramble log`: raw bytes into a pipe, sanitised on a terminal unless `--raw`.
+    let drv = err
+        .lines()
+        .find_map(|l| l.strip_prefix("hint: the whole log: `bramble log "))
+        .and_then(|l| l.strip_suffix('`'))
+        .unwrap_or_else(|| panic!("no log hint in {err}"))
+        .to_owned();
+    let piped = w.bramble(&p, &["log", &drv]);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    for seq in HOSTILE {
+        assert!(contains(&piped.stdout, seq), "{:?}", piped.stdout);
+    }
+    let (ok, screen) = on_terminal(&w.command(&p, &["log", &drv]));
+    let shown = String::from_utf8_lossy(&screen);
+    assert!(ok, "{shown}");
+    for seq in HOSTILE {
+        assert!(!contains(&screen, seq), "{shown:?}");
+    }
+    assert!(shown.contains(r"before\x1b]52;c;aGFja2Vk\x07"), "{shown:?}");
+    assert!(shown.contains("café\ttab"), "{shown:?}");
+    let (ok, screen) = on_terminal(&w.command(&p, &["log", "--raw", &drv]));
+    assert!(ok, "{}", String::from_utf8_lossy(&screen));
+    assert!(contains(&screen, HOSTILE[0]));
+}
+
+// --- `bramble run` and the project directory ------------------------------------------------
+
+const RUN_MODULE: &str = r#"
+SCRIPT = """
+echo x > planted && echo PROJECT-WRITTEN || echo project-refused
+echo x > .git/hooks/post-checkout && echo HOOK-WRITTEN || echo hook-refused
+echo x > out/vendored/.git/config && echo NESTED-WRITTEN || echo nested-refused
+echo x > out/ok && echo out-written || echo out-refused
+"""
+
+def _write(**kwargs):
+    return run(busybox(), "bin/busybox", args = ["sh", "-c", SCRIPT], **kwargs)
+
+def default():
+    return _write()
+
+def declared():
+    return _write(paths = ["out"])
+
+def everything():
+    return _write(paths = ["./"])
+
+def everything_read_only():
+    return _write(paths = ["./"], read_only_paths = ["./"])
+
+def hooks():
+    return _write(paths = [".git/hooks"])
+"#;
+
+/// The project was bound read-write: a program run by `bramble run` wrote `.git/hooks/*`,
+/// which git later ran on the host. The project is read-only unless `paths` names a part,
+/// and version-control metadata is never writable.
+#[test]
+fn bramble_run_writes_only_declared_paths_and_never_vcs_metadata() {
+    let w = World::new();
+    let p = busybox_project(&w, "runner", RUN_MODULE);
+    w.mkdir("runner/.git/hooks");
+    w.mkdir("runner/out/vendored/.git");
+    let run = |reference: &str| {
+        let out = w.bramble(&p, &["run", reference]);
+        assert!(out.status.success(), "{reference}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let hook = p.join(".git/hooks/post-checkout");
+
+    assert_eq!(
+        run("./:default"),
+        "project-refused\nhook-refused\nnested-refused\nout-refused\n"
+    );
+    assert_eq!(
+        run("./:declared"),
+        "project-refused\nhook-refused\nnested-refused\nout-written\n"
+    );
+    assert!(p.join("out/ok").exists());
+    assert_eq!(
+        run("./:everything"),
+        "PROJECT-WRITTEN\nhook-refused\nnested-refused\nout-written\n"
+    );
+    assert!(p.join("planted").exists());
+    std::fs::remove_file(p.join("planted")).unwrap();
+    std::fs::remove_file(p.join("out/ok")).unwrap();
+    assert_eq!(
+        run("./:everything_read_only"),
+        "project-refused\nhook-refused\nnested-refused\nout-refused\n"
+    );
+    assert!(!hook.exists() && !p.join("out/vendored/.git/config").exists());
+
+    let out = w.bramble(&p, &["run", "./:hooks"]);
+    assert_user_error(&out);
+    assert!(
+        stderr(&out).contains("`paths` entry `.git/hooks` of `run()` is version-control metadata"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!hook.exists());
+}
+
+/// `bramble.lock` was written through `.bramble.lock.tmp-<pid>`, opened with `O_TRUNC` and
+/// following symlinks: one planted for bramble's pid overwrote its target. The lock is
+/// now written through a fresh `O_EXCL` temporary file.
+#[test]
+fn the_lock_is_never_written_through_a_planted_temporary_file() {
+    let server = http::Server::start();
+    server.file("/f.txt", "fetched\n");
+    let w = World::new();
+    let p = w.project(
+        "planted",
+        &[(
+            "default.bramble",
+            &format!(
+                "load(\"bramble/fetch\", \"fetch_url\")\ndef f():\n    return fetch_url(\"{}\", name = \"f\")\n",
+                server.url("/f.txt")
+            ),
+        )],
+    );
+    let victim = w.write("victim", "precious\n");
+    // Plant the name for every pid the next processes are likely to get.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for pid in last + 1..last + 400 {
+        let planted = p.join(format!(".bramble.lock.tmp-{pid}"));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        w.give(&planted);
+    }
+    let out = w.bramble(&p, &["build", "./:f", "--no-out-link"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let lock = std::fs::read_to_string(p.join("bramble.lock")).unwrap();
+    assert!(lock.contains(&server.url("/f.txt")), "{lock}");
+    assert!(
+        std::fs::symlink_metadata(p.join("bramble.lock"))
+            .unwrap()
+            .file_type()
+            .is_file()
     );
 }
