@@ -15,6 +15,16 @@ pub const BRAMBLE_SANDBOX: &str = "BRAMBLE_SANDBOX";
 /// exponential backoff from half a second. Default: 4.
 pub const BRAMBLE_FETCH_RETRIES: &str = "BRAMBLE_FETCH_RETRIES";
 
+/// Largest download a fetch accepts (`512M`, `32G`, bytes). Default: 16 GiB.
+pub const BRAMBLE_MAX_DOWNLOAD: &str = "BRAMBLE_MAX_DOWNLOAD";
+
+/// Largest total of file bytes one unpacked archive may write (`512M`, `32G`, bytes).
+/// Default: 16 GiB.
+pub const BRAMBLE_MAX_UNPACKED: &str = "BRAMBLE_MAX_UNPACKED";
+
+/// Most entries (files, directories, links) one unpacked archive may have. Default: 1048576.
+pub const BRAMBLE_MAX_UNPACKED_ENTRIES: &str = "BRAMBLE_MAX_UNPACKED_ENTRIES";
+
 /// Directory of Bramble's Starlark standard library (`load("bramble/...")`). Default: the
 /// first that exists of `<dir of bramble>/../share/bramble/lib` (an installed bramble) and
 /// the `lib/` of the source tree bramble was built from.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::exit::{
     EXIT_INVALID_SPEC, EXIT_NO_USER_NAMESPACES, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND,
-    EXIT_SETUP_FAILED, EXIT_TIMEOUT,
+    EXIT_PROCESS_LIMIT, EXIT_SETUP_FAILED, EXIT_SILENT, EXIT_TIMEOUT,
 };
 use crate::spec::SpecError;
 
@@ -48,6 +48,10 @@ pub enum Error {
     BuilderNotExecutable { path: PathBuf, source: io::Error },
     /// The time limit was reached and the sandbox killed.
     Timeout { limit_ms: u64 },
+    /// The builder printed nothing for `limit_ms`; the whole sandbox was killed.
+    Silent { limit_ms: u64 },
+    /// The builder failed (with `code`) while the sandbox had `limit` processes, its limit.
+    ProcessLimit { limit: u32, code: u8 },
 }
 
 impl Error {
@@ -69,6 +73,8 @@ impl Error {
             Error::BuilderNotFound { .. } => EXIT_NOT_FOUND,
             Error::BuilderNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
             Error::Timeout { .. } => EXIT_TIMEOUT,
+            Error::Silent { .. } => EXIT_SILENT,
+            Error::ProcessLimit { .. } => EXIT_PROCESS_LIMIT,
             Error::OpenSource { .. }
             | Error::SandboxId { .. }
             | Error::WritableSymlink { .. }
@@ -151,6 +157,14 @@ impl fmt::Display for Error {
             Error::Timeout { limit_ms } => write!(
                 f,
                 "the builder exceeded its time limit of {limit_ms} ms and was killed"
+            ),
+            Error::Silent { limit_ms } => write!(
+                f,
+                "the builder printed nothing for {limit_ms} ms (its silence limit) and was killed"
+            ),
+            Error::ProcessLimit { limit, code } => write!(
+                f,
+                "the builder failed (status {code}) at its limit of {limit} processes"
             ),
             Error::BuilderNotExecutable { path, source } => write!(
                 f,

@@ -7,6 +7,10 @@
 //! `bramble-sandbox: error:` line on stderr whenever it, not the builder, chose the code, and
 //! says which it was on a channel of its own: the [`Status`] record on `--status-fd`.
 
+/// The builder failed while the sandbox was at its process limit (a fork failed).
+pub const EXIT_PROCESS_LIMIT: u8 = 120;
+/// The builder printed nothing for longer than the silence limit; the sandbox was killed.
+pub const EXIT_SILENT: u8 = 121;
 /// The spec was not valid JSON or broke an invariant (a bug in the caller).
 pub const EXIT_INVALID_SPEC: u8 = 122;
 /// The kernel refused an unprivileged user namespace (an environment problem; see the hint).

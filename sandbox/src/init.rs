@@ -819,6 +819,8 @@ fn spawn_and_reap(plan: &Plan) -> Result<u8, Error> {
     // Left uninitialised: zeroing it would fault in all 16 pages (copy-on-write after the
     // clone that created pid 1); the child touches only the one or two it uses.
     let mut stack: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Memory and process limits, inherited by the builder (after the stack's allocation).
+    crate::limits::apply(plan)?;
     let mut exec = Exec { plan, errno: 0 };
     // SAFETY: the allocation is writable for its capacity and only ever used as raw stack
     // memory by the child; its top (stacks grow down on the supported arches) is 16-byte
@@ -847,7 +849,7 @@ fn spawn_and_reap(plan: &Plan) -> Result<u8, Error> {
         // re-parented to us as pid 1.
         let got = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
         if got == pid {
-            return Ok(status_code(status));
+            return crate::limits::check(plan, status_code(status));
         }
         if got == -1 {
             let e = io::Error::last_os_error();

@@ -31,8 +31,10 @@
 //!    CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS [| CLONE_NEWNET])`. As root, write pid 1's
 //!    `setgroups` (`deny`), `uid_map` and `gid_map` (only a process privileged outside the
 //!    namespace may map ids other than its own), then send pid 1 one byte to go on.
-//! 4. Supervise through a `signalfd`: on the time limit or a cancel signal, SIGKILL pid 1 (the
-//!    kernel then kills the whole PID namespace) and reap it.
+//! 4. Supervise through a `signalfd`: on the time limit, the silence limit (no output for
+//!    `silence_limit_ms`: the builder's stdout and stderr are then pipes the host side relays,
+//!    as they always are for `--warm`) or a cancel signal, SIGKILL pid 1 (the kernel then
+//!    kills the whole PID namespace) and reap it.
 //!
 //! Pid 1 ([`init`](crate::init)), first what does not depend on the spec:
 //! 1. `PR_SET_PDEATHSIG(SIGKILL)`; exit if the host side already died (pipe hang-up). As
@@ -72,7 +74,9 @@
 //!     pipe, close-on-exec).
 //! 17. `no_new_privs`; the other capability sets cleared (ambient, inheritable, effective,
 //!     permitted); the seccomp filters ([`seccomp`](crate::seccomp)); not dumpable.
-//! 18. Builder: `SIGPIPE` default, `setsid`, `execve` with only the spec's environment plus
+//! 18. Builder: the memory and process limits ([`limits`]: `RLIMIT_DATA`, `RLIMIT_NPROC`,
+//!     counted per sandbox), then `SIGPIPE` default, `setsid`, `execve` with only the spec's
+//!     environment plus
 //!     `HOME=/homeless-shelter`, `TMPDIR=/build`, `PATH=/path-not-set` unless the spec sets
 //!     them. Pid 1 reaps every child; when the builder exits, pid 1 exits with its status,
 //!     which makes the kernel kill whatever is left (daemons do not survive the build).
@@ -103,7 +107,8 @@
 //!
 //! # Exit status
 //!
-//! The builder's own status, or 128 + signal. Otherwise (see [`exit`]): 122 invalid spec,
+//! The builder's own status, or 128 + signal. Otherwise (see [`exit`]): 120 the builder failed
+//! at its process limit, 121 silent for longer than the silence limit, 122 invalid spec,
 //! 123 no user namespaces, 124 timeout, 125 setup failure, 126 builder not executable,
 //! 127 builder not found; 128 + n when the helper was cancelled by signal n. Each helper
 //! failure prints one `bramble-sandbox: error: ...` line and possibly one `hint: ...` line,
@@ -127,7 +132,10 @@
 //!   "symlinks": [{"path": "/bin/sh", "to": "/bramble/store/1b9…-bash/bin/bash"}],
 //!   "network": "none",
 //!   "hostname": "localhost",
-//!   "time_limit_ms": 3600000,
+//!   "time_limit_ms": 86400000,
+//!   "silence_limit_ms": 7200000,
+//!   "memory_limit_bytes": 8589934592,
+//!   "process_limit": 4096,
 //!   "stdin": "null",
 //!   "uid": 1000,
 //!   "gid": 100
@@ -149,6 +157,7 @@ mod error;
 pub mod exit;
 pub mod ids;
 mod init;
+mod limits;
 mod plan;
 mod run;
 mod seccomp;

@@ -62,6 +62,10 @@ pub struct Plan {
     /// directory appears once in the whole run (many inputs share `/bramble/store`).
     pub step_parents: Vec<Vec<CString>>,
     pub hostname: Vec<u8>,
+    /// `RLIMIT_DATA` of every process, in bytes (see [`crate::limits`]).
+    pub memory_limit: Option<u64>,
+    /// Most processes of the builder (see [`crate::limits`]).
+    pub process_limit: Option<u32>,
 }
 
 /// What pid 1 needs before it knows the spec.
@@ -220,6 +224,8 @@ impl Plan {
             steps,
             step_parents,
             hostname: spec.hostname.as_bytes().to_vec(),
+            memory_limit: spec.memory_limit_bytes,
+            process_limit: spec.process_limit,
         }
     }
 }

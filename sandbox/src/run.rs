@@ -1,5 +1,10 @@
 //! The helper's host-side process: reads the spec, clones the sandbox's init into fresh
-//! namespaces, and supervises it (time limit, cancellation signals, exit status).
+//! namespaces, and supervises it (time and silence limits, cancellation signals, exit
+//! status).
+//!
+//! With a silence limit, and always for a `--warm` sandbox (it is cloned before the spec
+//! says whether it has one), the builder's stdout and stderr are pipes of ours: the host
+//! side copies what comes to its own stdout and stderr and notes when the last byte came.
 //!
 //! Single-threaded: signals are blocked and consumed synchronously through a `signalfd`, so no
 //! handler ever runs. Nothing here follows a path the builder could have written.
@@ -237,18 +242,20 @@ fn run_with(args: &Args, host: (u32, u32), status: &mut StatusFd) -> Result<u8, 
             SpecFrom::Ready(Box::new(plan)),
             status.0.is_some(),
             None,
+            spec.silence_limit_ms.is_some(),
         )?;
-        return sandbox.supervise(&set, deadline(&spec), status);
+        return sandbox.supervise(&set, limits(&spec), status);
     }
 
     // Warm: the namespaces first, then the spec.
     let base = Base::new(host, (DEFAULT_UID, DEFAULT_GID), true, true, sandbox_id)?;
     let (spec_read, spec_write) = pipe()?;
-    let sandbox = Sandbox::start(
+    let mut sandbox = Sandbox::start(
         &base,
         SpecFrom::Pipe(spec_read),
         status.0.is_some(),
         Some(&spec_write),
+        true,
     )?;
     let spec = match read_spec(args.spec_fd).and_then(|spec| {
         spec.map(|spec| warm_compatible(&spec).map(|()| spec))
@@ -262,6 +269,7 @@ fn run_with(args: &Args, host: (u32, u32), status: &mut StatusFd) -> Result<u8, 
         }
         Err(e) => {
             kill_and_reap(sandbox.pid);
+            sandbox.drain();
             return Err(e);
         }
     };
@@ -269,12 +277,31 @@ fn run_with(args: &Args, host: (u32, u32), status: &mut StatusFd) -> Result<u8, 
     // A pid 1 that failed early has closed its end: its status below tells why.
     let _ = sys::write_all(&spec_write, json.as_bytes());
     drop(spec_write);
-    sandbox.supervise(&set, deadline(&spec), status)
+    sandbox.supervise(&set, limits(&spec), status)
 }
 
-fn deadline(spec: &Spec) -> Option<(Instant, u64)> {
-    spec.time_limit_ms
-        .map(|ms| (Instant::now() + Duration::from_millis(ms), ms))
+/// The time and silence limits of a run, as the supervisor checks them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// When the time limit is reached, and the limit (ms).
+    deadline: Option<(Instant, u64)>,
+    /// The silence limit (ms).
+    silence_ms: Option<u64>,
+}
+
+fn limits(spec: &Spec) -> Limits {
+    Limits {
+        deadline: spec
+            .time_limit_ms
+            .map(|ms| (Instant::now() + Duration::from_millis(ms), ms)),
+        silence_ms: spec.silence_limit_ms,
+    }
+}
+
+/// Milliseconds for `poll`, rounded up (so the limit has passed when poll times out).
+fn poll_ms(left: Duration) -> i32 {
+    i32::try_from(left.as_millis() + u128::from(!left.subsec_nanos().is_multiple_of(1_000_000)))
+        .unwrap_or(i32::MAX)
 }
 
 /// A warm sandbox was set up with the defaults; refuses a spec that needs others.
@@ -303,16 +330,62 @@ struct Sandbox {
     _death_write: OwnedFd,
     /// Where pid 1 reports its exit code early (with `--status-fd`).
     status_read: Option<OwnedFd>,
+    /// The builder's stdout and stderr when we relay them.
+    relay: Option<Relay>,
+}
+
+/// The read ends of the pipes that are the sandbox's stdout and stderr (each `None` once at
+/// its end), and when a byte last came.
+struct Relay {
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    last: Instant,
+}
+
+impl Relay {
+    /// Copies what is ready on the pipe of fd `to` (1 or 2) to our own `to`; with `drain`,
+    /// everything until the pipe's end (every writer is gone). A reader that went away loses
+    /// the output, not the run.
+    fn forward(&mut self, to: i32, drain: bool) {
+        let slot = if to == 1 {
+            &mut self.out
+        } else {
+            &mut self.err
+        };
+        let Some(fd) = slot.as_ref() else {
+            return;
+        };
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                self.last = Instant::now();
+                let _ = sys::write_all(&to, &buf[..n as usize]);
+                if drain {
+                    continue;
+                }
+                return;
+            }
+            if n == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            *slot = None; // end of file, or an error that would repeat
+            return;
+        }
+    }
 }
 
 impl Sandbox {
     /// Clones pid 1 into fresh namespaces; it runs [`crate::init::run`].
     /// `host_only`: descriptors pid 1 must not keep (the write end of its spec pipe).
+    /// `relay`: make the builder's stdout and stderr pipes of ours (see [`Relay`]).
     fn start(
         base: &Base,
         spec: SpecFrom,
         early_status: bool,
         host_only: Option<&OwnedFd>,
+        relay: bool,
     ) -> Result<Sandbox, Error> {
         // The child polls the read end right after setting its own PDEATHSIG: if we died in
         // between, our write end is closed and it exits.
@@ -323,6 +396,10 @@ impl Sandbox {
                 (Some(r), Some(w))
             }
             false => (None, None),
+        };
+        let pipes = match relay {
+            true => Some((pipe()?, pipe()?)),
+            false => None,
         };
         let mut flags = libc::CLONE_NEWUSER
             | libc::CLONE_NEWNS
@@ -351,6 +428,15 @@ impl Sandbox {
         if pid == 0 {
             drop(death_write);
             drop(status_read);
+            if let Some(((out_read, out_write), (err_read, err_write))) = pipes {
+                // SAFETY: dup2 replaces this child's stdout and stderr with the pipes' write
+                // ends (the copies are not close-on-exec); the originals are closed below.
+                unsafe {
+                    libc::dup2(out_write.as_raw_fd(), 1);
+                    libc::dup2(err_write.as_raw_fd(), 2);
+                }
+                drop((out_read, out_write, err_read, err_write));
+            }
             if let Some(fd) = host_only {
                 // SAFETY: closing our copy of a descriptor the host side keeps; nothing in
                 // this process uses it (the OwnedFd is never dropped here: init never returns).
@@ -373,6 +459,15 @@ impl Sandbox {
                 });
             }
         };
+        // Only the sandbox writes to the pipes: their ends come once it is gone.
+        let relay = pipes.map(|((out, out_write), (err, err_write))| {
+            drop((out_write, err_write));
+            Relay {
+                out: Some(out),
+                err: Some(err),
+                last: Instant::now(),
+            }
+        });
         if base.switch_to.is_some()
             && let Err(e) = write_maps(pid, base, &death_write)
         {
@@ -383,18 +478,35 @@ impl Sandbox {
             pid,
             _death_write: death_write,
             status_read,
+            relay,
         })
     }
 
-    /// Waits for pid 1, killing the whole sandbox (SIGKILL to its pid 1) on timeout or on a
-    /// cancel signal. Relays pid 1's early status to `status` (after closing our stdout and
-    /// stderr, so the caller's log ends). Returns pid 1's status, which is the builder's.
+    /// Copies everything left on the relay pipes (once the sandbox is empty or gone).
+    fn drain(&mut self) {
+        if let Some(relay) = &mut self.relay {
+            relay.forward(1, true);
+            relay.forward(2, true);
+        }
+    }
+
+    /// Kills the whole sandbox and passes on the output it left.
+    fn kill(&mut self) {
+        kill_and_reap(self.pid);
+        self.drain();
+    }
+
+    /// Waits for pid 1, killing the whole sandbox (SIGKILL to its pid 1) on timeout, after
+    /// the silence limit or on a cancel signal. Relays pid 1's early status to `status`
+    /// (after closing our stdout and stderr, so the caller's log ends). Returns pid 1's
+    /// status, which is the builder's.
     fn supervise(
         mut self,
         set: &libc::sigset_t,
-        deadline: Option<(Instant, u64)>,
+        limits: Limits,
         status: &mut StatusFd,
     ) -> Result<u8, Error> {
+        let deadline = limits.deadline;
         // SAFETY: `set` is a valid signal set whose signals are blocked.
         let signals =
             sys::cvt(unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
@@ -405,25 +517,31 @@ impl Sandbox {
         // SAFETY: signalfd returned a fresh descriptor that nobody else owns.
         let signals = unsafe { OwnedFd::from_raw_fd(signals) };
         loop {
+            let raw = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
+            let relay = self.relay.as_ref();
             let mut fds = [
-                libc::pollfd {
-                    fd: signals.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.status_read.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let timeout = deadline.map_or(-1, |(d, _)| {
-                let left = d.saturating_duration_since(Instant::now());
-                i32::try_from(left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0))
-                    .unwrap_or(i32::MAX)
+                Some(&signals),
+                self.status_read.as_ref(),
+                relay.and_then(|r| r.out.as_ref()),
+                relay.and_then(|r| r.err.as_ref()),
+            ]
+            .map(|fd| libc::pollfd {
+                fd: raw(fd),
+                events: libc::POLLIN,
+                revents: 0,
             });
-            // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored).
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            let now = Instant::now();
+            let silent_until = limits
+                .silence_ms
+                .zip(relay)
+                .map(|(ms, r)| r.last + Duration::from_millis(ms));
+            let wake = match (deadline.map(|(d, _)| d), silent_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = wake.map_or(-1, |w| poll_ms(w.saturating_duration_since(now)));
+            // SAFETY: `fds` is a valid array of four pollfds (a negative fd is ignored).
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 4, timeout) };
             if n == -1 {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EINTR) {
@@ -433,13 +551,28 @@ impl Sandbox {
                 return Err(Error::setup("cannot wait for the sandbox", e));
             }
             if n == 0 {
-                if deadline.is_some_and(|(d, _)| Instant::now() >= d) {
-                    kill_and_reap(self.pid);
-                    return Err(Error::Timeout {
-                        limit_ms: deadline.map_or(0, |(_, ms)| ms),
-                    });
+                let now = Instant::now();
+                if let Some((_, limit_ms)) = deadline.filter(|(d, _)| now >= *d) {
+                    self.kill();
+                    return Err(Error::Timeout { limit_ms });
+                }
+                let silent = self
+                    .relay
+                    .as_ref()
+                    .zip(limits.silence_ms)
+                    .filter(|(r, ms)| now >= r.last + Duration::from_millis(*ms));
+                if let Some((_, limit_ms)) = silent {
+                    self.kill();
+                    return Err(Error::Silent { limit_ms });
                 }
                 continue;
+            }
+            if let Some(relay) = &mut self.relay {
+                for (i, to) in [(2, 1), (3, 2)] {
+                    if fds[i].revents != 0 {
+                        relay.forward(to, false);
+                    }
+                }
             }
             if fds[1].revents != 0 {
                 self.relay_status(status);
@@ -461,12 +594,13 @@ impl Sandbox {
                 }
                 let sig = info.ssi_signo as libc::c_int;
                 if CANCEL.contains(&sig) {
-                    kill_and_reap(self.pid);
+                    self.kill();
                     return Ok(EXIT_SIGNAL_BASE + sig as u8);
                 }
                 let mut st = 0;
                 // SAFETY: `st` is a valid out pointer; WNOHANG never blocks.
                 if unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG) } == self.pid {
+                    self.drain();
                     return Ok(crate::init::status_code(st));
                 }
             }
@@ -485,6 +619,8 @@ impl Sandbox {
         if got <= 0 {
             return; // pid 1 died without a status (killed): the exit status tells.
         }
+        // The sandbox is empty: everything it wrote is in the pipes.
+        self.drain();
         if status.0.is_none() {
             return;
         }

@@ -67,6 +67,19 @@ pub struct Spec {
     /// Wall-clock limit in milliseconds; the whole sandbox is killed when it is reached.
     #[serde(default)]
     pub time_limit_ms: Option<u64>,
+    /// Longest time in milliseconds without a byte on the builder's stdout or stderr; the
+    /// whole sandbox is killed when it is reached (Nix's `max-silent-time`). The helper then
+    /// relays the builder's output through pipes of its own to see it.
+    #[serde(default)]
+    pub silence_limit_ms: Option<u64>,
+    /// Memory limit in bytes of every process of the sandbox (`RLIMIT_DATA`: heap and
+    /// private writable mappings; see [`crate::limits`]).
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    /// Most processes (threads included) the builder may have at once, itself included
+    /// (`RLIMIT_NPROC`, counted per sandbox; see [`crate::limits`]).
+    #[serde(default)]
+    pub process_limit: Option<u32>,
     /// What the builder's stdin is. Stdout and stderr are always the helper's own.
     #[serde(default)]
     pub stdin: Stdin,
@@ -161,8 +174,9 @@ pub enum SpecError {
     EnvName { name: String },
     /// The hostname is empty, longer than 64 bytes or contains `/` or NUL.
     Hostname { hostname: String },
-    /// The time limit is zero.
-    ZeroTimeLimit,
+    /// A limit (`time_limit_ms`, `silence_limit_ms`, `memory_limit_bytes`, `process_limit`)
+    /// is zero.
+    ZeroLimit { field: &'static str },
     /// A symlink or tmpfs was placed inside a read-only bind, where it cannot be created.
     InsideReadOnly { path: PathBuf, bind: PathBuf },
 }
@@ -204,7 +218,7 @@ impl fmt::Display for SpecError {
                 f,
                 "hostname `{hostname}` must be 1 to 64 bytes without `/` or NUL"
             ),
-            SpecError::ZeroTimeLimit => write!(f, "`time_limit_ms` must be positive"),
+            SpecError::ZeroLimit { field } => write!(f, "`{field}` must be positive"),
             SpecError::InsideReadOnly { path, bind } => write!(
                 f,
                 "`{}` cannot be created inside the read-only bind `{}`",
@@ -231,6 +245,9 @@ impl Spec {
             network: Network::None,
             hostname: default_hostname(),
             time_limit_ms: None,
+            silence_limit_ms: None,
+            memory_limit_bytes: None,
+            process_limit: None,
             stdin: Stdin::Null,
             uid: DEFAULT_UID,
             gid: DEFAULT_GID,
@@ -272,8 +289,15 @@ impl Spec {
                 hostname: h.clone(),
             });
         }
-        if self.time_limit_ms == Some(0) {
-            return Err(SpecError::ZeroTimeLimit);
+        for (field, zero) in [
+            ("time_limit_ms", self.time_limit_ms == Some(0)),
+            ("silence_limit_ms", self.silence_limit_ms == Some(0)),
+            ("memory_limit_bytes", self.memory_limit_bytes == Some(0)),
+            ("process_limit", self.process_limit == Some(0)),
+        ] {
+            if zero {
+                return Err(SpecError::ZeroLimit { field });
+            }
         }
 
         // Every mount-like entry in application order, with whether it is a read-only bind.
@@ -499,7 +523,20 @@ mod tests {
         assert!(matches!(spec.validate(), Err(SpecError::Hostname { .. })));
         let mut spec = Spec::new("/b");
         spec.time_limit_ms = Some(0);
-        assert_eq!(spec.validate(), Err(SpecError::ZeroTimeLimit));
+        assert_eq!(
+            spec.validate(),
+            Err(SpecError::ZeroLimit {
+                field: "time_limit_ms"
+            })
+        );
+        let mut spec = Spec::new("/b");
+        spec.process_limit = Some(0);
+        assert_eq!(
+            spec.validate(),
+            Err(SpecError::ZeroLimit {
+                field: "process_limit"
+            })
+        );
         let mut spec = Spec::new("/b");
         spec.args.push("a\0b".into());
         assert!(matches!(spec.validate(), Err(SpecError::Nul { .. })));

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bramble_sandbox::{
     Bind, EXIT_INVALID_SPEC, EXIT_NO_USER_NAMESPACES, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND,
-    EXIT_TIMEOUT, Network, Spec, Status, Stdin, Symlink,
+    EXIT_PROCESS_LIMIT, EXIT_SILENT, EXIT_TIMEOUT, Network, Spec, Status, Stdin, Symlink,
 };
 
 const PROBE_INPUT: &str = "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-probe";
@@ -771,6 +771,125 @@ fn the_time_limit_kills_the_sandbox() {
             Vec::<u32>::new(),
             "sleeper survived"
         );
+    });
+}
+
+#[test]
+fn the_silence_limit_kills_a_quiet_sandbox_and_output_keeps_it_alive() {
+    for_each_identity(|run| {
+        let token = unique("silent");
+        let mut spec = run.spec(&["sleep", &token]);
+        spec.silence_limit_ms = Some(300);
+        let out = run.run(&spec);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(i32::from(EXIT_SILENT)), "{stderr}");
+        // What the builder printed before it went quiet was relayed.
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
+        assert!(
+            stderr.starts_with(
+                "bramble-sandbox: error: the builder printed nothing for 300 ms (its silence limit)"
+            ),
+            "{stderr}"
+        );
+        assert_eq!(
+            processes_with(&token),
+            Vec::<u32>::new(),
+            "sleeper survived"
+        );
+
+        // Output every 100 ms for 1.5 s under a 1 s silence limit: never silent that long.
+        let mut spec = run.spec(&["tick", "15", "100"]);
+        spec.silence_limit_ms = Some(1000);
+        let out = run.run(&spec);
+        assert_probe_ok(run, &out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("tick 0\ntick 1\n") && stdout.contains("tick 14\n"));
+        // Stdout and stderr stay apart through the relay.
+        let mut spec = run.spec(&["absent", "/nonexistent"]);
+        spec.silence_limit_ms = Some(1000);
+        let out = run.run(&spec);
+        assert_probe_ok(run, &out);
+        assert!(out.stderr.is_empty(), "{out:?}");
+    });
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_process_limit_and_leaves_nothing() {
+    for_each_identity(|run| {
+        let token = unique("bomb");
+        let mut spec = run.spec(&["forkbomb", &token]);
+        spec.process_limit = Some(10);
+        let out = if run.identity == Identity::Root {
+            // As root the builder is an unprivileged host id, so RLIMIT_NPROC binds it. A
+            // safety net should that ever regress: the sandbox's user namespace inherits the
+            // creator's limit for the builder's host id as a whole (500).
+            let mut child = Command::new("prlimit")
+                .args(["--nproc=500:500", "--"])
+                .arg(&fixture().helper)
+                .args(if run.warm { &["--warm"][..] } else { &[][..] })
+                .current_dir("/")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let json = spec.to_json();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(json.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        } else {
+            run.run(&spec)
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(EXIT_PROCESS_LIMIT)),
+            "{stderr}"
+        );
+        // The builder and nine children: ten processes of the builder's.
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "forked 9: Resource temporarily unavailable\n"
+        );
+        assert!(
+            stderr.starts_with(
+                "bramble-sandbox: error: the builder failed (status 3) at its limit of 10 processes"
+            ),
+            "{stderr}"
+        );
+        assert_eq!(
+            processes_with(&token),
+            Vec::<u32>::new(),
+            "the bomb survived"
+        );
+        // A builder that fails below its limit keeps its own status.
+        let mut spec = run.spec(&["exit", "3"]);
+        spec.process_limit = Some(10);
+        assert_eq!(run.run(&spec).status.code(), Some(3));
+    });
+}
+
+#[test]
+fn a_memory_hog_gets_no_memory_over_the_limit() {
+    for_each_identity(|run| {
+        let mut spec = run.spec(&["hog", "256"]);
+        spec.memory_limit_bytes = Some(64 << 20);
+        let out = run.run(&spec);
+        assert_eq!(out.status.code(), Some(4), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "out of memory after asking for 256 MiB\n"
+        );
+        // Under the limit, the same program runs.
+        let mut spec = run.spec(&["hog", "16"]);
+        spec.memory_limit_bytes = Some(64 << 20);
+        let out = run.run(&spec);
+        assert_probe_ok(run, &out);
+        assert!(out.stdout.starts_with(b"allocated 16 MiB\n"));
     });
 }
 

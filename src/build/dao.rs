@@ -323,6 +323,9 @@ struct Entry {
     platform: Option<String>,
     #[serde(default)]
     dao: bool,
+    /// Resource limits, as in a derivation's JSON.
+    #[serde(default)]
+    limits: crate::store::BuildLimits,
     /// Only to refuse it by name.
     #[serde(default)]
     sources: Option<serde_json::Value>,
@@ -508,6 +511,7 @@ pub fn validate(text: &[u8], origin: &Origin<'_>, limits: &Limits) -> Result<Gen
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), sub(v)?)))
                 .collect::<Result<_, DaoError>>()?,
+            limits: entry.limits,
             name: entry.name.clone(),
             outputs: entry.outputs.clone().unwrap_or_else(|| vec!["out".into()]),
             platform: entry

@@ -187,6 +187,7 @@ impl FakeExecutor {
                 status: "exited with code 1".into(),
                 log_tail: vec!["boom".into()],
                 kept: None,
+                hint: None,
             });
         }
         let dir = tempfile::tempdir().unwrap();

@@ -294,6 +294,8 @@ pub enum ExecError {
         log_tail: Vec<String>,
         /// The build directory, kept for inspection (`--keep-failed`).
         kept: Option<PathBuf>,
+        /// What to do about it (a limit to raise).
+        hint: Option<String>,
     },
     /// The sandbox, not the builder, failed: the helper's own message (the builder not
     /// found or not executable, the time limit, a setup step).

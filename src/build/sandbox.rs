@@ -18,7 +18,9 @@
 //!    of the staging area, `$out` and `$<output>` pointing at the placeholders, no network.
 //!    The builder is the derivation's builder if absolute (usually a path in an input's
 //!    output); a relative builder names a file of the derivation's own sources, run as
-//!    `/build/<builder>`, so a project can bootstrap from a static binary it ships.
+//!    `/build/<builder>`, so a project can bootstrap from a static binary it ships. The
+//!    build's limits (time, silence, memory, processes: the derivation's own, else
+//!    [`DefaultLimits`]) go into the spec; the helper enforces them.
 //! 4. The helper runs with the spec on stdin and its stdout and stderr on one pipe, read
 //!    into memory (the last [`MAX_LOG_BYTES`]) and stored as the derivation's log in the
 //!    store database when the build ends: no log file a builder could reach, no extra
@@ -53,8 +55,9 @@ use std::time::Duration;
 use bramble_sandbox::{Bind, Spec, Status};
 use tokio::io::AsyncWriteExt;
 
+use crate::store::limits::{format_duration_ms, format_size};
 use crate::store::local::{LocalStore, TempDir};
-use crate::store::{Derivation, Hash, STORE_DIR, StorePath};
+use crate::store::{BuildLimits, Derivation, Hash, STORE_DIR, StorePath};
 
 use super::workspace::BuildDir;
 use super::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
@@ -75,6 +78,75 @@ pub struct SandboxConfig {
     pub helper: PathBuf,
     /// Keep the build directory of a failed build and name it in the error.
     pub keep_failed: bool,
+    /// The limits of a build whose derivation sets none.
+    pub limits: DefaultLimits,
+}
+
+/// The limits every build gets where its derivation sets none (`derivation(..., timeout =
+/// ...)` wins; the command line's `--timeout`, `--max-silent-time`, `--max-memory` and
+/// `--max-processes` change these). `None` is no limit. The defaults:
+///
+/// - time: [`DEFAULT_TIMEOUT_MS`], 24 hours. Long enough for the longest honest builds on a
+///   small machine (a toolchain bootstrap, a browser), short enough that a hung build ends
+///   within a day instead of never (Nix has no default; Hydra's is 10 hours).
+/// - silence: [`DEFAULT_SILENCE_MS`], 2 hours without a byte of output (Hydra's
+///   `maxSilent`): a hang usually goes quiet, while a long link or test step rarely says
+///   nothing for that long.
+/// - memory: half the machine's memory for each process (`RLIMIT_DATA`, see
+///   `bramble_sandbox`'s `limits`): one runaway process is refused memory before the
+///   machine runs out, while a big compiler or linker process still fits.
+/// - processes: [`DEFAULT_PROCESSES`] processes and threads at once per build (counted per
+///   sandbox): ample for `make -j` with threaded compilers, and a fork bomb stops there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultLimits {
+    pub timeout_ms: Option<u64>,
+    pub silence_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u32>,
+}
+
+/// Default time limit of a build: 24 hours.
+pub const DEFAULT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Default silence limit of a build: 2 hours.
+pub const DEFAULT_SILENCE_MS: u64 = 2 * 3600 * 1000;
+/// Default process limit of a build.
+pub const DEFAULT_PROCESSES: u32 = 4096;
+/// Memory limit when the machine's memory cannot be read: 8 GiB.
+const FALLBACK_MEMORY: u64 = 8 << 30;
+
+impl Default for DefaultLimits {
+    fn default() -> Self {
+        DefaultLimits {
+            timeout_ms: Some(DEFAULT_TIMEOUT_MS),
+            silence_ms: Some(DEFAULT_SILENCE_MS),
+            memory_bytes: Some(machine_memory().map_or(FALLBACK_MEMORY, |m| m / 2)),
+            processes: Some(DEFAULT_PROCESSES),
+        }
+    }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), in bytes.
+fn machine_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The limits of one build: the derivation's own, else the defaults.
+fn effective_limits(drv: &BuildLimits, defaults: &DefaultLimits) -> DefaultLimits {
+    DefaultLimits {
+        timeout_ms: drv.timeout_ms.or(defaults.timeout_ms),
+        silence_ms: drv.silence_ms.or(defaults.silence_ms),
+        memory_bytes: drv.memory_bytes.or(defaults.memory_bytes),
+        processes: drv.processes.or(defaults.processes),
+    }
 }
 
 /// Runs derivations with `bramble-sandbox` against a [`LocalStore`].
@@ -279,7 +351,16 @@ impl Executor for SandboxExecutor {
             Some(dirs) => Ok(dirs),
             None => self.tmp().and_then(new_dirs),
         };
-        let prepared = dirs.and_then(|dirs| prepare(&self.store, dirs, job));
+        let limits = effective_limits(&job.drv.limits, &self.config.limits);
+        let prepared = dirs
+            .and_then(|dirs| prepare(&self.store, dirs, job))
+            .map(|mut p| {
+                p.spec.time_limit_ms = limits.timeout_ms;
+                p.spec.silence_limit_ms = limits.silence_ms;
+                p.spec.memory_limit_bytes = limits.memory_bytes;
+                p.spec.process_limit = limits.processes;
+                p
+            });
         tracing::debug!(drv = %job.drv.name, elapsed = ?started.elapsed(), "prepared");
         prepared
     }
@@ -324,17 +405,39 @@ impl Executor for SandboxExecutor {
             };
             return Err(match status {
                 Ended::Status(Status::Helper { code, message }) => {
-                    sandbox_failure(code, &message, log_tail, kept)
+                    match limit_failure(code, &spec) {
+                        Some((status, hint)) => ExecError::Failed {
+                            status,
+                            log_tail,
+                            kept,
+                            hint: Some(hint),
+                        },
+                        None => sandbox_failure(code, &message, log_tail, kept),
+                    }
                 }
-                Ended::Status(Status::Builder(code)) => ExecError::Failed {
-                    status: describe_code(code),
-                    log_tail,
-                    kept,
-                },
+                Ended::Status(Status::Builder(code)) => {
+                    let (status, hint) = match out_of_memory(&spec, &log_tail) {
+                        Some((limit, hint)) => (
+                            format!(
+                                "exceeded its memory limit of {limit} per process ({}: an allocation failed)",
+                                describe_code(code)
+                            ),
+                            Some(hint),
+                        ),
+                        None => (describe_code(code), None),
+                    };
+                    ExecError::Failed {
+                        status,
+                        log_tail,
+                        kept,
+                        hint,
+                    }
+                }
                 Ended::Exit(status) => ExecError::Failed {
                     status: describe(status),
                     log_tail,
                     kept,
+                    hint: None,
                 },
             });
         }
@@ -856,6 +959,65 @@ fn sandbox_failure(
     }
 }
 
+/// A failure of the helper's that is a limit of the build's (its time, its silence, its
+/// processes): what happened, naming the limit, and how to raise it.
+fn limit_failure(code: u8, spec: &Spec) -> Option<(String, String)> {
+    match code {
+        bramble_sandbox::EXIT_TIMEOUT => spec.time_limit_ms.map(|ms| {
+            (
+                format!(
+                    "exceeded its time limit of {} and was killed",
+                    format_duration_ms(ms)
+                ),
+                "raise it with `--timeout DURATION` or `derivation(..., timeout = \"...\")`"
+                    .into(),
+            )
+        }),
+        bramble_sandbox::EXIT_SILENT => spec.silence_limit_ms.map(|ms| {
+            (
+                format!(
+                    "printed nothing for {} (its silence limit) and was killed",
+                    format_duration_ms(ms)
+                ),
+                "raise it with `--max-silent-time DURATION` or `derivation(..., max_silent_time = \"...\")`"
+                    .into(),
+            )
+        }),
+        bramble_sandbox::EXIT_PROCESS_LIMIT => spec.process_limit.map(|n| {
+            (
+                format!("reached its limit of {n} processes (a fork failed)"),
+                "raise it with `--max-processes N` or `derivation(..., processes = N)`".into(),
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// The memory limit (as text) and a hint, if the builder failed with an allocation failure
+/// in the end of its log while it had one. The limit is an rlimit per process: the kernel
+/// keeps no count of refusals, so the builder's own words are the evidence.
+fn out_of_memory(spec: &Spec, log_tail: &[String]) -> Option<(String, String)> {
+    const ALLOCATION_FAILURES: [&str; 6] = [
+        "out of memory",
+        "cannot allocate memory",
+        "memory exhausted",
+        "memory allocation of",
+        "bad_alloc",
+        "failed to allocate",
+    ];
+    let bytes = spec.memory_limit_bytes?;
+    let oom = log_tail.iter().any(|line| {
+        let line = line.to_ascii_lowercase();
+        ALLOCATION_FAILURES.iter().any(|p| line.contains(p))
+    });
+    oom.then(|| {
+        (
+            format_size(bytes),
+            "raise it with `--max-memory SIZE` or `derivation(..., memory = \"...\")`".into(),
+        )
+    })
+}
+
 /// The last `lines` lines of a log.
 pub fn tail(log: &[u8], lines: usize) -> Vec<String> {
     let start = log.len().saturating_sub(64 * 1024);
@@ -1061,6 +1223,7 @@ mod tests {
         let config = SandboxConfig {
             helper: PathBuf::from("/nonexistent/bramble-sandbox"),
             keep_failed: false,
+            limits: DefaultLimits::default(),
         };
         let executor = SandboxExecutor::new(config, store.clone());
         let d = Derivation::new("spare", "/bin/sh");

@@ -89,7 +89,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let report = session.build(
         &request,
         &args.flags.options()?,
-        args.flags.keep_failed,
+        args.flags.sandbox(&session.helper)?,
         false,
     )?;
     session::explain_failures(&report)?;

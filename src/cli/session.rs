@@ -73,17 +73,11 @@ impl Session {
         &self,
         request: &Request,
         options: &BuildOptions,
-        keep_failed: bool,
+        config: SandboxConfig,
         quiet: bool,
     ) -> Result<BuildReport, CliError> {
         let executor = Arc::new(WithFetchers {
-            inner: SandboxExecutor::new(
-                SandboxConfig {
-                    helper: self.helper.clone(),
-                    keep_failed,
-                },
-                self.store.clone(),
-            ),
+            inner: SandboxExecutor::new(config, self.store.clone()),
             fetcher: {
                 let mut f = self.fetcher.clone();
                 f.mirrors = self
@@ -124,6 +118,7 @@ impl Session {
         request: &Request,
         root: Hash,
         options: &BuildOptions,
+        config: SandboxConfig,
     ) -> Result<Job, CliError> {
         let drv = request
             .derivations
@@ -142,7 +137,7 @@ impl Session {
             roots: dep_roots,
             templates: HashMap::new(),
         };
-        let report = self.build(&inputs_request, options, false, false)?;
+        let report = self.build(&inputs_request, options, config, false)?;
         explain_failures(&report)?;
         let mut realised: HashMap<OutputRef, StorePath> = HashMap::new();
         for r in &report.roots {
@@ -302,13 +297,20 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
         eprintln!("error: {}", super::terminal::sanitise(&what));
         match &failure.kind {
             FailureKind::Exec(
-                ExecError::Failed { log_tail, kept, .. }
-                | ExecError::Sandbox { log_tail, kept, .. },
+                ExecError::Failed {
+                    log_tail,
+                    kept,
+                    hint,
+                    ..
+                }
+                | ExecError::Sandbox {
+                    log_tail,
+                    kept,
+                    hint,
+                    ..
+                },
             ) => {
-                if let FailureKind::Exec(ExecError::Sandbox {
-                    hint: Some(hint), ..
-                }) = &failure.kind
-                {
+                if let Some(hint) = hint {
                     eprintln!("hint: {hint}");
                 }
                 if !log_tail.is_empty() {

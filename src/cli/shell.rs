@@ -45,7 +45,8 @@ pub fn run(args: ShellArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             request.roots.len()
         )));
     };
-    let job = session.prepare_root(&request, root, &args.flags.options()?)?;
+    let config = args.flags.sandbox(&session.helper)?;
+    let job = session.prepare_root(&request, root, &args.flags.options()?, config)?;
     let env = sandbox::prepare_shell(&session.store, &job)
         .map_err(|e| CliError::environment(e.to_string()))?;
     let status = env

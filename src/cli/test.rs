@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::build::sandbox::{SandboxConfig, SandboxExecutor};
+use crate::build::sandbox::SandboxExecutor;
 use crate::build::{Cancel, ExecError, Executor};
 
 use super::build::BuildFlags;
@@ -40,13 +40,8 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     }
     let options = args.flags.options()?;
     let base = evaluated.request();
-    let executor = SandboxExecutor::new(
-        SandboxConfig {
-            helper: session.helper.clone(),
-            keep_failed: args.flags.keep_failed,
-        },
-        session.store.clone(),
-    );
+    let executor =
+        SandboxExecutor::new(args.flags.sandbox(&session.helper)?, session.store.clone());
     let mut failed = 0;
     for test in &tests {
         let drv = base.derivations.get(&test.derivation).ok_or_else(|| {
@@ -64,7 +59,12 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             templates: std::collections::HashMap::new(),
         };
         request.derivations.insert(hash, Arc::new(variant.clone()));
-        let job = session.prepare_root(&request, hash, &options)?;
+        let job = session.prepare_root(
+            &request,
+            hash,
+            &options,
+            args.flags.sandbox(&session.helper)?,
+        )?;
         let cancel = Cancel::new();
         let result = executor.prepare(&job).and_then(|prepared| {
             session::block_on(&cancel, executor.execute(job, prepared, cancel.clone()))

@@ -34,7 +34,8 @@ use starlark::values::{Value, ValueLike};
 use super::session::{Session, TestSpec};
 use super::value::{DerivationNode, DerivationValue, FilesValue, RunSpec, RunValue, SessionRef};
 use super::{Error, files};
-use crate::store::{Derivation, Sources};
+use crate::store::limits;
+use crate::store::{BuildLimits, Derivation, Sources};
 
 /// The globals of every `.bramble` module.
 pub fn globals(platform: &str) -> Globals {
@@ -111,6 +112,41 @@ fn sequence<'v>(function: &str, argument: &str, v: Value<'v>) -> starlark::Resul
     }
 }
 
+/// A limit keyword of `derivation()`: `None` (the engine's default), a positive int (for
+/// durations: seconds) or a string `parse` reads.
+fn limit<T: TryFrom<u64>>(
+    function: &str,
+    argument: &str,
+    v: Option<Value>,
+    expected: &str,
+    parse: impl Fn(&str) -> Result<u64, String>,
+) -> starlark::Result<Option<T>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let bad = |problem: String| {
+        err(Error::ArgValue {
+            function: function.to_owned(),
+            argument: argument.to_owned(),
+            problem,
+        })
+    };
+    let n = if let Some(i) = v.unpack_i32() {
+        let n = u64::try_from(i).map_err(|_| bad(format!("{i} is negative")))?;
+        parse(&n.to_string()).map_err(bad)?
+    } else if let Some(t) = v.unpack_str() {
+        parse(t).map_err(bad)?
+    } else {
+        return Err(type_error(function, argument, expected, v));
+    };
+    if n == 0 {
+        return Err(bad("a limit must be positive".into()));
+    }
+    T::try_from(n)
+        .map(Some)
+        .map_err(|_| bad(format!("{n} is too large")))
+}
+
 fn string_list(function: &str, argument: &str, v: Option<Value>) -> starlark::Result<Vec<String>> {
     let Some(v) = v.filter(|v| !v.is_none()) else {
         return Ok(Vec::new());
@@ -146,7 +182,9 @@ fn call_site(eval: &Evaluator) -> (String, usize) {
 #[starlark_module]
 fn bramble_functions(builder: &mut GlobalsBuilder) {
     /// Declare a build step. Returns a derivation whose `str()` is the template of its
-    /// first output and whose attributes name each output's template.
+    /// first output and whose attributes name each output's template. `timeout` and
+    /// `max_silent_time` (a duration: `"90m"`, `"2h"`, or seconds), `memory` (per process:
+    /// `"4G"`, or bytes) and `processes` bound its build instead of the engine's defaults.
     fn derivation<'v>(
         name: Value<'v>,
         builder: Value<'v>,
@@ -156,9 +194,40 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
         outputs: Option<Value<'v>>,
         platform: Option<Value<'v>>,
         #[starlark(require = named, default = false)] dao: bool,
+        #[starlark(require = named)] timeout: Option<Value<'v>>,
+        #[starlark(require = named)] max_silent_time: Option<Value<'v>>,
+        #[starlark(require = named)] memory: Option<Value<'v>>,
+        #[starlark(require = named)] processes: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> starlark::Result<DerivationValue> {
         const F: &str = "derivation";
+        let limits = BuildLimits {
+            memory_bytes: limit(
+                F,
+                "memory",
+                memory,
+                "a size (`2G`) or bytes",
+                limits::parse_size,
+            )?,
+            processes: limit(F, "processes", processes, "a number", |t| {
+                t.parse()
+                    .map_err(|_| format!("`{t}` is not a number of processes"))
+            })?,
+            silence_ms: limit(
+                F,
+                "max_silent_time",
+                max_silent_time,
+                "a duration (`2h`) or seconds",
+                limits::parse_duration_ms,
+            )?,
+            timeout_ms: limit(
+                F,
+                "timeout",
+                timeout,
+                "a duration (`2h`) or seconds",
+                limits::parse_duration_ms,
+            )?,
+        };
         check_not_loading(F, eval)?;
         let s = session(eval);
         let name = name
@@ -202,6 +271,7 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             builder,
             dao,
             env: env_map,
+            limits,
             name,
             outputs,
             platform,

@@ -96,6 +96,12 @@ pub enum Error {
         expected: String,
         got: String,
     },
+    #[error("`{function}` argument `{argument}`: {problem}")]
+    ArgValue {
+        function: String,
+        argument: String,
+        problem: String,
+    },
     #[error("invalid glob pattern `{pattern}`: {reason}")]
     BadPattern { pattern: String, reason: String },
     #[error("`files({patterns:?})` matched no files in `{dir}`")]

@@ -3,13 +3,20 @@
 //! # Canonical JSON
 //!
 //! A derivation is hashed as its canonical JSON: an object whose keys are sorted
-//! (`args`, `builder`, `dao`, `env`, `name`, `outputs`, `platform`, `sources`; `env` keys sorted
+//! (`args`, `builder`, `dao`, `env`, `limits`, `name`, `outputs`, `platform`, `sources`; `env`
+//! and `limits` keys sorted
 //! byte-wise), no whitespace outside strings, and `serde_json`'s compact escaping: `"` and `\`
 //! escaped with a backslash, `\b \f \n \r \t` by their short escapes, other control characters
 //! below U+0020 as `\u00XX` (lower-case hex), everything else — including non-ASCII — as raw
-//! UTF-8. Fields that are absent (`sources: None`, `dao: false`) are omitted rather than
-//! written as `null` or `false`, so that optional fields added later leave existing hashes
-//! unchanged.
+//! UTF-8. Fields that are absent (`sources: None`, `dao: false`, no `limits`) are omitted
+//! rather than written as `null` or `false`, so that optional fields added later leave
+//! existing hashes unchanged.
+//!
+//! A derivation's [`BuildLimits`] (time, silence, memory, processes) are part of it and of its
+//! hash, as Nix's `timeout` and `maxSilent` attributes are: the derivation is the whole
+//! description of a build, so every machine (and a remote builder) runs it with the same
+//! bounds. Changing a limit rebuilds that one step; early cutoff stops the rebuild there when
+//! its output comes out the same.
 //!
 //! The derivation hash is [`Hash::digest`] of those bytes. The *build key* is the hash of the
 //! resolved derivation (every template replaced by the input's realised store path), so two
@@ -20,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use super::hash::Hash;
+use super::limits::BuildLimits;
 use super::path::{STORE_DIR, StorePath, StorePathError, validate_name};
 use super::template::{self, OutputRef, TemplateError};
 
@@ -50,6 +58,9 @@ pub struct Derivation {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dao: bool,
     pub env: BTreeMap<String, String>,
+    /// Resource limits of its build (see [`BuildLimits`]); left out of the JSON when none is set.
+    #[serde(default, skip_serializing_if = "BuildLimits::is_unset")]
+    pub limits: BuildLimits,
     pub name: String,
     pub outputs: Vec<String>,
     pub platform: String,
@@ -66,6 +77,8 @@ struct ResolvedView<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     dao: bool,
     env: EnvView<'a>,
+    #[serde(skip_serializing_if = "BuildLimits::is_unset")]
+    limits: BuildLimits,
     name: &'a str,
     outputs: &'a [String],
     platform: &'a str,
@@ -155,6 +168,7 @@ impl Derivation {
             builder: builder.into(),
             dao: false,
             env: BTreeMap::new(),
+            limits: BuildLimits::default(),
             name: name.into(),
             outputs: vec!["out".to_owned()],
             platform: host_platform(),
@@ -245,6 +259,16 @@ impl Derivation {
         }
         if self.platform.is_empty() {
             return invalid("the platform is empty".into());
+        }
+        let l = &self.limits;
+        if l.memory_bytes == Some(0)
+            || l.processes == Some(0)
+            || l.silence_ms == Some(0)
+            || l.timeout_ms == Some(0)
+        {
+            return invalid(
+                "a limit (timeout, silence, memory, processes) must be positive".into(),
+            );
         }
         if self.dao && self.outputs != ["out"] {
             return invalid("a DAO has exactly one output, `out`".into());
@@ -342,6 +366,7 @@ impl Derivation {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.into_owned()))
                 .collect(),
+            limits: self.limits,
             name: self.name.clone(),
             outputs: self.outputs.clone(),
             platform: self.platform.clone(),
@@ -398,6 +423,7 @@ impl Derivation {
                     .map(|(i, (k, v))| Ok((k.as_str(), sub(env_from + i, v)?)))
                     .collect::<Result<_, DerivationError>>()?,
             ),
+            limits: self.limits,
             name: &self.name,
             outputs: &self.outputs,
             platform: &self.platform,
@@ -478,6 +504,33 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("exactly one output")
+        );
+    }
+
+    #[test]
+    fn limits_are_hashed_only_when_set_and_must_be_positive() {
+        let mut d = sample();
+        d.limits = BuildLimits::default();
+        assert_eq!(d.hash().to_string(), GOLDEN_SAMPLE);
+        d.limits.timeout_ms = Some(2000);
+        d.limits.memory_bytes = Some(1 << 30);
+        assert!(
+            d.canonical_json().contains(
+                r#""Z":"1"},"limits":{"memory_bytes":1073741824,"timeout_ms":2000},"name""#
+            ),
+            "{}",
+            d.canonical_json()
+        );
+        assert_ne!(d.hash().to_string(), GOLDEN_SAMPLE);
+        assert_eq!(Derivation::from_json(&d.canonical_json()).unwrap(), d);
+        // The resolved view (the build key) carries them too.
+        assert_eq!(d.build_key(|_| None).unwrap(), d.hash());
+        d.limits.processes = Some(0);
+        assert!(
+            d.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("must be positive")
         );
     }
 

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod derivation;
 pub mod hash;
+pub mod limits;
 pub mod local;
 pub mod output;
 pub mod path;
@@ -14,5 +15,6 @@ pub mod tree;
 
 pub use derivation::{Derivation, DerivationError, Sources, Templates, host_platform};
 pub use hash::{Hash, ParseHashError};
+pub use limits::BuildLimits;
 pub use path::{STORE_DIR, StorePath, StorePathError};
 pub use template::{OutputRef, TemplateError};

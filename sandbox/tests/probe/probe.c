@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -622,6 +623,47 @@ static void daemonise(char **argv) {
     exit(0);
 }
 
+/* Forks children that wait forever until a fork fails; prints how many there are and the
+ * error, then exits 3 (the children stay until the sandbox is torn down). */
+static void forkbomb(char **argv) {
+    (void)argv;
+    int n = 0;
+    for (;;) {
+        pid_t pid = fork();
+        if (pid == 0) { for (;;) pause(); }
+        if (pid < 0) {
+            printf("forked %d: %s\n", n, strerror(errno));
+            fflush(stdout);
+            exit(3);
+        }
+        n++;
+    }
+}
+
+/* Allocates and touches argv[0] MiB; prints "out of memory" and exits 4 if it cannot. */
+static void hog(char **argv) {
+    size_t mib = (size_t)atol(argv[0]);
+    char *p = malloc(mib << 20);
+    if (!p) {
+        printf("out of memory after asking for %zu MiB\n", mib);
+        fflush(stdout);
+        exit(4);
+    }
+    for (size_t i = 0; i < mib << 20; i += 4096) p[i] = 1;
+    printf("allocated %zu MiB\n", mib);
+}
+
+/* Prints argv[0] lines, one every argv[1] milliseconds. */
+static void tick(char **argv) {
+    int n = atoi(argv[0]);
+    struct timespec ts = { .tv_sec = atoi(argv[1]) / 1000, .tv_nsec = (atoi(argv[1]) % 1000) * 1000000L };
+    for (int i = 0; i < n; i++) {
+        printf("tick %d\n", i);
+        fflush(stdout);
+        nanosleep(&ts, NULL);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: probe CHECK [ARGS...]\n");
@@ -650,6 +692,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "dev-nodes")) check_dev_nodes(rest);
     else if (!strcmp(cmd, "misc")) check_misc(rest);
     else if (!strcmp(cmd, "daemon")) daemonise(rest);
+    else if (!strcmp(cmd, "forkbomb")) forkbomb(rest);
+    else if (!strcmp(cmd, "hog")) hog(rest);
+    else if (!strcmp(cmd, "tick")) tick(rest);
     else if (!strcmp(cmd, "exit")) return atoi(rest[0]);
     else if (!strcmp(cmd, "signal")) { raise(atoi(rest[0])); return 99; }
     else if (!strcmp(cmd, "sleep")) { printf("ready\n"); fflush(stdout); for (;;) pause(); }

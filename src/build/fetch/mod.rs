@@ -677,3 +677,20 @@ impl Fetcher {
 
 #[cfg(test)]
 mod tests;
+
+/// A size from the environment variable `name`, if set and valid (an invalid value is
+/// ignored with a warning naming it).
+pub(crate) fn size_from_env(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    match crate::store::limits::parse_size(&value) {
+        Ok(n) if n > 0 => Some(n),
+        Ok(_) => {
+            tracing::warn!("ignoring `{name}`: it must be positive");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("ignoring `{name}`: {e}");
+            None
+        }
+    }
+}

@@ -135,10 +135,16 @@ pub struct UnpackLimits {
 }
 
 impl Default for UnpackLimits {
+    /// 16 GiB and 2^20 entries, or `$BRAMBLE_MAX_UNPACKED` and
+    /// `$BRAMBLE_MAX_UNPACKED_ENTRIES` (a bad value is ignored with a warning).
     fn default() -> UnpackLimits {
         UnpackLimits {
-            max_bytes: 16 << 30,
-            max_entries: 1 << 20,
+            max_bytes: super::size_from_env(crate::env::BRAMBLE_MAX_UNPACKED).unwrap_or(16 << 30),
+            max_entries: std::env::var(crate::env::BRAMBLE_MAX_UNPACKED_ENTRIES)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(1 << 20),
         }
     }
 }

@@ -7,6 +7,9 @@
 //!   on a slow but live link finishes.
 //! - Connection errors, timeouts, a body cut short and 5xx/429 answers are retried with
 //!   exponential backoff; other 4xx answers (404…) are not: they will not change.
+//! - A download larger than [`DownloadOptions::max_bytes`] (default 16 GiB,
+//!   `$BRAMBLE_MAX_DOWNLOAD`) is refused: at once when the server announces its size, else
+//!   when the bytes received pass it. Nothing is kept.
 //! - The body is written to `<dest>.part` while it is hashed (sha256) and renamed to `dest`
 //!   only when complete; a failed attempt removes the partial file, so an interrupted
 //!   download leaves nothing behind and a retry starts clean.
@@ -29,10 +32,17 @@ pub struct DownloadOptions {
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
+    /// Largest download accepted, in bytes.
+    pub max_bytes: u64,
 }
 
+/// Default largest download: 16 GiB (a whole distribution image fits).
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 16 << 30;
+
 impl Default for DownloadOptions {
-    /// 15 s to connect, 60 s idle, 4 retries (or `$BRAMBLE_FETCH_RETRIES`) from 0.5 s.
+    /// 15 s to connect, 60 s idle, 4 retries (or `$BRAMBLE_FETCH_RETRIES`) from 0.5 s, at
+    /// most [`DEFAULT_MAX_DOWNLOAD`] bytes (or `$BRAMBLE_MAX_DOWNLOAD`; a bad value is
+    /// ignored with a warning).
     fn default() -> DownloadOptions {
         let retries = std::env::var(crate::env::BRAMBLE_FETCH_RETRIES)
             .ok()
@@ -43,6 +53,8 @@ impl Default for DownloadOptions {
             idle_timeout: Duration::from_secs(60),
             retries,
             backoff: Duration::from_millis(500),
+            max_bytes: super::size_from_env(crate::env::BRAMBLE_MAX_DOWNLOAD)
+                .unwrap_or(DEFAULT_MAX_DOWNLOAD),
         }
     }
 }
@@ -70,6 +82,11 @@ pub enum DownloadError {
     Timeout { url: String, source: reqwest::Error },
     #[error("cannot download `{url}`")]
     Transfer { url: String, source: reqwest::Error },
+    #[error(
+        "cannot download `{url}`: it is larger than the limit of {}",
+        crate::store::limits::format_size(*max)
+    )]
+    TooLarge { url: String, max: u64 },
     #[error("cannot set up the HTTP client")]
     Client { source: reqwest::Error },
     #[error("cannot {op} `{path}`")]
@@ -96,6 +113,10 @@ impl DownloadError {
             DownloadError::Timeout { .. } => {
                 Some("the server or the network is too slow; try again later".into())
             }
+            DownloadError::TooLarge { .. } => Some(format!(
+                "if the file is meant to be that large, raise the limit with `{}=SIZE`",
+                crate::env::BRAMBLE_MAX_DOWNLOAD
+            )),
             _ => None,
         }
     }
@@ -153,7 +174,7 @@ pub async fn download(
     let part = dest.with_extension("part");
     let mut attempt = 0u32;
     loop {
-        let result = attempt_once(&client, url, &parsed, &part, progress).await;
+        let result = attempt_once(&client, url, &parsed, &part, options.max_bytes, progress).await;
         match result {
             Ok((sha256, size)) => {
                 std::fs::rename(&part, dest).map_err(|source| DownloadError::Io {
@@ -189,6 +210,7 @@ async fn attempt_once(
     url: &str,
     parsed: &reqwest::Url,
     part: &Path,
+    max_bytes: u64,
     progress: &dyn Progress,
 ) -> Result<([u8; 32], u64), DownloadError> {
     let classify = |source: reqwest::Error| {
@@ -210,6 +232,13 @@ async fn attempt_once(
         });
     }
     let total = response.content_length();
+    let too_large = || DownloadError::TooLarge {
+        url: url.to_owned(),
+        max: max_bytes,
+    };
+    if total.is_some_and(|t| t > max_bytes) {
+        return Err(too_large());
+    }
     let io = |op| {
         move |source| DownloadError::Io {
             op,
@@ -227,9 +256,12 @@ async fn attempt_once(
     let mut done = 0u64;
     progress.download(url, 0, total);
     while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        done += chunk.len() as u64;
+        if done > max_bytes {
+            return Err(too_large());
+        }
         sha.update(&chunk);
         file.write_all(&chunk).map_err(io("write"))?;
-        done += chunk.len() as u64;
         progress.download(url, done, total);
     }
     file.sync_all().map_err(io("fsync"))?;
@@ -249,6 +281,7 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             retries: 3,
             backoff: Duration::from_millis(10),
+            max_bytes: DEFAULT_MAX_DOWNLOAD,
         }
     }
 
@@ -276,6 +309,52 @@ mod tests {
         assert_eq!(std::fs::read(&d.path).unwrap(), b"hello\n");
         assert_eq!(d.size, 6);
         assert_eq!(d.sha256, <[u8; 32]>::from(Sha256::digest(b"hello\n")));
+    }
+
+    #[test]
+    fn a_download_over_the_limit_is_refused_and_leaves_nothing() {
+        let server = http::Server::start();
+        server.file("/big", "x".repeat(4096));
+        let dir = tempfile::tempdir().unwrap();
+        let options = DownloadOptions {
+            max_bytes: 1024,
+            ..quick()
+        };
+        let err = rt()
+            .block_on(download(
+                &server.url("/big"),
+                &dir.path().join("file"),
+                &options,
+                &NoProgress,
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(err, DownloadError::TooLarge { max: 1024, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("is larger than the limit of 1 KiB"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("BRAMBLE_MAX_DOWNLOAD"));
+        // Not retried: it will not get smaller.
+        assert_eq!(server.hits("/big"), 1);
+        assert_eq!(leftovers(dir.path()), 0);
+        // At the limit exactly, it is fine.
+        let options = DownloadOptions {
+            max_bytes: 4096,
+            ..quick()
+        };
+        let d = rt()
+            .block_on(download(
+                &server.url("/big"),
+                &dir.path().join("file"),
+                &options,
+                &NoProgress,
+            ))
+            .unwrap();
+        assert_eq!(d.size, 4096);
     }
 
     #[test]
