@@ -14,6 +14,7 @@ mod fetch_build;
 mod fresh_user;
 mod hardening;
 mod lang;
+mod limits;
 mod mirror;
 mod rootless_store;
 mod runner;

@@ -1,52 +1,15 @@
-//! Build limits through the real `bramble` binary, run as an unprivileged uid (65534 through
-//! `setpriv` when the tests run as root, else the current user): a build over its time
+//! Build limits through the real `bramble` binary, run by the runner as an ordinary user
+//! (65534 when the tests run as root): a build over its time
 //! limit, one silent for too long, a fork bomb and a memory hog each fail with a message that
 //! names the limit, while a sibling build in the same invocation succeeds, and no process of
 //! the failed build is left.
-//!
-//! Binaries and project live in a fresh world-readable directory under `/tmp`, with a store
-//! (`BRAMBLE_HOME`) and a `HOME` the unprivileged uid owns.
 
-use std::os::unix::fs::{PermissionsExt, chown};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BUSYBOX: &str = "/bin/busybox";
-const NOBODY: u32 = 65534;
+use crate::support::Project;
+use crate::support::runner::is_root;
 
-/// Binaries, a project whose `default.bramble` holds `bb()` plus the test's module, and a
-/// store owned by the uid the builds run as.
-struct Env {
-    dir: tempfile::TempDir,
-    root: bool,
-}
-
-impl Env {
-    fn new(module: &str) -> Env {
-        assert!(
-            Path::new(BUSYBOX).exists(),
-            "these tests need a static busybox at `{BUSYBOX}`: apt-get install -y busybox-static"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("bramble-limits-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let bramble = Path::new(env!("CARGO_BIN_EXE_bramble"));
-        for (from, name) in [
-            (bramble.to_owned(), "bramble"),
-            (bramble.with_file_name("bramble-sandbox"), "bramble-sandbox"),
-        ] {
-            std::fs::copy(&from, dir.path().join(name))
-                .unwrap_or_else(|e| panic!("copy `{}`: {e}", from.display()));
-        }
-        let project = dir.path().join("project");
-        std::fs::create_dir(&project).unwrap();
-        std::fs::write(
-            project.join("bramble.toml"),
-            "[package]\nname = \"limits\"\n",
-        )
-        .unwrap();
-        let bb = r#"
+const BB: &str = r#"
 def bb():
     return derivation(
         name = "busybox",
@@ -58,62 +21,25 @@ def bb():
 def sh(name, script, **limits):
     return derivation(name = name, builder = "%s/bin/busybox" % bb(), args = ["sh", "-c", script], **limits)
 "#;
-        std::fs::write(project.join("default.bramble"), format!("{bb}\n{module}")).unwrap();
-        std::fs::copy(BUSYBOX, project.join("busybox")).unwrap();
-        std::fs::create_dir(dir.path().join("home")).unwrap();
-        std::fs::create_dir(dir.path().join("user")).unwrap();
-        for entry in walkdir::WalkDir::new(dir.path()) {
-            let entry = entry.unwrap();
-            let mode = if entry.file_type().is_dir() || entry.file_name() != "default.bramble" {
-                0o755
-            } else {
-                0o644
-            };
-            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+
+/// A project whose `default.bramble` holds `bb()` plus the test's module, with a store, run
+/// through the runner (as uid 65534 when the tests are root).
+struct Env {
+    project: Project,
+    root: bool,
+}
+
+impl Env {
+    fn new(module: &str) -> Env {
+        Env {
+            project: Project::new("limits", &format!("{BB}\n{module}")),
+            root: is_root(),
         }
-        let root = nix::unistd::geteuid().is_root();
-        if root {
-            for private in ["home", "user"] {
-                let path = dir.path().join(private);
-                chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
-            }
-        }
-        Env { dir, root }
     }
 
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    /// `bramble ARGS` in the project, as the unprivileged uid if we are root.
+    /// `bramble ARGS` in the project, through the runner.
     fn command(&self, args: &[&str]) -> Command {
-        let bramble = self.dir.path().join("bramble");
-        let mut cmd = if self.root {
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={NOBODY}"),
-                &format!("--regid={NOBODY}"),
-                "--clear-groups",
-            ])
-            .arg(&bramble);
-            c
-        } else {
-            Command::new(&bramble)
-        };
-        cmd.args(args)
-            .current_dir(self.dir.path().join("project"))
-            .env("BRAMBLE_HOME", self.home())
-            .env("HOME", self.dir.path().join("user"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env("NO_COLOR", "1")
-            .env_remove("BRAMBLE_SANDBOX")
-            .env_remove("CI")
-            .env_remove("BRAMBLE_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        cmd
+        self.project.command(args)
     }
 
     /// `bramble build --no-out-link -k ARGS` as the unprivileged uid.
@@ -295,11 +221,12 @@ def sibling():
         all.push(program.to_str().unwrap());
         let mut prlimit = Command::new("prlimit");
         prlimit.args(&all).args(&rest);
+        // The runner's policy: a cleared environment plus its variables.
+        prlimit.env_clear();
         for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => prlimit.env(k, v),
-                None => prlimit.env_remove(k),
-            };
+            if let Some(v) = v {
+                prlimit.env(k, v);
+            }
         }
         prlimit
             .current_dir(cmd.get_current_dir().unwrap())
