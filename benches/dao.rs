@@ -23,12 +23,13 @@ use bramble::build::{BuildGraph, BuildOptions};
 use bramble::store::local::LocalStore;
 use bramble::store::{Derivation, Hash};
 
-#[path = "../tests/build_support/mod.rs"]
-mod build_support;
 #[path = "support/static_helper.rs"]
 mod static_helper;
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
-use build_support::Project;
+use support::Project;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

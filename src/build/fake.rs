@@ -3,8 +3,9 @@
 //! The fake executor writes each output as a file whose content comes from the derivation:
 //! env `content` (plus the output name) if set, else the resolved derivation's JSON — so an
 //! output changes exactly when its inputs' content does, unless `content` pins it. Env `fail`
-//! makes it fail, `sleep_ms` makes it take time, `random` makes its content differ every run,
-//! `document` is written verbatim (a DAO's document).
+//! makes it fail, `sleep_ms` makes it take time, `hold_until_running = N` makes it wait until N
+//! builds have run at once, `random` makes its content differ every run, `document` is written
+//! verbatim (a DAO's document).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,6 +120,8 @@ pub struct FakeExecutor {
     pub started: Mutex<Vec<String>>,
     running: AtomicUsize,
     pub max_running: AtomicUsize,
+    /// Woken whenever `max_running` grows.
+    peak_grew: tokio::sync::Notify,
     counter: AtomicUsize,
 }
 
@@ -143,7 +146,9 @@ impl Executor for FakeExecutor {
     async fn execute(&self, job: Job, (): (), cancel: Cancel) -> Result<Built, ExecError> {
         self.started.lock().unwrap().push(job.drv.name.clone());
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_running.fetch_max(now, Ordering::SeqCst);
+        if self.max_running.fetch_max(now, Ordering::SeqCst) < now {
+            self.peak_grew.notify_waiters();
+        }
         let result = self.execute_inner(&job, &cancel).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         result
@@ -153,6 +158,23 @@ impl Executor for FakeExecutor {
 impl FakeExecutor {
     async fn execute_inner(&self, job: &Job, cancel: &Cancel) -> Result<Built, ExecError> {
         let env = &job.drv.env;
+        if let Some(n) = env.get("hold_until_running") {
+            let n: usize = n.parse().unwrap();
+            loop {
+                // Registered before the check, so a peak reached in between still wakes it.
+                let grew = self.peak_grew.notified();
+                if self.max_running.load(Ordering::SeqCst) >= n {
+                    break;
+                }
+                tokio::select! {
+                    () = grew => {}
+                    () = cancel.cancelled() => return Err(ExecError::Cancelled),
+                    () = tokio::time::sleep(Duration::from_secs(60)) => {
+                        panic!("`{}` waited a minute for {n} builds at once", job.drv.name)
+                    }
+                }
+            }
+        }
         if let Some(ms) = env.get("sleep_ms") {
             let ms: u64 = ms.parse().unwrap();
             tokio::select! {

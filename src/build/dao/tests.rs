@@ -299,8 +299,14 @@ fn the_dao_cannot_generate_itself() {
 #[test]
 fn ordinary_braces_are_text() {
     let mut doc = doc_yx();
-    doc["derivations"]["y"]["args"][1] = json!("echo '{{ not a template }}' '{{' > $out");
-    assert!(Case::new().run(&doc).is_ok());
+    let text = "echo '{{ not a template }}' '{{' > $out";
+    doc["derivations"]["y"]["args"][1] = json!(text);
+    let generated = Case::new().run(&doc).unwrap();
+    let y = &generated.derivations[0];
+    assert_eq!(y.id, "y");
+    // The braces are kept as written, and y depends on nothing.
+    assert_eq!(y.drv.args[1], text);
+    assert!(y.drv.dependencies().unwrap().is_empty());
 }
 
 proptest! {

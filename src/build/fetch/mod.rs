@@ -55,7 +55,8 @@ pub mod unpack;
 pub mod url;
 
 #[cfg(test)]
-#[path = "../../../tests/support/http.rs"]
+pub(crate) mod test_git;
+#[cfg(test)]
 pub(crate) mod test_http;
 
 use std::collections::{BTreeMap, BTreeSet};

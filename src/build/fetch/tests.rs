@@ -195,7 +195,7 @@ fn fetches_git_commits() {
     let env = Env::new();
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
-    let (first, _) = git::tests::make_repo(&repo);
+    let (first, _) = crate::build::fetch::test_git::make_repo(&repo);
     let req = FetchRequest {
         spec: FetchSpec::Git {
             url: repo.to_string_lossy().into_owned(),

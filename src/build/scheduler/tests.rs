@@ -102,8 +102,11 @@ async fn unchanged_rebuild_builds_nothing() {
 async fn jobs_limit_is_respected() {
     for limit in [1, 3] {
         let f = Fixture::new();
+        // Each leaf holds its slot until `limit` builds have run at once: the peak is reached
+        // whatever the timing, and a scheduler over the limit would start more meanwhile.
+        let hold = limit.to_string();
         let leaves: Vec<Derivation> = (0..8)
-            .map(|i| drv(&format!("leaf{i}"), &[], &[("sleep_ms", "20")]))
+            .map(|i| drv(&format!("leaf{i}"), &[], &[("hold_until_running", &hold)]))
             .collect();
         let refs: Vec<&Derivation> = leaves.iter().collect();
         let root = drv("root", &refs, &[]);
@@ -115,7 +118,7 @@ async fn jobs_limit_is_respected() {
         let max = f.engine.executor.max_running.load(Ordering::SeqCst);
         assert_eq!(
             max, limit,
-            "at most (and, with 8 sleeping leaves, exactly) {limit} at once"
+            "at most (and, with 8 held leaves, exactly) {limit} at once"
         );
     }
 }
