@@ -3,10 +3,11 @@
 # the virtio disk (/dev/vda, ext4, mounted on /home): `builder`'s default store under
 # ~/.local/share/bramble. Each boot first runs `bramble store verify`: after a kill (run.sh kills
 # qemu at a random moment of the previous boot's workload) it must be clean. Then, on a boot
-# that is to be killed (`vmround=<n>`), the workload, as `builder`: build the fixture's graph in
-# seven short commands (each bramble process that ends checkpoints the database, so progress
-# survives the kills), remove the `result` link, collect everything, and again, until the kill. On the last boot (`vmround=final`): build the graph to completion and
-# print its paths (`VMTEST graph`) for run.sh to compare with the reference build's.
+# that is to be killed (`vmround=<n>`), the workload, as `builder`, until the kill: collect
+# (`bramble gc`), build the fixture's graph in seven short commands (each bramble process that
+# ends checkpoints the database, so progress survives the kills), remove the `result` link, and
+# again. On the last boot (`vmround=final`): build the graph to completion and print its paths
+# (`VMTEST graph`) for run.sh to compare with the reference build's.
 # Prints `ok`/`FAIL` per check and exits non-zero if any failed.
 fail=0
 check() { local name=$1; shift; if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fail=1; return 1; fi; }
@@ -45,14 +46,17 @@ else
   cycle=0
   while :; do
     cycle=$((cycle + 1))
+    # First collect: on the first cycle of a boot, what the killed boot built that the last
+    # `result` link does not keep (and its crash leftovers); later, everything.
+    as_builder "/vm/bramble gc" ||
+      { check "$r: gc (cycle $cycle) succeeds" false; show; exit 1; }
+    echo "VMTEST collected (cycle $cycle) at $(cut -d' ' -f1 /proc/uptime) s"
     for step in busybox leaves_a leaves_b leaves_c chain_half chain graph; do
       as_builder "/vm/bramble build ./:$step" ||
         { check "$r: build of $step (cycle $cycle) succeeds" false; show; exit 1; }
       echo "VMTEST built $step (cycle $cycle) at $(cut -d' ' -f1 /proc/uptime) s"
     done
-    as_builder "rm -f result && /vm/bramble gc" ||
-      { check "$r: gc (cycle $cycle) succeeds" false; show; exit 1; }
-    echo "VMTEST collected (cycle $cycle) at $(cut -d' ' -f1 /proc/uptime) s"
+    as_builder "rm -f result"
   done
 fi
 exit $fail

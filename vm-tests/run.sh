@@ -202,7 +202,7 @@ if [[ $scenarios == *" powerloss "* ]]; then
     stop_qemu
     console "$log" | grep -E '^(ok|FAIL) ' || true
     where=$(console "$log" | grep -E '^VMTEST (built|collected)' | tail -1 | sed 's/^VMTEST /after /' || true)
-    check "power loss round $round: killed ${delay_ms} ms into the workload (${where:-in the first build}; $((SECONDS - started)) s)" \
+    check "power loss round $round: killed ${delay_ms} ms into the workload (${where:-in the first gc}; $((SECONDS - started)) s)" \
       test $ready = 0
     check "power loss round $round: no guest check failed before the kill" \
       sh -c "! tr -d '\r' < '$log' | grep -q '^FAIL '"
