@@ -416,18 +416,34 @@ impl Db {
         Ok(seen)
     }
 
-    /// Delete registrations (their references and realisations go with them).
+    /// Delete registrations (their references and realisations go with them), durably.
+    ///
+    /// The callers (gc, `verify --repair`) delete the objects next. With `synchronous =
+    /// NORMAL` a WAL commit reaches the disk only at the next checkpoint, while the kernel
+    /// may write the deletions out before: a power loss in between would leave registered
+    /// paths without their objects. So this commit syncs the WAL before it returns
+    /// (`synchronous = FULL` for this transaction only).
     pub fn unregister(&mut self, paths: &BTreeSet<StorePath>) -> Result<(), Error> {
         let path = self.path.clone();
-        let tx = self
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err("configure", &path))?;
+        let committed = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err("begin a transaction on", &path))?;
+            for p in paths {
+                tx.execute("DELETE FROM valid_paths WHERE path = ?1", [p.to_string()])
+                    .map_err(db_err("unregister a path in", &path))?;
+            }
+            tx.commit().map_err(db_err("commit to", &path))
+        })();
+        let restored = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err("begin a transaction on", &path))?;
-        for p in paths {
-            tx.execute("DELETE FROM valid_paths WHERE path = ?1", [p.to_string()])
-                .map_err(db_err("unregister a path in", &path))?;
-        }
-        tx.commit().map_err(db_err("commit to", &path))
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err("configure", &path));
+        committed.and(restored)
     }
 
     /// Realisation lookups (a realisation known and still valid, else `None`) in one read transaction with one prepared

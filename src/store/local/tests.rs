@@ -589,3 +589,71 @@ fn archive_hash_of_a_directory_output_is_that_of_the_stored_tree() {
     let report = store.verify(&VerifyOptions::default()).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// gc (and `verify --repair`) unregisters paths, then deletes their objects. The database
+/// runs with `synchronous = NORMAL`, where a WAL commit reaches the disk only at the next
+/// checkpoint, while the kernel may write the deletions out sooner: on a power loss, paths
+/// registered without their objects (`bramble store verify` finds them missing). So the
+/// commit is synced before the first change to an object. Shown with strace, which records
+/// the order of the syscalls of a child process running the gc.
+#[test]
+fn gc_syncs_its_unregistration_before_deleting_objects() {
+    const CHILD: &str = "GC_TRACE_CHILD_HOME";
+    if let Some(home) = std::env::var_os(CHILD) {
+        let store = LocalStore::open(Path::new(&home)).unwrap();
+        assert_eq!(store.gc(&GcOptions::default()).unwrap().deleted.len(), 1);
+        return;
+    }
+    assert!(
+        std::process::Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "this test needs strace: apt-get install -y strace"
+    );
+    let (tmp, store) = store();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let object = store.host_path(&store.add_dir(&src, "tree").unwrap());
+    drop(store);
+    let trace = tmp.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=write,pwrite64,fsync,fdatasync,fchmod,fchmodat,unlinkat,renameat,renameat2",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "store::local::tests::gc_syncs_its_unregistration_before_deleting_objects",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, tmp.path().join("home"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let object = object.to_str().unwrap();
+    let first_change = lines
+        .iter()
+        .position(|l| l.contains(object))
+        .unwrap_or_else(|| panic!("the gc did not touch `{object}`:\n{log}"));
+    let last_wal = lines[..first_change]
+        .iter()
+        .rev()
+        .find(|l| l.contains("db.sqlite-wal>"))
+        .unwrap_or_else(|| panic!("the gc wrote no WAL before deleting:\n{log}"));
+    assert!(
+        last_wal.contains("fdatasync(") || last_wal.contains("fsync("),
+        "the WAL was not synced between the unregistration and `{}`:\n{last_wal}",
+        lines[first_change]
+    );
+}
