@@ -13,7 +13,8 @@
 //!
 //! `cargo bench --bench debian`.
 
-#[path = "../tests/support/http.rs"]
+#[allow(dead_code)]
+#[path = "../src/build/fetch/test_http.rs"]
 mod http;
 
 use std::io::Write;

@@ -9,6 +9,7 @@ mod build_commands;
 mod build_engine;
 mod build_project;
 mod dao;
+mod debian;
 mod fetch;
 mod fetch_build;
 mod fresh_user;

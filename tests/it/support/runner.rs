@@ -64,6 +64,11 @@ fn install() -> Arc<Install> {
     let sandbox = bin.join("bramble-sandbox");
     place(&built, &bramble);
     place(&helper, &sandbox);
+    // The program Debian package sets run in the sandbox, found next to `bramble`.
+    place(
+        &built.with_file_name("bramble-debian"),
+        &bin.join("bramble-debian"),
+    );
     let lib = dir.path().join("lib");
     copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("lib"), &lib);
     let apt = dir.path().join("apt");
