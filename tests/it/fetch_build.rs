@@ -129,7 +129,7 @@ fn a_changed_upstream_fails_the_build_and_stores_nothing() {
     let first = stdout(&out).trim().to_owned();
     // Upstream changes its file; a fresh store must refuse it.
     p.server.file("/data.tar.gz", data(b"tampered\n"));
-    std::fs::remove_dir_all(p.home()).unwrap();
+    crate::support::runner::remove_tree(&p.home());
     let out = p.bramble(&["build", "./:data"]);
     assert!(!out.status.success());
     let err = stderr(&out);

@@ -260,6 +260,7 @@ fn store_add_import_verify_and_gc_as_an_ordinary_user() {
     let deep = imported.join("ro/deep");
     let mode = std::fs::metadata(&deep).unwrap().mode();
     chmod(&deep, 0o755);
+    chmod(&deep.join("file"), 0o644);
     std::fs::write(deep.join("file"), "changed\n").unwrap();
     chmod(&deep, mode & 0o7777);
     let out = env.bramble(&["store", "verify", "--repair"]);

@@ -326,16 +326,27 @@ impl Drop for Bramble {
             return;
         }
         if let Home::Private { dir, .. } = &self.home {
-            for entry in walkdir::WalkDir::new(dir.path()).into_iter().flatten() {
-                if entry.file_type().is_dir() {
-                    let _ = std::fs::set_permissions(
-                        entry.path(),
-                        std::fs::Permissions::from_mode(0o755),
-                    );
-                }
-            }
+            make_dirs_writable(dir.path());
         }
     }
+}
+
+/// Make every directory below `path` writable by its owner: a store's objects are read-only
+/// directories, which only root may empty as they are.
+fn make_dirs_writable(path: &Path) {
+    for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+        if entry.file_type().is_dir() {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+/// Remove `path` and everything below it, store objects included, as root or as their owner.
+pub fn remove_tree(path: &Path) {
+    if !is_root() {
+        make_dirs_writable(path);
+    }
+    std::fs::remove_dir_all(path).unwrap_or_else(|e| panic!("remove `{}`: {e}", path.display()));
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
