@@ -45,7 +45,9 @@
 //!   generated derivation (mounted in its sandbox); any other store path is an error.
 //! - Fetches (`builtin:fetch_url`, `builtin:fetch_git`) must carry their pin (`hash` or
 //!   `sha256`): a generated fetch is pinned nowhere else. They are the only generated nodes
-//!   that reach the network. Other `builtin:` builders are refused.
+//!   that reach the network. `builtin:bramble-debian@N` (a bramble tool, see
+//!   [`super::tool`]) runs in the sandbox like any builder. Other `builtin:` builders are
+//!   refused.
 //! - No cycles; at most [`Limits::max_bytes`] of JSON and [`Limits::max_derivations`]
 //!   derivations. A generated derivation may itself be a DAO while the nesting level stays
 //!   within [`Limits::max_depth`] (a DAO written in Starlark is level 1).
@@ -70,6 +72,7 @@ use crate::store::template;
 use crate::store::{Derivation, DerivationError, Hash, StorePath};
 
 use super::fetch::{FETCH_GIT, FETCH_URL, FetchRequest};
+use super::tool::DEBIAN_BUILDER;
 
 /// The file a directory-shaped DAO output holds its document in.
 pub const DOCUMENT_FILE: &str = "derivations.json";
@@ -240,7 +243,9 @@ pub enum Problem {
     MalformedPath { path: String },
     #[error("`{path}` is neither in the DAO's input closure nor its own output")]
     ForeignPath { path: String },
-    #[error("unknown builtin builder `{0}` (the builtins are `{FETCH_URL}` and `{FETCH_GIT}`)")]
+    #[error(
+        "unknown builtin builder `{0}` (the builtins are `{FETCH_URL}`, `{FETCH_GIT}` and `{DEBIAN_BUILDER}`)"
+    )]
     UnknownBuiltin(String),
     #[error("{0}")]
     Fetch(String),
@@ -435,6 +440,7 @@ pub fn validate(text: &[u8], origin: &Origin<'_>, limits: &Limits) -> Result<Gen
         if let Some(builtin) = entry.builder.strip_prefix("builtin:")
             && entry.builder != FETCH_URL
             && entry.builder != FETCH_GIT
+            && entry.builder != DEBIAN_BUILDER
         {
             return Err(at(Problem::UnknownBuiltin(format!("builtin:{builtin}"))));
         }

@@ -41,6 +41,7 @@ pub mod local;
 pub mod report;
 pub mod sandbox;
 pub mod scheduler;
+pub mod tool;
 pub mod workspace;
 
 #[cfg(test)]

@@ -565,7 +565,12 @@ fn prepare(store: &LocalStore, dirs: Dirs, job: &Job) -> Result<Prepared, ExecEr
         let from = store.host_path(&sources.path);
         copy_tree(&from, dir.path()).map_err(|e| setup("cannot copy sources from", &from, e))?;
     }
+    let tool =
+        super::tool::tool_of(&job.drv.builder).map_err(|message| ExecError::Setup { message })?;
     let mut spec = build_spec(store, &dir, staging.path(), job);
+    if let Some(name) = tool {
+        add_tool(&mut spec, dir.path(), name)?;
+    }
     if let Some(root) = root_path(&job.drv)? {
         add_root_view(&mut spec, &store.host_path(&root))?;
     }
@@ -578,6 +583,38 @@ fn prepare(store: &LocalStore, dirs: Dirs, job: &Job) -> Result<Prepared, ExecEr
         tmp,
         spec,
     })
+}
+
+/// Copy tool `name` into `build_dir`'s `.tool/` and run it as the builder, with the
+/// derivation's arguments after the program (see [`super::tool`]).
+fn add_tool(spec: &mut Spec, build_dir: &Path, name: &str) -> Result<(), ExecError> {
+    let setup = |message: String| ExecError::Setup { message };
+    let entries = super::tool::entries(name).map_err(setup)?;
+    let host = build_dir.join(super::tool::SANDBOX_TOOL_DIR);
+    for (file, from) in &entries {
+        let to = host.join(file);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| setup(format!("cannot create `{}`: {e}", parent.display())))?;
+        }
+        std::fs::copy(from, &to).map_err(|e| {
+            setup(format!(
+                "cannot copy `{}` of the tool `{name}`: {e}",
+                from.display()
+            ))
+        })?;
+    }
+    let inside =
+        Path::new(bramble_sandbox::spec::SANDBOX_BUILD_DIR).join(super::tool::SANDBOX_TOOL_DIR);
+    spec.builder = inside.join("lib").join(super::tool::LOADER);
+    let mut args = vec![
+        "--library-path".to_owned(),
+        inside.join("lib").to_string_lossy().into_owned(),
+        inside.join("bin").join(name).to_string_lossy().into_owned(),
+    ];
+    args.append(&mut spec.args);
+    spec.args = args;
+    Ok(())
 }
 
 /// The directories a root view links at the top of the sandbox (merged `/usr`).

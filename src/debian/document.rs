@@ -8,39 +8,16 @@ use super::index::Package;
 /// The mirror every `.deb` is fetched from (`mirror://debian/<Filename>`).
 pub const MIRROR: &str = "mirror://debian/";
 
-/// Where the tool object is inside the DAO's output, and how to run it.
-#[derive(Debug, Clone)]
-pub struct Tool {
-    /// The dynamic loader, absolute (inside the sandbox).
-    pub loader: String,
-    /// The directory of the tool's libraries, absolute.
-    pub lib_dir: String,
-    /// The `bramble-debian` program, absolute.
-    pub program: String,
-}
-
-impl Tool {
-    /// The builder and leading arguments that run `bramble-debian`.
-    pub fn command(&self) -> (String, Vec<String>) {
-        (
-            self.loader.clone(),
-            vec![
-                "--library-path".into(),
-                self.lib_dir.clone(),
-                self.program.clone(),
-            ],
-        )
-    }
-}
-
 /// The document id of a package's fetch: `deb-<name>` (`+` spelt `_`; ids allow
 /// `A-Za-z0-9_.-`, Debian names `a-z0-9+.-`, so the map is one-to-one).
 pub fn fetch_id(p: &Package) -> String {
     format!("deb-{}", p.name.replace('+', "_"))
 }
 
-/// The document for `packages` (the closure, sorted), assembled into a tree named `name`.
-pub fn document(name: &str, packages: &[&Package], tool: &Tool) -> Value {
+/// The document for `packages` (the closure, sorted), assembled into a tree named `name` by
+/// `builtin:bramble-debian@N assemble` (the tool by name and version, never by bytes, so the
+/// graph and its hash in `bramble.lock` are the same for every build of bramble).
+pub fn document(name: &str, packages: &[&Package]) -> Value {
     let mut derivations = serde_json::Map::new();
     let mut trees = Vec::new();
     for p in packages {
@@ -59,8 +36,7 @@ pub fn document(name: &str, packages: &[&Package], tool: &Tool) -> Value {
             }),
         );
     }
-    let (builder, mut args) = tool.command();
-    args.push("assemble".into());
+    let mut args = vec!["assemble".to_owned()];
     args.extend(trees);
     let listing = packages
         .iter()
@@ -71,7 +47,7 @@ pub fn document(name: &str, packages: &[&Package], tool: &Tool) -> Value {
         "tree".into(),
         json!({
             "name": name,
-            "builder": builder,
+            "builder": crate::build::tool::DEBIAN_BUILDER,
             "args": args,
             "env": {"PACKAGES": listing},
         }),

@@ -9,17 +9,18 @@
 //! sha256, unpacked) plus the step that merges the unpacked packages into one tree
 //! ([`assemble`]), also run by `bramble-debian`.
 //!
-//! How `bramble-debian` gets into the sandbox: bramble adds it to the store as one *tool
-//! object* with the dynamic loader and the shared libraries of the running bramble process
-//! (`bin/bramble-debian`, `lib/ld-linux-x86-64.so.2`, `lib/libc.so.6`, ...; both programs are
-//! built from this crate, so the tool needs a subset of bramble's libraries), and runs it
-//! through the bundled loader (`ld-linux-x86-64.so.2 --library-path lib bin/bramble-debian`),
-//! so the sandbox needs nothing from the host. Trade-offs: the tool object, and with it the
-//! DAO's derivation hash, changes whenever bramble is rebuilt, so the generator and the
-//! assembly step run again after an upgrade (their outputs are content-addressed, so nothing
-//! that uses the tree is rebuilt unless the tree changed); a separate program, rather than
-//! a hidden `bramble` subcommand, keeps that object a few MB instead of bramble's size
-//! (hundreds of MB in a debug build).
+//! How `bramble-debian` gets into the sandbox: both steps name the builtin builder
+//! `builtin:bramble-debian@N` (`crate::build::tool::DEBIAN_BUILDER`). The executor copies
+//! the program with the dynamic loader and the shared libraries of the running bramble
+//! process (both programs are built from this crate, so the tool needs a subset of bramble's
+//! libraries) into the sandbox's `/build/.tool/` and runs it through the bundled loader, so
+//! the sandbox needs nothing from the host. The derivations record the tool's name and
+//! protocol version (`TOOL_VERSION`, bumped when its output changes), never its bytes: the
+//! package set's derivation hash, its generated graph and so its `[[dao]]` entry in
+//! `bramble.lock` are the same for every build of bramble, and a generator that writes
+//! another graph is still caught by the lock's graph check (see `crate::build::tool`). A
+//! separate program, rather than a hidden `bramble` subcommand, keeps the copy a few MB
+//! instead of bramble's size (hundreds of MB in a debug build).
 //!
 //! Pure code apart from [`assemble`], which writes the tree.
 

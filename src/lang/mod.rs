@@ -39,7 +39,7 @@ pub trait SourceStore {
     fn add_sources(&self, name: &str, root: &Path, files: &[String]) -> Result<StorePath, String>;
 
     /// Store bramble's tool object `name` (a program of bramble's own with its loader and
-    /// libraries, see `project::tool`) and return it with its file list.
+    /// libraries, see `build::tool`) and return it with its file list.
     fn add_tool(&self, name: &str) -> Result<(StorePath, Vec<String>), String>;
 }
 

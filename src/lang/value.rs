@@ -132,7 +132,7 @@ impl<'v> StarlarkValue<'v> for DerivationValue {
 }
 
 /// One of bramble's own programs with its loader and libraries, as returned by
-/// `bramble_tool(name)`: usable as a derivation's `sources` (see `project::tool`).
+/// `bramble_tool(name)`: usable as a derivation's `sources` (see `build::tool`).
 #[derive(Debug, Clone, PartialEq, Eq, ProvidesStaticType, NoSerialize, Allocative)]
 pub struct ToolValue {
     pub name: String,

@@ -30,7 +30,10 @@
 //! A DAO is keyed by its derivation hash, which the same sources and lock give on every
 //! machine: a build that generates another graph for a recorded DAO fails, so a generator
 //! that is not reproducible, or behaves differently elsewhere, is caught before its graph is
-//! built. Entries are only added (an edited DAO gets a new hash and a new entry).
+//! built. Entries are only added (an edited DAO gets a new hash and a new entry). A DAO
+//! run by one of bramble's own tools (a Debian package set) names the tool by builder,
+//! `builtin:bramble-debian@N`, not by its bytes (`build::tool`), so its entry is the same
+//! for every build of bramble.
 //!
 //! # Concurrency
 //!

@@ -20,7 +20,6 @@ pub mod lock;
 pub mod reference;
 pub mod sources;
 pub mod stdlib;
-pub mod tool;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};

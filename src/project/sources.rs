@@ -154,7 +154,7 @@ fn to_entries(root: &Path, files: &[String]) -> Vec<(String, PathBuf)> {
 
 /// The file list of a tool object and its address.
 fn tool_object(name: &str) -> Result<(Vec<(String, PathBuf)>, StorePath), String> {
-    let entries = super::tool::entries(name)?;
+    let entries = crate::build::tool::entries(name)?;
     let path = address_of(&entries)?;
     Ok((entries, path))
 }

@@ -279,3 +279,61 @@ fn an_unsatisfiable_dependency_names_the_package_and_the_dependency() {
         "{err}"
     );
 }
+
+/// The lock names `bramble-debian` by builder (`builtin:bramble-debian@N`), not by its
+/// bytes: another build of the tool (here the same program with a byte appended, run in a
+/// fresh store so it really generates and assembles the set) passes `--locked` with the
+/// lock unchanged, while a graph that differs from the recorded one still fails.
+#[test]
+fn the_lock_of_a_package_set_does_not_depend_on_the_bytes_of_bramble_debian() {
+    let s = Setup::new();
+    s.ok(&["build", "--no-out-link", "./:set"]);
+    let lock_path = s.project.path().join("bramble.lock");
+    let lock = std::fs::read_to_string(&lock_path).unwrap();
+    assert_eq!(lock.matches("[[dao]]").count(), 1, "{lock}");
+
+    let other = Bramble::new();
+    let tools = other.tempdir();
+    let tool = tools.path().join("bramble-debian");
+    let mut bytes = std::fs::read(
+        PathBuf::from(env!("CARGO_BIN_EXE_bramble")).with_file_name("bramble-debian"),
+    )
+    .unwrap();
+    bytes.push(0);
+    std::fs::write(&tool, bytes).unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let build = |bramble: &Bramble, tool: &Path| {
+        bramble
+            .command(
+                s.project.path(),
+                &["build", "--locked", "--no-out-link", "./:set"],
+            )
+            .env("BRAMBLE_MIRROR_DEBIAN", s.server.url("/debian"))
+            .env("BRAMBLE_DEBIAN_TOOL", tool)
+            .output()
+            .unwrap()
+    };
+    let out = build(&other, &tool);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let tree = PathBuf::from(stdout(&out).trim());
+    assert!(tree.join("usr/bin/say").is_file());
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), lock);
+
+    // The tool named by BRAMBLE_DEBIAN_TOOL is the one that runs: a missing one fails.
+    let out = build(&Bramble::new(), &tools.path().join("missing"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    // The generated graph is still checked against the recorded one.
+    let graph = lock
+        .lines()
+        .find_map(|l| l.strip_prefix("graph = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    let other_graph = if graph.starts_with('0') { "1" } else { "0" }.to_owned() + &graph[1..];
+    std::fs::write(&lock_path, lock.replace(&graph, &other_graph)).unwrap();
+    let out = build(&Bramble::new(), &tool);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&other_graph), "{}", stderr(&out));
+}

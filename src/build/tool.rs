@@ -1,6 +1,8 @@
-//! Tool objects: a program of bramble's own (`bramble-debian`) with the dynamic loader and
-//! shared libraries of the running bramble process, as one store object that a sandboxed
-//! build can run without anything from the host:
+//! Tool objects and the `builtin:` builders that run them.
+//!
+//! A tool is a program of bramble's own (`bramble-debian`) with the dynamic loader and the
+//! shared libraries of the running bramble process, laid out so that a sandboxed build can
+//! run it without anything from the host:
 //!
 //! ```text
 //! bin/<program>
@@ -12,11 +14,67 @@
 //! a superset of what they need. The loader is found by name (`ld-*.so*`) among the mapped
 //! files; glibc's loader recognises itself by its soname, so `libc.so.6` asking for
 //! `ld-linux-x86-64.so.2` is satisfied by `lib/ld.so`.
+//!
+//! # A tool is not part of any derivation's hash
+//!
+//! A derivation runs a tool by naming a builtin builder, [`DEBIAN_BUILDER`]
+//! (`builtin:bramble-debian@<TOOL_VERSION>`): the executor copies the tool's files into
+//! `/build/.tool/` of that build's sandbox and runs `lib/ld.so --library-path lib
+//! bin/<program> ARGS...` there, in the sandbox like any builder (no network, only the
+//! derivation's inputs). The derivation records the tool's *name and protocol version*, not
+//! its bytes, as `builtin:fetch_url` records no fetcher code. So a derivation that uses a
+//! tool, a DAO's hash and its `[[dao]]` entry in `bramble.lock` are the same for every
+//! build of bramble (debug or release, another commit, another machine), and `--locked`
+//! keeps passing after an upgrade.
+//!
+//! What keeps this honest:
+//! - a tool's *generated graph* is still checked against the lock: a `bramble-debian` that
+//!   resolves or writes a different graph for a recorded package set fails `bramble build`
+//!   (the graph hash, `build::dao::Generated::graph_hash`, covers every generated
+//!   derivation, and those name tools by builder too, never by bytes);
+//! - [`TOOL_VERSION`] is bumped whenever a tool's output for the same arguments changes
+//!   (another document, another assembled tree, other arguments): every derivation that
+//!   runs the tool then gets a new hash, so old outputs and lock entries are not reused
+//!   for new behaviour. A bramble that finds a builder of another version refuses it with
+//!   a hint instead of running the tool it has;
+//! - a tool's output is content-addressed like any build's, and `bramble build --check`
+//!   rebuilds it with the running bramble's tool.
+//!
+//! Trade-off: as with Nix's `builtin:fetchurl`, two bramble builds of the same
+//! [`TOOL_VERSION`] are trusted to behave the same; a change that forgets the bump is
+//! caught only where a lock records the generated graph (DAOs), not for the assembly step.
 
 use std::path::PathBuf;
 
 /// The tools bramble can provide.
 pub const TOOLS: [&str; 1] = ["bramble-debian"];
+
+/// The version of the tools' protocol: their arguments, the documents they write and the
+/// trees they assemble. Bump it (and the `@N` in `lib/debian.bramble`) whenever any of those
+/// changes for the same inputs.
+pub const TOOL_VERSION: u32 = 1;
+
+/// The builder of a derivation that runs `bramble-debian` (see the module docs).
+pub const DEBIAN_BUILDER: &str = "builtin:bramble-debian@1";
+
+/// Where the executor puts a tool's files in the sandbox's build directory.
+pub const SANDBOX_TOOL_DIR: &str = ".tool";
+
+/// The tool a builtin `builder` runs, if it names one: `Ok(None)` for a builder that is not
+/// a tool's, an error for `builtin:bramble-debian@N` of another version.
+pub fn tool_of(builder: &str) -> Result<Option<&'static str>, String> {
+    if builder == DEBIAN_BUILDER {
+        return Ok(Some("bramble-debian"));
+    }
+    match builder.strip_prefix("builtin:bramble-debian@") {
+        Some(version) => Err(format!(
+            "the builder `{builder}` needs version {version} of the tool `bramble-debian`, \
+             this bramble has version {TOOL_VERSION}\nhint: use the `lib/` of the same bramble \
+             (`load(\"bramble/debian\", ...)`), or a bramble of that version"
+        )),
+        None => Ok(None),
+    }
+}
 
 /// The file name of the bundled loader.
 pub const LOADER: &str = "ld.so";
@@ -107,6 +165,20 @@ mod tests {
         assert_eq!(super::soname("liblzma.so.5.4.1"), "liblzma.so.5");
         assert_eq!(super::soname("libc.so.6"), "libc.so.6");
         assert_eq!(super::soname("libfoo.so"), "libfoo.so");
+        assert_eq!(
+            super::DEBIAN_BUILDER,
+            format!("builtin:bramble-debian@{}", super::TOOL_VERSION)
+        );
+        assert_eq!(
+            super::tool_of(super::DEBIAN_BUILDER),
+            Ok(Some("bramble-debian"))
+        );
+        assert_eq!(super::tool_of("builtin:fetch_url"), Ok(None));
+        assert!(
+            super::tool_of("builtin:bramble-debian@0")
+                .unwrap_err()
+                .contains("version 0")
+        );
         assert!(
             super::entries("nope")
                 .unwrap_err()
