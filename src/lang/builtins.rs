@@ -6,9 +6,6 @@
 //!   `root` is a tree (a Debian package set, `lib/debian.bramble`) the build sees at `/usr`,
 //!   with `/bin`, `/sbin`, `/lib`, `/lib64` linking into it (see `Derivation::root`).
 //! - `files(include, exclude=[], allow_empty=False)`
-//! - `bramble_tool(name)`: one of bramble's own programs (`"bramble-debian"`) with its loader
-//!   and libraries, as a derivation's `sources` (the files `bin/<name>`, `lib/ld.so`,
-//!   `lib/*.so*`; run it as `lib/ld.so --library-path /build/lib /build/bin/<name>`)
 //! - `run(derivation, cmd, args=[], paths=[], read_only_paths=[], hidden_paths=[], network=False)`
 //!   — `bramble run` binds the project directory read-only; `paths` are the host paths the
 //!   program may write (relative to the project root unless absolute), `read_only_paths` win
@@ -37,9 +34,7 @@ use starlark::values::tuple::{TupleRef, UnpackTuple};
 use starlark::values::{Value, ValueLike};
 
 use super::session::{Session, TestSpec};
-use super::value::{
-    DerivationNode, DerivationValue, FilesValue, RunSpec, RunValue, SessionRef, ToolValue,
-};
+use super::value::{DerivationNode, DerivationValue, FilesValue, RunSpec, RunValue, SessionRef};
 use super::{Error, files};
 use crate::store::limits;
 use crate::store::{BuildLimits, Derivation, Sources};
@@ -295,24 +290,10 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             root,
             sources: None,
         };
-        if let Some(tool) = sources.and_then(|v| v.downcast_ref::<ToolValue>()) {
-            drv.validate().map_err(|e| err(e.into()))?;
-            let (path, files) = s.sources.add_tool(&tool.name).map_err(|message| {
-                err(Error::Sources {
-                    name: drv.name.clone(),
-                    message,
-                })
-            })?;
-            drv.sources = Some(Sources { files, path });
-        } else if let Some(src) = sources.filter(|v| !v.is_none()) {
-            let files = src.downcast_ref::<FilesValue>().ok_or_else(|| {
-                type_error(
-                    F,
-                    "sources",
-                    "the result of `files()` or `bramble_tool()`",
-                    src,
-                )
-            })?;
+        if let Some(src) = sources.filter(|v| !v.is_none()) {
+            let files = src
+                .downcast_ref::<FilesValue>()
+                .ok_or_else(|| type_error(F, "sources", "the result of `files()`", src))?;
             // Validate the name first: it becomes part of nothing yet, but errors read better.
             drv.validate().map_err(|e| err(e.into()))?;
             let key = (files.base.clone(), files.files.clone());
@@ -397,13 +378,6 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
             base,
             base_rel,
             files: found,
-        })
-    }
-
-    /// One of bramble's own programs with its loader and libraries, for `sources`.
-    fn bramble_tool(#[starlark(require = pos)] name: &str) -> starlark::Result<ToolValue> {
-        Ok(ToolValue {
-            name: name.to_owned(),
         })
     }
 

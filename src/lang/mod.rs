@@ -37,10 +37,6 @@ pub trait SourceStore {
     /// Store exactly `files` (relative, sorted, `/`-separated paths below `root`) with their
     /// layout, for derivation `name`. Identical file sets must give the same path.
     fn add_sources(&self, name: &str, root: &Path, files: &[String]) -> Result<StorePath, String>;
-
-    /// Store bramble's tool object `name` (a program of bramble's own with its loader and
-    /// libraries, see `build::tool`) and return it with its file list.
-    fn add_tool(&self, name: &str) -> Result<(StorePath, Vec<String>), String>;
 }
 
 /// Everything that can go wrong while evaluating `.bramble` files.

@@ -131,23 +131,6 @@ impl<'v> StarlarkValue<'v> for DerivationValue {
     }
 }
 
-/// One of bramble's own programs with its loader and libraries, as returned by
-/// `bramble_tool(name)`: usable as a derivation's `sources` (see `build::tool`).
-#[derive(Debug, Clone, PartialEq, Eq, ProvidesStaticType, NoSerialize, Allocative)]
-pub struct ToolValue {
-    pub name: String,
-}
-starlark_simple_value!(ToolValue);
-
-impl fmt::Display for ToolValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bramble_tool({:?})", self.name)
-    }
-}
-
-#[starlark_value(type = "bramble_tool")]
-impl<'v> StarlarkValue<'v> for ToolValue {}
-
 /// A sorted set of files below one directory, as returned by `files()`.
 #[derive(Debug, Clone, PartialEq, Eq, ProvidesStaticType, NoSerialize, Allocative)]
 pub struct FilesValue {

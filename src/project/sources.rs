@@ -152,13 +152,6 @@ fn to_entries(root: &Path, files: &[String]) -> Vec<(String, PathBuf)> {
     files.iter().map(|f| (f.clone(), root.join(f))).collect()
 }
 
-/// The file list of a tool object and its address.
-fn tool_object(name: &str) -> Result<(Vec<(String, PathBuf)>, StorePath), String> {
-    let entries = crate::build::tool::entries(name)?;
-    let path = address_of(&entries)?;
-    Ok((entries, path))
-}
-
 fn address_of(entries: &[(String, PathBuf)]) -> Result<StorePath, String> {
     let mut writer = Writer::new(Sha256::new()).map_err(|e| e.to_string())?;
     emit_entries::<Writer<Sha256>>(entries, &mut writer).map_err(|e| e.to_string())?;
@@ -190,11 +183,6 @@ impl SourceSink for MemorySources {
             .insert(path.clone(), files.to_vec());
         Ok(path)
     }
-
-    fn add_tool(&self, name: &str) -> Result<(StorePath, Vec<String>), String> {
-        let (entries, path) = tool_object(name)?;
-        Ok((path, entries.into_iter().map(|(f, _)| f).collect()))
-    }
 }
 
 /// A [`SourceSink`] that adds source objects to a [`LocalStore`]: the listed files are
@@ -210,12 +198,6 @@ impl SourceSink for StoreSources<'_> {
         let entries = to_entries(root, files);
         let expected = address_of(&entries)?;
         self.add_entries(&entries, expected)
-    }
-
-    fn add_tool(&self, name: &str) -> Result<(StorePath, Vec<String>), String> {
-        let (entries, expected) = tool_object(name)?;
-        let path = self.add_entries(&entries, expected)?;
-        Ok((path, entries.into_iter().map(|(f, _)| f).collect()))
     }
 }
 
