@@ -307,7 +307,16 @@ impl LocalStore {
         let home = home::create(home)?;
         // Everything in it must be the caller's, with no symlink planted (see `home`).
         home::prepare(&home)?;
-        let db = Db::open(&home.join("db.sqlite"))?;
+        // A database made anew beside objects of `store/` was lost, not new: mark it so that
+        // gc refuses until `store repair --rebuild-db` (crash leftovers in a store whose
+        // database exists are not a loss: gc removes them).
+        let db_path = home.join("db.sqlite");
+        let fresh = std::fs::symlink_metadata(&db_path).map_or(true, |m| m.len() == 0);
+        let db = Db::open(&db_path)?;
+        if fresh && repair::has_objects(&home.join("store"))? {
+            std::fs::write(home.join(repair::LOST_MARK), b"")
+                .map_err(io_err("write", &home.join(repair::LOST_MARK)))?;
+        }
         Ok(LocalStore {
             store_dir: home.join("store"),
             temp_roots: temproots::TempRoots::new(home.join("temproots")),

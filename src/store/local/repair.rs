@@ -43,7 +43,7 @@ impl LocalStore {
     /// The number of entries of `store/` named like store paths that are not registered,
     /// when the database registers no path at all (else 0): a lost or emptied database.
     pub(super) fn lost_objects(&self) -> Result<usize, Error> {
-        if self.db().has_paths()? {
+        if self.db().has_paths()? || !self.home.join(LOST_MARK).exists() {
             return Ok(0);
         }
         let store = &self.store_dir;
@@ -78,6 +78,10 @@ impl LocalStore {
     /// Holds `gc.lock` exclusively: no add, build or gc runs meanwhile.
     pub fn rebuild_db(&self) -> Result<RebuildReport, Error> {
         let _gc = self.gc_lock(LockMode::Exclusive)?;
+        let mark = self.home.join(LOST_MARK);
+        if mark.exists() {
+            std::fs::remove_file(&mark).map_err(io_err("remove", &mark))?;
+        }
         let mut report = RebuildReport::default();
         let valid: BTreeSet<StorePath> = self.db().all_paths()?.into_iter().collect();
         report.already_valid = valid.len();
@@ -265,4 +269,27 @@ impl LocalStore {
         report.moved_aside.push((from, to, why.to_owned()));
         Ok(())
     }
+}
+
+/// Made in the home when the database was created while `store/` already held objects.
+pub(super) const LOST_MARK: &str = "db-lost";
+
+/// Whether `store` holds anything named like a store object.
+pub(super) fn has_objects(store: &std::path::Path) -> Result<bool, Error> {
+    let entries = match std::fs::read_dir(store) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("list", store)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", store))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.parse::<StorePath>().is_ok())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
