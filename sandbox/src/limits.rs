@@ -18,9 +18,13 @@
 //!   bound holds only when the builder is not host root (the helper maps it to an
 //!   unprivileged id when the caller is root).
 //!
-//! When the builder fails, pid 1 tries one `fork` of its own under a soft limit one lower:
-//! if that fails with `EAGAIN`, the builder's processes were at their limit when it ended and the failure is reported as
-//! [`Error::ProcessLimit`] (exit code [`crate::EXIT_PROCESS_LIMIT`]). An exceeded memory
+//! When the builder fails, pid 1 tries a `fork` of its own under a soft limit one lower, a
+//! few times over a short window ([`PROBE_TRIES`] × [`PROBE_PAUSE`]): if one fails with
+//! `EAGAIN`, the builder's processes were at their limit after it ended and the failure is
+//! reported as [`Error::ProcessLimit`] (exit code [`crate::EXIT_PROCESS_LIMIT`]). One probe
+//! is not enough: the processes of a fork bomb fail and exit too, so right after the builder
+//! exited the count may dip below the limit for a moment (seen on a loaded machine); the
+//! survivors fork again at once and fill it back up, which a later probe sees. An exceeded memory
 //! rlimit leaves no such trace (the builder sees `ENOMEM` and fails its own way): the caller
 //! names the limit in its message.
 //!
@@ -86,25 +90,51 @@ pub fn check(plan: &Plan, code: u8) -> Result<u8, Error> {
     }
 }
 
-/// Whether the processes the builder left are one fewer than `limit` (the builder itself
-/// is gone): a `fork` of pid 1 under a soft limit of `limit` then fails with `EAGAIN`.
+/// How many times, and how far apart, pid 1 probes for a full process table after a failed
+/// builder (at most ~50 ms, spent only when a build with a process limit failed and the
+/// sandbox was not at its limit).
+const PROBE_TRIES: u32 = 25;
+const PROBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether the processes the builder left reach one fewer than `limit` (the builder itself
+/// is gone) in one of [`PROBE_TRIES`] probes: a `fork` of pid 1 under a soft limit of
+/// `limit` then fails with `EAGAIN`.
 fn at_process_limit(limit: u32) -> bool {
-    // Lowering the soft limit is always allowed; pid 1 forks nothing after this probe.
+    // Lowering the soft limit is always allowed; pid 1 forks nothing after these probes.
     if set_soft(libc::RLIMIT_NPROC, u64::from(limit)).is_err() {
         return false;
     }
+    for attempt in 0..PROBE_TRIES {
+        if attempt > 0 {
+            std::thread::sleep(PROBE_PAUSE);
+        }
+        match probe_fork() {
+            Some(true) => return true,
+            Some(false) => {}
+            None => return false,
+        }
+    }
+    false
+}
+
+/// One probe: `Some(true)` if a fork failed with `EAGAIN`, `Some(false)` if it succeeded,
+/// `None` if it failed otherwise.
+fn probe_fork() -> Option<bool> {
     // SAFETY: a fork of single-threaded pid 1 without a stack argument; the child only calls
     // `_exit`, which is async-signal-safe.
     let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
     match pid {
         // SAFETY: `_exit` is always safe.
         0 => unsafe { libc::_exit(0) },
-        -1 => io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN),
+        -1 => match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Some(true),
+            _ => None,
+        },
         pid => {
             let mut status = 0;
             // SAFETY: reaping our own child; `status` is a valid out pointer.
             unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-            false
+            Some(false)
         }
     }
 }
