@@ -23,6 +23,9 @@
 //! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
 //! isolation happens in the `bramble-sandbox` helper it spawns.
 
+// "Only `cli` prints": everything else reports through return values and the reporter.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod build;
 pub mod cli;
 pub mod config;

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use super::terminal::print_to_stderr;
 use super::{CliError, Context, project_ctx};
-use crate::lang::print_to_stderr;
 use crate::project::{self, Evaluation, MemorySources};
 
 #[derive(Debug, clap::Args)]

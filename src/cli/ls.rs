@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::terminal::print_to_stderr;
 use super::{CliError, Context, project_ctx};
-use crate::lang::{ModuleInfo, Session, print_to_stderr};
+use crate::lang::{ModuleInfo, Session};
 use crate::project::{MemorySources, reference::all_modules, run_on_big_stack};
 
 #[derive(Debug, clap::Args)]

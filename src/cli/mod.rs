@@ -5,6 +5,8 @@
 //! Errors reaching here are rendered as `error: <what>` plus an optional `hint:` line, and
 //! their [`ErrorClass`] picks the exit code.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

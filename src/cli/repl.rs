@@ -6,8 +6,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use super::terminal::print_to_stderr;
 use super::{CliError, Context, project_ctx};
-use crate::lang::{Session, print_to_stderr};
+use crate::lang::Session;
 use crate::project::{MemorySources, run_on_big_stack};
 
 #[derive(Debug, clap::Args)]

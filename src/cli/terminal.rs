@@ -62,6 +62,11 @@ pub fn sanitise_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// Writes a Starlark `print()` line to stderr: the printer the CLI gives evaluations.
+pub fn print_to_stderr(line: &str) {
+    eprintln!("{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

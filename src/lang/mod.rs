@@ -25,9 +25,7 @@ pub mod value;
 
 use std::path::Path;
 
-pub use session::{
-    FunctionInfo, Library, ModuleInfo, Options, Returned, Session, TestSpec, print_to_stderr,
-};
+pub use session::{FunctionInfo, Library, ModuleInfo, Options, Returned, Session, TestSpec};
 pub use value::{DerivationNode, RunSpec};
 
 use crate::store::StorePath;

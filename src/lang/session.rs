@@ -94,14 +94,6 @@ pub(crate) struct Registry {
 /// What a `files()` call's result depends on.
 pub(crate) type GlobKey = (PathBuf, Vec<String>, Vec<String>, bool);
 
-/// Writes `print()` output to stderr: the default for the CLI.
-pub fn print_to_stderr(line: &str) {
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!("{line}");
-    }
-}
-
 /// Evaluation state for one project. Not `Send`: use it on one thread (see
 /// `project::evaluate`, which runs it on a thread with a large stack).
 pub struct Session<'a> {
