@@ -102,6 +102,7 @@ impl LockEntry {
         Pin {
             hash: Some(self.hash),
             sha256: self.sha256,
+            h1: None,
         }
     }
 }
@@ -435,7 +436,9 @@ pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pi
         let mut new = drv.clone();
         let mut unpinned = None;
         if let Some(req) = FetchRequest::from_derivation(drv)? {
-            if req.pin.hash.is_none() {
+            // An `h1` pin (a Go module's, from `go.sum`) pins the fetch on its own: it is
+            // checked on every download, and the lock records nothing for it.
+            if req.pin.hash.is_none() && req.pin.h1.is_none() {
                 match lock.get(&req.spec) {
                     Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
                         new.env.insert("hash".to_owned(), e.hash.to_string());
