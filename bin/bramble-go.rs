@@ -134,6 +134,9 @@ fn build(goroot: &Path, proxy: &Path, src: &Path, packages: &[String]) -> anyhow
     let cache = build.join(".go");
     let bin = out.join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("cannot create `{}`", bin.display()))?;
+    // `go` ignores a go.mod in the temp directory itself, which the sandbox's `/build` is.
+    let tmp = cache.join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
     let go = goroot.join("bin").join("go");
     let mut goflags = "-mod=mod -modcacherw".to_owned();
     if let Ok(user) = std::env::var("GOFLAGS")
@@ -159,6 +162,7 @@ fn build(goroot: &Path, proxy: &Path, src: &Path, packages: &[String]) -> anyhow
         .env("GOMODCACHE", cache.join("mod"))
         .env("GOPATH", cache.join("path"))
         .env("GOENV", "off")
+        .env("TMPDIR", &tmp)
         .env("HOME", cache.join("home"))
         .env("GOTOOLCHAIN", "local")
         .env("GO111MODULE", "on")
