@@ -261,7 +261,7 @@ fn a_tampered_module_zip_is_refused_by_its_h1_pin_and_nothing_is_stored() {
             && err.contains("mirror://goproxy/example.com/!greet/@v/v1.0.0.zip")
             && err.contains(&format!("expected: {expected}"))
             && err.contains(&format!("actual:   {actual}"))
-            && err.contains("hint:"),
+            && err.contains("hint: the module proxy served other content than `go.sum` records"),
         "{err}"
     );
     assert!(

@@ -211,6 +211,8 @@ pub enum FetchError {
         origin: String,
         /// Each URL tried and why it failed.
         tried: Vec<(String, String)>,
+        /// Whether a mirror served a Go module file that did not match its `h1` pin.
+        h1_mismatch: bool,
     },
     #[error("cannot unpack `{url}`")]
     Unpack { url: String, source: UnpackError },
@@ -257,6 +259,15 @@ impl FetchError {
             FetchError::Download(e) => e.hint(),
             FetchError::Git(e) => e.hint(),
             FetchError::Mirror(e) => e.hint(),
+            FetchError::Mirrors {
+                h1_mismatch: true, ..
+            } => FetchError::H1Mismatch {
+                url: String::new(),
+                module: None,
+                expected: String::new(),
+                actual: String::new(),
+            }
+            .hint(),
             FetchError::Mirrors { .. } => Some(
                 "check that the mirrors are up and hold the file; a mirror that serves other content than the pin is skipped".into(),
             ),
@@ -563,6 +574,7 @@ impl Fetcher {
                 } else {
                     let resolved = self.mirrors.resolve(url)?;
                     let mut tried = Vec::new();
+                    let mut h1_mismatch = false;
                     let mut found = None;
                     for (i, candidate) in resolved.urls.iter().enumerate() {
                         let attempt = dir.join(format!("mirror-{i}"));
@@ -585,6 +597,7 @@ impl Fetcher {
                                 | FetchError::GoModule { .. }
                                 | FetchError::Unpack { .. }),
                             ) => {
+                                h1_mismatch |= matches!(e, FetchError::H1Mismatch { .. });
                                 tracing::info!(
                                     "fetching `{url}` from `{candidate}` failed: {}",
                                     crate::store::local::error_chain(&e)
@@ -606,6 +619,7 @@ impl Fetcher {
                             .as_ref()
                             .map_or_else(String::new, |o| o.describe(name)),
                         tried,
+                        h1_mismatch,
                     })?
                 }
             }
