@@ -89,6 +89,9 @@ def _src():
 def modules():
     return go_modules("hello", _src())
 
+def fetched_modules():
+    return go_modules("fetched", fetch_url("@SRC_URL@", unpack = "tar", name = "src"))
+
 def toolchain():
     return fetch_url("@GO_URL@", hash = "sha256:@GO_SHA@", unpack = "tar", name = "host-go")
 
@@ -241,6 +244,33 @@ fn the_module_dao_fetches_each_module_file_once_into_a_proxy() {
     assert_eq!(PathBuf::from(stdout(&out).trim()), proxy);
     assert_eq!(built_names(&out), Vec::<String>::new());
     assert_eq!(s.hits("example.com/Greet", "v1.0.0", "zip"), 1);
+}
+
+/// The module's sources may be a directory derivation (here a fetched tar) instead of
+/// `files()`: the DAO reads its `go.mod` and `go.sum` by path.
+#[test]
+fn the_sources_may_be_a_directory_derivation() {
+    let s = Setup::new(None);
+    let mut tar = tar::Builder::new(Vec::new());
+    for file in ["go.mod", "go.sum", "main.go"] {
+        tar.append_path_with_name(s.project.path().join(file), file)
+            .unwrap();
+    }
+    s.server.file("/src.tar", tar.into_inner().unwrap());
+    let module = std::fs::read_to_string(s.project.path().join("default.bramble")).unwrap();
+    std::fs::write(
+        s.project.path().join("default.bramble"),
+        module.replace("@SRC_URL@", &s.server.url("/src.tar")),
+    )
+    .unwrap();
+    let out = s.ok(&["build", "--no-out-link", "./:fetched_modules"]);
+    let proxy = PathBuf::from(stdout(&out).trim());
+    assert!(
+        std::fs::read_link(proxy.join("example.com/!greet/@v/v1.0.0.zip")).is_ok(),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.hits("example.com/shout", "v0.1.0", "zip"), 1);
 }
 
 #[test]
@@ -416,4 +446,6 @@ fn a_go_program_with_two_dependencies_compiles_offline_and_runs() {
     }
     let bin = PathBuf::from(stdout(&out).trim()).join("bin/hello");
     assert!(bin.is_file());
+    // The compile is reproducible: built again from scratch, bit for bit the same.
+    s.ok(&["build", "--check", "--no-out-link", "./:hello"]);
 }
