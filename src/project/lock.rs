@@ -22,6 +22,9 @@
 //! graph = "…"       # hash of the graph it generated (`build::dao::Generated::graph_hash`)
 //! ```
 //!
+//! A fetch pinned by `h1` (a Go module file, `build::fetch::h1`) has no table: its pin,
+//! checked on every download, is in the derivation itself.
+//!
 //! One table per fetch, keyed by what was fetched: a URL with its unpack format, or a git
 //! URL with its commit. The derivation's name is not part of the key (it changes the store
 //! path, not the content). Tables are written sorted by key, one field per line, so the file

@@ -96,7 +96,7 @@ def toolchain():
     return fetch_url("@GO_URL@", hash = "sha256:@GO_SHA@", unpack = "tar", name = "host-go")
 
 def hello():
-    return go_binary("hello", _src(), go = toolchain(), goroot = "usr/lib/go", root = toolchain())
+    return go_binary("hello", _src(), go = toolchain(), goroot = "usr/lib/go", root = toolchain(), modfiles = files(["go.mod", "go.sum"]))
 "#;
 
 struct Setup {

@@ -4,8 +4,8 @@
 //!
 //! - `builtin:fetch_url` — env `url` (http, https or `mirror://NAME/path`, see [`mirror`]),
 //!   optional `unpack` (a [`Format`] name:
-//!   `tar.gz`, `tar.xz`, `tar.bz2`, `tar.zst`, `tar`, `zip`, `deb`), optional pins `hash`
-//!   and `sha256`;
+//!   `tar.gz`, `tar.xz`, `tar.bz2`, `tar.zst`, `tar`, `zip`, `deb`), optional pins `hash`,
+//!   `sha256` and `h1`;
 //! - `builtin:fetch_git` — env `url` (http(s), a local absolute path or `file://`), `rev` (a
 //!   full commit hash), optional pin `hash`.
 //!
@@ -28,6 +28,13 @@
 //! Upstreams publish the sha256 of their files, so `sha256` (64 hex digits, also written
 //! `sha256:<hex>`) is accepted as a pin too: the download is checked against it before
 //! unpacking. Both may be given; `bramble.lock` records both for a URL.
+//!
+//! A Go module's `.zip` or `.mod` may be pinned by `h1` instead ([`h1`]): Go's module hash,
+//! as `go.sum` records it, checked on the download (a zip's entries, after a strict check of
+//! their names; a `.mod` as `go.mod`) before anything is unpacked or stored. It covers the
+//! files, not the zip's own bytes (timestamps, order), so the stored object is the zip as
+//! first downloaded; such a fetch is pinned by `h1` alone and `bramble.lock` records nothing
+//! for it (it is how the Go module DAO, `crate::golang`, pins what `go.sum` lists).
 //!
 //! A result that differs from a pin is an error naming the URL, the expected and the actual
 //! hash, and nothing is stored.
