@@ -757,6 +757,28 @@ mod tests {
         assert_eq!(same.unpinned.len(), 2);
     }
 
+    /// A Go module file pinned by `h1` is pinned by it alone: neither unpinned (so
+    /// `--locked` passes) nor given the lock's content hash for its URL.
+    #[test]
+    fn an_h1_pin_needs_no_lock_entry() {
+        let spec = url("https://x/example.com/a/@v/v1.0.0.zip");
+        let fetch = FetchRequest {
+            spec: spec.clone(),
+            name: "a.zip".into(),
+            pin: Pin::parse("h1:OA7LnY1oYP1T3IvELMcxEsinjuvi0jU+H+9bS2wl0j4=").unwrap(),
+        }
+        .to_derivation();
+        let graph: BTreeMap<Hash, Derivation> = [(fetch.hash(), fetch.clone())].into();
+        let mut lock = Lock::default();
+        lock.insert(spec, entry("stale"));
+        for lock in [Lock::default(), lock] {
+            let pinned = apply(&graph, &lock).unwrap();
+            assert!(pinned.unpinned.is_empty());
+            assert!(pinned.renamed.is_empty());
+            assert!(require_pinned(&pinned).is_ok());
+        }
+    }
+
     #[test]
     fn records_what_ran_and_what_was_cached() {
         let dir = tempfile::tempdir().unwrap();
