@@ -205,6 +205,19 @@ impl Setup {
     }
 }
 
+/// The error a failed build ends with (from its first `error:` line: the progress lines
+/// before it come in any order), compared with the snapshot `name` with the fixture
+/// server's port and store hashes filtered out.
+fn check_error(out: &Output, name: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    let text = stderr(out);
+    let at = text.find("error:").unwrap_or(0);
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"127\.0\.0\.1:[0-9]+", "127.0.0.1:[PORT]");
+    settings.add_filter(r"\b[0-9a-z]{32}\b", "[HASH]");
+    settings.bind(|| insta::assert_snapshot!(name, &text[at..]));
+}
+
 #[test]
 fn the_module_dao_fetches_each_module_file_once_into_a_proxy() {
     let s = Setup::new(None);
@@ -294,6 +307,7 @@ fn a_tampered_module_zip_is_refused_by_its_h1_pin_and_nothing_is_stored() {
             && err.contains("hint: the module proxy served other content than `go.sum` records"),
         "{err}"
     );
+    check_error(&out, "go_h1_mismatch");
     assert!(
         !s.stored().iter().any(|n| n.contains("Greet-v1.0.0.zip")),
         "{:?}",
@@ -307,20 +321,24 @@ fn a_tampered_module_zip_is_refused_by_its_h1_pin_and_nothing_is_stored() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(s.project.path().join("go.sum"), without).unwrap();
-    let err = stderr(&s.bramble(&["build", "--no-out-link", "./:modules"]));
+    let out = s.bramble(&["build", "--no-out-link", "./:modules"]);
+    let err = stderr(&out);
     assert!(
         err.contains("`go.mod` requires `example.com/shout@v0.1.0`, which `go.sum` does not list")
             && err.contains("go mod tidy"),
         "{err}"
     );
+    check_error(&out, "go_sum_missing_requirement");
     // A malformed line is named by file and line.
     std::fs::write(
         s.project.path().join("go.sum"),
         go_sum + "example.com/x v1.0.0\n",
     )
     .unwrap();
-    let err = stderr(&s.bramble(&["build", "--no-out-link", "./:modules"]));
+    let out = s.bramble(&["build", "--no-out-link", "./:modules"]);
+    let err = stderr(&out);
     assert!(err.contains("`go.sum`, line 6: expected"), "{err}");
+    check_error(&out, "go_sum_malformed_line");
 }
 
 #[test]
