@@ -34,6 +34,10 @@ pub const BRAMBLE_LIB: &str = "BRAMBLE_LIB";
 /// (`lib/debian.bramble`). Default: next to the running `bramble` binary.
 pub const BRAMBLE_DEBIAN_TOOL: &str = "BRAMBLE_DEBIAN_TOOL";
 
+/// Path of the `bramble-go` program that Go module builds run in the sandbox
+/// (`lib/go.bramble`). Default: next to the running `bramble` binary.
+pub const BRAMBLE_GO_TOOL: &str = "BRAMBLE_GO_TOOL";
+
 /// When bramble runs as root, the range of unprivileged host ids its builders run as,
 /// `<base>:<count>` (one id per sandbox: base + the helper's pid modulo count). Default:
 /// `880803840:4194304`, just above Nix's `auto-allocate-uids` range. Read by the build

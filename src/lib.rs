@@ -13,6 +13,8 @@
 //! cli      clap commands and terminal output: the only module that prints.
 //! debian   Debian package sets: the Packages index, version ordering, the dependency
 //!          closure, the DAO document, merging unpacked packages (run by `bramble-debian`).
+//! golang   Go modules: go.mod and go.sum, the DAO document of pinned module fetches (h1),
+//!          the file-based module proxy (run by `bramble-go`).
 //! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml) and the reading of
 //!          configuration files (regular files only).
 //! env      every BRAMBLE_* environment variable, declared once.
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod debian;
 pub mod env;
+pub mod golang;
 pub mod lang;
 pub mod project;
 pub mod store;

@@ -43,10 +43,10 @@
 //!   (b) store objects named literally as `/bramble/store/<hash>-<name>` that are in the
 //!   DAO's input closure or are the DAO's own output. Such a path becomes an input of the
 //!   generated derivation (mounted in its sandbox); any other store path is an error.
-//! - Fetches (`builtin:fetch_url`, `builtin:fetch_git`) must carry their pin (`hash` or
-//!   `sha256`): a generated fetch is pinned nowhere else. They are the only generated nodes
-//!   that reach the network. `builtin:bramble-debian@N` (a bramble tool, see
-//!   [`super::tool`]) runs in the sandbox like any builder. Other `builtin:` builders are
+//! - Fetches (`builtin:fetch_url`, `builtin:fetch_git`) must carry their pin (`hash`,
+//!   `sha256` or `h1`): a generated fetch is pinned nowhere else. They are the only generated
+//!   nodes that reach the network. `builtin:bramble-debian@N` and `builtin:bramble-go@N`
+//!   (bramble tools, see [`super::tool`]) run in the sandbox like any builder. Other `builtin:` builders are
 //!   refused.
 //! - No cycles; at most [`Limits::max_bytes`] of JSON and [`Limits::max_derivations`]
 //!   derivations. A generated derivation may itself be a DAO while the nesting level stays
@@ -72,7 +72,7 @@ use crate::store::template;
 use crate::store::{Derivation, DerivationError, Hash, StorePath};
 
 use super::fetch::{FETCH_GIT, FETCH_URL, FetchRequest};
-use super::tool::DEBIAN_BUILDER;
+use super::tool::{DEBIAN_BUILDER, GO_BUILDER};
 
 /// The file a directory-shaped DAO output holds its document in.
 pub const DOCUMENT_FILE: &str = "derivations.json";
@@ -175,7 +175,7 @@ impl DaoError {
                     .into(),
             ),
             Problem::Unpinned => Some(
-                "add `hash` (the content hash `bramble fetch` prints) or `sha256` to the fetch"
+                "add `hash` (the content hash `bramble fetch` prints), `sha256` or `h1` to the fetch"
                     .into(),
             ),
             Problem::TooDeep { .. } => Some(
@@ -244,12 +244,12 @@ pub enum Problem {
     #[error("`{path}` is neither in the DAO's input closure nor its own output")]
     ForeignPath { path: String },
     #[error(
-        "unknown builtin builder `{0}` (the builtins are `{FETCH_URL}`, `{FETCH_GIT}` and `{DEBIAN_BUILDER}`)"
+        "unknown builtin builder `{0}` (the builtins are `{FETCH_URL}`, `{FETCH_GIT}`, `{DEBIAN_BUILDER}` and `{GO_BUILDER}`)"
     )]
     UnknownBuiltin(String),
     #[error("{0}")]
     Fetch(String),
-    #[error("the fetch is not pinned: a generated fetch needs `hash` or `sha256`")]
+    #[error("the fetch is not pinned: a generated fetch needs `hash`, `sha256` or `h1`")]
     Unpinned,
     #[error("dependency cycle: {0}")]
     Cycle(String),
@@ -441,6 +441,7 @@ pub fn validate(text: &[u8], origin: &Origin<'_>, limits: &Limits) -> Result<Gen
             && entry.builder != FETCH_URL
             && entry.builder != FETCH_GIT
             && entry.builder != DEBIAN_BUILDER
+            && entry.builder != GO_BUILDER
         {
             return Err(at(Problem::UnknownBuiltin(format!("builtin:{builtin}"))));
         }

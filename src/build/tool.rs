@@ -1,6 +1,6 @@
 //! Tool objects and the `builtin:` builders that run them.
 //!
-//! A tool is a program of bramble's own (`bramble-debian`) with the dynamic loader and the
+//! A tool is a program of bramble's own (`bramble-debian`, `bramble-go`) with the dynamic loader and the
 //! shared libraries of the running bramble process, laid out so that a sandboxed build can
 //! run it without anything from the host:
 //!
@@ -18,7 +18,8 @@
 //! # A tool is not part of any derivation's hash
 //!
 //! A derivation runs a tool by naming a builtin builder, [`DEBIAN_BUILDER`]
-//! (`builtin:bramble-debian@<TOOL_VERSION>`): the executor copies the tool's files into
+//! (`builtin:bramble-debian@<TOOL_VERSION>`) or [`GO_BUILDER`]
+//! (`builtin:bramble-go@<TOOL_VERSION>`): the executor copies the tool's files into
 //! `/build/.tool/` of that build's sandbox and runs `lib/ld.so --library-path lib
 //! bin/<program> ARGS...` there, in the sandbox like any builder (no network, only the
 //! derivation's inputs). The derivation records the tool's *name and protocol version*, not
@@ -47,33 +48,48 @@
 use std::path::PathBuf;
 
 /// The tools bramble can provide.
-pub const TOOLS: [&str; 1] = ["bramble-debian"];
+pub const TOOLS: [&str; 2] = ["bramble-debian", "bramble-go"];
 
 /// The version of the tools' protocol: their arguments, the documents they write and the
-/// trees they assemble. Bump it (and the `@N` in `lib/debian.bramble`) whenever any of those
-/// changes for the same inputs.
+/// trees they assemble. Bump it (and the `@N` in `lib/debian.bramble` and `lib/go.bramble`)
+/// whenever any of those changes for the same inputs.
 pub const TOOL_VERSION: u32 = 1;
 
 /// The builder of a derivation that runs `bramble-debian` (see the module docs).
 pub const DEBIAN_BUILDER: &str = "builtin:bramble-debian@1";
 
+/// The builder of a derivation that runs `bramble-go` (Go modules, `crate::golang`).
+pub const GO_BUILDER: &str = "builtin:bramble-go@1";
+
+/// Each tool's builder.
+pub const BUILDERS: [(&str, &str); 2] = [
+    (DEBIAN_BUILDER, "bramble-debian"),
+    (GO_BUILDER, "bramble-go"),
+];
+
 /// Where the executor puts a tool's files in the sandbox's build directory.
 pub const SANDBOX_TOOL_DIR: &str = ".tool";
 
 /// The tool a builtin `builder` runs, if it names one: `Ok(None)` for a builder that is not
-/// a tool's, an error for `builtin:bramble-debian@N` of another version.
+/// a tool's, an error for `builtin:<tool>@N` of another version.
 pub fn tool_of(builder: &str) -> Result<Option<&'static str>, String> {
-    if builder == DEBIAN_BUILDER {
-        return Ok(Some("bramble-debian"));
+    for (b, tool) in BUILDERS {
+        if builder == b {
+            return Ok(Some(tool));
+        }
+        if let Some(version) = builder
+            .strip_prefix("builtin:")
+            .and_then(|r| r.strip_prefix(tool))
+            .and_then(|r| r.strip_prefix('@'))
+        {
+            return Err(format!(
+                "the builder `{builder}` needs version {version} of the tool `{tool}`, \
+                 this bramble has version {TOOL_VERSION}\nhint: use the `lib/` of the same \
+                 bramble (`load(\"bramble/...\", ...)`), or a bramble of that version"
+            ));
+        }
     }
-    match builder.strip_prefix("builtin:bramble-debian@") {
-        Some(version) => Err(format!(
-            "the builder `{builder}` needs version {version} of the tool `bramble-debian`, \
-             this bramble has version {TOOL_VERSION}\nhint: use the `lib/` of the same bramble \
-             (`load(\"bramble/debian\", ...)`), or a bramble of that version"
-        )),
-        None => Ok(None),
-    }
+    Ok(None)
 }
 
 /// The file name of the bundled loader.
@@ -87,8 +103,12 @@ pub fn entries(name: &str) -> Result<Vec<(String, PathBuf)>, String> {
             TOOLS.map(|t| format!("`{t}`")).join(", ")
         ));
     }
-    let program = match std::env::var_os(crate::env::BRAMBLE_DEBIAN_TOOL).filter(|v| !v.is_empty())
-    {
+    let var = if name == "bramble-go" {
+        crate::env::BRAMBLE_GO_TOOL
+    } else {
+        crate::env::BRAMBLE_DEBIAN_TOOL
+    };
+    let program = match std::env::var_os(var).filter(|v| !v.is_empty()) {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()
             .map_err(|e| format!("cannot find the running bramble: {e}"))?
@@ -96,9 +116,8 @@ pub fn entries(name: &str) -> Result<Vec<(String, PathBuf)>, String> {
     };
     if !program.is_file() {
         return Err(format!(
-            "the tool `{}` does not exist\nhint: install `{name}` next to `bramble` or set {}",
+            "the tool `{}` does not exist\nhint: install `{name}` next to `bramble` or set {var}",
             program.display(),
-            crate::env::BRAMBLE_DEBIAN_TOOL
         ));
     }
     bundle(name, program)
@@ -178,6 +197,12 @@ mod tests {
             super::tool_of("builtin:bramble-debian@0")
                 .unwrap_err()
                 .contains("version 0")
+        );
+        assert_eq!(super::tool_of(super::GO_BUILDER), Ok(Some("bramble-go")));
+        assert!(
+            super::tool_of("builtin:bramble-go@7")
+                .unwrap_err()
+                .contains("version 7 of the tool `bramble-go`")
         );
         assert!(
             super::entries("nope")

@@ -29,7 +29,8 @@ pub struct FetchArgs {
     /// Name of the store object [default: the last component of the URL]
     #[arg(long)]
     pub name: Option<String>,
-    /// Check the result against this pin (a content hash, or `sha256:<hex>`)
+    /// Check the result against this pin (a content hash, `sha256:<hex>`, or for a Go module's
+    /// `.zip` or `.mod` its `go.sum` hash `h1:<base64>`)
     #[arg(long, value_name = "PIN")]
     pub hash: Option<String>,
     /// Print the result as JSON on stdout

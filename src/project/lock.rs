@@ -22,6 +22,9 @@
 //! graph = "…"       # hash of the graph it generated (`build::dao::Generated::graph_hash`)
 //! ```
 //!
+//! A fetch pinned by `h1` (a Go module file, `build::fetch::h1`) has no table: its pin,
+//! checked on every download, is in the derivation itself.
+//!
 //! One table per fetch, keyed by what was fetched: a URL with its unpack format, or a git
 //! URL with its commit. The derivation's name is not part of the key (it changes the store
 //! path, not the content). Tables are written sorted by key, one field per line, so the file
@@ -102,6 +105,7 @@ impl LockEntry {
         Pin {
             hash: Some(self.hash),
             sha256: self.sha256,
+            h1: None,
         }
     }
 }
@@ -435,7 +439,9 @@ pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pi
         let mut new = drv.clone();
         let mut unpinned = None;
         if let Some(req) = FetchRequest::from_derivation(drv)? {
-            if req.pin.hash.is_none() {
+            // An `h1` pin (a Go module's, from `go.sum`) pins the fetch on its own: it is
+            // checked on every download, and the lock records nothing for it.
+            if req.pin.hash.is_none() && req.pin.h1.is_none() {
                 match lock.get(&req.spec) {
                     Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
                         new.env.insert("hash".to_owned(), e.hash.to_string());
@@ -749,6 +755,28 @@ mod tests {
         let same = apply(&graph, &Lock::default()).unwrap();
         assert!(same.renamed.is_empty());
         assert_eq!(same.unpinned.len(), 2);
+    }
+
+    /// A Go module file pinned by `h1` is pinned by it alone: neither unpinned (so
+    /// `--locked` passes) nor given the lock's content hash for its URL.
+    #[test]
+    fn an_h1_pin_needs_no_lock_entry() {
+        let spec = url("https://x/example.com/a/@v/v1.0.0.zip");
+        let fetch = FetchRequest {
+            spec: spec.clone(),
+            name: "a.zip".into(),
+            pin: Pin::parse("h1:OA7LnY1oYP1T3IvELMcxEsinjuvi0jU+H+9bS2wl0j4=").unwrap(),
+        }
+        .to_derivation();
+        let graph: BTreeMap<Hash, Derivation> = [(fetch.hash(), fetch.clone())].into();
+        let mut lock = Lock::default();
+        lock.insert(spec, entry("stale"));
+        for lock in [Lock::default(), lock] {
+            let pinned = apply(&graph, &lock).unwrap();
+            assert!(pinned.unpinned.is_empty());
+            assert!(pinned.renamed.is_empty());
+            assert!(require_pinned(&pinned).is_ok());
+        }
     }
 
     #[test]

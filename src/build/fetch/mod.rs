@@ -4,8 +4,8 @@
 //!
 //! - `builtin:fetch_url` — env `url` (http, https or `mirror://NAME/path`, see [`mirror`]),
 //!   optional `unpack` (a [`Format`] name:
-//!   `tar.gz`, `tar.xz`, `tar.bz2`, `tar.zst`, `tar`, `zip`, `deb`), optional pins `hash`
-//!   and `sha256`;
+//!   `tar.gz`, `tar.xz`, `tar.bz2`, `tar.zst`, `tar`, `zip`, `deb`), optional pins `hash`,
+//!   `sha256` and `h1`;
 //! - `builtin:fetch_git` — env `url` (http(s), a local absolute path or `file://`), `rev` (a
 //!   full commit hash), optional pin `hash`.
 //!
@@ -29,6 +29,13 @@
 //! `sha256:<hex>`) is accepted as a pin too: the download is checked against it before
 //! unpacking. Both may be given; `bramble.lock` records both for a URL.
 //!
+//! A Go module's `.zip` or `.mod` may be pinned by `h1` instead ([`h1`]): Go's module hash,
+//! as `go.sum` records it, checked on the download (a zip's entries, after a strict check of
+//! their names; a `.mod` as `go.mod`) before anything is unpacked or stored. It covers the
+//! files, not the zip's own bytes (timestamps, order), so the stored object is the zip as
+//! first downloaded; such a fetch is pinned by `h1` alone and `bramble.lock` records nothing
+//! for it (it is how the Go module DAO, `crate::golang`, pins what `go.sum` lists).
+//!
 //! A result that differs from a pin is an error naming the URL, the expected and the actual
 //! hash, and nothing is stored.
 //!
@@ -50,6 +57,7 @@
 pub mod apt;
 pub mod executor;
 pub mod git;
+pub mod h1;
 pub mod mirror;
 pub mod unpack;
 pub mod url;
@@ -69,6 +77,7 @@ use crate::store::tree::TreeError;
 use crate::store::{Derivation, Hash, StorePath};
 
 pub use git::GitError;
+pub use h1::H1;
 pub use mirror::{MirrorError, Mirrors};
 pub use unpack::{Format, UnpackError, UnpackLimits};
 pub use url::{DownloadError, DownloadOptions};
@@ -124,21 +133,30 @@ pub struct Pin {
     pub hash: Option<Hash>,
     /// sha256 of the downloaded file (URL fetches only).
     pub sha256: Option<[u8; 32]>,
+    /// Go's module hash of the downloaded `.zip` or `.mod` ([`h1`], URL fetches only).
+    pub h1: Option<H1>,
 }
 
 impl Pin {
     pub fn is_empty(&self) -> bool {
-        self.hash.is_none() && self.sha256.is_none()
+        self.hash.is_none() && self.sha256.is_none() && self.h1.is_none()
     }
 
     /// Parse a user-written pin: a bramble hash (32 base32 characters) is a content hash;
-    /// 64 hex digits, optionally after `sha256:`, are a file sha256.
+    /// 64 hex digits, optionally after `sha256:`, are a file sha256; `h1:<base64>` is Go's
+    /// module hash.
     pub fn parse(text: &str) -> Result<Pin, String> {
+        if text.starts_with("h1:") {
+            return text.parse().map(|h| Pin {
+                h1: Some(h),
+                ..Pin::default()
+            });
+        }
         let hex = text.strip_prefix("sha256:").unwrap_or(text);
         if let Some(sha) = parse_sha256(hex) {
             return Ok(Pin {
-                hash: None,
                 sha256: Some(sha),
+                ..Pin::default()
             });
         }
         if text.starts_with("sha256:") {
@@ -149,11 +167,11 @@ impl Pin {
         text.parse::<Hash>()
             .map(|h| Pin {
                 hash: Some(h),
-                sha256: None,
+                ..Pin::default()
             })
             .map_err(|_| {
                 format!(
-                    "`{text}` is neither a bramble content hash (32 characters of base32) nor a sha256 (64 hex digits)"
+                    "`{text}` is neither a bramble content hash (32 characters of base32), a sha256 (64 hex digits) nor a Go module hash (`h1:...`)"
                 )
             })
     }
@@ -200,6 +218,8 @@ pub enum FetchError {
         origin: String,
         /// Each URL tried and why it failed.
         tried: Vec<(String, String)>,
+        /// Whether a mirror served a Go module file that did not match its `h1` pin.
+        h1_mismatch: bool,
     },
     #[error("cannot unpack `{url}`")]
     Unpack { url: String, source: UnpackError },
@@ -212,6 +232,19 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "the Go module hash (h1) of {} does not match its pin (from go.sum)\n  expected: {expected}\n  actual:   {actual}",
+        .module.as_ref().map_or_else(|| format!("`{url}`"), |m| format!("`{m}` (`{url}`)"))
+    )]
+    H1Mismatch {
+        url: String,
+        /// `<module>@<version>`, when the URL names it.
+        module: Option<String>,
+        expected: String,
+        actual: String,
+    },
+    #[error("`{url}` is not a valid Go module file: {reason}")]
+    GoModule { url: String, reason: String },
     #[error("cannot store the result of fetching `{what}`")]
     Store {
         what: String,
@@ -233,11 +266,26 @@ impl FetchError {
             FetchError::Download(e) => e.hint(),
             FetchError::Git(e) => e.hint(),
             FetchError::Mirror(e) => e.hint(),
+            FetchError::Mirrors {
+                h1_mismatch: true, ..
+            } => FetchError::H1Mismatch {
+                url: String::new(),
+                module: None,
+                expected: String::new(),
+                actual: String::new(),
+            }
+            .hint(),
             FetchError::Mirrors { .. } => Some(
                 "check that the mirrors are up and hold the file; a mirror that serves other content than the pin is skipped".into(),
             ),
             FetchError::Mismatch { .. } => Some(
                 "if upstream really changed the content, update the pin (the `hash` argument, or delete the entry from `bramble.lock`); otherwise the download was tampered with or is corrupt".into(),
+            ),
+            FetchError::H1Mismatch { .. } => Some(
+                "the module proxy served other content than `go.sum` records: check the mirror (`BRAMBLE_MIRROR_GOPROXY` or `[mirrors]`); if the module's author really re-tagged the version, `go mod tidy` with a trusted proxy updates `go.sum`".into(),
+            ),
+            FetchError::GoModule { .. } => Some(
+                "a module zip holds only regular files below `<module>@<version>/`; this one was refused on purpose".into(),
             ),
             FetchError::Unpack { .. } => Some(
                 "check the `unpack` format; an archive that tries to write outside its directory is refused on purpose".into(),
@@ -270,7 +318,7 @@ impl FetchRequest {
             return Err(bad("a fetcher has exactly the output `out`".into()));
         }
         let allowed: &[&str] = if drv.builder == FETCH_URL {
-            &["url", "unpack", "hash", "sha256"]
+            &["url", "unpack", "hash", "sha256", "h1"]
         } else {
             &["url", "rev", "hash"]
         };
@@ -324,6 +372,15 @@ impl FetchRequest {
                     .ok_or_else(|| bad(format!("`sha256`: `{s}` is not 64 hex digits")))?,
             );
         }
+        if let Some(h) = get("h1") {
+            pin.h1 = Some(h.parse().map_err(|e| bad(format!("`h1`: {e}")))?);
+            let url = spec.url();
+            if !matches!(spec, FetchSpec::Url { .. }) || h1::Target::of_url(url).is_none() {
+                return Err(bad(format!(
+                    "an `h1` pin checks a Go module's `.zip` or `.mod` file; `{url}` names neither"
+                )));
+            }
+        }
         Ok(Some(FetchRequest {
             spec,
             name: drv.name.clone(),
@@ -342,6 +399,9 @@ impl FetchRequest {
                 }
                 if let Some(s) = &self.pin.sha256 {
                     env.insert("sha256".to_owned(), sha256_hex(s));
+                }
+                if let Some(h) = &self.pin.h1 {
+                    env.insert("h1".to_owned(), h.to_string());
                 }
                 FETCH_URL
             }
@@ -521,6 +581,7 @@ impl Fetcher {
                 } else {
                     let resolved = self.mirrors.resolve(url)?;
                     let mut tried = Vec::new();
+                    let mut h1_mismatch = false;
                     let mut found = None;
                     for (i, candidate) in resolved.urls.iter().enumerate() {
                         let attempt = dir.join(format!("mirror-{i}"));
@@ -539,8 +600,11 @@ impl Fetcher {
                             Err(
                                 e @ (FetchError::Download(_)
                                 | FetchError::Mismatch { .. }
+                                | FetchError::H1Mismatch { .. }
+                                | FetchError::GoModule { .. }
                                 | FetchError::Unpack { .. }),
                             ) => {
+                                h1_mismatch |= matches!(e, FetchError::H1Mismatch { .. });
                                 tracing::info!(
                                     "fetching `{url}` from `{candidate}` failed: {}",
                                     crate::store::local::error_chain(&e)
@@ -562,6 +626,7 @@ impl Fetcher {
                             .as_ref()
                             .map_or_else(String::new, |o| o.describe(name)),
                         tried,
+                        h1_mismatch,
                     })?
                 }
             }
@@ -619,6 +684,9 @@ impl Fetcher {
                 actual: sha256_hex(&got.sha256),
             });
         }
+        if let Some(expected) = req.pin.h1 {
+            self.check_h1(req, expected, &file).await?;
+        }
         match unpack {
             None => std::fs::rename(&file, &out).map_err(|source| {
                 FetchError::Download(DownloadError::Io {
@@ -639,6 +707,38 @@ impl Fetcher {
             }
         }
         self.check_tree(req, out, Some(got.sha256)).await
+    }
+
+    /// Check the downloaded `file` of `req` against its `h1` pin (before it is unpacked or
+    /// stored): the zip's entries (checked strictly, see [`h1`]) or the `.mod` as `go.mod`.
+    async fn check_h1(
+        &self,
+        req: &FetchRequest,
+        expected: H1,
+        file: &Path,
+    ) -> Result<(), FetchError> {
+        let url = req.spec.url().to_owned();
+        let target = h1::Target::of_url(&url).ok_or_else(|| FetchError::BadDerivation {
+            name: req.name.clone(),
+            reason: format!("an `h1` pin needs a `.zip` or `.mod` URL, not `{url}`"),
+        })?;
+        let (path, u) = (file.to_owned(), url.clone());
+        let actual = tokio::task::spawn_blocking(move || h1::hash_file(&path, &u, target))
+            .await
+            .map_err(|_| FetchError::Join { what: url.clone() })?
+            .map_err(|reason| FetchError::GoModule {
+                url: url.clone(),
+                reason,
+            })?;
+        if actual != expected {
+            return Err(FetchError::H1Mismatch {
+                module: module_named(&url, target, file),
+                url,
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Hash the fetched tree at `out` and check it against the content-hash pin.
@@ -673,6 +773,30 @@ impl Fetcher {
             sha256,
         })
     }
+}
+
+/// The `<module>@<version>` (`/go.mod` for a `.mod`) a Go module file is of, for messages:
+/// from a `mirror://` URL, else from the top directory of a zip (checked against the URL).
+fn module_named(url: &str, target: h1::Target, file: &Path) -> Option<String> {
+    let suffix = if target == h1::Target::Mod {
+        "/go.mod"
+    } else {
+        ""
+    };
+    if let Some((m, v)) = h1::module_of_url(url) {
+        return Some(format!("{m}@{v}{suffix}"));
+    }
+    if target == h1::Target::Zip {
+        let f = std::fs::File::open(file).ok()?;
+        let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).ok()?;
+        let first = zip.by_index(0).ok()?;
+        let name = first.name().ok()?;
+        let end = name
+            .find('@')
+            .and_then(|at| name[at..].find('/').map(|s| at + s))?;
+        return Some(name[..end].to_owned());
+    }
+    None
 }
 
 #[cfg(test)]

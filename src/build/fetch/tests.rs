@@ -84,6 +84,7 @@ fn fetches_a_file_and_skips_the_download_once_pinned() {
         Pin {
             hash: Some(first.hash),
             sha256: None,
+            h1: None,
         },
     );
     assert_eq!(pinned.expected_path(), Some(first.path.clone()));
@@ -107,6 +108,7 @@ fn a_pin_mismatch_stores_nothing() {
             Pin {
                 hash: Some(wrong),
                 sha256: None,
+                h1: None,
             },
         ))
         .unwrap_err();
@@ -133,6 +135,7 @@ fn a_pin_mismatch_stores_nothing() {
             Pin {
                 hash: None,
                 sha256: Some([0; 32]),
+                h1: None,
             },
         ))
         .unwrap_err();
@@ -222,6 +225,7 @@ fn derivations_round_trip_and_are_checked() {
         Pin {
             hash: Some(Hash::digest(b"x")),
             sha256: Some([7; 32]),
+            h1: None,
         },
     );
     let drv = req.to_derivation();
@@ -333,6 +337,7 @@ fn mirror_urls_try_each_mirror_until_one_matches_the_pin() {
         pin: Pin {
             hash: None,
             sha256: Some(sha),
+            h1: None,
         },
     };
     let got = env.fetch(&req).unwrap();
@@ -405,6 +410,7 @@ fn a_sha256_pin_of_a_file_already_fetched_downloads_nothing() {
     let pin = Pin {
         hash: None,
         sha256: Some(sha),
+        h1: None,
     };
     let first = env
         .fetch(&url_req(
@@ -444,4 +450,94 @@ fn a_sha256_pin_of_a_file_already_fetched_downloads_nothing() {
         .unwrap();
     assert!(unpinned.downloaded);
     assert_eq!(unpinned.path, first.path);
+}
+
+#[test]
+fn an_h1_pin_checks_a_module_zip_and_its_go_mod_before_storing() {
+    let env = Env::new();
+    let server = Server::start();
+    let files: [(&str, &[u8]); 2] = [
+        ("example.com/!x@v1.0.0/go.mod", b"module example.com/X\n"),
+        ("example.com/!x@v1.0.0/x.go", b"package x\n"),
+    ];
+    // The names as the zip holds them: the module path unescaped.
+    let files = files.map(|(n, b)| (n.replace("!x", "X"), b));
+    let entries: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    let zip = h1::zip_of(&entries);
+    let (good, _) = h1::hash_zip(std::io::Cursor::new(&zip), None).unwrap();
+    server.file("/example.com/!x/@v/v1.0.0.zip", zip.clone());
+    server.file("/example.com/!x/@v/v1.0.0.mod", "module example.com/X\n");
+    let zip_url = server.url("/example.com/!x/@v/v1.0.0.zip");
+    let pin = |h: H1| Pin {
+        h1: Some(h),
+        ..Pin::default()
+    };
+    // A tampered zip (one byte of one file) is refused, naming the module and both hashes.
+    let mut tampered = files.clone();
+    tampered[1].1 = b"package y\n";
+    let entries: Vec<(&str, &[u8])> = tampered.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    server.file(
+        "/tampered/example.com/!x/@v/v1.0.0.zip",
+        h1::zip_of(&entries),
+    );
+    let err = env
+        .fetch(&url_req(
+            server.url("/tampered/example.com/!x/@v/v1.0.0.zip"),
+            None,
+            pin(good),
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, FetchError::H1Mismatch { .. }), "{text}");
+    assert!(text.contains("`example.com/X@v1.0.0`"), "{text}");
+    assert!(text.contains(&format!("expected: {good}")), "{text}");
+    assert!(err.hint().unwrap().contains("go.sum"));
+    assert_eq!(env.stored(), (0, 0));
+    // The right one is stored as the zip file itself.
+    let got = env
+        .fetch(&url_req(zip_url.clone(), None, pin(good)))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(env.fetcher.store.host_path(&got.path)).unwrap(),
+        zip
+    );
+    // A `.mod` is hashed as `go.mod`.
+    let mod_pin = pin(h1::hash_mod(b"module example.com/X\n"));
+    let url = server.url("/example.com/!x/@v/v1.0.0.mod");
+    env.fetch(&url_req(url.clone(), None, mod_pin)).unwrap();
+    let err = env
+        .fetch(&url_req(url.clone(), None, pin(good)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("`{url}`")) && err.contains("expected"),
+        "{err}"
+    );
+    // A zip of another module is refused before hashing, whatever the pin.
+    server.file("/example.com/y/@v/v1.0.0.zip", zip);
+    let err = env
+        .fetch(&url_req(
+            server.url("/example.com/y/@v/v1.0.0.zip"),
+            None,
+            pin(good),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::GoModule { .. })
+            && err.to_string().contains("not the module and version"),
+        "{err}"
+    );
+    // The pin needs a `.zip` or `.mod` URL.
+    let mut drv = url_req(server.url("/f.tar"), None, pin(good)).to_derivation();
+    assert!(
+        FetchRequest::from_derivation(&drv)
+            .unwrap_err()
+            .to_string()
+            .contains("names neither")
+    );
+    drv.env.insert("url".into(), zip_url);
+    assert_eq!(
+        FetchRequest::from_derivation(&drv).unwrap().unwrap().pin,
+        pin(good)
+    );
 }

@@ -69,6 +69,8 @@ fn install() -> Arc<Install> {
         &built.with_file_name("bramble-debian"),
         &bin.join("bramble-debian"),
     );
+    // The program Go module builds run in the sandbox, likewise.
+    place(&built.with_file_name("bramble-go"), &bin.join("bramble-go"));
     let lib = dir.path().join("lib");
     copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("lib"), &lib);
     let apt = dir.path().join("apt");
