@@ -2,8 +2,8 @@
 //! `Packages` index made here, served on 127.0.0.1 as `mirror://debian`. The real `bramble`
 //! resolves the closure in the sandbox (alternatives, Provides, versions), fetches and
 //! assembles the packages, runs a dynamically linked program of the set in a build through
-//! the root view (`derivation(root = ...)`), and `bramble run` sees the same view. An
-//! unsatisfiable dependency is an error naming the package and the dependency.
+//! the root view (`derivation(root = ...)`), and `bramble run` and `bramble shell` see the
+//! same view. An unsatisfiable dependency is an error naming the package and the dependency.
 //!
 //! The dynamically linked programs are the host's `dash` and `echo` with the host's
 //! `libc.so.6` and loader, packaged as Debian would ship them (`/bin`, `/lib`, `/lib64` with
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::archive::deb_with_links;
-use crate::support::{Bramble, http, sha256_hex, stderr, stdout};
+use crate::support::{Bramble, http, sha256_hex, stderr, stdout, with_stdin};
 
 fn host_file(path: &str) -> Vec<u8> {
     std::fs::read(std::fs::canonicalize(path).unwrap()).unwrap()
@@ -130,6 +130,16 @@ def program():
         "program",
         "/bin/sh",
         args = ["-c", "say 'say run in the same view' > $out"],
+        env = {"PATH": "/usr/bin:/bin"},
+        root = set(),
+    )
+
+def refers():
+    # `@OTHER@`: a store path outside this derivation's closure, written in by the test.
+    return derivation(
+        "refers",
+        "/bin/sh",
+        args = ["-c", "say @OTHER@ > $out"],
         env = {"PATH": "/usr/bin:/bin"},
         root = set(),
     )
@@ -254,6 +264,25 @@ fn a_package_set_is_resolved_assembled_and_runs_in_a_root_view() {
         tree.join("usr/bin/say").is_file(),
         "gc deleted the root view"
     );
+    // An output refers only to store paths of its closure: a store path it names that the
+    // build does not depend on (greeting's, as plain text) is no reference; the root view is.
+    let module = s.project.path().join("default.bramble");
+    let text = std::fs::read_to_string(&module).unwrap();
+    let other = format!(
+        "/bramble/store/{}",
+        greeting.file_name().unwrap().to_string_lossy()
+    );
+    std::fs::write(&module, text.replace("@OTHER@", &other)).unwrap();
+    let out = s.ok(&["build", "--no-out-link", "./:refers"]);
+    let refers = PathBuf::from(stdout(&out).trim());
+    assert_eq!(std::fs::read_to_string(&refers).unwrap(), other + "\n");
+    let out = s.ok(&["store", "path-info", "--json", refers.to_str().unwrap()]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        info["references"],
+        serde_json::json!([tree.file_name().unwrap().to_string_lossy()]),
+        "{info}"
+    );
 
     // `bramble run` runs in the same view: /bin/sh and `say` come from the set.
     let out = s.ok(&["build", "--no-out-link", "./:program"]);
@@ -264,6 +293,26 @@ fn a_package_set_is_resolved_assembled_and_runs_in_a_root_view() {
     );
     let out = s.ok(&["run", "./:program", "/bin/sh", &script]);
     assert_eq!(stdout(&out), "run in the same view\n");
+
+    // `bramble shell` opens the build's environment in the same view: its shell is the
+    // set's dash at /bin/sh (the set has no `cat` or `readlink`: dash's builtins read the
+    // marks), `say` is on PATH, and /bin links into the read-only /usr.
+    let mut shell = s
+        .bramble
+        .command(s.project.path(), &["shell", "./:program"]);
+    shell.env("BRAMBLE_MIRROR_DEBIAN", s.server.url("/debian"));
+    let out = with_stdin(
+        shell,
+        b"read v < /usr/share/marks/dash-test; say \"shell sees dash $v\"\n\
+          [ -L /bin ] && [ -x /bin/dash ] && say linked\n\
+          [ -w /usr/bin ] || say read-only\n\
+          exit 3\n",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "shell sees dash 0.5.12-2\nlinked\nread-only\n"
+    );
 }
 
 #[test]
