@@ -13,6 +13,7 @@ mod debian;
 mod fetch;
 mod fetch_build;
 mod fresh_user;
+mod go;
 mod hardening;
 mod lang;
 mod limits;
