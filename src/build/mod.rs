@@ -312,8 +312,13 @@ pub enum ExecError {
         /// The build directory, kept for inspection (`--keep-failed`).
         kept: Option<PathBuf>,
     },
-    #[error("the builder did not create output `{output}`")]
+    #[error(
+        "the builder did not create output `{output}`\nhint: a builder writes its output to the path in `${output}` (a file or a directory)"
+    )]
     MissingOutput { output: String },
+    /// A fetch failed: the fetcher's message (what, where) and its hint lines.
+    #[error("{message}")]
+    Fetch { message: String },
     #[error("the build was cancelled")]
     Cancelled,
     #[error("cannot run the build: {message}")]

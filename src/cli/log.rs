@@ -73,6 +73,17 @@ fn derivations_of(session: &Session, target: &str) -> Result<Vec<Hash>, CliError
             ))
         });
     }
+    if !target.contains([':', '/', '.']) {
+        // Neither a hash, a store path nor a reference: most likely a mistyped hash, which
+        // would otherwise be looked up as a module.
+        return Err(CliError::user(format!(
+            "`{target}` is not a derivation hash, a store path or a reference"
+        ))
+        .with_hint(
+            "a derivation hash is 32 characters of `a-z` and `2-7`, as a failed `bramble build` \
+             prints it; a reference looks like `./path:function`",
+        ));
+    }
     let (request, _) = session::evaluate_refs(session, &[target.to_owned()])?;
     Ok(request.roots)
 }

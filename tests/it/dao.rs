@@ -2,7 +2,7 @@
 //! manifest-driven generator with fetches from a local HTTP server, caching of the document,
 //! the lock's record of each generated graph, `--json`, `graph`, and errors.
 
-use crate::support::{built_names as built, http, sha256_hex, stderr, stdout};
+use crate::support::{ServedProject, built_names as built, sha256_hex, stderr, stdout};
 
 /// A DAO in the middle of a chain: a → b → c (DAO, given b.out) → d → e; c generates y → x, and
 /// x uses b's output by its literal path.
@@ -129,42 +129,27 @@ def random_nested():
     return _sh("random-nested", RANDOM, env = {"BB": busybox().out + "/bin/busybox", "DEPTH": "2"}, dao = True)
 "#;
 
-/// The project of [`MODULE`] with `deps.txt` naming three files on `server`.
-struct Project {
-    inner: crate::support::Project,
-    server: http::Server,
-}
-
-impl std::ops::Deref for Project {
-    type Target = crate::support::Project;
-    fn deref(&self) -> &crate::support::Project {
-        &self.inner
+/// The project of [`MODULE`] with `deps.txt` naming three files on its server.
+fn project() -> ServedProject {
+    let p = ServedProject::new("example.com/daotest", |_| MODULE.to_owned());
+    let mut manifest = String::new();
+    for name in ["alpha", "beta", "gamma"] {
+        let body = format!("{name} fetched\n");
+        let path = format!("/{name}.txt");
+        p.server.file(&path, body.clone());
+        manifest.push_str(&format!(
+            "{name} {} {}\n",
+            sha256_hex(body.as_bytes()),
+            p.server.url(&path)
+        ));
     }
-}
-
-impl Project {
-    fn new() -> Project {
-        let server = http::Server::start();
-        let mut manifest = String::new();
-        for name in ["alpha", "beta", "gamma"] {
-            let body = format!("{name} fetched\n");
-            let path = format!("/{name}.txt");
-            server.file(&path, body.clone());
-            manifest.push_str(&format!(
-                "{name} {} {}\n",
-                sha256_hex(body.as_bytes()),
-                server.url(&path)
-            ));
-        }
-        let inner = crate::support::Project::new("example.com/daotest", MODULE);
-        std::fs::write(inner.dir.path().join("deps.txt"), manifest).unwrap();
-        Project { inner, server }
-    }
+    std::fs::write(p.dir.path().join("deps.txt"), manifest).unwrap();
+    p
 }
 
 #[test]
 fn the_original_scenario_and_a_cached_rebuild() {
-    let p = Project::new();
+    let p = project();
     let out = p.ok(&["build", "-j", "1", "./:e"]);
     assert_eq!(built(&out), ["busybox", "a", "b", "c", "y", "x", "d", "e"]);
     assert!(
@@ -253,7 +238,7 @@ fn the_original_scenario_and_a_cached_rebuild() {
 
 #[test]
 fn graph_marks_a_dao_not_generated_yet() {
-    let p = Project::new();
+    let p = project();
     let dry = p.ok(&["build", "--dry-run", "./:e"]);
     assert!(
         stderr(&dry).contains("note: DAO `c` has not run yet"),
@@ -274,7 +259,7 @@ fn graph_marks_a_dao_not_generated_yet() {
 
 #[test]
 fn the_lock_detects_a_different_graph() {
-    let p = Project::new();
+    let p = project();
     p.ok(&["build", "./:e"]);
     let lock = p.lock();
     let graph_line = lock
@@ -311,7 +296,7 @@ fn the_lock_detects_a_different_graph() {
 
 #[test]
 fn a_manifest_generates_pinned_fetches_and_one_step_per_entry() {
-    let p = Project::new();
+    let p = project();
     let out = p.ok(&["build", "./:deps"]);
     let path = stdout(&out).trim().to_owned();
     assert_eq!(
@@ -346,7 +331,7 @@ fn a_manifest_generates_pinned_fetches_and_one_step_per_entry() {
 #[test]
 fn generated_steps_build_with_one_or_four_slots() {
     for jobs in ["1", "4"] {
-        let p = Project::new();
+        let p = project();
         let out = p.ok(&["build", "-j", jobs, "./:wide"]);
         let content = std::fs::read_to_string(stdout(&out).trim()).unwrap();
         let expected: String = (0..30).map(|i| format!("{i}\n")).collect();
@@ -357,7 +342,7 @@ fn generated_steps_build_with_one_or_four_slots() {
 
 #[test]
 fn invalid_documents_are_refused_with_the_dao_and_entry_named() {
-    let p = Project::new();
+    let p = project();
     let out = p.bramble(&["build", "./:with_sources"]);
     assert!(!out.status.success());
     assert!(
@@ -380,7 +365,7 @@ fn invalid_documents_are_refused_with_the_dao_and_entry_named() {
 
 #[test]
 fn nested_daos_within_and_beyond_the_limit() {
-    let p = Project::new();
+    let p = project();
     let out = p.ok(&["build", "./:nested"]);
     assert_eq!(
         std::fs::read_to_string(stdout(&out).trim()).unwrap(),
@@ -391,7 +376,7 @@ fn nested_daos_within_and_beyond_the_limit() {
         "{}",
         stderr(&out)
     );
-    let p = Project::new();
+    let p = project();
     let out = p.bramble(&["build", "--max-dao-depth", "1", "./:nested"]);
     assert!(!out.status.success());
     assert!(
@@ -408,7 +393,7 @@ fn nested_daos_within_and_beyond_the_limit() {
 /// rebuild is reported. (It used to re-run the generator only and pass.)
 #[test]
 fn check_of_a_dao_root_rebuilds_its_result() {
-    let p = Project::new();
+    let p = project();
     for target in ["./:random", "./:random_nested"] {
         p.ok(&["build", target]);
         let check = p.bramble(&["build", "--check", target]);

@@ -5,33 +5,18 @@
 use std::path::Path;
 
 use crate::support::archive::targz;
-use crate::support::{http, stderr, stdout};
+use crate::support::{ServedProject, stderr, stdout};
 
-/// The project of [`MODULE`] with its fetches served by `server`.
-struct Project {
-    inner: crate::support::Project,
-    server: http::Server,
-}
-
-impl std::ops::Deref for Project {
-    type Target = crate::support::Project;
-    fn deref(&self) -> &crate::support::Project {
-        &self.inner
-    }
-}
-
-impl Project {
-    fn new() -> Project {
-        let server = http::Server::start();
+/// The project of [`MODULE`] with its fetches served by its server.
+fn project() -> ServedProject {
+    ServedProject::new("example.com/fetchtest", |server| {
         server.file("/data.tar.gz", data(b"fetched over http\n"));
         server.file("/other.txt", "another file\n");
-        let module = MODULE
+        MODULE
             .replace("@DATA@", &server.url("/data.tar.gz"))
             .replace("@OTHER@", &server.url("/other.txt"))
-            .replace("@PORT@", server.url("").rsplit(':').next().unwrap());
-        let inner = crate::support::Project::new("example.com/fetchtest", &module);
-        Project { inner, server }
-    }
+            .replace("@PORT@", server.url("").rsplit(':').next().unwrap())
+    })
 }
 
 /// The served archive: `data/msg.txt` holding `msg`.
@@ -77,7 +62,7 @@ def offline():
 
 #[test]
 fn fetches_record_the_lock_and_reuse_it() {
-    let p = Project::new();
+    let p = project();
     let out = p.bramble(&["build", "./:use"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = stdout(&out).trim().to_owned();
@@ -123,7 +108,7 @@ fn fetches_record_the_lock_and_reuse_it() {
 
 #[test]
 fn a_changed_upstream_fails_the_build_and_stores_nothing() {
-    let p = Project::new();
+    let p = project();
     let out = p.bramble(&["build", "./:data"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let first = stdout(&out).trim().to_owned();
@@ -150,7 +135,7 @@ fn a_changed_upstream_fails_the_build_and_stores_nothing() {
 
 #[test]
 fn ordinary_builders_have_no_network() {
-    let p = Project::new();
+    let p = project();
     // A fetch reaches the server...
     let out = p.bramble(&["build", "./:data"]);
     assert!(out.status.success(), "{}", stderr(&out));

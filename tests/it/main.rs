@@ -10,6 +10,7 @@ mod build_engine;
 mod build_project;
 mod dao;
 mod debian;
+mod errors;
 mod fetch;
 mod fetch_build;
 mod fresh_user;

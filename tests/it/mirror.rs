@@ -235,7 +235,7 @@ fn an_unconfigured_mirror_says_where_to_configure_it() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let config = s.config.path().join("bramble/config.toml");
     let expected = format!(
-        "error: building `x.txt` failed: cannot run the build: cannot fetch `mirror://nowhere/x.txt`: the mirror `nowhere` is not configured\n\
+        "error: building `x.txt` failed: cannot fetch `mirror://nowhere/x.txt`: the mirror `nowhere` is not configured\n\
          hint: give its base URL in the environment variable `BRAMBLE_MIRROR_NOWHERE` (several separated by spaces), or in the `[mirrors]` table of the project's `bramble.toml` or of `{}`: `nowhere = \"https://...\"`\n",
         config.display()
     );

@@ -26,7 +26,7 @@ fn exec_error(e: &FetchError) -> ExecError {
         message.push_str("\nhint: ");
         message.push_str(&hint);
     }
-    ExecError::Setup { message }
+    ExecError::Fetch { message }
 }
 
 impl<E: Executor> Executor for WithFetchers<E> {

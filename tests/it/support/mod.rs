@@ -19,7 +19,7 @@ pub mod git;
 
 use std::process::{Command, Output, Stdio};
 
-pub use project::{Fixture, Project};
+pub use project::{Fixture, Project, ServedProject};
 pub use runner::Bramble;
 
 /// Run `cmd` with `input` on its stdin, capturing stdout and stderr.

@@ -168,3 +168,26 @@ impl Project {
         std::fs::read_to_string(self.dir.path().join("bramble.lock")).unwrap_or_default()
     }
 }
+
+/// A [`Project`] with its own fixture HTTP server, for projects whose fetches it serves.
+pub struct ServedProject {
+    pub project: Project,
+    pub server: super::http::Server,
+}
+
+impl ServedProject {
+    /// The project of `package` whose module is `module(&server)`, written once the server
+    /// has started (so it can name the server's URLs).
+    pub fn new(package: &str, module: impl FnOnce(&super::http::Server) -> String) -> Self {
+        let server = super::http::Server::start();
+        let project = Project::new(package, &module(&server));
+        ServedProject { project, server }
+    }
+}
+
+impl std::ops::Deref for ServedProject {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.project
+    }
+}
