@@ -445,6 +445,9 @@ struct Run<'a, S, E> {
     extra_inputs: HashMap<NodeIndex, BTreeSet<StorePath>>,
     /// The DAO that generated a node.
     generated_by: HashMap<NodeIndex, NodeIndex>,
+    /// Results of spliced DAOs that stood for a root (a root, or the result of one): with
+    /// `--check` they are checked as the roots are, since they are what was asked for.
+    root_results: HashSet<NodeIndex>,
 }
 
 impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
@@ -490,6 +493,7 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             level: HashMap::new(),
             extra_inputs: HashMap::new(),
             generated_by: HashMap::new(),
+            root_results: HashSet::new(),
         }
     }
 
@@ -832,6 +836,12 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
             .graph
             .index_of(&generated.result)
             .expect("the result was inserted");
+        if self.graph.roots().contains(&index) || self.root_results.contains(&index) {
+            self.root_results.insert(result);
+            if self.options.check {
+                self.check_roots.insert(result);
+            }
+        }
         let moved = self.graph.dependents(index);
         self.graph.redirect_dependents(index, result);
         for dependent in moved {

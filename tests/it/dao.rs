@@ -107,6 +107,26 @@ EOF
 
 def nested():
     return _sh("nested", NESTED, env = {"BB": busybox().out + "/bin/busybox"}, dao = True)
+
+# A DAO whose result is not reproducible (random bytes), directly and one DAO deeper.
+RANDOM = r"""
+mkdir -p $out
+cat > $out/inner.json <<EOF
+{"version": 1, "result": "r", "derivations": {"r": {"name": "r", "builder": "$BB", "args": ["sh", "-c", "head -c 16 /dev/urandom > \$out"]}}}
+EOF
+if [ "$DEPTH" = 1 ]; then cp $out/inner.json $out/derivations.json; else
+cat > $out/derivations.json <<EOF
+{"version": 1, "result": "inner", "derivations": {
+  "inner": {"name": "inner", "builder": "$BB", "dao": true, "args": ["sh", "-c", "cp $out/inner.json \$out"]}}}
+EOF
+fi
+"""
+
+def random():
+    return _sh("random", RANDOM, env = {"BB": busybox().out + "/bin/busybox", "DEPTH": "1"}, dao = True)
+
+def random_nested():
+    return _sh("random-nested", RANDOM, env = {"BB": busybox().out + "/bin/busybox", "DEPTH": "2"}, dao = True)
 "#;
 
 /// The project of [`MODULE`] with `deps.txt` naming three files on its server.
@@ -366,4 +386,23 @@ fn nested_daos_within_and_beyond_the_limit() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `--check` of a DAO asked for by name checks what it stands for, its result (and the result
+/// of a DAO it generates in its place), not only the generator: a result that differs on
+/// rebuild is reported. (It used to re-run the generator only and pass.)
+#[test]
+fn check_of_a_dao_root_rebuilds_its_result() {
+    let p = project();
+    for target in ["./:random", "./:random_nested"] {
+        p.ok(&["build", target]);
+        let check = p.bramble(&["build", "--check", target]);
+        assert!(!check.status.success(), "{target}: {}", stderr(&check));
+        assert!(
+            stderr(&check)
+                .contains("building `r` failed: output `out` differs from the registered one"),
+            "{target}: {}",
+            stderr(&check)
+        );
+    }
 }

@@ -14,6 +14,7 @@ mod errors;
 mod fetch;
 mod fetch_build;
 mod fresh_user;
+mod go;
 mod go_modules;
 mod hardening;
 mod lang;
