@@ -1,5 +1,5 @@
 //! Link `bramble-debian` and `bramble-go` without symbols or debug information: it is copied into the
-//! sandboxes of the builds that run it (`src/build/tool.rs`), and a debug build would
+//! sandboxes of the builds that run it (`src/engine/tool.rs`), and a debug build would
 //! otherwise carry hundreds of MB of debug information of the crates it links.
 
 fn main() {

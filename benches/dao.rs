@@ -2,7 +2,7 @@
 //!
 //! 1. **Splice**: a DAO whose stored document holds 10,000 trivial derivations (100 groups of
 //!    100 leaves, a result over the groups). Timed in-process on a real [`LocalStore`]:
-//!    `dao::validate` alone, and [`bramble::build::expand`] — read the document from the
+//!    `dao::validate` alone, and [`bramble::engine::expand`] — read the document from the
 //!    store, validate, splice into the graph and look up the 10,001 new nodes' realisations —
 //!    which is all a build adds for a DAO. Target ≤ 200 ms.
 //! 2. **Overhead**: the wide-N workload of `build_graph` (N leaves `echo i > $out` and a
@@ -18,8 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bramble::build::dao::{self, Limits, Origin};
-use bramble::build::{BuildGraph, BuildOptions};
+use bramble::engine::dao::{self, Limits, Origin};
+use bramble::engine::{BuildGraph, BuildOptions};
 use bramble::store::local::LocalStore;
 use bramble::store::{Derivation, Hash};
 
@@ -118,7 +118,7 @@ fn splice(n: usize, runs: usize) {
             BuildGraph::from_derivations([generator.clone(), top.clone()], &[top.hash()]).unwrap();
         let start = Instant::now();
         let view = runtime
-            .block_on(bramble::build::expand(
+            .block_on(bramble::engine::expand(
                 store.clone(),
                 graph,
                 &BuildOptions::default(),

@@ -14,7 +14,7 @@
 //! `cargo bench --bench debian`.
 
 #[allow(dead_code)]
-#[path = "../src/build/fetch/test_http.rs"]
+#[path = "../src/engine/fetch/test_http.rs"]
 mod http;
 
 use std::io::Write;

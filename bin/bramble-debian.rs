@@ -4,7 +4,7 @@
 //! - `bramble-debian resolve INDEX ARCH NAME PACKAGE...`: read the `Packages` index
 //!   (xz, gzip or plain), resolve the closure of the packages and write the DAO document to
 //!   `$out/derivations.json`; its assembly step runs this program again through
-//!   `builtin:bramble-debian@N` (see `bramble::build::tool`).
+//!   `builtin:bramble-debian@N` (see `bramble::engine::tool`).
 //! - `bramble-debian assemble TREE...`: merge the unpacked packages into `$out`.
 
 use std::path::PathBuf;
@@ -45,7 +45,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             std::fs::create_dir(&out)
                 .with_context(|| format!("cannot create `{}`", out.display()))?;
             let doc = debian::document::document(name, &closure);
-            let file = out.join(bramble::build::dao::DOCUMENT_FILE);
+            let file = out.join(bramble::engine::dao::DOCUMENT_FILE);
             std::fs::write(&file, serde_json::to_vec_pretty(&doc)?)
                 .with_context(|| format!("cannot write `{}`", file.display()))?;
             eprintln!("{name}: {} packages", closure.len());

@@ -81,7 +81,7 @@ fn modules(name: &str, src: &Path) -> anyhow::Result<()> {
     let out = out_dir()?;
     std::fs::create_dir(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
     let doc = golang::document::document(name, &modules);
-    let file = out.join(bramble::build::dao::DOCUMENT_FILE);
+    let file = out.join(bramble::engine::dao::DOCUMENT_FILE);
     std::fs::write(&file, serde_json::to_vec_pretty(&doc)?)
         .with_context(|| format!("cannot write `{}`", file.display()))?;
     eprintln!("{name}: {} module versions", modules.len());

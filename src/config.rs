@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::build::fetch::mirror::{self, Layer, Origin};
+use crate::engine::fetch::mirror::{self, Layer, Origin};
 
 /// The largest configuration file read (a `bramble.lock` pinning thousands of fetches is
 /// well below).

@@ -48,7 +48,7 @@ pub const BRAMBLE_SANDBOX_IDS: &str = bramble_sandbox::SANDBOX_IDS_VAR;
 /// Prefix of the variables naming the base URLs of a `mirror://NAME/...` mirror:
 /// `BRAMBLE_MIRROR_<NAME>` (upper case, `-` written `_`; e.g. `BRAMBLE_MIRROR_DEBIAN_SECURITY`),
 /// several base URLs separated by white space, tried in order. Takes precedence over
-/// `bramble.toml`, the user's config file and the apt sources (`build::fetch::mirror`).
+/// `bramble.toml`, the user's config file and the apt sources (`engine::fetch::mirror`).
 pub const BRAMBLE_MIRROR_PREFIX: &str = "BRAMBLE_MIRROR_";
 
 /// The variable of mirror `name` ([`BRAMBLE_MIRROR_PREFIX`]).

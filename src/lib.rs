@@ -9,7 +9,7 @@
 //! lang     Starlark frontend: derivation(), files(), load(), run(), test(), sys, assert.
 //!          Produces derivation values; never builds, never touches the network.
 //! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
-//! build    the graph (petgraph) and scheduler (tokio): sandbox client, fetchers, DAO splicing.
+//! engine   the graph (petgraph) and scheduler (tokio): sandbox client, fetchers, DAO splicing.
 //! cli      clap commands and terminal output: the only module that prints.
 //! debian   Debian package sets: the Packages index, version ordering, the dependency
 //!          closure, the DAO document, merging unpacked packages (run by `bramble-debian`).
@@ -21,17 +21,17 @@
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
-//! type; `project` joins `lang` and `store`; `build` uses `store` and the sandbox spec, never
+//! type; `project` joins `lang` and `store`; `engine` uses `store` and the sandbox spec, never
 //! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
 //! isolation happens in the `bramble-sandbox` helper it spawns.
 
 // "Only `cli` prints": everything else reports through return values and the reporter.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod build;
 pub mod cli;
 pub mod config;
 pub mod debian;
+pub mod engine;
 pub mod env;
 pub mod golang;
 pub mod lang;

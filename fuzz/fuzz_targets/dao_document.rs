@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use bramble::build::dao::{Limits, Origin, validate};
+use bramble::engine::dao::{Limits, Origin, validate};
 use bramble::store::{Hash, StorePath};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! path escaping never panic on any input; escaping round-trips.
 #![no_main]
 
-use bramble::build::fetch::h1;
+use bramble::engine::fetch::h1;
 use bramble::golang;
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! never panic, never write outside its target, and leave no target behind when it fails.
 #![no_main]
 
-use bramble::build::fetch::unpack::{Format, UnpackLimits, unpack};
+use bramble::engine::fetch::unpack::{Format, UnpackLimits, unpack};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

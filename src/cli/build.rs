@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::build::sandbox::{DefaultLimits, SandboxConfig};
-use crate::build::{BuildOptions, BuildReport, FailureKind, Plan};
+use crate::engine::sandbox::{DefaultLimits, SandboxConfig};
+use crate::engine::{BuildOptions, BuildReport, FailureKind, Plan};
 use crate::store::{Derivation, DerivationError, Hash, Templates};
 
 use super::session::{self, Request, Session};
@@ -38,7 +38,7 @@ pub struct BuildFlags {
     #[arg(long)]
     pub keep_failed: bool,
     /// Deepest nesting of derivations-as-output (a DAO in a .bramble file is level 1)
-    #[arg(long, value_name = "N", default_value_t = crate::build::dao::Limits::default().max_depth)]
+    #[arg(long, value_name = "N", default_value_t = crate::engine::dao::Limits::default().max_depth)]
     pub max_dao_depth: u32,
     /// Longest a build may run, e.g. `90m`, `2h`; `0`: no limit [default: 24h]
     #[arg(long, value_name = "DURATION")]

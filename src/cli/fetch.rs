@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::build::fetch::{
+use crate::engine::fetch::{
     FetchError, FetchRequest, FetchSpec, Fetcher, Format, Pin, Progress, sha256_hex,
 };
 use crate::store::local::{LocalStore, error_chain};
@@ -95,12 +95,12 @@ pub fn fetch_error(e: &FetchError) -> CliError {
         | FetchError::Mirror(_)
         | FetchError::BadDerivation { .. }
         | FetchError::Unpack { .. }
-        | FetchError::Git(crate::build::fetch::GitError::NotACommitHash { .. }) => {
+        | FetchError::Git(crate::engine::fetch::GitError::NotACommitHash { .. }) => {
             CliError::user(message)
         }
-        FetchError::Download(crate::build::fetch::DownloadError::Status { .. })
-        | FetchError::Download(crate::build::fetch::DownloadError::BadUrl { .. })
-        | FetchError::Download(crate::build::fetch::DownloadError::Scheme { .. }) => {
+        FetchError::Download(crate::engine::fetch::DownloadError::Status { .. })
+        | FetchError::Download(crate::engine::fetch::DownloadError::BadUrl { .. })
+        | FetchError::Download(crate::engine::fetch::DownloadError::Scheme { .. }) => {
             CliError::user(message)
         }
         _ => CliError::environment(message),
@@ -161,7 +161,7 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
     if req
         .spec
         .url()
-        .starts_with(crate::build::fetch::mirror::SCHEME)
+        .starts_with(crate::engine::fetch::mirror::SCHEME)
     {
         // Inside a project, its `[mirrors]` count too.
         let cwd = std::env::current_dir().map_err(|e| {

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::build::GraphView;
+use crate::engine::GraphView;
 
 use super::session::{self, Session};
 use super::{CliError, Context};

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::build::Splice;
+use crate::engine::Splice;
 use crate::store::Hash;
 
-use crate::build::fetch::FetchRecord;
+use crate::engine::fetch::FetchRecord;
 use crate::project::Evaluation;
 use crate::project::lock::{self, LOCK_FILE, Lock, Pinned};
 use crate::store::local::LocalStore;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::build::{Event, Reporter};
+use crate::engine::{Event, Reporter};
 use crate::store::Hash;
 
 /// The CLI's progress display (stderr).

@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use bramble_sandbox::{Bind, Network, Spec, Stdin};
 use clap::Args;
 
-use crate::build::sandbox::{add_root_view, run_interactive};
+use crate::engine::sandbox::{add_root_view, run_interactive};
 use crate::lang::RunSpec;
 use crate::store::{STORE_DIR, StorePath};
 

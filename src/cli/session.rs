@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::build::fetch::executor::WithFetchers;
-use crate::build::fetch::mirror::Layer;
-use crate::build::fetch::{Fetcher, Mirrors};
-use crate::build::sandbox::{SandboxConfig, SandboxExecutor};
-use crate::build::{
+use crate::engine::fetch::executor::WithFetchers;
+use crate::engine::fetch::mirror::Layer;
+use crate::engine::fetch::{Fetcher, Mirrors};
+use crate::engine::sandbox::{SandboxConfig, SandboxExecutor};
+use crate::engine::{
     self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Job, Plan,
 };
 use crate::store::local::{LocalStore, error_chain};
@@ -164,14 +164,14 @@ impl Session {
 
     /// The graph of `request` with every DAO realised in the store spliced in, building
     /// nothing (for `graph` and `--dry-run`).
-    pub fn expand(&self, request: &Request) -> Result<build::GraphView, CliError> {
+    pub fn expand(&self, request: &Request) -> Result<engine::GraphView, CliError> {
         let graph = graph(request)?;
         let mut options = BuildOptions::default();
         if let Some(pins) = self.pins.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             options.dao_graphs = pins.dao_graphs.clone();
         }
         let cancel = Cancel::new();
-        block_on(&cancel, build::expand(self.store.clone(), graph, &options))
+        block_on(&cancel, engine::expand(self.store.clone(), graph, &options))
             .map_err(|e| CliError::environment(e.to_string()))
     }
 
@@ -345,12 +345,12 @@ pub fn graph(request: &Request) -> Result<BuildGraph, CliError> {
 }
 
 /// What `--dry-run` prints.
-pub fn plan<S: build::BuildStore>(store: &S, request: &Request) -> Result<Plan, CliError> {
-    build::plan(store, &graph(request)?).map_err(|e| CliError::environment(e.to_string()))
+pub fn plan<S: engine::BuildStore>(store: &S, request: &Request) -> Result<Plan, CliError> {
+    engine::plan(store, &graph(request)?).map_err(|e| CliError::environment(e.to_string()))
 }
 
 /// Run a build to completion with the CLI's progress display.
-pub fn run_build<S: build::BuildStore, E: build::Executor>(
+pub fn run_build<S: engine::BuildStore, E: engine::Executor>(
     store: Arc<S>,
     executor: Arc<E>,
     request: &Request,
@@ -365,7 +365,10 @@ pub fn run_build<S: build::BuildStore, E: build::Executor>(
         reporter: progress.clone(),
     };
     let cancel = Cancel::new();
-    let report = block_on(&cancel, build::run(&engine, graph, options, cancel.clone()));
+    let report = block_on(
+        &cancel,
+        engine::run(&engine, graph, options, cancel.clone()),
+    );
     progress.finish();
     report.map_err(|e| CliError::environment(e.to_string()))
 }

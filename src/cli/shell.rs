@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::build::sandbox;
+use crate::engine::sandbox;
 
 use super::build::BuildFlags;
 use super::session::{self, Session};

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::build::sandbox::SandboxExecutor;
-use crate::build::{Cancel, ExecError, Executor};
+use crate::engine::sandbox::SandboxExecutor;
+use crate::engine::{Cancel, ExecError, Executor};
 
 use super::build::BuildFlags;
 use super::session::{self, Session};
@@ -74,7 +74,7 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             // Passing is exiting with 0; outputs do not matter for a test.
             Ok(_) | Err(ExecError::MissingOutput { .. }) => println!("pass {label}"),
             Err(ExecError::Cancelled) => {
-                return Err(super::build::failure_error(&crate::build::BuildReport {
+                return Err(super::build::failure_error(&crate::engine::BuildReport {
                     cancelled: true,
                     ..Default::default()
                 }));

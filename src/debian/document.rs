@@ -1,5 +1,5 @@
 //! The DAO document of a package set: one pinned fetch per `.deb` and the assembly step
-//! (the format is [`crate::build::dao`]'s).
+//! (the format is [`crate::engine::dao`]'s).
 
 use serde_json::{Value, json};
 
@@ -47,7 +47,7 @@ pub fn document(name: &str, packages: &[&Package]) -> Value {
         "tree".into(),
         json!({
             "name": name,
-            "builder": crate::build::tool::DEBIAN_BUILDER,
+            "builder": crate::engine::tool::DEBIAN_BUILDER,
             "args": args,
             "env": {"PACKAGES": listing},
         }),

@@ -10,7 +10,7 @@
 //! ([`assemble`]), also run by `bramble-debian`.
 //!
 //! How `bramble-debian` gets into the sandbox: both steps name the builtin builder
-//! `builtin:bramble-debian@N` (`crate::build::tool::DEBIAN_BUILDER`). The executor copies
+//! `builtin:bramble-debian@N` (`crate::engine::tool::DEBIAN_BUILDER`). The executor copies
 //! the program with the dynamic loader and the shared libraries of the running bramble
 //! process (both programs are built from this crate, so the tool needs a subset of bramble's
 //! libraries) into the sandbox's `/build/.tool/` and runs it through the bundled loader, so
@@ -18,7 +18,7 @@
 //! protocol version (`TOOL_VERSION`, bumped when its output changes), never its bytes: the
 //! package set's derivation hash, its generated graph and so its `[[dao]]` entry in
 //! `bramble.lock` are the same for every build of bramble, and a generator that writes
-//! another graph is still caught by the lock's graph check (see `crate::build::tool`). A
+//! another graph is still caught by the lock's graph check (see `crate::engine::tool`). A
 //! separate program, rather than a hidden `bramble` subcommand, keeps the copy a few MB
 //! instead of bramble's size (hundreds of MB in a debug build).
 //!

@@ -1,10 +1,10 @@
 //! The DAO document of a Go module's dependencies: one pinned fetch per module file and the
-//! step that lays them out as a module proxy (the format is [`crate::build::dao`]'s).
+//! step that lays them out as a module proxy (the format is [`crate::engine::dao`]'s).
 
 use serde_json::{Value, json};
 
 use super::{ModuleVersion, Sums};
-use crate::build::fetch::h1::escape;
+use crate::engine::fetch::h1::escape;
 
 /// The mirror every module file is fetched from (`mirror://goproxy/<module>/@v/<file>`).
 pub const MIRROR: &str = "mirror://goproxy/";
@@ -66,7 +66,7 @@ pub fn document(name: &str, modules: &[(ModuleVersion, Sums)]) -> Value {
         "proxy".into(),
         json!({
             "name": format!("{name}-goproxy"),
-            "builder": crate::build::tool::GO_BUILDER,
+            "builder": crate::engine::tool::GO_BUILDER,
             "args": args,
         }),
     );

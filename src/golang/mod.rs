@@ -5,7 +5,7 @@
 //!
 //! 1. **The module DAO** (`go_modules`): the small `bramble-go` program
 //!    (`bin/bramble-go.rs`), run in the sandbox as the builtin builder `builtin:bramble-go@N`
-//!    (by name and protocol version, never by bytes: `crate::build::tool`), reads `go.mod`
+//!    (by name and protocol version, never by bytes: `crate::engine::tool`), reads `go.mod`
 //!    and `go.sum` ([`parse_go_mod`], [`parse_go_sum`]) and writes a DAO document
 //!    ([`document`]): for each module version of `go.sum`, one `builtin:fetch_url` of
 //!    `mirror://goproxy/<escaped module>/@v/<escaped version>.zip` pinned by its `h1:` line,
@@ -38,7 +38,7 @@ pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::build::fetch::H1;
+use crate::engine::fetch::H1;
 
 /// A module version: (module path, version).
 pub type ModuleVersion = (String, String);

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use crate::build::fetch::h1::unescape;
+use crate::engine::fetch::h1::unescape;
 
 /// Write the proxy into `out` (created) from `args`: groups of four, `<escaped module>
 /// <escaped version> <zip path or -> <mod path or ->`. Returns the number of module versions.

@@ -2,7 +2,7 @@
 //!
 //! - `derivation(name, builder, args=[], env={}, sources=None, outputs=["out"], platform=sys.platform, dao=False, root=None)`
 //!   — with `dao=True` the derivation is a derivation-as-output: its `out` is a document of
-//!   generated derivations that the build splices in its place (`crate::build::dao`).
+//!   generated derivations that the build splices in its place (`crate::engine::dao`).
 //!   `root` is a tree (a Debian package set, `lib/debian.bramble`) the build sees at `/usr`,
 //!   with `/bin`, `/sbin`, `/lib`, `/lib64` linking into it (see `Derivation::root`).
 //! - `files(include, exclude=[], allow_empty=False)`

@@ -19,10 +19,10 @@
 //! [[dao]]
 //! drv = "…"         # the DAO's derivation hash
 //! name = "deps"     # for the reader
-//! graph = "…"       # hash of the graph it generated (`build::dao::Generated::graph_hash`)
+//! graph = "…"       # hash of the graph it generated (`engine::dao::Generated::graph_hash`)
 //! ```
 //!
-//! A fetch pinned by `h1` (a Go module file, `build::fetch::h1`) has no table: its pin,
+//! A fetch pinned by `h1` (a Go module file, `engine::fetch::h1`) has no table: its pin,
 //! checked on every download, is in the derivation itself.
 //!
 //! One table per fetch, keyed by what was fetched: a URL with its unpack format, or a git
@@ -35,7 +35,7 @@
 //! that is not reproducible, or behaves differently elsewhere, is caught before its graph is
 //! built. Entries are only added (an edited DAO gets a new hash and a new entry). A DAO
 //! run by one of bramble's own tools (a Debian package set) names the tool by builder,
-//! `builtin:bramble-debian@N`, not by its bytes (`build::tool`), so its entry is the same
+//! `builtin:bramble-debian@N`, not by its bytes (`engine::tool`), so its entry is the same
 //! for every build of bramble.
 //!
 //! # Concurrency
@@ -45,7 +45,7 @@
 //! project), re-reads the file, applies the change, writes a temporary sibling, fsyncs it,
 //! renames it over `bramble.lock` and fsyncs the directory. Every writer's entries survive.
 //!
-//! The key type is the fetcher's own [`FetchSpec`], so `project` uses `build::fetch` for
+//! The key type is the fetcher's own [`FetchSpec`], so `project` uses `engine::fetch` for
 //! that one type (a deviation from the layering in DESIGN §1, which keeps `build` free of
 //! `project`, not the reverse).
 
@@ -54,7 +54,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::build::fetch::{
+use crate::engine::fetch::{
     FetchError, FetchRecord, FetchRequest, FetchSpec, Format, Pin, parse_sha256, sha256_hex,
 };
 use crate::store::local::LocalStore;

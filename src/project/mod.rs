@@ -5,7 +5,7 @@
 //!   `bramble.toml`, whose `[package]` table has a `name` (the module name other code
 //!   `load()`s it by) and an optional `version`, and whose optional `[mirrors]` table names
 //!   the base URLs of `mirror://` URLs for this project (`name = "url"` or
-//!   `name = ["url", ...]`, see [`crate::build::fetch::mirror`]); any other key is an error.
+//!   `name = ["url", ...]`, see [`crate::engine::fetch::mirror`]); any other key is an error.
 //! - References: `./path:function`, `./path` (every public function of that module callable
 //!   without arguments), `./...` or `./dir/...` (every module below), and
 //!   `<module name>/sub:function` (also with `/...`). `./path` names `path.bramble` or
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 pub use reference::{Reference, Target};
 pub use sources::{MemorySources, SourceSink, StoreSources};
 
-use crate::build::fetch::mirror::{Layer, Origin};
+use crate::engine::fetch::mirror::{Layer, Origin};
 use crate::lang::{self, Library, Options, Returned, RunSpec, Session, TestSpec};
 use crate::store::{Derivation, Hash, host_platform};
 

@@ -54,7 +54,7 @@ pub struct Derivation {
     pub args: Vec<String>,
     pub builder: String,
     /// A derivation-as-output: its `out` is a document of more derivations, spliced into the
-    /// build in its place (see [`crate::build::dao`]).
+    /// build in its place (see [`crate::engine::dao`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dao: bool,
     pub env: BTreeMap<String, String>,

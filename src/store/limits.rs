@@ -1,10 +1,10 @@
 //! Resource limits of one build, as a derivation records them, and their text forms:
 //! durations (`90s`, `2h`, `1h 30m`, `500ms`) and memory sizes (`512M`, `2 GiB`, bytes).
 //! Pure code: the sandbox applies the limits, the engine picks the defaults
-//! ([`crate::build::sandbox::DefaultLimits`]).
+//! ([`crate::engine::sandbox::DefaultLimits`]).
 
 /// Resource limits of one build; an unset field takes the engine's default (see
-/// [`crate::build::sandbox::DefaultLimits`]). Field order is the canonical key order: keep it sorted.
+/// [`crate::engine::sandbox::DefaultLimits`]). Field order is the canonical key order: keep it sorted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildLimits {

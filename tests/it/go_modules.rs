@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::{Bramble, built_names, http, stderr, stdout};
-use bramble::build::fetch::h1;
+use bramble::engine::fetch::h1;
 
 /// (module path, version, files below `<module>@<version>/`).
 type Module = (&'static str, &'static str, Vec<(&'static str, String)>);
@@ -437,7 +437,7 @@ fn a_go_program_with_two_dependencies_compiles_offline_and_runs() {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         std::io::copy(&mut std::fs::File::open(&tar).unwrap(), &mut h).unwrap();
-        bramble::build::fetch::sha256_hex(&h.finalize().into())
+        bramble::engine::fetch::sha256_hex(&h.finalize().into())
     };
     let server_dir = http::Server::start();
     server_dir.dir("/go", tars.path());

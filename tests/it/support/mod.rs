@@ -10,11 +10,11 @@ pub mod runner;
 /// The HTTP fixture server on 127.0.0.1 (shared with the fetchers' unit tests, which use the
 /// routes these tests do not: failing, flaky and truncated answers).
 #[allow(dead_code)]
-#[path = "../../../src/build/fetch/test_http.rs"]
+#[path = "../../../src/engine/fetch/test_http.rs"]
 pub mod http;
 
 /// The git fixture: a repository with two commits.
-#[path = "../../../src/build/fetch/test_git.rs"]
+#[path = "../../../src/engine/fetch/test_git.rs"]
 pub mod git;
 
 use std::process::{Command, Output, Stdio};
@@ -56,5 +56,5 @@ pub fn built_names(out: &Output) -> Vec<String> {
 /// The sha256 of `data` in lower-case hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
-    bramble::build::fetch::sha256_hex(&sha2::Sha256::digest(data).into())
+    bramble::engine::fetch::sha256_hex(&sha2::Sha256::digest(data).into())
 }

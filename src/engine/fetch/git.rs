@@ -240,7 +240,7 @@ pub fn fetch(url: &str, rev: &str, dest: &Path, scratch: &Path) -> Result<(), Gi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fetch::test_git::make_repo;
+    use crate::engine::fetch::test_git::make_repo;
 
     #[test]
     fn fetches_a_pinned_commit_without_dot_git() {
@@ -300,7 +300,7 @@ mod tests {
             &bare.to_string_lossy(),
         ]);
         ok(&["--git-dir", &bare.to_string_lossy(), "update-server-info"]);
-        let server = crate::build::fetch::test_http::Server::start();
+        let server = crate::engine::fetch::test_http::Server::start();
         server.dir("/repo.git", &bare);
         let scratch = tmp.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();

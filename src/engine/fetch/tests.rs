@@ -1,5 +1,5 @@
 use super::*;
-use crate::build::fetch::test_http::Server;
+use crate::engine::fetch::test_http::Server;
 use sha2::{Digest, Sha256};
 
 struct Env {
@@ -198,7 +198,7 @@ fn fetches_git_commits() {
     let env = Env::new();
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
-    let (first, _) = crate::build::fetch::test_git::make_repo(&repo);
+    let (first, _) = crate::engine::fetch::test_git::make_repo(&repo);
     let req = FetchRequest {
         spec: FetchSpec::Git {
             url: repo.to_string_lossy().into_owned(),

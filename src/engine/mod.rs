@@ -1,7 +1,10 @@
 //! The build engine: the graph of derivations, the scheduler that walks it, and the executors
 //! that run one derivation each (DESIGN §2, §3, §7).
 //!
-//! `build` uses `store` and the sandbox spec, never `lang`: callers hand it store derivations
+//! DESIGN calls this module `build`; it is `engine` here because many tools and `.gitignore`
+//! templates treat a `build/` directory as build output.
+//!
+//! `engine` uses `store` and the sandbox spec, never `lang`: callers hand it store derivations
 //! and the hashes of the roots they want.
 //!
 //! # How a build runs

@@ -31,7 +31,7 @@
 //! What keeps this honest:
 //! - a tool's *generated graph* is still checked against the lock: a `bramble-debian` that
 //!   resolves or writes a different graph for a recorded package set fails `bramble build`
-//!   (the graph hash, `build::dao::Generated::graph_hash`, covers every generated
+//!   (the graph hash, `engine::dao::Generated::graph_hash`, covers every generated
 //!   derivation, and those name tools by builder too, never by bytes);
 //! - [`TOOL_VERSION`] is bumped whenever a tool's output for the same arguments changes
 //!   (another document, another assembled tree, other arguments): every derivation that

@@ -271,9 +271,9 @@ async fn attempt_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fetch::NoProgress;
+    use crate::engine::fetch::NoProgress;
 
-    use crate::build::fetch::test_http as http;
+    use crate::engine::fetch::test_http as http;
 
     fn quick() -> DownloadOptions {
         DownloadOptions {

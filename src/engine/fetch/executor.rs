@@ -10,7 +10,7 @@
 //! or hashed.
 
 use super::{FetchError, FetchRequest, Fetcher};
-use crate::build::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
+use crate::engine::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
 use crate::store::local::error_chain;
 
 /// Runs fetch derivations itself and everything else with `inner`.
@@ -102,10 +102,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::build::fake::FakeExecutor;
-    use crate::build::fetch::test_http::Server;
-    use crate::build::fetch::{FetchSpec, Pin};
-    use crate::build::{BuildStore, Cancel};
+    use crate::engine::fake::FakeExecutor;
+    use crate::engine::fetch::test_http::Server;
+    use crate::engine::fetch::{FetchSpec, Pin};
+    use crate::engine::{BuildStore, Cancel};
     use crate::store::local::LocalStore;
 
     #[test]

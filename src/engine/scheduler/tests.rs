@@ -1,7 +1,7 @@
 use std::sync::atomic::Ordering;
 
-use crate::build::fake::{FakeExecutor, FakeStore};
-use crate::build::report::NullReporter;
+use crate::engine::fake::{FakeExecutor, FakeStore};
+use crate::engine::report::NullReporter;
 use crate::store::Derivation;
 
 use super::*;
