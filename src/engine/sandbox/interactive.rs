@@ -1,0 +1,102 @@
+//! Another program in a sandbox, with the caller's terminal: a shell in a build's
+//! environment (`bramble shell`), or a spec written elsewhere (`bramble run`). These run as
+//! the caller (`--as-caller`), never as a build.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bramble_sandbox::Spec;
+
+use crate::engine::{ExecError, Job};
+use crate::store::local::LocalStore;
+
+use super::background::BuildDirs;
+use super::spec::builder_path;
+use super::{Prepared, new_dirs, prepare};
+
+/// A build environment for an interactive program (`bramble shell`): the directory, sources,
+/// input closure and environment of a build, with another program instead of the builder
+/// and the caller's terminal. Removed when dropped.
+#[derive(Debug)]
+pub struct Interactive {
+    dirs: BuildDirs,
+    pub spec: Spec,
+}
+
+/// Prepare the build environment of `job` (resolved, `inputs` = its input closure) with a
+/// shell in place of the builder: the builder itself if it is a shell (`sh`, `bash`, `ash`,
+/// `dash`), `<builder> sh` if it is a busybox, else `bin/sh` of an input.
+pub fn prepare_shell(store: &LocalStore, job: &Job) -> Result<Interactive, ExecError> {
+    let tmp = Arc::new(store.tmp_dir("shell").map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?);
+    let Prepared { dirs, mut spec } = prepare(store, new_dirs(tmp)?, job)?;
+    let (builder, args) = shell_for(store, job).ok_or_else(|| ExecError::Setup {
+        message: format!(
+            "no shell for `{}`: its builder is not a shell or busybox and no input has `bin/sh`",
+            job.drv.name
+        ),
+    })?;
+    spec.builder = builder;
+    spec.args = args;
+    spec.stdin = bramble_sandbox::Stdin::Inherit;
+    Ok(Interactive { dirs, spec })
+}
+
+fn shell_for(store: &LocalStore, job: &Job) -> Option<(PathBuf, Vec<String>)> {
+    let builder = builder_path(&job.drv);
+    match builder.file_name().and_then(|n| n.to_str()) {
+        Some("busybox") => return Some((builder, vec!["sh".into()])),
+        Some("sh" | "bash" | "ash" | "dash") => return Some((builder, Vec::new())),
+        _ => {}
+    }
+    job.inputs
+        .iter()
+        .find(|p| std::fs::symlink_metadata(store.host_path(p).join("bin/sh")).is_ok())
+        .map(|p| (Path::new(&p.in_store_dir()).join("bin/sh"), Vec::new()))
+}
+
+impl Interactive {
+    /// The build directory on the host (`/build` inside).
+    pub fn build_dir(&self) -> PathBuf {
+        self.dirs.dir.path().to_owned()
+    }
+
+    /// Run the program with this process's stdin, stdout and stderr; returns its status.
+    pub fn run(&self, helper: &Path) -> Result<std::process::ExitStatus, ExecError> {
+        run_interactive(helper, &self.spec, self.dirs.tmp.path())
+    }
+}
+
+/// Run `spec` (whose stdin is inherited) with the helper: the spec goes on a descriptor
+/// (`--spec-fd`) read from a file written in `scratch`.
+pub fn run_interactive(
+    helper: &Path,
+    spec: &Spec,
+    scratch: &Path,
+) -> Result<std::process::ExitStatus, ExecError> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::AsRawFd;
+    let setup = |what: String, e: io::Error| ExecError::Setup {
+        message: format!("{what}: {e}"),
+    };
+    let path = scratch.join("spec.json");
+    std::fs::write(&path, spec.to_json())
+        .map_err(|e| setup(format!("cannot write `{}`", path.display()), e))?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| setup(format!("cannot open `{}`", path.display()), e))?;
+    // The helper inherits this one descriptor (std opens everything else close-on-exec).
+    fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
+        .map_err(|e| setup("cannot pass the spec descriptor".into(), e.into()))?;
+    // `--as-caller`: the user's own program with the user's own paths, as the user (as
+    // root too: no build runs here).
+    let status = std::process::Command::new(helper)
+        .arg("--as-caller")
+        .arg("--spec-fd")
+        .arg(file.as_raw_fd().to_string())
+        .status()
+        .map_err(|e| setup(format!("cannot run `{}`", helper.display()), e))?;
+    drop(file);
+    Ok(status)
+}

@@ -1,0 +1,206 @@
+//! The sandbox specs bramble writes: a build's (`build`), and the parts `bramble run` and
+//! `bramble shell` share with it (the root view, the builder's path, the output
+//! variables).
+//!
+//! Every spec the engine hands the helper is made here, so a build, a shell in its
+//! environment and a program run from its output see the same store, root view and
+//! variables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bramble_sandbox::{Bind, Spec};
+
+use crate::engine::{ExecError, Job, tool};
+use crate::store::local::LocalStore;
+use crate::store::{Derivation, STORE_DIR, StorePath};
+
+use super::background::BuildDirs;
+
+/// The spec of `job`'s build in `dirs`: [`build_spec`], run through its tool if its builder
+/// names one, in its root view if it has one; validated. Limits are the executor's to set.
+pub(super) fn build(store: &LocalStore, dirs: &BuildDirs, job: &Job) -> Result<Spec, ExecError> {
+    let tool = tool::tool_of(&job.drv.builder).map_err(|message| ExecError::Setup { message })?;
+    let mut spec = build_spec(store, dirs, job);
+    if let Some(name) = tool {
+        add_tool(&mut spec, dirs.dir.path(), name)?;
+    }
+    if let Some(root) = root_path(&job.drv)? {
+        add_root_view(&mut spec, &store.host_path(&root))?;
+    }
+    spec.validate().map_err(|e| ExecError::Setup {
+        message: e.to_string(),
+    })?;
+    Ok(spec)
+}
+
+/// The sandbox spec of a build: the builder with its arguments and the output variables,
+/// the staging directory writable at `/bramble/store`, the build directory writable at
+/// `/build`, and every input read-only at its store path.
+fn build_spec(store: &LocalStore, dirs: &BuildDirs, job: &Job) -> Spec {
+    let drv = &job.drv;
+    let mut spec = Spec::new(builder_path(drv));
+    spec.args = drv.args.clone();
+    spec.env = output_env(drv, job);
+    spec.binds.push(Bind {
+        source: dirs.staging.path().to_owned(),
+        target: STORE_DIR.into(),
+        writable: true,
+    });
+    spec.binds.push(Bind {
+        source: dirs.dir.path().to_owned(),
+        target: bramble_sandbox::spec::SANDBOX_BUILD_DIR.into(),
+        writable: true,
+    });
+    for input in &job.inputs {
+        spec.binds.push(Bind {
+            source: store.host_path(input),
+            target: input.in_store_dir().into(),
+            writable: false,
+        });
+    }
+    spec
+}
+
+/// Copy tool `name` into `build_dir`'s `.tool/` and run it as the builder, with the
+/// derivation's arguments after the program (see [`crate::engine::tool`]).
+fn add_tool(spec: &mut Spec, build_dir: &Path, name: &str) -> Result<(), ExecError> {
+    let setup = |message: String| ExecError::Setup { message };
+    let entries = tool::entries(name).map_err(setup)?;
+    let host = build_dir.join(tool::SANDBOX_TOOL_DIR);
+    for (file, from) in &entries {
+        let to = host.join(file);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| setup(format!("cannot create `{}`: {e}", parent.display())))?;
+        }
+        std::fs::copy(from, &to).map_err(|e| {
+            setup(format!(
+                "cannot copy `{}` of the tool `{name}`: {e}",
+                from.display()
+            ))
+        })?;
+    }
+    let inside = Path::new(bramble_sandbox::spec::SANDBOX_BUILD_DIR).join(tool::SANDBOX_TOOL_DIR);
+    spec.builder = inside.join("lib").join(tool::LOADER);
+    let mut args = vec![
+        "--library-path".to_owned(),
+        inside.join("lib").to_string_lossy().into_owned(),
+        inside.join("bin").join(name).to_string_lossy().into_owned(),
+    ];
+    args.append(&mut spec.args);
+    spec.args = args;
+    Ok(())
+}
+
+/// The directories a root view links at the top of the sandbox (merged `/usr`).
+pub const ROOT_VIEW_LINKS: [&str; 4] = ["bin", "sbin", "lib", "lib64"];
+
+/// The store path of a resolved derivation's root view (`Derivation::root`), if it has one.
+pub fn root_path(drv: &Derivation) -> Result<Option<StorePath>, ExecError> {
+    let Some(root) = &drv.root else {
+        return Ok(None);
+    };
+    let bad = || ExecError::Setup {
+        message: format!(
+            "the root view `{root}` of `{}` is not a store path (`root` takes a derivation, \
+             e.g. a Debian package set)",
+            drv.name
+        ),
+    };
+    let rest = root
+        .strip_prefix(STORE_DIR)
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|r| !r.contains('/'))
+        .ok_or_else(bad)?;
+    rest.parse().map(Some).map_err(|_| bad())
+}
+
+/// Show the tree at `host_root` as the sandbox's root view: its `usr/` read-only at `/usr`,
+/// `/bin`, `/sbin`, `/lib`, `/lib64` linking into it. `bramble run` and `bramble shell` use
+/// the same view as the build.
+pub fn add_root_view(spec: &mut Spec, host_root: &Path) -> Result<(), ExecError> {
+    let usr = host_root.join("usr");
+    match std::fs::symlink_metadata(&usr) {
+        Ok(m) if m.is_dir() => {}
+        _ => {
+            return Err(ExecError::Setup {
+                message: format!(
+                    "the root view `{}` has no `usr` directory (is it a package set?)",
+                    host_root.display()
+                ),
+            });
+        }
+    }
+    spec.binds.push(Bind {
+        source: usr,
+        target: "/usr".into(),
+        writable: false,
+    });
+    for dir in ROOT_VIEW_LINKS {
+        spec.symlinks.push(bramble_sandbox::Symlink {
+            path: Path::new("/").join(dir),
+            to: Path::new("usr").join(dir),
+        });
+    }
+    Ok(())
+}
+
+/// The builder as a path inside the sandbox: absolute as given, else a file in `/build`.
+pub fn builder_path(drv: &Derivation) -> PathBuf {
+    if drv.builder.starts_with('/') {
+        PathBuf::from(&drv.builder)
+    } else {
+        Path::new(bramble_sandbox::spec::SANDBOX_BUILD_DIR)
+            .join(drv.builder.trim_start_matches("./"))
+    }
+}
+
+/// The derivation's env plus `$<output>` for every output (`$out` included), which win over
+/// a variable of the same name, as in Nix.
+fn output_env(drv: &Derivation, job: &Job) -> BTreeMap<String, String> {
+    let mut env = drv.env.clone();
+    for output in &drv.outputs {
+        let placeholder: StorePath = drv.placeholder(job.build_key, output);
+        env.insert(output.clone(), placeholder.in_store_dir());
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::Hash;
+
+    #[test]
+    fn builder_paths() {
+        let mut d = Derivation::new("x", "/bramble/store/abc-sh/bin/sh");
+        assert_eq!(builder_path(&d), Path::new("/bramble/store/abc-sh/bin/sh"));
+        d.builder = "busybox".into();
+        assert_eq!(builder_path(&d), Path::new("/build/busybox"));
+        d.builder = "./tools/sh".into();
+        assert_eq!(builder_path(&d), Path::new("/build/tools/sh"));
+    }
+
+    #[test]
+    fn output_variables_point_at_placeholders() {
+        let mut d = Derivation::new("multi", "/bin/sh");
+        d.outputs = vec!["out".into(), "dev".into()];
+        d.env.insert("dev".into(), "overridden".into());
+        d.env.insert("other".into(), "kept".into());
+        let key = Hash::digest(b"key");
+        let job = Job {
+            drv_hash: d.hash(),
+            drv: Arc::new(d.clone()),
+            build_key: key,
+            inputs: Default::default(),
+        };
+        let env = output_env(&d, &job);
+        assert_eq!(env["out"], d.placeholder(key, "out").in_store_dir());
+        assert_eq!(env["dev"], d.placeholder(key, "dev").in_store_dir());
+        assert!(env["dev"].ends_with("-multi-dev"));
+        assert_eq!(env["other"], "kept");
+    }
+}
