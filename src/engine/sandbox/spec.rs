@@ -146,6 +146,120 @@ pub fn add_root_view(spec: &mut Spec, host_root: &Path) -> Result<(), ExecError>
     Ok(())
 }
 
+/// A program run from a built output (`bramble run`): what its spec is made of.
+#[derive(Debug, Default)]
+pub struct Program {
+    /// The command: an absolute path, or a path relative to the output (`out`, else the
+    /// first).
+    pub cmd: String,
+    pub args: Vec<String>,
+    /// Share the host network (else the sandbox has none).
+    pub network: bool,
+    /// The derivation's outputs by name: their `bin/` directories make `PATH`, their closure
+    /// is bound read-only at `/bramble/store`.
+    pub outputs: BTreeMap<String, StorePath>,
+    /// The root view the derivation was built in, shown as in its build, with
+    /// `/usr/bin:/bin` at the end of `PATH`.
+    pub root: Option<StorePath>,
+    /// Host paths bound at their own paths, each after the one containing it.
+    pub binds: Vec<Bind>,
+    /// Paths to hide: each gets a tmpfs, or `empty_dir` bound read-only where the bind
+    /// holding it is read-only (a tmpfs cannot be mounted there).
+    pub hidden: Vec<PathBuf>,
+    pub empty_dir: PathBuf,
+    /// The working directory inside.
+    pub cwd: PathBuf,
+    /// The caller's `TERM`, passed on.
+    pub term: Option<String>,
+}
+
+/// Why a [`Program`] has no spec.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("the derivation of `{cmd}` has no outputs")]
+    NoOutputs { cmd: String },
+    #[error(transparent)]
+    Closure(crate::store::local::Error),
+    #[error(transparent)]
+    RootView(ExecError),
+    #[error("cannot run `{cmd}`: {problem}")]
+    Invalid {
+        cmd: String,
+        problem: bramble_sandbox::SpecError,
+    },
+}
+
+/// The spec of `program`, the caller's stdin, stdout and stderr its own; validated.
+pub fn program(store: &LocalStore, program: &Program) -> Result<Spec, ProgramError> {
+    let out = program
+        .outputs
+        .get("out")
+        .or_else(|| program.outputs.values().next())
+        .ok_or_else(|| ProgramError::NoOutputs {
+            cmd: program.cmd.clone(),
+        })?;
+    let cmd = if program.cmd.starts_with('/') {
+        PathBuf::from(&program.cmd)
+    } else {
+        PathBuf::from(out.in_store_dir()).join(&program.cmd)
+    };
+    let mut spec = Spec::new(cmd);
+    spec.args = program.args.clone();
+    spec.stdin = bramble_sandbox::Stdin::Inherit;
+    spec.network = if program.network {
+        bramble_sandbox::Network::Host
+    } else {
+        bramble_sandbox::Network::None
+    };
+    let mut path: Vec<String> = program
+        .outputs
+        .values()
+        .map(|p| format!("{}/bin", p.in_store_dir()))
+        .collect();
+    if let Some(term) = &program.term {
+        spec.env.insert("TERM".into(), term.clone());
+    }
+    let roots: Vec<StorePath> = program.outputs.values().cloned().collect();
+    let closure = store.closure(&roots).map_err(ProgramError::Closure)?;
+    for input in &closure {
+        spec.binds.push(Bind {
+            source: store.host_path(input),
+            target: input.in_store_dir().into(),
+            writable: false,
+        });
+    }
+    let mut hidden_binds = Vec::new();
+    for path in &program.hidden {
+        let holder = program
+            .binds
+            .iter()
+            .filter(|b| path.starts_with(&b.target))
+            .max_by_key(|b| b.target.components().count());
+        if holder.is_some_and(|b| !b.writable) {
+            hidden_binds.push(Bind {
+                source: program.empty_dir.clone(),
+                target: path.clone(),
+                writable: false,
+            });
+        } else {
+            spec.tmpfs.push(path.clone());
+        }
+    }
+    spec.binds.extend(program.binds.iter().cloned());
+    spec.binds.extend(hidden_binds);
+    spec.cwd = program.cwd.clone();
+    if let Some(root) = &program.root {
+        add_root_view(&mut spec, &store.host_path(root)).map_err(ProgramError::RootView)?;
+        path.push("/usr/bin:/bin".into());
+    }
+    spec.env.insert("PATH".into(), path.join(":"));
+    spec.validate().map_err(|problem| ProgramError::Invalid {
+        cmd: program.cmd.clone(),
+        problem,
+    })?;
+    Ok(spec)
+}
+
 /// The builder as a path inside the sandbox: absolute as given, else a file in `/build`.
 pub fn builder_path(drv: &Derivation) -> PathBuf {
     if drv.builder.starts_with('/') {
