@@ -40,6 +40,7 @@
 pub mod dao;
 pub mod fetch;
 pub mod graph;
+pub mod job;
 pub mod local;
 pub mod report;
 pub mod sandbox;
