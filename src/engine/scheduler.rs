@@ -216,9 +216,7 @@ impl Executor for NoBuilds {
     }
 
     async fn execute(&self, _job: Job, (): (), _cancel: Cancel) -> Result<super::Built, ExecError> {
-        Err(ExecError::Setup {
-            message: "nothing is built while expanding a graph".into(),
-        })
+        Err(super::SetupError::NotBuilding.into())
     }
 }
 

@@ -1,5 +1,11 @@
-//! The leaf of the architecture: hashes, store paths, derivations and templates — pure code
-//! that does no I/O and never panics on input — plus, in [`local`], the on-disk store.
+//! The leaf of the architecture: hashes, store paths, derivations and templates, the archive
+//! format, output hashing and reference scanning. Everything at this level is pure code that
+//! does no I/O and never panics on input: the archive encoder and decoder work over any
+//! `io::Write`/`io::Read`, and scanning and rewriting over byte streams.
+//!
+//! The I/O lives in [`local`], the on-disk store: its database, locks and gc, and
+//! [`local::fs`], which dumps a directory tree into the archive format, restores one and
+//! removes one, through directory descriptors.
 //!
 //! Everything else in Bramble depends on these types; they depend on nothing of Bramble's.
 
@@ -11,7 +17,6 @@ pub mod local;
 pub mod output;
 pub mod path;
 pub mod template;
-pub mod tree;
 
 pub use derivation::{Derivation, DerivationError, Sources, Templates, host_platform};
 pub use hash::{Hash, ParseHashError};

@@ -71,9 +71,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::store::local::fs::TreeError;
 use crate::store::local::{LocalStore, hash_tree};
 use crate::store::output::content_address;
-use crate::store::tree::TreeError;
 use crate::store::{Derivation, Hash, StorePath};
 
 pub use git::GitError;
@@ -613,7 +613,7 @@ impl Fetcher {
                                     candidate.clone(),
                                     crate::store::local::error_chain(&e),
                                 ));
-                                let _ = crate::store::tree::remove(&attempt);
+                                let _ = crate::store::local::fs::remove(&attempt);
                             }
                             Err(e) => return Err(e),
                         }
@@ -642,7 +642,7 @@ impl Fetcher {
                 })?;
                 tokio::task::spawn_blocking(move || {
                     let r = git::fetch(&url, &rev, &dest, &scratch);
-                    let _ = crate::store::tree::remove(&scratch);
+                    let _ = crate::store::local::fs::remove(&scratch);
                     r
                 })
                 .await

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use crate::store::archive::{COPY_BUFFER, check_target};
-use crate::store::tree;
+use crate::store::local::fs;
 
 /// Memory the xz decoder may use (its dictionary); xz files made with `-9` need 64 MiB.
 const XZ_MEMLIMIT: u64 = 256 << 20;
@@ -360,7 +360,7 @@ impl Extractor {
             Err(e) => {
                 let dest = self.dest.clone();
                 drop(self);
-                if let Err(rm) = tree::remove(&dest) {
+                if let Err(rm) = fs::remove(&dest) {
                     tracing::warn!("cannot remove a partial extraction: {rm}");
                 }
                 Err(e)

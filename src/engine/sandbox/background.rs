@@ -10,7 +10,7 @@
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use crate::engine::workspace::{BuildDir, WorkspaceError};
+use crate::engine::build_dir::{BuildDir, BuildDirError};
 use crate::store::Hash;
 use crate::store::local::{LocalStore, TempDir};
 
@@ -28,7 +28,7 @@ pub(super) struct BuildDirs {
 
 impl BuildDirs {
     /// A fresh build directory and staging directory in `tmp`.
-    pub fn create(tmp: Arc<TempDir>) -> Result<BuildDirs, WorkspaceError> {
+    pub fn create(tmp: Arc<TempDir>) -> Result<BuildDirs, BuildDirError> {
         let dir = BuildDir::create(tmp.path())?;
         let staging = BuildDir::create_prefixed(tmp.path(), "store-")?;
         Ok(BuildDirs { dir, staging, tmp })

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bramble_sandbox::Spec;
 
-use crate::engine::{ExecError, Job};
+use crate::engine::{ExecError, Job, SetupError};
 use crate::store::local::LocalStore;
 
 use super::background::BuildDirs;
@@ -28,15 +28,10 @@ pub struct Interactive {
 /// shell in place of the builder: the builder itself if it is a shell (`sh`, `bash`, `ash`,
 /// `dash`), `<builder> sh` if it is a busybox, else `bin/sh` of an input.
 pub fn prepare_shell(store: &LocalStore, job: &Job) -> Result<Interactive, ExecError> {
-    let tmp = Arc::new(store.tmp_dir("shell").map_err(|e| ExecError::Setup {
-        message: e.to_string(),
-    })?);
+    let tmp = Arc::new(store.tmp_dir("shell").map_err(SetupError::TempDir)?);
     let Prepared { dirs, mut spec } = prepare(store, new_dirs(tmp)?, job)?;
-    let (builder, args) = shell_for(store, job).ok_or_else(|| ExecError::Setup {
-        message: format!(
-            "no shell for `{}`: its builder is not a shell or busybox and no input has `bin/sh`",
-            job.drv.name
-        ),
+    let (builder, args) = shell_for(store, job).ok_or_else(|| SetupError::NoShell {
+        drv: job.drv.name.clone(),
     })?;
     spec.builder = builder;
     spec.args = args;
@@ -78,17 +73,16 @@ pub fn run_interactive(
 ) -> Result<std::process::ExitStatus, ExecError> {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     use std::os::fd::AsRawFd;
-    let setup = |what: String, e: io::Error| ExecError::Setup {
-        message: format!("{what}: {e}"),
-    };
     let path = scratch.join("spec.json");
-    std::fs::write(&path, spec.to_json())
-        .map_err(|e| setup(format!("cannot write `{}`", path.display()), e))?;
-    let file = std::fs::File::open(&path)
-        .map_err(|e| setup(format!("cannot open `{}`", path.display()), e))?;
+    let spec_file = |op: &'static str| {
+        let path = path.clone();
+        move |source: io::Error| SetupError::SpecFile { op, path, source }
+    };
+    std::fs::write(&path, spec.to_json()).map_err(spec_file("write"))?;
+    let file = std::fs::File::open(&path).map_err(spec_file("open"))?;
     // The helper inherits this one descriptor (std opens everything else close-on-exec).
     fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty()))
-        .map_err(|e| setup("cannot pass the spec descriptor".into(), e.into()))?;
+        .map_err(|e| SetupError::SpecFd { source: e.into() })?;
     // `--as-caller`: the user's own program with the user's own paths, as the user (as
     // root too: no build runs here).
     let status = std::process::Command::new(helper)
@@ -96,7 +90,10 @@ pub fn run_interactive(
         .arg("--spec-fd")
         .arg(file.as_raw_fd().to_string())
         .status()
-        .map_err(|e| setup(format!("cannot run `{}`", helper.display()), e))?;
+        .map_err(|source| SetupError::Helper {
+            helper: helper.to_owned(),
+            source,
+        })?;
     drop(file);
     Ok(status)
 }

@@ -5,7 +5,7 @@
 //! 1. Directories: a private build directory, mounted at `/build`, and a staging directory
 //!    `store-<random>`, mounted writable at `/bramble/store`, where the builder creates its
 //!    outputs at their placeholder paths (random names, mode 0700, see
-//!    [`super::workspace`]). Both live in one locked temporary directory of the store per
+//!    [`super::build_dir`]). Both live in one locked temporary directory of the store per
 //!    executor, so `gc` leaves them alone. Outputs are not pre-created: a builder may make
 //!    `$out` a file, a directory or a symlink, as with Nix.
 //! 2. The derivation's sources (the files of its `sources` store object) are copied into
@@ -46,8 +46,8 @@ use bramble_sandbox::Spec;
 use crate::store::BuildLimits;
 use crate::store::local::{LocalStore, TempDir};
 
-use super::workspace::BuildDir;
-use super::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
+use super::build_dir::BuildDir;
+use super::{Built, Cancel, ExecError, Executor, Job, SetupError, StagedOutput};
 use background::{BuildDirs, Deferred, DeferredWork, SpareDirs};
 
 pub use interactive::{Interactive, prepare_shell, run_interactive};
@@ -165,9 +165,7 @@ impl SandboxExecutor {
         if let Some(tmp) = tmp.as_ref() {
             return Ok(tmp.clone());
         }
-        let created = Arc::new(self.store.tmp_dir("build").map_err(|e| ExecError::Setup {
-            message: e.to_string(),
-        })?);
+        let created = Arc::new(self.store.tmp_dir("build").map_err(SetupError::TempDir)?);
         *tmp = Some(created.clone());
         Ok(created)
     }
@@ -269,12 +267,12 @@ fn keep(dir: BuildDir, tmp: &TempDir) -> Option<PathBuf> {
     }
     // Private, with the builder's world-writable and setuid/sticky modes taken away; a
     // directory that cannot be made so is removed rather than kept.
-    if let Err(e) = super::workspace::make_private(&path) {
+    if let Err(e) = super::build_dir::make_private(&path) {
         tracing::warn!("cannot make `{}` private, removing it: {e}", path.display());
         if let Some((parent, name)) = path.parent().zip(path.file_name().and_then(|n| n.to_str()))
             && let Ok(parent) = std::fs::File::open(parent)
         {
-            let _ = super::workspace::remove_at(&parent, name);
+            let _ = super::build_dir::remove_at(&parent, name);
         }
         return None;
     }
@@ -334,20 +332,15 @@ pub struct Prepared {
 
 /// A fresh build directory and staging directory in `tmp`.
 fn new_dirs(tmp: Arc<TempDir>) -> Result<BuildDirs, ExecError> {
-    BuildDirs::create(tmp).map_err(|e| ExecError::Setup {
-        message: e.to_string(),
-    })
+    Ok(BuildDirs::create(tmp).map_err(SetupError::BuildDir)?)
 }
 
 /// Copy the sources into the (fresh) build directory of `dirs` and write the spec.
 fn prepare(store: &LocalStore, dirs: BuildDirs, job: &Job) -> Result<Prepared, ExecError> {
-    let setup = |what: &str, path: &Path, e: io::Error| ExecError::Setup {
-        message: format!("{what} `{}`: {e}", path.display()),
-    };
     if let Some(sources) = &job.drv.sources {
         let from = store.host_path(&sources.path);
         copy_tree(&from, dirs.dir.path())
-            .map_err(|e| setup("cannot copy sources from", &from, e))?;
+            .map_err(|source| SetupError::CopySources { path: from, source })?;
     }
     let spec = spec::build(store, &dirs, job)?;
     Ok(Prepared { dirs, spec })

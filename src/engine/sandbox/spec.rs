@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bramble_sandbox::{Bind, Spec};
 
-use crate::engine::{ExecError, Job, tool};
+use crate::engine::{ExecError, Job, SetupError, tool};
 use crate::store::local::LocalStore;
 use crate::store::{Derivation, STORE_DIR, StorePath};
 
@@ -20,7 +20,7 @@ use super::background::BuildDirs;
 /// The spec of `job`'s build in `dirs`: [`build_spec`], run through its tool if its builder
 /// names one, in its root view if it has one; validated. Limits are the executor's to set.
 pub(super) fn build(store: &LocalStore, dirs: &BuildDirs, job: &Job) -> Result<Spec, ExecError> {
-    let tool = tool::tool_of(&job.drv.builder).map_err(|message| ExecError::Setup { message })?;
+    let tool = tool::tool_of(&job.drv.builder).map_err(SetupError::Tool)?;
     let mut spec = build_spec(store, dirs, job);
     if let Some(name) = tool {
         add_tool(&mut spec, dirs.dir.path(), name)?;
@@ -28,9 +28,7 @@ pub(super) fn build(store: &LocalStore, dirs: &BuildDirs, job: &Job) -> Result<S
     if let Some(root) = root_path(&job.drv)? {
         add_root_view(&mut spec, &store.host_path(&root))?;
     }
-    spec.validate().map_err(|e| ExecError::Setup {
-        message: e.to_string(),
-    })?;
+    spec.validate().map_err(SetupError::Spec)?;
     Ok(spec)
 }
 
@@ -65,20 +63,20 @@ fn build_spec(store: &LocalStore, dirs: &BuildDirs, job: &Job) -> Spec {
 /// Copy tool `name` into `build_dir`'s `.tool/` and run it as the builder, with the
 /// derivation's arguments after the program (see [`crate::engine::tool`]).
 fn add_tool(spec: &mut Spec, build_dir: &Path, name: &str) -> Result<(), ExecError> {
-    let setup = |message: String| ExecError::Setup { message };
-    let entries = tool::entries(name).map_err(setup)?;
+    let entries = tool::entries(name).map_err(SetupError::Tool)?;
     let host = build_dir.join(tool::SANDBOX_TOOL_DIR);
     for (file, from) in &entries {
         let to = host.join(file);
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| setup(format!("cannot create `{}`: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|source| SetupError::ToolDir {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
-        std::fs::copy(from, &to).map_err(|e| {
-            setup(format!(
-                "cannot copy `{}` of the tool `{name}`: {e}",
-                from.display()
-            ))
+        std::fs::copy(from, &to).map_err(|source| SetupError::CopyTool {
+            path: from.clone(),
+            tool: name.to_owned(),
+            source,
         })?;
     }
     let inside = Path::new(bramble_sandbox::spec::SANDBOX_BUILD_DIR).join(tool::SANDBOX_TOOL_DIR);
@@ -101,19 +99,16 @@ pub fn root_path(drv: &Derivation) -> Result<Option<StorePath>, ExecError> {
     let Some(root) = &drv.root else {
         return Ok(None);
     };
-    let bad = || ExecError::Setup {
-        message: format!(
-            "the root view `{root}` of `{}` is not a store path (`root` takes a derivation, \
-             e.g. a Debian package set)",
-            drv.name
-        ),
+    let bad = || SetupError::RootNotInStore {
+        root: root.clone(),
+        drv: drv.name.clone(),
     };
     let rest = root
         .strip_prefix(STORE_DIR)
         .and_then(|r| r.strip_prefix('/'))
         .filter(|r| !r.contains('/'))
         .ok_or_else(bad)?;
-    rest.parse().map(Some).map_err(|_| bad())
+    Ok(Some(rest.parse().map_err(|_| bad())?))
 }
 
 /// Show the tree at `host_root` as the sandbox's root view: its `usr/` read-only at `/usr`,
@@ -124,12 +119,10 @@ pub fn add_root_view(spec: &mut Spec, host_root: &Path) -> Result<(), ExecError>
     match std::fs::symlink_metadata(&usr) {
         Ok(m) if m.is_dir() => {}
         _ => {
-            return Err(ExecError::Setup {
-                message: format!(
-                    "the root view `{}` has no `usr` directory (is it a package set?)",
-                    host_root.display()
-                ),
-            });
+            return Err(SetupError::RootWithoutUsr {
+                path: host_root.to_owned(),
+            }
+            .into());
         }
     }
     spec.binds.push(Bind {
@@ -287,6 +280,32 @@ mod tests {
 
     use super::*;
     use crate::store::Hash;
+
+    #[test]
+    fn root_view_errors_name_the_root_and_keep_their_wording() {
+        let mut d = Derivation::new("x", "/bin/sh");
+        d.root = Some("/tmp/elsewhere".into());
+        assert_eq!(
+            root_path(&d).unwrap_err().to_string(),
+            "cannot run the build: the root view `/tmp/elsewhere` of `x` is not a store path \
+             (`root` takes a derivation, e.g. a Debian package set)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::new("/bin/sh");
+        let err = add_root_view(&mut spec, dir.path()).unwrap_err();
+        assert!(matches!(
+            err,
+            ExecError::Setup(SetupError::RootWithoutUsr { .. })
+        ));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot run the build: the root view `{}` has no `usr` directory (is it a \
+                 package set?)",
+                dir.path().display()
+            )
+        );
+    }
 
     #[test]
     fn builder_paths() {

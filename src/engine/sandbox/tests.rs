@@ -67,3 +67,43 @@ fn spare_directories_are_made_after_a_removal_used_once_and_removed_with_the_exe
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_setup_failure_names_what_failed_and_its_cause_once() {
+    let home = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::open(home.path()).unwrap());
+    let config = SandboxConfig {
+        helper: PathBuf::from("/nonexistent/bramble-sandbox"),
+        keep_failed: false,
+        limits: DefaultLimits::default(),
+    };
+    let executor = SandboxExecutor::new(config, store.clone());
+    let mut d = Derivation::new("gone", "/bin/sh");
+    let missing: crate::store::StorePath =
+        format!("{}-src", Hash::digest(b"gone")).parse().unwrap();
+    d.sources = Some(crate::store::Sources {
+        files: vec!["a".into()],
+        path: missing.clone(),
+    });
+    let job = Job {
+        drv_hash: d.hash(),
+        build_key: Hash::digest(b"key"),
+        drv: Arc::new(d),
+        inputs: Default::default(),
+    };
+    let err = executor.prepare(&job).unwrap_err();
+    let ExecError::Setup(SetupError::CopySources { path, source }) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(path, &store.host_path(&missing));
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot run the build: cannot copy sources from `{}`: {source}",
+            path.display()
+        )
+    );
+    // The cause is in the message, so it is not also the error's source.
+    assert!(std::error::Error::source(&err).is_none());
+}

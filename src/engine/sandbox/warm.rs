@@ -16,7 +16,7 @@ use std::time::Duration;
 use bramble_sandbox::{Spec, Status};
 use tokio::io::AsyncWriteExt;
 
-use crate::engine::{Cancel, ExecError};
+use crate::engine::{Cancel, ExecError, SetupError};
 use crate::store::limits::{format_duration_ms, format_size};
 
 use super::give;
@@ -201,8 +201,11 @@ pub(super) async fn run_helper(
     writable: &[PathBuf],
     cancel: &Cancel,
 ) -> Result<(Ended, Vec<u8>), ExecError> {
-    let setup = |e: io::Error| ExecError::Setup {
-        message: format!("cannot run `{}`: {e}", helper.display()),
+    let setup = |source: io::Error| {
+        ExecError::from(SetupError::Helper {
+            helper: helper.to_owned(),
+            source,
+        })
     };
     let WarmHelper {
         mut child,
@@ -215,9 +218,7 @@ pub(super) async fn run_helper(
         tokio::task::spawn_blocking(move || give(&dirs, helper))
             .await
             .expect("changing owners does not panic")
-            .map_err(|e| ExecError::Setup {
-                message: format!("cannot give the build directory to the builder's id: {e}"),
-            })?;
+            .map_err(|source| SetupError::GiveDirs { source })?;
     }
     let mut control = tokio::net::UnixStream::from_std(control).map_err(setup)?;
     let collector = tokio::task::spawn_blocking(move || read_log(std::fs::File::from(log)));
