@@ -224,11 +224,6 @@ impl<W: Write> Writer<W> {
         Ok(w)
     }
 
-    /// Bytes written so far.
-    pub fn bytes_written(&self) -> u64 {
-        self.written
-    }
-
     /// Finish: the root node must be complete. Returns the output and the archive size.
     pub fn finish(mut self) -> Result<(W, u64), ArchiveError> {
         if !self.root_done || !self.open.is_empty() {

@@ -225,18 +225,6 @@ pub fn unpack(
     ex.conclude(result)
 }
 
-/// Unpack a tar stream (e.g. `git archive` output) into `dest`; see [`unpack`].
-pub fn unpack_tar_stream(
-    stream: impl Read,
-    what: &Path,
-    dest: &Path,
-    limits: &UnpackLimits,
-) -> Result<UnpackStats, UnpackError> {
-    let mut ex = Extractor::create(dest, *limits)?;
-    let result = ex.tar(Box::new(stream), Format::Tar, what);
-    ex.conclude(result)
-}
-
 /// A reader that decompresses `r` as `format`'s compression (tar formats only).
 fn decompress<'a, R: io::BufRead + 'a>(
     format: Format,

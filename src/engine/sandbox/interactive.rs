@@ -53,11 +53,6 @@ fn shell_for(store: &LocalStore, job: &Job) -> Option<(PathBuf, Vec<String>)> {
 }
 
 impl Interactive {
-    /// The build directory on the host (`/build` inside).
-    pub fn build_dir(&self) -> PathBuf {
-        self.dirs.dir.path().to_owned()
-    }
-
     /// Run the program with this process's stdin, stdout and stderr; returns its status.
     pub fn run(&self, helper: &Path) -> Result<std::process::ExitStatus, ExecError> {
         run_interactive(helper, &self.spec, self.dirs.tmp.path())

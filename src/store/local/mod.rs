@@ -809,15 +809,6 @@ impl LocalStore {
         self.home.join("gcroots")
     }
 
-    /// Make `path` a gc root named `name` (a symlink `<home>/gcroots/<name>`).
-    pub fn add_root(&self, name: &str, path: &StorePath) -> Result<PathBuf, Error> {
-        validate_name(name)?;
-        if !self.is_valid(path)? {
-            return Err(Error::NotValid { path: path.clone() });
-        }
-        self.replace_root_link(&self.gcroots_dir().join(name), &self.host_path(path))
-    }
-
     /// Register the symlink `link` (e.g. a `result` link in a project) as an indirect root:
     /// whatever store path it points at stays alive while the link exists.
     pub fn add_indirect_root(&self, link: &Path) -> Result<PathBuf, Error> {
@@ -829,16 +820,6 @@ impl LocalStore {
     fn replace_root_link(&self, root: &Path, target: &Path) -> Result<PathBuf, Error> {
         replace_symlink(target, root).map_err(io_err("create gc root", root))?;
         Ok(root.to_owned())
-    }
-
-    /// Remove the gc root `name` (missing is fine).
-    pub fn remove_root(&self, name: &str) -> Result<(), Error> {
-        validate_name(name)?;
-        let root = self.gcroots_dir().join(name);
-        match std::fs::remove_file(&root) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &root)(e)),
-            _ => Ok(()),
-        }
     }
 }
 
