@@ -157,7 +157,7 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
     let store = LocalStore::open_default().map_err(|e| CliError::environment(error_chain(&e)))?;
     let mut fetcher = Fetcher::new(Arc::new(store));
     fetcher.progress = Arc::new(Lines::default());
-    let mut mirrors = super::session::load_mirrors()?;
+    let mut mirrors = super::context::load_mirrors()?;
     if req
         .spec
         .url()

@@ -41,7 +41,7 @@
 //!
 //! # How a fetch runs in a build
 //!
-//! 1. `cli` applies `bramble.lock` to the evaluation ([`crate::project::lock::apply`]): a
+//! 1. The evaluation gets `bramble.lock` applied ([`crate::project::lock::pin`]): a
 //!    fetch derivation without a content hash gets the lock's, which renames it and every
 //!    derivation depending on it. The pin is thus part of the build key: editing the lock
 //!    can never be hidden by a cached realisation. `--locked` (or `CI=true`) refuses a fetch
@@ -50,9 +50,9 @@
 //!    main process, with the network; every other derivation goes to the sandbox, which has
 //!    an empty network namespace. With a pinned path already in the store nothing is
 //!    downloaded.
-//! 3. After the build, `cli` records in `bramble.lock` every fetch that was pinned nowhere
-//!    (from [`Fetcher::records`], or from the store's realisation when it was cached) and
-//!    says so on stderr.
+//! 3. After the build, [`crate::project::lock::record`] records in `bramble.lock` every fetch
+//!    that was pinned nowhere (from the build report's [`crate::engine::BuildReport::fetches`],
+//!    or from the store's realisation when it was cached).
 
 pub mod apt;
 pub mod executor;
@@ -464,6 +464,18 @@ pub struct Fetched {
     pub downloaded: bool,
 }
 
+impl Fetched {
+    /// What `bramble.lock` records of this result of `req`: `None` when nothing was
+    /// downloaded (the store held the pinned result).
+    pub fn record(&self, req: &FetchRequest) -> Option<FetchRecord> {
+        self.downloaded.then(|| FetchRecord {
+            spec: req.spec.clone(),
+            hash: self.hash,
+            sha256: self.sha256,
+        })
+    }
+}
+
 /// What one fetch produced, for `bramble.lock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRecord {
@@ -480,7 +492,6 @@ pub struct Fetcher {
     pub limits: UnpackLimits,
     pub progress: Arc<dyn Progress>,
     /// Every fetch that ran (downloaded and verified), in completion order.
-    pub records: Arc<std::sync::Mutex<Vec<FetchRecord>>>,
     /// Where `mirror://` URLs are downloaded from.
     pub mirrors: Arc<Mirrors>,
 }
@@ -500,7 +511,6 @@ impl Fetcher {
             download: DownloadOptions::default(),
             limits: UnpackLimits::default(),
             progress: Arc::new(NoProgress),
-            records: Arc::default(),
             mirrors: Arc::default(),
         }
     }
@@ -650,14 +660,6 @@ impl Fetcher {
                 self.check_tree(req, out, None).await?
             }
         };
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(FetchRecord {
-                spec: req.spec.clone(),
-                hash: tree.hash,
-                sha256: tree.sha256,
-            });
         Ok(tree)
     }
 
