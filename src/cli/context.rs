@@ -150,10 +150,9 @@ impl Context {
         quiet: bool,
     ) -> Result<BuildReport, CliError> {
         let store = self.store()?;
+        let progress = Arc::new(Progress::new(quiet));
         let mut fetcher = self.fetcher(request.mirrors.as_ref())?;
-        if !quiet {
-            fetcher.progress = Arc::new(super::fetch::Lines::default());
-        }
+        fetcher.progress = progress.clone();
         let executor = Arc::new(WithFetchers {
             inner: SandboxExecutor::new(config, store.clone()),
             fetcher,
@@ -162,7 +161,6 @@ impl Context {
         if let Some(pins) = &request.pins {
             options.dao_graphs = pins.dao_graphs.clone();
         }
-        let progress = Arc::new(Progress::new(quiet));
         let report = run_build(store.clone(), executor, request, &options, progress);
         if let (Some(pins), Ok(report)) = (&request.pins, &report) {
             record(pins, report, request, store)?;

@@ -71,6 +71,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::engine::{NullReporter, Reporter};
 use crate::store::local::{LocalStore, hash_tree};
 use crate::store::output::content_address;
 use crate::store::tree::TreeError;
@@ -86,20 +87,6 @@ pub use url::{DownloadError, DownloadOptions};
 pub const FETCH_URL: &str = "builtin:fetch_url";
 /// The builder of git fetches.
 pub const FETCH_GIT: &str = "builtin:fetch_git";
-
-/// Progress of downloads, reported from any thread.
-pub trait Progress: Send + Sync {
-    /// `done` bytes of `url` arrived, of `total` if the server said.
-    fn download(&self, url: &str, done: u64, total: Option<u64>);
-}
-
-/// Ignores progress.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn download(&self, _url: &str, _done: u64, _total: Option<u64>) {}
-}
 
 /// What is fetched.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -490,7 +477,8 @@ pub struct Fetcher {
     pub store: Arc<LocalStore>,
     pub download: DownloadOptions,
     pub limits: UnpackLimits,
-    pub progress: Arc<dyn Progress>,
+    /// Where download progress goes ([`crate::engine::Event::Download`]).
+    pub progress: Arc<dyn Reporter>,
     /// Every fetch that ran (downloaded and verified), in completion order.
     /// Where `mirror://` URLs are downloaded from.
     pub mirrors: Arc<Mirrors>,
@@ -510,7 +498,7 @@ impl Fetcher {
             store,
             download: DownloadOptions::default(),
             limits: UnpackLimits::default(),
-            progress: Arc::new(NoProgress),
+            progress: Arc::new(NullReporter),
             mirrors: Arc::default(),
         }
     }
