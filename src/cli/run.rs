@@ -35,8 +35,8 @@ use crate::engine::sandbox::spec::{self, Program, ProgramError};
 use crate::lang::RunSpec;
 use crate::store::STORE_DIR;
 
-use super::build::BuildFlags;
-use super::session::{self, Session, store_error};
+use super::context::{self, store_error};
+use super::flags::BuildFlags;
 use super::{CliError, Context};
 
 #[derive(Debug, Args)]
@@ -56,10 +56,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
-    let session = Session::open(ctx)?;
-    let evaluated = session::evaluate(&session, std::slice::from_ref(&args.reference))?;
-    let runs: Vec<&RunSpec> = evaluated.evaluation.runs().collect();
-    let (run, extra) = match (&runs[..], &evaluated.evaluation.roots[..]) {
+    let evaluated = ctx.evaluate(std::slice::from_ref(&args.reference))?;
+    let runs: Vec<&RunSpec> = evaluated.runs().collect();
+    let (run, extra) = match (&runs[..], &evaluated.roots[..]) {
         ([run], _) => ((*run).clone(), args.args.clone()),
         ([], [root]) if root.derivations.len() == 1 => {
             let Some((cmd, rest)) = args.args.split_first() else {
@@ -89,7 +88,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     };
     // The host paths are checked before building: a typo should not wait for a build.
     let mounts = project_mounts(&run, &evaluated.project_root)?;
-    let mut request = evaluated.request();
+    let mut request = evaluated.request.clone();
     // The root view the derivation was built in (`derivation(root = ...)`), built with it.
     let root_ref = request
         .derivations
@@ -99,20 +98,22 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         .and_then(|found| found.into_iter().next().map(|(_, r)| r));
     request.roots = vec![run.derivation];
     request.roots.extend(root_ref.as_ref().map(|r| r.drv));
-    let report = session.build(
+    let helper = ctx.helper()?;
+    let report = ctx.build(
         &request,
         &args.flags.options()?,
-        args.flags.sandbox(&session.helper)?,
+        args.flags.sandbox(&helper)?,
         false,
     )?;
-    session::explain_failures(&report)?;
+    super::report::explain_failures(&report)?;
     let outputs = report.roots[0]
         .outputs
         .clone()
         .ok_or_else(|| CliError::internal("a successful build has outputs"))?;
     // An empty directory bound over hidden paths inside read-only binds (a tmpfs cannot be
     // mounted there).
-    let empty = session.store.tmp_dir("run-empty").map_err(store_error)?;
+    let store = ctx.store()?;
+    let empty = store.tmp_dir("run-empty").map_err(store_error)?;
     let root = match &root_ref {
         Some(r) => Some(
             report.roots[1]
@@ -141,17 +142,17 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         },
         term: std::env::var("TERM").ok(),
     };
-    let spec = spec::program(&session.store, &program).map_err(|e| match e {
+    let spec = spec::program(store, &program).map_err(|e| match e {
         ProgramError::Closure(e) => store_error(e),
         ProgramError::NoOutputs { .. } => CliError::internal(e.to_string()),
         ProgramError::RootView(e) => CliError::user(e.to_string()),
         ProgramError::Invalid { .. } => CliError::user(e.to_string())
             .with_hint("check the `paths`, `read_only_paths` and `hidden_paths` of `run()`"),
     })?;
-    let scratch = session.store.tmp_dir("run").map_err(store_error)?;
-    let status = run_interactive(&session.helper, &spec, scratch.path())
+    let scratch = store.tmp_dir("run").map_err(store_error)?;
+    let status = run_interactive(&helper, &spec, scratch.path())
         .map_err(|e| CliError::environment(e.to_string()))?;
-    Ok(session::exit_code(status))
+    Ok(context::exit_code(status))
 }
 
 /// Version-control metadata directories (or files, as in git worktrees): never writable.

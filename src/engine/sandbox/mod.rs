@@ -252,6 +252,7 @@ impl Executor for SandboxExecutor {
         Ok(Built {
             outputs,
             workspace: Some(Box::new(self.deferred.hold(dirs))),
+            fetched: None,
         })
     }
 }
