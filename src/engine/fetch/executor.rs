@@ -56,7 +56,7 @@ impl<E: Executor> Executor for WithFetchers<E> {
                 .into());
             }
             (Ok(Some(req)), _) => req,
-            (Err(e), _) => return Err(exec_error(&e)),
+            (Err(e), _) => return Err(exec_error(&e.into())),
         };
         tokio::select! {
             r = self.stage(&req, &job) => r,
