@@ -1,9 +1,9 @@
 //! Another program in a sandbox, with the caller's terminal: a shell in a build's
-//! environment (`bramble shell`), or a spec written elsewhere (`bramble run`). These run as
+//! environment (`bramble shell`), or a program from a built output (`bramble run`). These run as
 //! the caller (`--as-caller`), never as a build.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bramble_sandbox::Spec;
@@ -12,7 +12,6 @@ use crate::engine::{ExecError, Job, SetupError};
 use crate::store::local::LocalStore;
 
 use super::background::BuildDirs;
-use super::spec::builder_path;
 use super::{Prepared, new_dirs, prepare};
 
 /// A build environment for an interactive program (`bramble shell`): the directory, sources,
@@ -25,31 +24,12 @@ pub struct Interactive {
 }
 
 /// Prepare the build environment of `job` (resolved, `inputs` = its input closure) with a
-/// shell in place of the builder: the builder itself if it is a shell (`sh`, `bash`, `ash`,
-/// `dash`), `<builder> sh` if it is a busybox, else `bin/sh` of an input.
+/// shell in place of the builder (`spec::shell` says which).
 pub fn prepare_shell(store: &LocalStore, job: &Job) -> Result<Interactive, ExecError> {
     let tmp = Arc::new(store.tmp_dir("shell").map_err(SetupError::TempDir)?);
-    let Prepared { dirs, mut spec } = prepare(store, new_dirs(tmp)?, job)?;
-    let (builder, args) = shell_for(store, job).ok_or_else(|| SetupError::NoShell {
-        drv: job.drv.name.clone(),
-    })?;
-    spec.builder = builder;
-    spec.args = args;
-    spec.stdin = bramble_sandbox::Stdin::Inherit;
+    let Prepared { dirs, spec } = prepare(store, new_dirs(tmp)?, job)?;
+    let spec = super::spec::shell(store, job, spec)?;
     Ok(Interactive { dirs, spec })
-}
-
-fn shell_for(store: &LocalStore, job: &Job) -> Option<(PathBuf, Vec<String>)> {
-    let builder = builder_path(&job.drv);
-    match builder.file_name().and_then(|n| n.to_str()) {
-        Some("busybox") => return Some((builder, vec!["sh".into()])),
-        Some("sh" | "bash" | "ash" | "dash") => return Some((builder, Vec::new())),
-        _ => {}
-    }
-    job.inputs
-        .iter()
-        .find(|p| std::fs::symlink_metadata(store.host_path(p).join("bin/sh")).is_ok())
-        .map(|p| (Path::new(&p.in_store_dir()).join("bin/sh"), Vec::new()))
 }
 
 impl Interactive {

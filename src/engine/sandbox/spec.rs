@@ -1,6 +1,6 @@
-//! The sandbox specs bramble writes: a build's (`build`), and the parts `bramble run` and
-//! `bramble shell` share with it (the root view, the builder's path, the output
-//! variables).
+//! The sandbox specs bramble writes: a build's (`build`), a shell in a build's environment
+//! (`shell`), a program run from a built output ([`program`], `bramble run`), and the parts
+//! they share (the root view, the builder's path, the output variables).
 //!
 //! Every spec the engine hands the helper is made here, so a build, a shell in its
 //! environment and a program run from its output see the same store, root view and
@@ -30,6 +30,32 @@ pub(super) fn build(store: &LocalStore, dirs: &BuildDirs, job: &Job) -> Result<S
     }
     spec.validate().map_err(SetupError::Spec)?;
     Ok(spec)
+}
+
+/// `spec`, a build's, with a shell in place of the builder and the caller's stdin
+/// (`bramble shell`): the builder itself if it is a shell (`sh`, `bash`, `ash`, `dash`),
+/// `<builder> sh` if it is a busybox, else `bin/sh` of an input.
+pub(super) fn shell(store: &LocalStore, job: &Job, mut spec: Spec) -> Result<Spec, SetupError> {
+    let (builder, args) = shell_for(store, job).ok_or_else(|| SetupError::NoShell {
+        drv: job.drv.name.clone(),
+    })?;
+    spec.builder = builder;
+    spec.args = args;
+    spec.stdin = bramble_sandbox::Stdin::Inherit;
+    Ok(spec)
+}
+
+fn shell_for(store: &LocalStore, job: &Job) -> Option<(PathBuf, Vec<String>)> {
+    let builder = builder_path(&job.drv);
+    match builder.file_name().and_then(|n| n.to_str()) {
+        Some("busybox") => return Some((builder, vec!["sh".into()])),
+        Some("sh" | "bash" | "ash" | "dash") => return Some((builder, Vec::new())),
+        _ => {}
+    }
+    job.inputs
+        .iter()
+        .find(|p| std::fs::symlink_metadata(store.host_path(p).join("bin/sh")).is_ok())
+        .map(|p| (Path::new(&p.in_store_dir()).join("bin/sh"), Vec::new()))
 }
 
 /// The sandbox spec of a build: the builder with its arguments and the output variables,
