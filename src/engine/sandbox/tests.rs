@@ -7,23 +7,32 @@ use std::time::Duration;
 use super::*;
 use crate::store::{Derivation, Hash};
 
-#[test]
-fn spare_directories_are_made_after_a_removal_used_once_and_removed_with_the_executor() {
-    let home = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalStore::open(home.path()).unwrap());
+/// A store in `home` and an executor over it (whose helper does not exist: nothing runs).
+fn executor(home: &std::path::Path) -> (Arc<LocalStore>, SandboxExecutor) {
+    let store = Arc::new(LocalStore::open(home).unwrap());
     let config = SandboxConfig {
         helper: PathBuf::from("/nonexistent/bramble-sandbox"),
         keep_failed: false,
         limits: DefaultLimits::default(),
     };
-    let executor = SandboxExecutor::new(config, store.clone());
-    let d = Derivation::new("spare", "/bin/sh");
-    let job = Job {
-        drv_hash: d.hash(),
+    (store.clone(), SandboxExecutor::new(config, store))
+}
+
+/// `drv` as a job with no inputs.
+fn job(drv: Derivation) -> Job {
+    Job {
+        drv_hash: drv.hash(),
         build_key: Hash::digest(b"key"),
-        drv: Arc::new(d),
+        drv: Arc::new(drv),
         inputs: Default::default(),
-    };
+    }
+}
+
+#[test]
+fn spare_directories_are_made_after_a_removal_used_once_and_removed_with_the_executor() {
+    let home = tempfile::tempdir().unwrap();
+    let (store, executor) = executor(home.path());
+    let job = job(Derivation::new("spare", "/bin/sh"));
     let first = executor.prepare(&job).unwrap();
     let (first_dir, first_staging) = (
         first.dirs.dir.path().to_owned(),
@@ -71,13 +80,7 @@ fn spare_directories_are_made_after_a_removal_used_once_and_removed_with_the_exe
 #[test]
 fn a_setup_failure_names_what_failed_and_its_cause_once() {
     let home = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalStore::open(home.path()).unwrap());
-    let config = SandboxConfig {
-        helper: PathBuf::from("/nonexistent/bramble-sandbox"),
-        keep_failed: false,
-        limits: DefaultLimits::default(),
-    };
-    let executor = SandboxExecutor::new(config, store.clone());
+    let (store, executor) = executor(home.path());
     let mut d = Derivation::new("gone", "/bin/sh");
     let missing: crate::store::StorePath =
         format!("{}-src", Hash::digest(b"gone")).parse().unwrap();
@@ -85,12 +88,7 @@ fn a_setup_failure_names_what_failed_and_its_cause_once() {
         files: vec!["a".into()],
         path: missing.clone(),
     });
-    let job = Job {
-        drv_hash: d.hash(),
-        build_key: Hash::digest(b"key"),
-        drv: Arc::new(d),
-        inputs: Default::default(),
-    };
+    let job = job(d);
     let err = executor.prepare(&job).unwrap_err();
     let ExecError::Setup(SetupError::CopySources { path, source }) = &err else {
         panic!("{err:?}");
