@@ -47,8 +47,9 @@ pub mod scheduler;
 pub mod tool;
 pub mod workspace;
 
+/// The in-memory store and executor the scheduler is tested with.
 #[cfg(test)]
-mod fake;
+pub(crate) use scheduler::fake;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -58,11 +59,11 @@ use std::sync::Arc;
 use crate::store::{Derivation, DerivationError, Hash, StorePath};
 
 pub use graph::BuildGraph;
-pub use report::{Event, NullReporter, Reporter};
-pub use scheduler::{
-    BuildOptions, BuildReport, Engine, Failure, FailureKind, GraphView, Plan, RootResult, Splice,
-    ViewNode, expand, plan, run,
+pub use report::{
+    BuildReport, Event, Failure, FailureKind, GraphView, NullReporter, Reporter, RootResult,
+    Splice, ViewNode,
 };
+pub use scheduler::{BuildOptions, Engine, Plan, expand, plan, run};
 
 /// Errors that stop a build before or outside any one derivation.
 #[derive(Debug, thiserror::Error)]

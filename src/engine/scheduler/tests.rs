@@ -1,6 +1,6 @@
 use std::sync::atomic::Ordering;
 
-use crate::engine::fake::{FakeExecutor, FakeStore};
+use super::fake::{FakeExecutor, FakeStore};
 use crate::engine::report::NullReporter;
 use crate::store::Derivation;
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use crate::store::{Hash, StorePath};
 
-use super::{BuildStore, Built, Cancel, ExecError, Executor, Job, StagedOutput, StoreError};
+use crate::engine::{
+    BuildStore, Built, Cancel, ExecError, Executor, Job, StagedOutput, StoreError,
+};
 
 #[derive(Debug, Default)]
 pub struct FakeStore {
