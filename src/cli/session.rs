@@ -163,20 +163,32 @@ impl Session {
     }
 
     /// The graph of `request` with every DAO realised in the store spliced in, building
-    /// nothing (for `graph` and `--dry-run`).
+    /// nothing (for `graph`).
     pub fn expand(&self, request: &Request) -> Result<engine::GraphView, CliError> {
         let graph = graph(request)?;
-        let mut options = BuildOptions::default();
-        if let Some(pins) = self.pins.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            options.dao_graphs = pins.dao_graphs.clone();
-        }
+        let options = self.dry_options();
         let cancel = Cancel::new();
         block_on(&cancel, engine::expand(self.store.clone(), graph, &options))
             .map_err(|e| CliError::environment(e.to_string()))
     }
 
+    /// What `--dry-run` prints: what a build of `request` would do, every DAO realised in the
+    /// store spliced in.
     pub fn plan(&self, request: &Request) -> Result<Plan, CliError> {
-        plan(&*self.store, request)
+        let graph = graph(request)?;
+        let options = self.dry_options();
+        let cancel = Cancel::new();
+        block_on(&cancel, engine::plan(self.store.clone(), graph, &options))
+            .map_err(|e| CliError::environment(e.to_string()))
+    }
+
+    /// The options of a graph walk that builds nothing: the DAO graphs the lock recorded.
+    fn dry_options(&self) -> BuildOptions {
+        let mut options = BuildOptions::default();
+        if let Some(pins) = self.pins.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            options.dao_graphs = pins.dao_graphs.clone();
+        }
+        options
     }
 
     /// Where a store path is on the host.
@@ -342,11 +354,6 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
 pub fn graph(request: &Request) -> Result<BuildGraph, CliError> {
     BuildGraph::with_templates(&request.derivations, &request.templates, &request.roots)
         .map_err(|e| CliError::user(e.to_string()))
-}
-
-/// What `--dry-run` prints.
-pub fn plan<S: engine::BuildStore>(store: &S, request: &Request) -> Result<Plan, CliError> {
-    engine::plan(store, &graph(request)?).map_err(|e| CliError::environment(e.to_string()))
 }
 
 /// Run a build to completion with the CLI's progress display.

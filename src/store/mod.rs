@@ -8,6 +8,7 @@ pub mod derivation;
 pub mod hash;
 pub mod limits;
 pub mod local;
+pub mod order;
 pub mod output;
 pub mod path;
 pub mod template;

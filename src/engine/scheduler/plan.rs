@@ -1,12 +1,12 @@
 //! What a build would do, without building: [`expand`] (the graph with every DAO already in
 //! the store spliced in, for `bramble graph`) and [`plan()`] (`--dry-run`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use petgraph::stable_graph::NodeIndex;
 
-use crate::store::{Hash, OutputRef, StorePath};
+use crate::store::Hash;
 
 use super::super::report::{GraphView, NullReporter, Reporter, ViewNode};
 use super::super::{BuildGraph, BuildStore, Built, Cancel, Error, ExecError, Executor, Job};
@@ -19,6 +19,40 @@ pub async fn expand<S: BuildStore>(
     graph: BuildGraph,
     options: &BuildOptions,
 ) -> Result<GraphView, Error> {
+    expanded(store, graph, options, |l| l.view()).await
+}
+
+/// What a build would do (`--dry-run`).
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Derivations that would be built, dependencies first: (hash, name).
+    pub to_build: Vec<(Hash, String)>,
+    /// Derivations already realised.
+    pub cached: Vec<(Hash, String)>,
+    /// The DAOs of `to_build`: what they generate is not known until they run.
+    pub not_generated: Vec<(Hash, String)>,
+}
+
+/// What [`super::run`] would build and what is already realised, building nothing
+/// (`--dry-run`): the graph as [`expand`] leaves it, every DAO realised in the store spliced
+/// in, dependencies first. A node with an unbuilt dependency counts as to be built (early
+/// cutoff may still spare it).
+pub async fn plan<S: BuildStore>(
+    store: Arc<S>,
+    graph: BuildGraph,
+    options: &BuildOptions,
+) -> Result<Plan, Error> {
+    expanded(store, graph, options, |l| l.plan()).await?
+}
+
+/// Run the loop without building until every DAO realised in the store is spliced, then
+/// read the result with `read`.
+async fn expanded<S: BuildStore, R>(
+    store: Arc<S>,
+    graph: BuildGraph,
+    options: &BuildOptions,
+    read: impl FnOnce(&Loop<'_, S, NoBuilds>) -> R,
+) -> Result<R, Error> {
     let engine = Engine {
         store,
         executor: Arc::new(NoBuilds),
@@ -31,19 +65,20 @@ pub async fn expand<S: BuildStore>(
         ..options.clone()
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
-    let mut run = Loop::new(&engine, graph, &options, tx);
+    let mut expanding = Loop::new(&engine, graph, &options, tx);
     loop {
-        run.settle()?;
-        if run.generating == 0 {
+        expanding.settle()?;
+        if expanding.generating == 0 {
             break;
         }
         let finished = rx.recv().await.expect("the loop holds a sender");
-        run.finish(finished);
+        expanding.finish(finished);
     }
-    Ok(run.view())
+    Ok(read(&expanding))
 }
 
-/// The executor of [`expand`], which never builds.
+/// The executor of [`expand`] and [`plan()`], which never builds (with
+/// [`BuildOptions::dry`] the loop never starts a build).
 struct NoBuilds;
 
 impl Executor for NoBuilds {
@@ -60,88 +95,33 @@ impl Executor for NoBuilds {
     }
 }
 
-/// What a build would do (`--dry-run`).
-#[derive(Debug, Default)]
-pub struct Plan {
-    /// Derivations that would be built, dependencies first: (hash, name).
-    pub to_build: Vec<(Hash, String)>,
-    /// Derivations already realised.
-    pub cached: Vec<(Hash, String)>,
-}
-
-/// What `run` would build and what is already realised, without building (`--dry-run`).
-/// A node with an unbuilt dependency counts as to be built (early cutoff may still spare it).
-pub fn plan<S: BuildStore>(store: &S, graph: &BuildGraph) -> Result<Plan, Error> {
-    let mut plan = Plan::default();
-    let mut realised: HashMap<NodeIndex, BTreeMap<String, StorePath>> = HashMap::new();
-    let mut unknown: HashSet<NodeIndex> = HashSet::new();
-    for index in topological(graph) {
-        let node = graph.node(index);
-        let entry = (node.hash, node.drv.name.clone());
-        if graph
-            .dependencies(index)
-            .any(|(dep, _)| unknown.contains(&dep))
-        {
-            unknown.insert(index);
-            plan.to_build.push(entry);
-            continue;
-        }
-        let refs = resolution_map(graph, index, &realised);
-        let key = node
-            .drv
-            .build_key_with(&node.templates, |r| refs.get(r))
-            .map_err(Error::Derivation)?;
-        match store.realised(key, &node.drv.outputs)? {
-            Some(outputs) => {
-                realised.insert(index, outputs);
-                plan.cached.push(entry);
-            }
-            None => {
-                unknown.insert(index);
-                plan.to_build.push(entry);
-            }
-        }
-    }
-    Ok(plan)
-}
-
-/// Nodes, dependencies first.
-fn topological(graph: &BuildGraph) -> Vec<NodeIndex> {
-    let mut order = Vec::with_capacity(graph.node_count());
-    let mut missing: HashMap<NodeIndex, usize> = graph
-        .nodes()
-        .map(|i| (i, graph.dependency_count(i)))
-        .collect();
-    let mut ready: Vec<NodeIndex> = graph.nodes().filter(|i| missing[i] == 0).collect();
-    while let Some(index) = ready.pop() {
-        order.push(index);
-        for dependent in graph.dependents(index) {
-            let m = missing.get_mut(&dependent).expect("every node is counted");
-            *m -= 1;
-            if *m == 0 {
-                ready.push(dependent);
-            }
-        }
-    }
-    order
-}
-
-/// Template → realised path, for every dependency edge of `index` that is realised.
-fn resolution_map(
-    graph: &BuildGraph,
-    index: NodeIndex,
-    realised: &HashMap<NodeIndex, BTreeMap<String, StorePath>>,
-) -> HashMap<OutputRef, StorePath> {
-    graph
-        .dependencies(index)
-        .filter_map(|(dep, r)| {
-            let path = realised.get(&dep)?.get(&r.output)?;
-            Some((r.clone(), path.clone()))
-        })
-        .collect()
-}
-
 impl<S: BuildStore, E: Executor> Loop<'_, S, E> {
+    /// Realised in the store (for a spliced DAO: its document).
+    fn realised(&self, index: NodeIndex) -> bool {
+        matches!(
+            self.state.get(index),
+            Some(State::Done(_) | State::Spliced { .. } | State::Generating(_))
+        )
+    }
+
+    /// The plan of the graph as it stands, for [`plan()`].
+    fn plan(&self) -> Result<Plan, Error> {
+        let mut plan = Plan::default();
+        for index in self.graph.dependencies_first()? {
+            let node = self.graph.node(index);
+            let entry = (node.hash, node.drv.name.clone());
+            if self.realised(index) {
+                plan.cached.push(entry);
+                continue;
+            }
+            if node.drv.dao {
+                plan.not_generated.push(entry.clone());
+            }
+            plan.to_build.push(entry);
+        }
+        Ok(plan)
+    }
+
     /// The graph as it stands, for [`expand`].
     fn view(&self) -> GraphView {
         let order: Vec<NodeIndex> = self.graph.nodes().collect();
@@ -150,10 +130,7 @@ impl<S: BuildStore, E: Executor> Loop<'_, S, E> {
         let mut view = GraphView::default();
         for &index in &order {
             let node = self.graph.node(index);
-            let realised = matches!(
-                self.state.get(index),
-                Some(State::Done(_) | State::Spliced { .. } | State::Generating(_))
-            );
+            let realised = self.realised(index);
             view.nodes.push(ViewNode {
                 hash: node.hash,
                 name: node.drv.name.clone(),
