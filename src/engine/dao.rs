@@ -69,9 +69,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Deserialize;
 
 use crate::store::order::{cycle_through, dependencies_first};
-use crate::store::path::STORE_DIR;
 use crate::store::template;
-use crate::store::{Derivation, DerivationError, Hash, StorePath};
+use crate::store::{Derivation, DerivationError, Hash, STORE_DIR, StorePath};
 
 use super::fetch::{FETCH_GIT, FETCH_URL, FetchRequest};
 use super::tool::{DEBIAN_BUILDER, GO_BUILDER};
@@ -364,17 +363,19 @@ fn find_local(text: &str) -> Result<Vec<template::Found<'_>>, Problem> {
 
 /// Store paths named literally in `text` (`/bramble/store/<hash>-<name>`).
 fn literal_paths(text: &str, into: &mut BTreeSet<StorePath>) -> Result<(), Problem> {
-    let prefix = concat!("/bramble/store", "/");
-    debug_assert_eq!(&prefix[..prefix.len() - 1], STORE_DIR);
     let mut from = 0;
-    while let Some(pos) = text[from..].find(prefix) {
-        let start = from + pos + prefix.len();
+    while let Some(pos) = text[from..].find(STORE_DIR) {
+        let start = from + pos + STORE_DIR.len();
+        let Some(start) = text[start..].starts_with('/').then_some(start + 1) else {
+            from = start;
+            continue;
+        };
         let end = text[start..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || "+-._?=".contains(c)))
             .map_or(text.len(), |n| start + n);
         let base = &text[start..end];
         let path: StorePath = base.parse().map_err(|_| Problem::MalformedPath {
-            path: format!("{prefix}{}", base.chars().take(240).collect::<String>()),
+            path: format!("{STORE_DIR}/{}", base.chars().take(240).collect::<String>()),
         })?;
         into.insert(path);
         from = end;

@@ -304,10 +304,6 @@ impl Cancel {
         self.sender.send_replace(true);
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        *self.sender.borrow()
-    }
-
     /// Wait until the signal fires (at once if it has).
     pub async fn cancelled(&self) {
         let mut rx = self.sender.subscribe();

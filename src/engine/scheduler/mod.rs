@@ -93,28 +93,28 @@ pub async fn run<S: BuildStore, E: Executor>(
     cancel: Cancel,
 ) -> Result<BuildReport, Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
-    let mut run = Loop::new(engine, graph, options, tx);
-    run.reporter.event(Event::Planned {
-        total: run.graph.node_count(),
+    let mut scheduler = Loop::new(engine, graph, options, tx);
+    scheduler.reporter.event(Event::Planned {
+        total: scheduler.graph.node_count(),
     });
     loop {
-        run.settle()?;
-        run.dispatch();
-        if run.running == 0 && run.generating == 0 {
+        scheduler.settle()?;
+        scheduler.dispatch();
+        if scheduler.running == 0 && scheduler.generating == 0 {
             break;
         }
         tokio::select! {
             finished = rx.recv() => {
                 let finished = finished.expect("the loop holds a sender");
-                run.finish(finished);
+                scheduler.finish(finished);
             }
-            () = cancel.cancelled(), if !run.report.cancelled => {
-                run.report.cancelled = true;
-                run.stop_all();
+            () = cancel.cancelled(), if !scheduler.report.cancelled => {
+                scheduler.report.cancelled = true;
+                scheduler.stop_all();
             }
         }
     }
-    Ok(run.into_report())
+    Ok(scheduler.into_report())
 }
 
 #[derive(Debug)]
