@@ -9,33 +9,43 @@
 //!
 //! # How a build runs
 //!
-//! 1. [`BuildGraph`] collects the roots and everything their templates name (one node per
-//!    derivation; a missing derivation, a missing output or a cycle is an error).
-//! 2. [`run`] (the scheduler, on tokio) owns the graph. A node whose dependencies are all
-//!    realised is *resolved* (templates replaced by `/bramble/store/<path>`), which gives its
-//!    build key. If the store has a realisation for every output of that key, the node is
+//! 1. [`BuildGraph`] ([`graph`]) collects the roots and everything their templates name (one
+//!    node per derivation; a missing derivation, a missing output or a cycle is an error).
+//! 2. [`run`] (the loop of [`scheduler`], on tokio) owns the graph. A node whose
+//!    dependencies are all realised is *resolved* (templates replaced by
+//!    `/bramble/store/<path>`), which gives its build key. If the store has a realisation for every output of that key, the node is
 //!    done without building (cached). Because the key depends on the inputs' *content*, an
 //!    input rebuilt to identical bytes leaves its dependents cached (early cutoff).
-//! 3. Otherwise the node waits for one of the `jobs` build slots. Its task takes the store's
-//!    per-key build lock (several bramble processes may share a store; whoever holds the lock
-//!    builds, the others find the realisation when they get it), runs the [`Executor`], adds
-//!    each output to the store and registers all realisations together. Nothing is registered
+//! 3. Otherwise the node waits for one of the `jobs` build slots. Its task
+//!    (`scheduler/task.rs`) takes the store's per-key build lock (several bramble processes
+//!    may share a store; whoever holds the lock builds, the others find the realisation when
+//!    they get it), runs the [`Executor`], adds each output to the store and registers all
+//!    realisations together. Nothing is registered
 //!    for a build that failed or was cancelled. The store work before the builder runs is one
 //!    call ([`BuildStore::start_build`]: lock, recheck, pins, input closure) made with the
 //!    executor's [`Executor::prepare`] on one blocking thread, and the work after it another
 //!    ([`BuildStore::finish_build`]), so a build step hands work between threads as rarely as
 //!    it can: each handoff costs wake-ups on both sides, which a chain of small builds pays on
 //!    its critical path at every step.
-//! 4. A failure stops new builds and cancels running ones, unless `keep_going`: then
+//! 4. A realised DAO (derivations as output, [`dao`]) does not release its dependents: its
+//!    document is read, validated and spliced into the graph (`scheduler/splice.rs`), and
+//!    its dependents wait for the generated result instead.
+//! 5. A failure stops new builds and cancels running ones, unless `keep_going`: then
 //!    everything that does not depend on the failure still builds. Cancellation (Ctrl-C)
 //!    kills running sandboxes and returns a report marked cancelled.
+//!
+//! Progress goes to a [`Reporter`] as [`Event`]s while the build runs; the [`BuildReport`]
+//! (both in [`report`]) says what happened. [`expand`] and [`plan()`] walk the same loop
+//! without building (`bramble graph`, `--dry-run`).
 //!
 //! `--check` rebuilds the requested roots even when realised and compares the result's store
 //! paths with the registered ones (as `nix-build --check` does for the requested
 //! derivations); a difference is a [`FailureKind::NotDeterministic`].
 //!
-//! The store side ([`BuildStore`]) and the executor ([`Executor`]) are small traits so the
-//! scheduler is tested with in-memory fakes; [`sandbox`] holds the real executor.
+//! The store side ([`BuildStore`], the protocol the scheduler speaks) and the executor
+//! ([`Executor`]) are small traits so the scheduler is tested with in-memory fakes
+//! (`scheduler/fake.rs`); [`local_store`] adapts the on-disk store and [`sandbox`] holds the
+//! real executor.
 
 pub mod dao;
 pub mod fetch;
