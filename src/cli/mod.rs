@@ -2,6 +2,11 @@
 //! `run(args, ctx)` entry. This is the only module that prints: stdout carries data (and
 //! `--json`), stderr carries progress and messages.
 //!
+//! What the commands share has its own rooms: [`context`] (the store, helper and mirrors of
+//! the run, evaluating with the lock applied, building and recording the lock), [`flags`]
+//! (the options of every building command), [`report`] (rendering a build's failures),
+//! [`progress`] and [`terminal`] (what goes to the terminal).
+//!
 //! Errors reaching here are rendered as `error: <what>` plus an optional `hint:` line, and
 //! their [`ErrorClass`] picks the exit code.
 
@@ -11,19 +16,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use context::Context;
+
 pub mod build;
+pub mod context;
 pub mod eval;
 pub mod fetch;
+pub mod flags;
 pub mod gc;
 pub mod graph;
-pub mod lockfile;
 pub mod log;
 pub mod ls;
 pub mod progress;
 mod project_ctx;
 pub mod repl;
+pub mod report;
 pub mod run;
-pub mod session;
 pub mod shell;
 pub mod store;
 pub mod terminal;
@@ -96,13 +104,6 @@ impl CliError {
     }
 }
 
-/// What every command gets besides its own arguments.
-#[derive(Debug)]
-pub struct Context {
-    /// Colour is allowed (`NO_COLOR` is unset).
-    pub color: bool,
-}
-
 #[derive(Debug, Parser)]
 #[command(
     name = "bramble",
@@ -146,9 +147,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let ctx = Context {
-        color: std::env::var_os("NO_COLOR").is_none(),
-    };
+    let ctx = Context::default();
     match run(cli.command, &ctx) {
         Ok(code) => code,
         Err(err) => {

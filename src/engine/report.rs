@@ -1,7 +1,7 @@
-//! What a build tells its caller: the [`Event`]s it reports while it runs, through the one
-//! [`Reporter`] interface (only `cli` renders them: a progress bar on a terminal, one plain
-//! line per finished derivation otherwise), and the [`BuildReport`] it returns at the end
-//! (with the [`GraphView`] of [`super::expand`] for `bramble graph`).
+//! What a build tells its caller: the [`Event`]s it reports while it runs, downloads
+//! included, through the one [`Reporter`] interface (only `cli` renders them: bars on a
+//! terminal, plain lines otherwise), and the [`BuildReport`] it returns at the end (with the
+//! [`GraphView`] of [`super::expand`] for `bramble graph`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,6 +41,13 @@ pub enum Event {
         drv: Hash,
         name: String,
         elapsed: Duration,
+    },
+    /// `done` bytes of `url` arrived, of `total` if the server said; `done` is 0 when a
+    /// download (or a retry of one) starts.
+    Download {
+        url: String,
+        done: u64,
+        total: Option<u64>,
     },
 }
 
@@ -130,6 +137,8 @@ pub struct BuildReport {
     pub cancelled: bool,
     /// The DAOs spliced, in the order they were.
     pub splices: Vec<Splice>,
+    /// What the fetch derivations of this run downloaded (for `bramble.lock`).
+    pub fetches: Vec<super::fetch::FetchRecord>,
 }
 
 impl BuildReport {

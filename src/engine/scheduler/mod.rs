@@ -147,7 +147,11 @@ struct Queued {
 
 /// How a finished task ended.
 enum TaskOutcome {
-    Built(BTreeMap<String, StorePath>),
+    /// Built: its outputs, and what it downloaded if it is a fetch.
+    Built(
+        BTreeMap<String, StorePath>,
+        Option<super::fetch::FetchRecord>,
+    ),
     BuiltElsewhere(BTreeMap<String, StorePath>),
     Failed(FailureKind),
     /// A DAO's document, read and validated (no build slot was held).
@@ -449,7 +453,8 @@ impl<'a, S: BuildStore, E: Executor> Loop<'a, S, E> {
         }
         self.running -= 1;
         match finished.outcome {
-            TaskOutcome::Built(outputs) => {
+            TaskOutcome::Built(outputs, fetched) => {
+                self.report.fetches.extend(fetched);
                 self.reporter.event(Event::Built {
                     drv: node.hash,
                     name: node.drv.name.clone(),

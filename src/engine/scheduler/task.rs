@@ -159,6 +159,7 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
             }
             let register = expected.is_none();
             let paths = store.finish_build(key, drv_hash, &built.outputs, &closure, register)?;
+            let fetched = built.fetched.clone();
             drop(built);
             if let Some(expected) = expected {
                 for (output, registered) in expected {
@@ -174,7 +175,7 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
             }
             drop((lock, pins));
             tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "outputs added");
-            reply.send(TaskOutcome::Built(paths));
+            reply.send(TaskOutcome::Built(paths, fetched));
             Ok(())
         });
         finish.await.expect("the store does not panic")
