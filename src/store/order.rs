@@ -99,4 +99,38 @@ mod tests {
         assert_eq!(cycle_through(&g, alone), [alone, alone]);
         assert_eq!(cycle_through(&g, free), [free]);
     }
+
+    #[test]
+    fn a_map_of_derivations_orders_by_hash_keyed_graph_map() {
+        // The shape of `bramble.lock`'s pass: derivations keyed by hash, edges from their
+        // templates, dependencies outside the map ignored.
+        use petgraph::graphmap::DiGraphMap;
+
+        use crate::store::{Derivation, Hash};
+
+        let outside = Derivation::new("outside", "/bin/sh");
+        let base = Derivation::new("base", "/bin/sh");
+        let mut top = Derivation::new("top", "/bin/sh");
+        top.args = vec![
+            base.output_ref("out").template(),
+            outside.output_ref("out").template(),
+        ];
+        let derivations: std::collections::BTreeMap<Hash, Derivation> =
+            [(top.hash(), top), (base.hash(), base)].into();
+        let mut graph = DiGraphMap::<Hash, ()>::new();
+        for (&hash, drv) in &derivations {
+            graph.add_node(hash);
+            for dep in drv.dependencies().unwrap() {
+                if derivations.contains_key(&dep.drv) {
+                    graph.add_edge(hash, dep.drv, ());
+                }
+            }
+        }
+        let order: Vec<&str> = dependencies_first(&graph)
+            .unwrap()
+            .iter()
+            .map(|h| derivations[h].name.as_str())
+            .collect();
+        assert_eq!(order, ["base", "top"]);
+    }
 }
