@@ -13,9 +13,10 @@
 //!    node per derivation; a missing derivation, a missing output or a cycle is an error).
 //! 2. [`run`] (the loop of [`scheduler`], on tokio) owns the graph. A node whose
 //!    dependencies are all realised is *resolved* (templates replaced by
-//!    `/bramble/store/<path>`), which gives its build key. If the store has a realisation for every output of that key, the node is
-//!    done without building (cached). Because the key depends on the inputs' *content*, an
-//!    input rebuilt to identical bytes leaves its dependents cached (early cutoff).
+//!    `/bramble/store/<path>`), which gives its build key. If the store has a realisation
+//!    for every output of that key, the node is done without building (cached). Because the
+//!    key depends on the inputs' *content*, an input rebuilt to identical bytes leaves its
+//!    dependents cached (early cutoff).
 //! 3. Otherwise the node waits for one of the `jobs` build slots. Its task
 //!    (`scheduler/task.rs`) takes the store's per-key build lock (several bramble processes
 //!    may share a store; whoever holds the lock builds, the others find the realisation when

@@ -8,9 +8,9 @@ use petgraph::stable_graph::NodeIndex;
 
 use crate::store::Hash;
 
-use super::super::report::{GraphView, NullReporter, Reporter, ViewNode};
-use super::super::{BuildGraph, BuildStore, Built, Cancel, Error, ExecError, Executor, Job};
 use super::{BuildOptions, Engine, Finished, Loop, State};
+use crate::engine::report::{GraphView, NullReporter, Reporter, ViewNode};
+use crate::engine::{BuildGraph, BuildStore, Built, Cancel, Error, ExecError, Executor, Job};
 
 /// Splice every DAO whose document is already in the store (recursively), build nothing,
 /// and return the resulting graph.

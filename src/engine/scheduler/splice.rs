@@ -1,5 +1,5 @@
 //! Derivations as output in the loop: a realised DAO's document is read and validated
-//! ([`super::dao`]) on a blocking thread without a build slot, then spliced into the graph.
+//! ([`crate::engine::dao`]) on a blocking thread without a build slot, then spliced into the graph.
 //!
 //! When a DAO node is realised (built, or found in the store) the loop does not release its
 //! dependents. Back in the loop the generated derivations are inserted (an identical one
@@ -7,8 +7,8 @@
 //! result, and the new nodes are scheduled like any others. The DAO's own node ends
 //! [`State::Spliced`]: a requested root that is a DAO reports its result's outputs. A
 //! generated DAO is spliced the same way, one level deeper. The generated graph is compared
-//! with the one `bramble.lock` recorded ([`BuildOptions::dao_graphs`]) before anything is
-//! spliced.
+//! with the one `bramble.lock` recorded ([`super::BuildOptions::dao_graphs`]) before
+//! anything is spliced.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -17,12 +17,10 @@ use petgraph::stable_graph::NodeIndex;
 
 use crate::store::StorePath;
 
-use super::super::dao::{self, DaoError, Generated, Problem};
-use super::super::report::{Event, FailureKind, Splice};
-use super::super::{BuildStore, Executor};
-#[cfg(doc)]
-use super::BuildOptions;
 use super::{Finished, Loop, State, TaskOutcome};
+use crate::engine::dao::{self, DaoError, Generated, Problem};
+use crate::engine::report::{Event, FailureKind, Splice};
+use crate::engine::{BuildStore, Executor};
 
 impl<S: BuildStore, E: Executor> Loop<'_, S, E> {
     /// Read and validate the document of realised DAO `index` on a blocking thread.

@@ -12,9 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::store::StorePath;
 
-use super::super::report::{Event, FailureKind, Reporter};
-use super::super::{BuildStart, BuildStore, Cancel, ExecError, Executor, Job};
 use super::{Finished, TaskOutcome};
+use crate::engine::report::{Event, FailureKind, Reporter};
+use crate::engine::{BuildStart, BuildStore, Cancel, ExecError, Executor, Job};
 
 /// How a build's first blocking section ([`start`]) ended, handed to its task.
 pub(super) enum Started<L, P> {
