@@ -4,9 +4,9 @@
 //!
 //! ```text
 //! store    LEAF. Hash, StorePath, Derivation (canonical JSON, hashing, templates), the archive
-//!          format, reference scanning, output hashing, the one topological order
-//!          (store::order). Pure code; store::local is the on-disk store (SQLite database,
-//!          atomic adds, locks, verify, gc).
+//!          format, reference scanning, output hashing, the description of a fetch (spec, pin,
+//!          record: store::fetch), the one topological order (store::order). Pure code;
+//!          store::local is the on-disk store (SQLite database, atomic adds, locks, verify, gc).
 //! lang     Starlark frontend: derivation(), files(), load(), run(), test(), sys, assert.
 //!          Produces derivation values; never builds, never touches the network.
 //! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
@@ -23,8 +23,8 @@
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
-//! type; `project` joins `lang` and `store`; `engine` uses `store` and the sandbox spec, never
-//! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
+//! type; `project` joins `lang` and `store` (and `config`), never `engine`; `engine` uses
+//! `store` and the sandbox spec, never `lang`; `cli` drives everything. The main process never changes its own namespaces: all
 //! isolation happens in the `bramble-sandbox` helper it spawns.
 
 // "Only `cli` prints": everything else reports through return values and the reporter.

@@ -315,7 +315,13 @@ pub(super) fn pin_error(e: &lock::PinError) -> CliError {
         lock::PinError::Lock(e) => CliError::user(error_chain(e)).with_hint(format!(
             "fix or delete `{LOCK_FILE}`; a build records it again"
         )),
-        lock::PinError::Fetch(e) => super::fetch::fetch_error(e),
+        lock::PinError::Invalid(e) => {
+            let err = CliError::user(error_chain(e));
+            match e.hint() {
+                Some(h) => err.with_hint(h),
+                None => err,
+            }
+        }
     }
 }
 

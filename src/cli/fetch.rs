@@ -65,14 +65,11 @@ pub fn fetch_error(e: &FetchError) -> CliError {
     let err = match e {
         FetchError::Mismatch { .. }
         | FetchError::Mirror(_)
-        | FetchError::BadDerivation { .. }
+        | FetchError::Invalid(_)
         | FetchError::Unpack { .. }
-        | FetchError::Git(crate::engine::fetch::GitError::NotACommitHash { .. }) => {
-            CliError::user(message)
-        }
+        | FetchError::Git(crate::engine::fetch::GitError::Invalid(_)) => CliError::user(message),
         FetchError::Download(crate::engine::fetch::DownloadError::Status { .. })
-        | FetchError::Download(crate::engine::fetch::DownloadError::BadUrl { .. })
-        | FetchError::Download(crate::engine::fetch::DownloadError::Scheme { .. }) => {
+        | FetchError::Download(crate::engine::fetch::DownloadError::Invalid(_)) => {
             CliError::user(message)
         }
         _ => CliError::environment(message),
@@ -125,7 +122,7 @@ pub fn run(args: FetchArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.url));
     let req = FetchRequest { spec, name, pin };
     // The same checks a fetch derivation gets.
-    FetchRequest::from_derivation(&req.to_derivation()).map_err(|e| fetch_error(&e))?;
+    FetchRequest::from_derivation(&req.to_derivation()).map_err(|e| fetch_error(&e.into()))?;
     let mut mirrors: Arc<Mirrors> = ctx.mirrors()?.clone();
     if req
         .spec

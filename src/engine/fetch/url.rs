@@ -70,10 +70,8 @@ pub struct Downloaded {
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("`{url}` is not a valid URL: {reason}")]
-    BadUrl { url: String, reason: String },
-    #[error("cannot download `{url}`: the scheme `{scheme}` is not supported (use http or https)")]
-    Scheme { url: String, scheme: String },
+    #[error(transparent)]
+    Invalid(#[from] crate::store::fetch::InvalidFetch),
     #[error("cannot download `{url}`: the server answered {status}")]
     Status { url: String, status: u16 },
     #[error("cannot download `{url}`: cannot connect")]
@@ -134,19 +132,9 @@ impl DownloadError {
     }
 }
 
-/// Check that `url` is an http(s) URL.
+/// Check that `url` is an http or https URL ([`crate::store::fetch::check_http_url`]).
 pub fn check_url(url: &str) -> Result<reqwest::Url, DownloadError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::BadUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
-    match parsed.scheme() {
-        "http" | "https" => Ok(parsed),
-        other => Err(DownloadError::Scheme {
-            url: url.to_owned(),
-            scheme: other.to_owned(),
-        }),
-    }
+    Ok(crate::store::fetch::check_http_url(url)?)
 }
 
 fn client(options: &DownloadOptions) -> Result<reqwest::Client, DownloadError> {
@@ -279,6 +267,7 @@ async fn attempt_once(
 mod tests {
     use super::*;
     use crate::engine::NullReporter;
+    use crate::store::fetch::InvalidFetch;
 
     use crate::engine::fetch::test_http as http;
 
@@ -468,11 +457,11 @@ mod tests {
     fn only_http_and_https() {
         assert!(matches!(
             check_url("ftp://x/y"),
-            Err(DownloadError::Scheme { .. })
+            Err(DownloadError::Invalid(InvalidFetch::Scheme { .. }))
         ));
         assert!(matches!(
             check_url("not a url"),
-            Err(DownloadError::BadUrl { .. })
+            Err(DownloadError::Invalid(InvalidFetch::Url { .. }))
         ));
         assert!(check_url("https://example.invalid/a.tar.gz").is_ok());
     }
