@@ -1,3 +1,7 @@
+//! The scheduler on the in-memory fakes ([`super::fake`]): caching and early cutoff, the
+//! jobs limit, failures with and without keep-going, cancellation, `--check`, two runs
+//! sharing a store, and the dry-run plan.
+
 use std::sync::atomic::Ordering;
 
 use super::fake::{FakeExecutor, FakeStore};
