@@ -190,13 +190,10 @@ impl Context {
     }
 
     /// The graph of `request` with every DAO realised in the store spliced in, building
-    /// nothing (for `graph` and `--dry-run`).
+    /// nothing (for `graph`).
     pub fn expand(&self, request: &Request) -> Result<engine::GraphView, CliError> {
         let graph = graph(request)?;
-        let mut options = BuildOptions::default();
-        if let Some(pins) = &request.pins {
-            options.dao_graphs = pins.dao_graphs.clone();
-        }
+        let options = dry_options(request);
         let cancel = Cancel::new();
         block_on(
             &cancel,
@@ -205,10 +202,17 @@ impl Context {
         .map_err(|e| CliError::environment(e.to_string()))
     }
 
-    /// What `--dry-run` prints.
+    /// What `--dry-run` prints: what a build of `request` would do, every DAO realised in the
+    /// store spliced in.
     pub fn plan(&self, request: &Request) -> Result<Plan, CliError> {
-        engine::plan(&**self.store()?, &graph(request)?)
-            .map_err(|e| CliError::environment(e.to_string()))
+        let graph = graph(request)?;
+        let options = dry_options(request);
+        let cancel = Cancel::new();
+        block_on(
+            &cancel,
+            engine::plan(self.store()?.clone(), graph, &options),
+        )
+        .map_err(|e| CliError::environment(e.to_string()))
     }
 
     /// Where a store path is on the host.
@@ -369,6 +373,15 @@ pub fn block_on<T>(cancel: &Cancel, future: impl std::future::Future<Output = T>
 pub fn graph(request: &Request) -> Result<BuildGraph, CliError> {
     BuildGraph::with_templates(&request.derivations, &request.templates, &request.roots)
         .map_err(|e| CliError::user(e.to_string()))
+}
+
+/// The options of a graph walk that builds nothing: the DAO graphs the lock recorded.
+fn dry_options(request: &Request) -> BuildOptions {
+    let mut options = BuildOptions::default();
+    if let Some(pins) = &request.pins {
+        options.dao_graphs = pins.dao_graphs.clone();
+    }
+    options
 }
 
 /// Run a build to completion, reporting to `progress` (finished at the end).
