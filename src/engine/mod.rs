@@ -46,7 +46,8 @@
 //! The store side ([`BuildStore`], the protocol the scheduler speaks) and the executor
 //! ([`Executor`]) are small traits so the scheduler is tested with in-memory fakes
 //! (`scheduler/fake.rs`); [`local_store`] adapts the on-disk store and [`sandbox`] holds the
-//! real executor.
+//! real executor, its build directories in [`build_dir`]. [`job`] runs one derivation outside
+//! a graph (`bramble shell`, `bramble test`).
 
 pub mod build_dir;
 pub mod dao;
