@@ -6,12 +6,16 @@
 //! store    LEAF. Hash, StorePath, Derivation (canonical JSON, hashing, templates), the archive
 //!          format, reference scanning, output hashing, the description of a fetch (spec, pin,
 //!          record: store::fetch), the one topological order (store::order). Pure code;
-//!          store::local is the on-disk store (SQLite database, atomic adds, locks, verify, gc).
+//!          store::local is the on-disk store (SQLite database, atomic adds, locks, verify, gc),
+//!          store::local::fs its file-system side (dump, restore, remove trees through
+//!          descriptors).
 //! lang     Starlark frontend: derivation(), files(), load(), run(), test(), sys, assert.
 //!          Produces derivation values; never builds, never touches the network.
 //! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
 //! engine   the graph (petgraph) and scheduler (tokio: loop, task, splice, plan), the store
-//!          protocol a build speaks (BuildStore), sandbox client, fetchers, DAO splicing.
+//!          protocol a build speaks (BuildStore), the sandbox executor (engine::sandbox: warm
+//!          helpers, specs; build directories in engine::build_dir), fetchers, DAO splicing,
+//!          one job outside a graph for `shell` and `test` (engine::job).
 //! cli      clap commands and terminal output: the only module that prints.
 //! debian   Debian package sets: the Packages index, version ordering, the dependency
 //!          closure, the DAO document, merging unpacked packages (run by `bramble-debian`).

@@ -22,11 +22,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(node.to_archive().unwrap(), input, "accepted a non-canonical archive");
             let tmp = tempfile::tempdir().unwrap();
             let dest = tmp.path().join("out");
-            let _ = bramble::store::tree::restore(
+            let _ = bramble::store::local::fs::restore(
                 input,
                 &dest,
                 &limits,
-                bramble::store::tree::RestoreOptions {
+                bramble::store::local::fs::RestoreOptions {
                     read_only: false,
                     fsync: false,
                 },

@@ -144,7 +144,9 @@ pub fn run(base: &Base, spec: SpecFrom, death_pipe: OwnedFd, status: Option<Owne
         let plan = match spec {
             SpecFrom::Ready(plan) => *plan,
             SpecFrom::Pipe(pipe) => {
-                let bytes = crate::run::read_all(pipe.as_raw_fd())?;
+                let fd = pipe.as_raw_fd();
+                let bytes = sys::read_all(fd, crate::spec::MAX_SPEC_BYTES)
+                    .map_err(|source| Error::ReadSpec { fd, source })?;
                 let spec = crate::Spec::from_json(&bytes).map_err(Error::Spec)?;
                 Plan::new(&spec, base)
             }

@@ -68,40 +68,10 @@ fn parse_args() -> Result<Args, Error> {
     Ok(parsed)
 }
 
-/// Reads everything from `fd` (at most [`MAX_SPEC_BYTES`]).
-pub(crate) fn read_all(fd: i32) -> Result<Vec<u8>, Error> {
-    let err = |source| Error::ReadSpec { fd, source };
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
-        }
-        let spare = buf.capacity() - buf.len();
-        // SAFETY: the destination is the vector's spare capacity, writable for `spare` bytes.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().add(buf.len()).cast(), spare) };
-        match n {
-            0 => break,
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(err(e));
-                }
-            }
-            // SAFETY: read(2) initialised `n` more bytes.
-            n => unsafe { buf.set_len(buf.len() + n as usize) },
-        }
-        if buf.len() > MAX_SPEC_BYTES {
-            return Err(err(io::Error::other(format!(
-                "the spec is larger than {MAX_SPEC_BYTES} bytes"
-            ))));
-        }
-    }
-    Ok(buf)
-}
-
 /// Reads, parses and validates the spec, and resolves its sources' directories.
 fn read_spec(fd: i32) -> Result<Option<Spec>, Error> {
-    let bytes = read_all(fd)?;
+    let bytes =
+        sys::read_all(fd, MAX_SPEC_BYTES).map_err(|source| Error::ReadSpec { fd, source })?;
     if bytes.is_empty() {
         return Ok(None);
     }

@@ -12,8 +12,6 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Where the store is visible inside every sandbox.
-pub const SANDBOX_STORE_DIR: &str = "/bramble/store";
 /// Where the build directory is mounted inside a build sandbox.
 pub const SANDBOX_BUILD_DIR: &str = "/build";
 /// Default uid of the builder inside the sandbox (as Nix's sandbox build user).

@@ -26,6 +26,37 @@ pub fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
+/// Reads everything from `fd` until its end, refusing more than `max` bytes (the spec
+/// arrives on a pipe or socket of unknown length). Retries on `EINTR`.
+pub fn read_all(fd: libc::c_int, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        let spare = buf.capacity() - buf.len();
+        // SAFETY: the destination is the vector's spare capacity, writable for `spare` bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().add(buf.len()).cast(), spare) };
+        match n {
+            0 => break,
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: read(2) initialised `n` more bytes.
+            n => unsafe { buf.set_len(buf.len() + n as usize) },
+        }
+        if buf.len() > max {
+            return Err(io::Error::other(format!(
+                "the spec is larger than {max} bytes"
+            )));
+        }
+    }
+    Ok(buf)
+}
+
 /// `mount(2)` with optional source, filesystem type and data.
 pub fn mount(
     source: Option<&CStr>,
@@ -226,5 +257,26 @@ mod tests {
             );
             let _ = fd.into_raw_fd();
         }
+    }
+
+    #[test]
+    fn read_all_reads_to_the_end_and_refuses_more_than_max() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (reader, writer) = std::io::pipe().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let feeder = std::thread::spawn(move || {
+            let mut writer = writer;
+            writer.write_all(&sent).unwrap();
+        });
+        let read = super::read_all(reader.as_raw_fd(), data.len()).unwrap();
+        feeder.join().unwrap();
+        assert_eq!(read, data);
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"0123456789").unwrap();
+        drop(writer);
+        let err = super::read_all(reader.as_raw_fd(), 9).unwrap_err();
+        assert_eq!(err.to_string(), "the spec is larger than 9 bytes");
     }
 }

@@ -20,7 +20,7 @@ use crate::lang::{RunSpec, TestSpec};
 use crate::project::lock::{self, LOCK_FILE, Pins};
 use crate::project::{Evaluation, Root};
 use crate::store::local::{LocalStore, error_chain};
-use crate::store::{Derivation, Hash, OutputRef, StorePath, Templates};
+use crate::store::{Derivation, Hash, StorePath, Templates};
 
 use super::CliError;
 use super::progress::Progress;
@@ -177,45 +177,15 @@ impl Context {
         options: &BuildOptions,
         config: SandboxConfig,
     ) -> Result<Job, CliError> {
-        let drv = request
-            .derivations
-            .get(&root)
-            .ok_or_else(|| {
-                CliError::internal(format!("derivation `{root}` is not in the request"))
-            })?
-            .clone();
-        let deps = drv
-            .dependencies()
-            .map_err(|e| CliError::user(e.to_string()))?;
-        let mut dep_roots: Vec<Hash> = deps.iter().map(|r| r.drv).collect();
-        dep_roots.dedup();
-        let inputs_request = Request {
-            roots: dep_roots,
-            templates: HashMap::new(),
-            ..request.clone()
-        };
-        let report = self.build(&inputs_request, options, config, false)?;
-        super::report::explain_failures(&report)?;
-        let mut realised: HashMap<OutputRef, StorePath> = HashMap::new();
-        for r in &report.roots {
-            for (output, path) in r.outputs.iter().flatten() {
-                let reference = OutputRef {
-                    drv: r.drv,
-                    output: output.clone(),
-                };
-                realised.insert(reference, path.clone());
-            }
-        }
-        let resolved = drv
-            .resolve(|r| realised.get(r).cloned())
-            .map_err(|e| CliError::user(e.to_string()))?;
-        let direct: Vec<StorePath> = realised.into_values().collect();
-        let closure = self.store()?.closure(&direct).map_err(store_error)?;
-        Ok(Job {
-            drv_hash: root,
-            build_key: resolved.hash(),
-            drv: Arc::new(resolved),
-            inputs: closure,
+        engine::job::prepare_root(self.store()?, &request.derivations, root, |roots| {
+            let inputs = Request {
+                roots,
+                templates: HashMap::new(),
+                ..request.clone()
+            };
+            let report = self.build(&inputs, options, config, false)?;
+            super::report::explain_failures(&report)?;
+            Ok(report)
         })
     }
 
@@ -335,6 +305,17 @@ pub fn require_pinned(request: &Request) -> Result<(), CliError> {
 }
 
 pub(crate) use super::store::store_error;
+
+impl From<engine::job::RootError> for CliError {
+    fn from(e: engine::job::RootError) -> CliError {
+        use engine::job::RootError as E;
+        match e {
+            E::UnknownRoot { .. } => CliError::internal(e.to_string()),
+            E::Derivation(_) => CliError::user(e.to_string()),
+            E::Closure(e) => store_error(e),
+        }
+    }
+}
 
 /// The mirror configuration of this run without a project's.
 pub fn load_mirrors() -> Result<Mirrors, CliError> {

@@ -27,12 +27,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bramble_sandbox::{Bind, Network, Spec, Stdin};
+use bramble_sandbox::Bind;
 use clap::Args;
 
-use crate::engine::sandbox::{add_root_view, run_interactive};
+use crate::engine::sandbox::run_interactive;
+use crate::engine::sandbox::spec::{self, Program, ProgramError};
 use crate::lang::RunSpec;
-use crate::store::{STORE_DIR, StorePath};
+use crate::store::STORE_DIR;
 
 use super::context::{self, store_error};
 use super::flags::BuildFlags;
@@ -113,8 +114,6 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     // mounted there).
     let store = ctx.store()?;
     let empty = store.tmp_dir("run-empty").map_err(store_error)?;
-    let mut mounts = mounts;
-    mounts.empty_dir = empty.path().to_path_buf();
     let root = match &root_ref {
         Some(r) => Some(
             report.roots[1]
@@ -126,105 +125,34 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         ),
         None => None,
     };
-    let mut spec = run_spec(
-        store,
-        &run,
-        &extra,
-        &outputs,
-        mounts,
-        &evaluated.project_root,
-        &evaluated.cwd,
-    )?;
-    if let Some(root) = &root {
-        add_root_view(&mut spec, &store.host_path(root))
-            .map_err(|e| CliError::user(e.to_string()))?;
-        let path = spec.env.entry("PATH".into()).or_default();
-        path.push_str(":/usr/bin:/bin");
-    }
+    let cwd = &evaluated.cwd;
+    let program = Program {
+        cmd: run.cmd.clone(),
+        args: run.args.iter().chain(&extra).cloned().collect(),
+        network: run.network,
+        outputs,
+        root,
+        binds: mounts.binds,
+        hidden: mounts.hidden,
+        empty_dir: empty.path().to_path_buf(),
+        cwd: if cwd.starts_with(&evaluated.project_root) {
+            cwd.clone()
+        } else {
+            evaluated.project_root.clone()
+        },
+        term: std::env::var("TERM").ok(),
+    };
+    let spec = spec::program(store, &program).map_err(|e| match e {
+        ProgramError::Closure(e) => store_error(e),
+        ProgramError::NoOutputs { .. } => CliError::internal(e.to_string()),
+        ProgramError::RootView(e) => CliError::user(e.to_string()),
+        ProgramError::Invalid { .. } => CliError::user(e.to_string())
+            .with_hint("check the `paths`, `read_only_paths` and `hidden_paths` of `run()`"),
+    })?;
     let scratch = store.tmp_dir("run").map_err(store_error)?;
     let status = run_interactive(&helper, &spec, scratch.path())
         .map_err(|e| CliError::environment(e.to_string()))?;
     Ok(context::exit_code(status))
-}
-
-fn run_spec(
-    store: &crate::store::local::LocalStore,
-    run: &RunSpec,
-    extra: &[String],
-    outputs: &BTreeMap<String, StorePath>,
-    mounts: Mounts,
-    project_root: &Path,
-    cwd: &Path,
-) -> Result<Spec, CliError> {
-    let out = outputs
-        .get("out")
-        .or_else(|| outputs.values().next())
-        .ok_or_else(|| CliError::internal("a derivation has at least one output"))?;
-    let out_dir = PathBuf::from(out.in_store_dir());
-    let cmd = if run.cmd.starts_with('/') {
-        PathBuf::from(&run.cmd)
-    } else {
-        out_dir.join(&run.cmd)
-    };
-    let mut spec = Spec::new(cmd);
-    spec.args = run.args.iter().chain(extra).cloned().collect();
-    spec.stdin = Stdin::Inherit;
-    spec.network = if run.network {
-        Network::Host
-    } else {
-        Network::None
-    };
-    spec.env.insert(
-        "PATH".into(),
-        outputs
-            .values()
-            .map(|p| format!("{}/bin", p.in_store_dir()))
-            .collect::<Vec<_>>()
-            .join(":"),
-    );
-    if let Ok(term) = std::env::var("TERM") {
-        spec.env.insert("TERM".into(), term);
-    }
-    let roots: Vec<StorePath> = outputs.values().cloned().collect();
-    let closure = store.closure(&roots).map_err(store_error)?;
-    for path in &closure {
-        spec.binds.push(Bind {
-            source: store.host_path(path),
-            target: path.in_store_dir().into(),
-            writable: false,
-        });
-    }
-    // A hidden path gets a tmpfs, or an empty read-only directory where the bind holding it
-    // is read-only.
-    let mut hidden_binds = Vec::new();
-    for path in mounts.hidden {
-        let holder = mounts
-            .binds
-            .iter()
-            .filter(|b| path.starts_with(&b.target))
-            .max_by_key(|b| b.target.components().count());
-        if holder.is_some_and(|b| !b.writable) {
-            hidden_binds.push(Bind {
-                source: mounts.empty_dir.clone(),
-                target: path,
-                writable: false,
-            });
-        } else {
-            spec.tmpfs.push(path);
-        }
-    }
-    spec.binds.extend(mounts.binds);
-    spec.binds.extend(hidden_binds);
-    spec.cwd = if cwd.starts_with(project_root) {
-        cwd.to_path_buf()
-    } else {
-        project_root.to_path_buf()
-    };
-    spec.validate().map_err(|e| {
-        CliError::user(format!("cannot run `{}`: {e}", run.cmd))
-            .with_hint("check the `paths`, `read_only_paths` and `hidden_paths` of `run()`")
-    })?;
-    Ok(spec)
 }
 
 /// Version-control metadata directories (or files, as in git worktrees): never writable.
@@ -240,8 +168,6 @@ pub const VCS_SEARCH_DEPTH: usize = 4;
 struct Mounts {
     binds: Vec<Bind>,
     hidden: Vec<PathBuf>,
-    /// An empty directory, bound over hidden paths inside read-only binds.
-    empty_dir: PathBuf,
 }
 
 fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError> {
@@ -320,7 +246,6 @@ fn project_mounts(run: &RunSpec, project_root: &Path) -> Result<Mounts, CliError
             })
             .collect(),
         hidden: Vec::new(),
-        empty_dir: PathBuf::new(),
     };
     // A hidden path that does not exist has nothing to hide (and mounting over it would
     // create it in the project).

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 
 use super::{CliError, Context, ErrorClass};
 use crate::store::StorePath;
+use crate::store::local::fs::TreeError;
 use crate::store::local::{self, LocalStore, VerifyOptions, VerifyProblem};
-use crate::store::tree::TreeError;
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {

@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use crate::engine::job::run_job;
 use crate::engine::sandbox::SandboxExecutor;
-use crate::engine::{Cancel, ExecError, Executor};
+use crate::engine::{Cancel, ExecError};
 
 use super::flags::BuildFlags;
 use super::{CliError, Context, context};
@@ -58,9 +59,7 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         request.derivations.insert(hash, Arc::new(variant.clone()));
         let job = ctx.prepare_root(&request, hash, &options, args.flags.sandbox(&helper)?)?;
         let cancel = Cancel::new();
-        let result = executor.prepare(&job).and_then(|prepared| {
-            context::block_on(&cancel, executor.execute(job, prepared, cancel.clone()))
-        });
+        let result = context::block_on(&cancel, run_job(&executor, job, cancel.clone()));
         let label = format!("{} ({})", variant.name, test.location);
         match result {
             // Passing is exiting with 0; outputs do not matter for a test.

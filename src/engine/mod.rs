@@ -46,17 +46,19 @@
 //! The store side ([`BuildStore`], the protocol the scheduler speaks) and the executor
 //! ([`Executor`]) are small traits so the scheduler is tested with in-memory fakes
 //! (`scheduler/fake.rs`); [`local_store`] adapts the on-disk store and [`sandbox`] holds the
-//! real executor.
+//! real executor, its build directories in [`build_dir`]. [`job`] runs one derivation outside
+//! a graph (`bramble shell`, `bramble test`).
 
+pub mod build_dir;
 pub mod dao;
 pub mod fetch;
 pub mod graph;
+pub mod job;
 pub mod local_store;
 pub mod report;
 pub mod sandbox;
 pub mod scheduler;
 pub mod tool;
-pub mod workspace;
 
 /// The in-memory store and executor the scheduler is tested with.
 #[cfg(test)]
@@ -268,8 +270,86 @@ pub enum ExecError {
     Fetch { message: String },
     #[error("the build was cancelled")]
     Cancelled,
-    #[error("cannot run the build: {message}")]
-    Setup { message: String },
+    /// The build could not be set up or its sandbox not started; the message renders the
+    /// whole cause chain, so the variant itself has no `source`.
+    #[error("cannot run the build: {}", crate::store::local::error_chain(.0))]
+    Setup(SetupError),
+}
+
+impl From<SetupError> for ExecError {
+    fn from(e: SetupError) -> ExecError {
+        ExecError::Setup(e)
+    }
+}
+
+/// Why a build (or a program in a build's environment) could not be set up or started:
+/// the store's temporary directory, the build's directories, its sources, its tool, its
+/// root view, its spec, the helper.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The temporary directory holding build directories.
+    #[error(transparent)]
+    TempDir(crate::store::local::Error),
+    #[error(transparent)]
+    BuildDir(#[from] build_dir::BuildDirError),
+    #[error("cannot copy sources from `{}`", path.display())]
+    CopySources {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tool(#[from] tool::ToolError),
+    #[error("cannot create `{}`", path.display())]
+    ToolDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot copy `{}` of the tool `{tool}`", path.display())]
+    CopyTool {
+        path: PathBuf,
+        tool: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the root view `{root}` of `{drv}` is not a store path (`root` takes a derivation, \
+         e.g. a Debian package set)"
+    )]
+    RootNotInStore { root: String, drv: String },
+    #[error("the root view `{}` has no `usr` directory (is it a package set?)", path.display())]
+    RootWithoutUsr { path: PathBuf },
+    #[error(transparent)]
+    Spec(#[from] bramble_sandbox::SpecError),
+    #[error(
+        "no shell for `{drv}`: its builder is not a shell or busybox and no input has `bin/sh`"
+    )]
+    NoShell { drv: String },
+    #[error("cannot {op} `{}`", path.display())]
+    SpecFile {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot pass the spec descriptor")]
+    SpecFd { source: std::io::Error },
+    #[error("cannot run `{}`", helper.display())]
+    Helper {
+        helper: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot give the build directory to the builder's id")]
+    GiveDirs { source: std::io::Error },
+    /// An executor was asked to run a build it did not prepare (a bug).
+    #[error("the build of `{drv}` was not prepared")]
+    NotPrepared { drv: String },
+    /// A fetch's result could not be kept from `gc` until it is registered.
+    #[error(transparent)]
+    Hold(crate::store::local::Error),
+    /// A blocking step of the build panicked or was cancelled.
+    #[error("a blocking step of the build did not finish")]
+    Join { source: tokio::task::JoinError },
+    /// The executor of a graph expansion, which never builds, was asked to.
+    #[error("nothing is built while expanding a graph")]
+    NotBuilding,
 }
 
 /// Runs one resolved derivation.

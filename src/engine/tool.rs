@@ -45,7 +45,42 @@
 //! [`TOOL_VERSION`] are trusted to behave the same; a change that forgets the bump is
 //! caught only where a lock records the generated graph (DAOs), not for the assembly step.
 
+use std::io;
 use std::path::PathBuf;
+
+/// Why a tool cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(
+        "the builder `{builder}` needs version {version} of the tool `{tool}`, this bramble has \
+         version {TOOL_VERSION}\nhint: use the `lib/` of the same bramble \
+         (`load(\"bramble/...\", ...)`), or a bramble of that version"
+    )]
+    Version {
+        builder: String,
+        version: String,
+        tool: &'static str,
+    },
+    #[error("`{name}` is not a bramble tool (the tools are {})", TOOLS.map(|t| format!("`{t}`")).join(", "))]
+    Unknown { name: String },
+    #[error("cannot find the running bramble")]
+    CurrentExe { source: io::Error },
+    #[error(
+        "the tool `{}` does not exist\nhint: install `{name}` next to `bramble` or set {var}",
+        program.display()
+    )]
+    Missing {
+        program: PathBuf,
+        name: String,
+        var: &'static str,
+    },
+    #[error("cannot read `/proc/self/maps`")]
+    Maps { source: io::Error },
+    #[error("cannot resolve `{}`", path.display())]
+    Resolve { path: PathBuf, source: io::Error },
+    #[error("no dynamic loader is mapped into bramble (a static build?)")]
+    NoLoader,
+}
 
 /// The tools bramble can provide.
 pub const TOOLS: [&str; 2] = ["bramble-debian", "bramble-go"];
@@ -72,7 +107,7 @@ pub const SANDBOX_TOOL_DIR: &str = ".tool";
 
 /// The tool a builtin `builder` runs, if it names one: `Ok(None)` for a builder that is not
 /// a tool's, an error for `builtin:<tool>@N` of another version.
-pub fn tool_of(builder: &str) -> Result<Option<&'static str>, String> {
+pub fn tool_of(builder: &str) -> Result<Option<&'static str>, ToolError> {
     for (b, tool) in BUILDERS {
         if builder == b {
             return Ok(Some(tool));
@@ -82,11 +117,11 @@ pub fn tool_of(builder: &str) -> Result<Option<&'static str>, String> {
             .and_then(|r| r.strip_prefix(tool))
             .and_then(|r| r.strip_prefix('@'))
         {
-            return Err(format!(
-                "the builder `{builder}` needs version {version} of the tool `{tool}`, \
-                 this bramble has version {TOOL_VERSION}\nhint: use the `lib/` of the same \
-                 bramble (`load(\"bramble/...\", ...)`), or a bramble of that version"
-            ));
+            return Err(ToolError::Version {
+                builder: builder.to_owned(),
+                version: version.to_owned(),
+                tool,
+            });
         }
     }
     Ok(None)
@@ -96,12 +131,11 @@ pub fn tool_of(builder: &str) -> Result<Option<&'static str>, String> {
 pub const LOADER: &str = "ld.so";
 
 /// The entries of tool `name`: (path in the object, host file), sorted by the former.
-pub fn entries(name: &str) -> Result<Vec<(String, PathBuf)>, String> {
+pub fn entries(name: &str) -> Result<Vec<(String, PathBuf)>, ToolError> {
     if !TOOLS.contains(&name) {
-        return Err(format!(
-            "`{name}` is not a bramble tool (the tools are {})",
-            TOOLS.map(|t| format!("`{t}`")).join(", ")
-        ));
+        return Err(ToolError::Unknown {
+            name: name.to_owned(),
+        });
     }
     let var = if name == "bramble-go" {
         crate::env::BRAMBLE_GO_TOOL
@@ -111,22 +145,23 @@ pub fn entries(name: &str) -> Result<Vec<(String, PathBuf)>, String> {
     let program = match std::env::var_os(var).filter(|v| !v.is_empty()) {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()
-            .map_err(|e| format!("cannot find the running bramble: {e}"))?
+            .map_err(|source| ToolError::CurrentExe { source })?
             .with_file_name(name),
     };
     if !program.is_file() {
-        return Err(format!(
-            "the tool `{}` does not exist\nhint: install `{name}` next to `bramble` or set {var}",
-            program.display(),
-        ));
+        return Err(ToolError::Missing {
+            program,
+            name: name.to_owned(),
+            var,
+        });
     }
     bundle(name, program)
 }
 
 /// The entries of tool `name` whose program is `program`.
-fn bundle(name: &str, program: PathBuf) -> Result<Vec<(String, PathBuf)>, String> {
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map_err(|e| format!("cannot read `/proc/self/maps`: {e}"))?;
+fn bundle(name: &str, program: PathBuf) -> Result<Vec<(String, PathBuf)>, ToolError> {
+    let maps =
+        std::fs::read_to_string("/proc/self/maps").map_err(|source| ToolError::Maps { source })?;
     let mut entries = vec![(format!("bin/{name}"), program)];
     let mut seen = std::collections::BTreeSet::new();
     let mut loader = None;
@@ -142,15 +177,17 @@ fn bundle(name: &str, program: PathBuf) -> Result<Vec<(String, PathBuf)>, String
         if !path.starts_with('/') || !base.contains(".so") || !seen.insert(base.to_owned()) {
             continue;
         }
-        let real = std::fs::canonicalize(file)
-            .map_err(|e| format!("cannot resolve `{}`: {e}", file.display()))?;
+        let real = std::fs::canonicalize(file).map_err(|source| ToolError::Resolve {
+            path: file.to_owned(),
+            source,
+        })?;
         if base.starts_with("ld-") {
             loader = Some(real);
         } else {
             entries.push((format!("lib/{}", soname(base)), real));
         }
     }
-    let loader = loader.ok_or("no dynamic loader is mapped into bramble (a static build?)")?;
+    let loader = loader.ok_or(ToolError::NoLoader)?;
     entries.push((format!("lib/{LOADER}"), loader));
     entries.sort();
     Ok(entries)
@@ -189,25 +226,34 @@ mod tests {
             format!("builtin:bramble-debian@{}", super::TOOL_VERSION)
         );
         assert_eq!(
-            super::tool_of(super::DEBIAN_BUILDER),
-            Ok(Some("bramble-debian"))
+            super::tool_of(super::DEBIAN_BUILDER).unwrap(),
+            Some("bramble-debian")
         );
-        assert_eq!(super::tool_of("builtin:fetch_url"), Ok(None));
+        assert_eq!(super::tool_of("builtin:fetch_url").unwrap(), None);
         assert!(
             super::tool_of("builtin:bramble-debian@0")
                 .unwrap_err()
+                .to_string()
                 .contains("version 0")
         );
-        assert_eq!(super::tool_of(super::GO_BUILDER), Ok(Some("bramble-go")));
-        assert!(
+        assert_eq!(
+            super::tool_of(super::GO_BUILDER).unwrap(),
+            Some("bramble-go")
+        );
+        assert_eq!(
             super::tool_of("builtin:bramble-go@7")
                 .unwrap_err()
-                .contains("version 7 of the tool `bramble-go`")
+                .to_string(),
+            format!(
+                "the builder `builtin:bramble-go@7` needs version 7 of the tool `bramble-go`, \
+                 this bramble has version {}\nhint: use the `lib/` of the same bramble \
+                 (`load(\"bramble/...\", ...)`), or a bramble of that version",
+                super::TOOL_VERSION
+            )
         );
-        assert!(
-            super::entries("nope")
-                .unwrap_err()
-                .contains("not a bramble tool")
+        assert_eq!(
+            super::entries("nope").unwrap_err().to_string(),
+            "`nope` is not a bramble tool (the tools are `bramble-debian`, `bramble-go`)"
         );
     }
 }

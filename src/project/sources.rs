@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use crate::store::archive::{ArchiveError, Sink, Writer};
 use crate::store::local::LocalStore;
+use crate::store::local::fs::{RestoreOptions, Restorer};
 use crate::store::output::content_address;
-use crate::store::tree::{RestoreOptions, Restorer};
 use crate::store::{Hash, StorePath};
 
 pub use crate::lang::SourceStore as SourceSink;

@@ -8,7 +8,7 @@
 //!
 //! This module is pure: an encoder ([`Writer`], over any `io::Write`) and a decoder
 //! ([`decode`], over any `io::Read`) that both speak the push interface [`Sink`]. The
-//! file-system side (dump a directory, restore into one) lives in [`super::tree`].
+//! file-system side (dump a directory, restore into one) lives in [`super::local::fs`].
 //!
 //! # Byte format (version 1)
 //!
@@ -37,7 +37,7 @@
 //! [`decode`] treats its input as untrusted: nesting depth, name and target lengths and the
 //! total content size are bounded by [`Limits`], all arithmetic is checked, every name is
 //! validated before a sink sees it, and truncation or trailing bytes are errors. It never
-//! panics; the file-system sink in [`super::tree`] additionally never writes through a
+//! panics; the file-system sink in [`super::local::fs`] additionally never writes through a
 //! symlink.
 
 use std::io::{self, Read, Write};
@@ -222,11 +222,6 @@ impl<W: Write> Writer<W> {
         w.put(MAGIC)?;
         w.put(&VERSION.to_le_bytes())?;
         Ok(w)
-    }
-
-    /// Bytes written so far.
-    pub fn bytes_written(&self) -> u64 {
-        self.written
     }
 
     /// Finish: the root node must be complete. Returns the output and the archive size.

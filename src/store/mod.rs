@@ -1,6 +1,12 @@
-//! The leaf of the architecture: hashes, store paths, derivations and templates, and what a
-//! fetch is ([`fetch`]: its spec, pins and records, read by `bramble.lock`) — pure code
-//! that does no I/O and never panics on input — plus, in [`local`], the on-disk store.
+//! The leaf of the architecture: hashes, store paths, derivations and templates, the archive
+//! format, output hashing and reference scanning, and what a fetch is ([`fetch`]: its spec,
+//! pins and records, read by `bramble.lock`). Everything at this level is pure code that
+//! does no I/O and never panics on input: the archive encoder and decoder work over any
+//! `io::Write`/`io::Read`, and scanning, rewriting and the `h1` hash over byte streams.
+//!
+//! The I/O lives in [`local`], the on-disk store: its database, locks and gc, and
+//! [`local::fs`], which dumps a directory tree into the archive format, restores one and
+//! removes one, through directory descriptors.
 //!
 //! Everything else in Bramble depends on these types; they depend on nothing of Bramble's.
 
@@ -14,7 +20,6 @@ pub mod order;
 pub mod output;
 pub mod path;
 pub mod template;
-pub mod tree;
 
 pub use derivation::{Derivation, DerivationError, Sources, Templates, host_platform};
 pub use hash::{Hash, ParseHashError};

@@ -1,5 +1,5 @@
 //! Output hashing modulo self-references, placeholder rewriting and reference scanning. Pure,
-//! streaming code: the file-system walk that feeds it is in [`super::tree`].
+//! streaming code: the file-system walk that feeds it is in [`super::local::fs`].
 //!
 //! # How a content-addressed store path is named
 //!

@@ -10,7 +10,7 @@
 //! or hashed.
 
 use super::{FetchError, FetchRequest, Fetcher};
-use crate::engine::{Built, Cancel, ExecError, Executor, Job, StagedOutput};
+use crate::engine::{Built, Cancel, ExecError, Executor, Job, SetupError, StagedOutput};
 use crate::store::local::error_chain;
 
 /// Runs fetch derivations itself and everything else with `inner`.
@@ -50,9 +50,10 @@ impl<E: Executor> Executor for WithFetchers<E> {
         let req = match (FetchRequest::from_derivation(&job.drv), prepared) {
             (Ok(None), Some(prepared)) => return self.inner.execute(job, prepared, cancel).await,
             (Ok(None), None) => {
-                return Err(ExecError::Setup {
-                    message: format!("the build of `{}` was not prepared", job.drv.name),
-                });
+                return Err(SetupError::NotPrepared {
+                    drv: job.drv.name.clone(),
+                }
+                .into());
             }
             (Ok(Some(req)), _) => req,
             (Err(e), _) => return Err(exec_error(&e.into())),
@@ -76,12 +77,8 @@ impl<E> WithFetchers<E> {
         let (held, path) = (store.clone(), fetched.path.clone());
         let hold = tokio::task::spawn_blocking(move || held.hold(&path))
             .await
-            .map_err(|e| ExecError::Setup {
-                message: e.to_string(),
-            })?
-            .map_err(|e| ExecError::Setup {
-                message: error_chain(&e),
-            })?;
+            .map_err(|source| SetupError::Join { source })?
+            .map_err(SetupError::Hold)?;
         Ok(Built {
             outputs: vec![StagedOutput {
                 name: "out".to_owned(),

@@ -71,8 +71,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::{NullReporter, Reporter};
+use crate::store::local::fs::TreeError;
 use crate::store::local::{LocalStore, hash_tree};
-use crate::store::tree::TreeError;
 use crate::store::{Hash, StorePath};
 
 pub use crate::store::fetch::{
@@ -351,7 +351,7 @@ impl Fetcher {
                                     candidate.clone(),
                                     crate::store::local::error_chain(&e),
                                 ));
-                                let _ = crate::store::tree::remove(&attempt);
+                                let _ = crate::store::local::fs::remove(&attempt);
                             }
                             Err(e) => return Err(e),
                         }
@@ -380,7 +380,7 @@ impl Fetcher {
                 })?;
                 tokio::task::spawn_blocking(move || {
                     let r = git::fetch(&url, &rev, &dest, &scratch);
-                    let _ = crate::store::tree::remove(&scratch);
+                    let _ = crate::store::local::fs::remove(&scratch);
                     r
                 })
                 .await

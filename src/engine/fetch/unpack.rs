@@ -43,7 +43,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use crate::store::archive::{COPY_BUFFER, check_target};
 pub use crate::store::fetch::Format;
-use crate::store::tree;
+use crate::store::local::fs;
 
 /// Memory the xz decoder may use (its dictionary); xz files made with `-9` need 64 MiB.
 const XZ_MEMLIMIT: u64 = 256 << 20;
@@ -147,18 +147,6 @@ pub fn unpack(
         _ => decompress(format, BufReader::new(file), archive)
             .and_then(|stream| ex.tar(stream, format, archive)),
     };
-    ex.conclude(result)
-}
-
-/// Unpack a tar stream (e.g. `git archive` output) into `dest`; see [`unpack`].
-pub fn unpack_tar_stream(
-    stream: impl Read,
-    what: &Path,
-    dest: &Path,
-    limits: &UnpackLimits,
-) -> Result<UnpackStats, UnpackError> {
-    let mut ex = Extractor::create(dest, *limits)?;
-    let result = ex.tar(Box::new(stream), Format::Tar, what);
     ex.conclude(result)
 }
 
@@ -285,7 +273,7 @@ impl Extractor {
             Err(e) => {
                 let dest = self.dest.clone();
                 drop(self);
-                if let Err(rm) = tree::remove(&dest) {
+                if let Err(rm) = fs::remove(&dest) {
                     tracing::warn!("cannot remove a partial extraction: {rm}");
                 }
                 Err(e)

@@ -89,9 +89,7 @@ impl Executor for NoBuilds {
     }
 
     async fn execute(&self, _job: Job, (): (), _cancel: Cancel) -> Result<Built, ExecError> {
-        Err(ExecError::Setup {
-            message: "nothing is built while expanding a graph".into(),
-        })
+        Err(crate::engine::SetupError::NotBuilding.into())
     }
 }
 

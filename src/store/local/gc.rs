@@ -15,9 +15,10 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::fs;
 use super::lock::{self, LockMode, PathLock};
 use super::{Error, LocalStore, hash_tree};
-use crate::store::{Hash, STORE_DIR, StorePath, tree};
+use crate::store::{Hash, STORE_DIR, StorePath};
 
 /// Options of [`LocalStore::verify`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -152,7 +153,7 @@ impl LocalStore {
             let set: BTreeSet<StorePath> = locks.iter().map(|(p, _)| p.clone()).collect();
             self.db().unregister(&set)?;
             for (path, l) in locks {
-                tree::remove(&self.host_path(&path))?;
+                fs::remove(&self.host_path(&path))?;
                 lock::remove_locked(l);
                 report.removed.insert(path);
             }
@@ -313,7 +314,7 @@ impl LocalStore {
             let set: BTreeSet<StorePath> = held.iter().map(|(p, _)| p.clone()).collect();
             self.db().unregister(&set)?;
             for (p, l) in held {
-                report.freed_bytes += tree::remove(&self.host_path(&p))?;
+                report.freed_bytes += fs::remove(&self.host_path(&p))?;
                 lock::remove_locked(l);
                 report.deleted.push(p);
             }
@@ -351,7 +352,7 @@ impl LocalStore {
             report.freed_bytes += if dry {
                 tree_size(&entry.path())
             } else {
-                tree::remove(&entry.path())?
+                fs::remove(&entry.path())?
             };
             report.leftovers.push(entry.path());
             drop(lock);
@@ -370,7 +371,7 @@ impl LocalStore {
             report.freed_bytes += if dry {
                 tree_size(&entry.path())
             } else {
-                tree::remove(&entry.path())?
+                fs::remove(&entry.path())?
             };
             report.leftovers.push(entry.path());
             if dry {

@@ -201,7 +201,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Err(err) = crate::store::tree::remove(&self.path) {
+        if let Err(err) = crate::store::local::fs::remove(&self.path) {
             tracing::warn!("cannot remove temporary directory: {err}");
         }
         if let Some(lock) = self.lock.take() {

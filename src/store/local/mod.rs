@@ -1,5 +1,6 @@
 //! The on-disk store: where store objects live on the host, their SQLite database, atomic
-//! adds, per-path locks, `verify` and `gc`.
+//! adds, per-path locks, `verify` and `gc`. [`fs`] is its file-system side of the archive
+//! format: dumping a tree, restoring one, removing one, all through descriptors.
 //!
 //! # Layout
 //!
@@ -50,6 +51,7 @@
 //! its closure.
 
 mod db;
+pub mod fs;
 mod gc;
 mod home;
 mod lock;
@@ -68,11 +70,11 @@ pub use lock::{KeyLock, PathLock, TempDir};
 pub use repair::RebuildReport;
 
 use self::db::Db;
+use self::fs::{DumpOptions, RestoreOptions, TreeError};
 use self::lock::LockMode;
 use super::archive::Writer;
 use super::output::{RefScanner, Rewrite, Tee, content_address};
 use super::path::{StorePathError, validate_name};
-use super::tree::{self, DumpOptions, RestoreOptions, TreeError};
 use super::{Derivation, DerivationError, Hash, StorePath};
 
 /// Errors of the local store.
@@ -194,7 +196,7 @@ const HASHED_FILE_MAX: u64 = 256 * 1024;
 /// larger than [`HASHED_FILE_MAX`] stops the hashing (`archive` becomes `None`) and the
 /// copy is hashed afterwards as before.
 struct Hashing {
-    restorer: tree::Restorer,
+    restorer: fs::Restorer,
     archive: Option<Writer<Sha256>>,
     /// One file's contents.
     buf: Vec<u8>,
@@ -296,7 +298,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
 /// Hash of the archive of the tree at `path`, and the archive's size.
 pub fn hash_tree(path: &Path) -> Result<(Hash, u64), TreeError> {
     let mut w = Writer::new(Sha256::new())?;
-    tree::dump(path, &mut w, &DumpOptions::default())?;
+    fs::dump(path, &mut w, &DumpOptions::default())?;
     let (sha, size) = w.finish()?;
     Ok((Hash::from_sha256(&sha.finalize().into()), size))
 }
@@ -456,7 +458,7 @@ impl LocalStore {
         }
         let tmp = self.tmp_dir("add")?;
         let staged = tmp.path().join("object");
-        tree::copy(src, &staged, &DumpOptions::default(), store_restore())?;
+        fs::copy(src, &staged, &DumpOptions::default(), store_restore())?;
         let (archive_hash, archive_size) = hash_tree(&staged)?;
         if archive_hash != digest {
             return Err(Error::SourceChanged {
@@ -473,7 +475,7 @@ impl LocalStore {
         validate_name(name)?;
         let tmp = self.tmp_dir("import")?;
         let staged = tmp.path().join("object");
-        tree::restore(
+        fs::restore(
             archive,
             &staged,
             &super::archive::Limits::default(),
@@ -521,7 +523,7 @@ impl LocalStore {
             return Err(Error::NotValid { path: path.clone() });
         }
         let mut w = Writer::new(out)?;
-        tree::dump(&self.host_path(path), &mut w, &DumpOptions::default())?;
+        fs::dump(&self.host_path(path), &mut w, &DumpOptions::default())?;
         Ok(w.finish()?.1)
     }
 
@@ -601,7 +603,7 @@ impl LocalStore {
         let placeholder = out.placeholder.hash();
         let scanner = RefScanner::new(out.candidate_refs.iter().map(StorePath::hash));
         let mut w = Writer::new(Tee(Sha256::new(), scanner))?;
-        let stats = tree::dump(
+        let stats = fs::dump(
             out.built,
             &mut w,
             &DumpOptions {
@@ -641,7 +643,7 @@ impl LocalStore {
             Some(dir) => {
                 let staged = dir.join(path.to_string());
                 // A leftover of an earlier failed attempt in the same directory.
-                tree::remove(&staged)?;
+                fs::remove(&staged)?;
                 staged
             }
             None => {
@@ -652,11 +654,11 @@ impl LocalStore {
         // The archive of what is written is hashed as it is written (see `Hashing`); pass 3
         // re-reads the copy only when a file was too large to hash that way.
         let mut sink = Hashing {
-            restorer: tree::Restorer::new(&staged, store_restore())?,
+            restorer: fs::Restorer::new(&staged, store_restore())?,
             archive: Some(Writer::new(Sha256::new())?),
             buf: Vec::new(),
         };
-        tree::dump(
+        fs::dump(
             out.built,
             &mut sink,
             &DumpOptions {
@@ -713,7 +715,7 @@ impl LocalStore {
         let dest = self.host_path(path);
         // An unregistered leftover (a crash between rename and registration): nobody else
         // can be writing it, since we hold the path's lock.
-        tree::remove(&dest)?;
+        fs::remove(&dest)?;
         let root = match rustix::fs::open(
             staged,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -735,7 +737,7 @@ impl LocalStore {
         if let Some(fd) = &root {
             chmod(fd, 0o555, &dest)?;
         }
-        tree::sync(&dest)?;
+        fs::sync(&dest)?;
         Ok(())
     }
 
@@ -807,15 +809,6 @@ impl LocalStore {
         self.home.join("gcroots")
     }
 
-    /// Make `path` a gc root named `name` (a symlink `<home>/gcroots/<name>`).
-    pub fn add_root(&self, name: &str, path: &StorePath) -> Result<PathBuf, Error> {
-        validate_name(name)?;
-        if !self.is_valid(path)? {
-            return Err(Error::NotValid { path: path.clone() });
-        }
-        self.replace_root_link(&self.gcroots_dir().join(name), &self.host_path(path))
-    }
-
     /// Register the symlink `link` (e.g. a `result` link in a project) as an indirect root:
     /// whatever store path it points at stays alive while the link exists.
     pub fn add_indirect_root(&self, link: &Path) -> Result<PathBuf, Error> {
@@ -827,16 +820,6 @@ impl LocalStore {
     fn replace_root_link(&self, root: &Path, target: &Path) -> Result<PathBuf, Error> {
         replace_symlink(target, root).map_err(io_err("create gc root", root))?;
         Ok(root.to_owned())
-    }
-
-    /// Remove the gc root `name` (missing is fine).
-    pub fn remove_root(&self, name: &str) -> Result<(), Error> {
-        validate_name(name)?;
-        let root = self.gcroots_dir().join(name);
-        match std::fs::remove_file(&root) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &root)(e)),
-            _ => Ok(()),
-        }
     }
 }
 

@@ -21,11 +21,11 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use super::fs::{self, DumpOptions};
 use super::lock::LockMode;
 use super::{Error, LocalStore, PathInfo, db, hash_tree, io_err};
 use crate::store::archive::Writer;
 use crate::store::output::{RefScanner, Rewrite, Tee, content_address};
-use crate::store::tree::{self, DumpOptions};
 use crate::store::{Hash, StorePath};
 
 /// What [`LocalStore::rebuild_db`] did.
@@ -197,7 +197,7 @@ impl LocalStore {
         let own = path.hash();
         let scanner = RefScanner::new(by_hash.keys().copied().filter(|h| *h != own));
         let mut w = Writer::new(Tee(Sha256::new(), scanner))?;
-        let stats = tree::dump(
+        let stats = fs::dump(
             &host,
             &mut w,
             &DumpOptions {

@@ -34,7 +34,7 @@ fn add_dir_is_content_addressed_read_only_and_deduplicated() {
     );
     let m = std::fs::symlink_metadata(host.join("sub/run")).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o555);
-    assert_eq!(m.mtime(), tree::STORE_MTIME);
+    assert_eq!(m.mtime(), fs::STORE_MTIME);
     assert_eq!(std::fs::metadata(&host).unwrap().mode() & 0o7777, 0o555);
     let info = store.path_info(&p).unwrap().unwrap();
     assert_eq!(info.archive_hash, hash_tree(&host).unwrap().0);
@@ -224,7 +224,7 @@ fn verify_reports_corruption_and_missing_paths_and_repairs() {
     std::fs::set_permissions(store.host_path(&bad), PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&file, PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(&file, "#!/bin/sH\n").unwrap();
-    tree::remove(&store.host_path(&gone)).unwrap();
+    fs::remove(&store.host_path(&gone)).unwrap();
 
     let report = store.verify(&VerifyOptions::default()).unwrap();
     assert_eq!(report.checked, 3);

@@ -22,10 +22,10 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// Why a build directory could not be created or removed.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkspaceError {
-    #[error("cannot create a build directory in `{dir}`: {source}")]
+pub enum BuildDirError {
+    #[error("cannot create a build directory in `{}`", dir.display())]
     Create { dir: PathBuf, source: io::Error },
-    #[error("cannot remove build directory `{path}`: {source}")]
+    #[error("cannot remove build directory `{}`", path.display())]
     Remove { path: PathBuf, source: io::Error },
 }
 
@@ -46,13 +46,13 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 
 impl BuildDir {
     /// Create a fresh build directory `build-<random>` (mode 0700) in `tmp`.
-    pub fn create(tmp: &Path) -> Result<BuildDir, WorkspaceError> {
+    pub fn create(tmp: &Path) -> Result<BuildDir, BuildDirError> {
         BuildDir::create_prefixed(tmp, "build-")
     }
 
     /// Create a fresh private directory `<prefix><random>` (mode 0700) in `tmp`.
-    pub fn create_prefixed(tmp: &Path, prefix: &str) -> Result<BuildDir, WorkspaceError> {
-        let create = |source| WorkspaceError::Create {
+    pub fn create_prefixed(tmp: &Path, prefix: &str) -> Result<BuildDir, BuildDirError> {
+        let create = |source| BuildDirError::Create {
             dir: tmp.to_owned(),
             source,
         };
@@ -91,9 +91,9 @@ impl BuildDir {
     }
 
     /// Remove the directory and everything in it now.
-    pub fn remove(mut self) -> Result<(), WorkspaceError> {
+    pub fn remove(mut self) -> Result<(), BuildDirError> {
         self.keep = true;
-        remove_at(&self.parent, &self.name).map_err(|source| WorkspaceError::Remove {
+        remove_at(&self.parent, &self.name).map_err(|source| BuildDirError::Remove {
             path: self.path.clone(),
             source,
         })

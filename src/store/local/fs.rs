@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
-use super::archive::{ArchiveError, Limits, Sink, copy_buffer_len};
-use super::output::{Rewrite, RewriteReader};
+use crate::store::archive::{ArchiveError, Limits, Sink, copy_buffer_len};
+use crate::store::output::{Rewrite, RewriteReader};
 
 /// Modification time given to every store object (seconds since the epoch), as in Nix.
 pub const STORE_MTIME: i64 = 1;
@@ -290,7 +290,7 @@ impl Dumper {
                 sink.begin_directory(archive_name).map_err(Into::into)?;
                 for (disk, archived) in &entries {
                     path.push(OsStr::from_bytes(disk.to_bytes()));
-                    if let Err(reason) = super::archive::check_name(archived) {
+                    if let Err(reason) = crate::store::archive::check_name(archived) {
                         return Err(TreeError::BadName {
                             path: path.clone(),
                             reason,
@@ -559,7 +559,7 @@ pub fn restore<R: Read>(
     options: RestoreOptions,
 ) -> Result<(), TreeError> {
     let mut restorer = Restorer::new(dest, options)?;
-    super::archive::decode(r, &mut restorer, limits)?;
+    crate::store::archive::decode(r, &mut restorer, limits)?;
     if options.fsync {
         restorer.sync_parent()?;
     }
