@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
+use bramble::error::Diagnose;
 use bramble::golang;
 
 fn main() -> ExitCode {

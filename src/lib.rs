@@ -18,6 +18,8 @@
 //! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml) and the reading of
 //!          configuration files (regular files only).
 //! env      every BRAMBLE_* environment variable, declared once.
+//! error    the Diagnose trait: every module error's class (user, environment, internal:
+//!          the exit code) and hint.
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
@@ -33,6 +35,7 @@ pub mod config;
 pub mod debian;
 pub mod engine;
 pub mod env;
+pub mod error;
 pub mod golang;
 pub mod lang;
 pub mod project;

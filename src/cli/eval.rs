@@ -27,8 +27,7 @@ pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &args.references,
         &MemorySources::default(),
         &print_to_stderr,
-    )
-    .map_err(project_ctx::error)?;
+    )?;
     // What a build would run: with bramble.lock's pins in the fetch derivations.
     let (evaluation, _) = super::lockfile::pin(evaluation, &project.root)?;
     let text = if args.json {

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::engine::fetch::{
     FetchError, FetchRequest, FetchSpec, Fetcher, Format, Pin, Progress, sha256_hex,
 };
-use crate::store::local::{LocalStore, error_chain};
+use crate::store::local::LocalStore;
 
 use super::{CliError, Context};
 
@@ -87,28 +87,9 @@ pub fn default_name(url: &str) -> String {
     }
 }
 
-/// A fetch failure as the CLI shows it.
+/// A fetch failure as the CLI shows it (for callers that map errors by function).
 pub fn fetch_error(e: &FetchError) -> CliError {
-    let message = error_chain(e);
-    let err = match e {
-        FetchError::Mismatch { .. }
-        | FetchError::Mirror(_)
-        | FetchError::BadDerivation { .. }
-        | FetchError::Unpack { .. }
-        | FetchError::Git(crate::engine::fetch::GitError::NotACommitHash { .. }) => {
-            CliError::user(message)
-        }
-        FetchError::Download(crate::engine::fetch::DownloadError::Status { .. })
-        | FetchError::Download(crate::engine::fetch::DownloadError::BadUrl { .. })
-        | FetchError::Download(crate::engine::fetch::DownloadError::Scheme { .. }) => {
-            CliError::user(message)
-        }
-        _ => CliError::environment(message),
-    };
-    match e.hint() {
-        Some(h) => err.with_hint(h),
-        None => err,
-    }
+    CliError::diagnosed(e)
 }
 
 pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
@@ -153,8 +134,8 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.url));
     let req = FetchRequest { spec, name, pin };
     // The same checks a fetch derivation gets.
-    FetchRequest::from_derivation(&req.to_derivation()).map_err(|e| fetch_error(&e))?;
-    let store = LocalStore::open_default().map_err(|e| CliError::environment(error_chain(&e)))?;
+    FetchRequest::from_derivation(&req.to_derivation())?;
+    let store = LocalStore::open_default()?;
     let mut fetcher = Fetcher::new(Arc::new(store));
     fetcher.progress = Arc::new(Lines::default());
     let mut mirrors = super::session::load_mirrors()?;
@@ -174,7 +155,7 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
                 }
             }
             Err(crate::project::Error::NoManifest { .. }) => {}
-            Err(e) => return Err(super::project_ctx::error(e)),
+            Err(e) => return Err(e.into()),
         }
     }
     fetcher.mirrors = Arc::new(mirrors);
@@ -183,9 +164,7 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::environment(format!("cannot start the async runtime: {e}")))?;
-    let fetched = runtime
-        .block_on(fetcher.fetch(&req))
-        .map_err(|e| fetch_error(&e))?;
+    let fetched = runtime.block_on(fetcher.fetch(&req))?;
     let host = fetcher.store.host_path(&fetched.path);
     if args.json {
         let doc = serde_json::json!({

@@ -32,9 +32,7 @@ pub fn locked(flag: bool) -> bool {
 }
 
 fn lock_error(e: &lock::LockError) -> CliError {
-    CliError::user(crate::store::local::error_chain(e)).with_hint(format!(
-        "fix or delete `{LOCK_FILE}`; a build records it again"
-    ))
+    CliError::diagnosed(e)
 }
 
 /// Apply `<project_dir>/bramble.lock` to an evaluation: fetch derivations get their pins,
@@ -71,8 +69,7 @@ pub fn pin(mut evaluation: Evaluation, project_dir: &Path) -> Result<(Evaluation
 
 /// Refuse unpinned fetches.
 pub fn require_pinned(pins: &Pins) -> Result<(), CliError> {
-    lock::require_pinned(&pins.pinned)
-        .map_err(|e| CliError::user(e.to_string()).with_hint(e.hint()))
+    Ok(lock::require_pinned(&pins.pinned)?)
 }
 
 /// Record every unpinned fetch that ran or is realised, and the graph of every DAO spliced

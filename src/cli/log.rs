@@ -15,7 +15,7 @@ use clap::Args;
 
 use crate::store::{Hash, StorePath};
 
-use super::session::{self, Session, store_error};
+use super::session::{self, Session};
 use super::{CliError, Context};
 
 #[derive(Debug, Args)]
@@ -34,7 +34,7 @@ pub fn run(args: LogArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let mut stdout = std::io::stdout().lock();
     let raw = args.raw || !std::io::IsTerminal::is_terminal(&stdout);
     for drv in drvs {
-        let log = session.store.get_log(drv).map_err(store_error)?;
+        let log = session.store.get_log(drv)?;
         let Some(log) = log else {
             return Err(
                 CliError::user(format!("no build log of derivation `{drv}` in the store"))
@@ -61,7 +61,7 @@ fn derivations_of(session: &Session, target: &str) -> Result<Vec<Hash>, CliError
     if let Ok(path) = StorePath::from_path_str(target)
         && (looks_like_path || !target.contains(':'))
     {
-        let info = session.store.path_info(&path).map_err(store_error)?;
+        let info = session.store.path_info(&path)?;
         let Some(info) = info else {
             return Err(CliError::user(format!(
                 "`{target}` is not a valid store path"

@@ -14,7 +14,7 @@ use crate::engine::sandbox::{SandboxConfig, SandboxExecutor};
 use crate::engine::{
     self, BuildGraph, BuildOptions, BuildReport, Cancel, Engine, ExecError, FailureKind, Job, Plan,
 };
-use crate::store::local::{LocalStore, error_chain};
+use crate::store::local::LocalStore;
 use crate::store::{Derivation, Hash, OutputRef, StorePath, Templates};
 
 use super::progress::Progress;
@@ -215,14 +215,7 @@ pub(crate) use super::store::store_error;
 /// The mirror configuration of this run without a project's: `BRAMBLE_MIRROR_*`, the
 /// user's config file and the apt sources below `$BRAMBLE_APT_ROOT` (default `/`).
 pub fn load_mirrors() -> Result<Mirrors, CliError> {
-    let user = crate::config::UserConfig::load().map_err(|e| {
-        let hint = e.hint();
-        let err = CliError::user(error_chain(&e));
-        match hint {
-            Some(h) => err.with_hint(h),
-            None => err,
-        }
-    })?;
+    let user = crate::config::UserConfig::load()?;
     let mut layers = vec![Layer::from_env(std::env::vars())];
     layers.extend(user.mirrors);
     let apt_root = std::env::var_os(crate::env::BRAMBLE_APT_ROOT)
@@ -293,7 +286,11 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
         return Ok(());
     }
     for failure in &report.failures {
-        let what = format!("building `{}` failed: {}", failure.name, failure.kind);
+        let what = format!(
+            "building `{}` failed: {}",
+            failure.name,
+            crate::error::chain(&failure.kind)
+        );
         eprintln!("error: {}", super::terminal::sanitise(&what));
         match &failure.kind {
             FailureKind::Exec(
@@ -324,15 +321,11 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
                     eprintln!("note: the build directory was kept at `{}`", kept.display());
                 }
             }
-            FailureKind::NotDeterministic { .. } => {
-                eprintln!("hint: the derivation is not reproducible: compare both paths")
-            }
-            FailureKind::Dao(e) => {
-                if let Some(hint) = e.hint() {
+            kind => {
+                if let Some(hint) = crate::error::Diagnose::hint(kind) {
                     eprintln!("hint: {hint}");
                 }
             }
-            _ => {}
         }
     }
     Err(super::build::failure_error(report))
@@ -425,8 +418,7 @@ pub fn evaluate(session: &Session, refs: &[String]) -> Result<Evaluated, CliErro
     };
     // `print()` of `.bramble` files: text others may have written.
     let printer = |line: &str| eprintln!("{}", super::terminal::sanitise(line));
-    let evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)
-        .map_err(super::project_ctx::error)?;
+    let evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)?;
     // bramble.lock's pins become part of the fetch derivations (and so of every build key
     // that depends on them); the build records what was pinned nowhere.
     let (evaluation, pins) = super::lockfile::pin(evaluation, &project.root)?;

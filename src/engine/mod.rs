@@ -87,6 +87,20 @@ pub enum Error {
     Store(#[from] StoreError),
 }
 
+impl crate::error::Diagnose for Error {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            Error::UnknownRoot { .. } => Class::Internal,
+            Error::UnknownDerivation { .. }
+            | Error::UnknownOutput { .. }
+            | Error::Cycle { .. }
+            | Error::Derivation(_) => Class::User,
+            Error::Store(_) => Class::Environment,
+        }
+    }
+}
+
 /// A failure of the store behind [`BuildStore`]; displays its whole cause chain.
 #[derive(Debug)]
 pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
@@ -319,13 +333,63 @@ pub enum ExecError {
         "the builder did not create output `{output}`\nhint: a builder writes its output to the path in `${output}` (a file or a directory)"
     )]
     MissingOutput { output: String },
-    /// A fetch failed: the fetcher's message (what, where) and its hint lines.
-    #[error("{message}")]
-    Fetch { message: String },
+    /// A fetch failed (its class and hint are the fetch error's).
+    #[error(transparent)]
+    Fetch(Box<fetch::FetchError>),
     #[error("the build was cancelled")]
     Cancelled,
     #[error("cannot run the build: {message}")]
     Setup { message: String },
+}
+
+impl crate::error::Diagnose for ExecError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            // The builder, its limits and its outputs are the user's.
+            ExecError::Failed { .. }
+            | ExecError::Sandbox { .. }
+            | ExecError::MissingOutput { .. }
+            | ExecError::Cancelled => Class::User,
+            ExecError::Fetch(e) => e.class(),
+            ExecError::Setup { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            ExecError::Failed { hint, .. } | ExecError::Sandbox { hint, .. } => hint.clone(),
+            ExecError::Fetch(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// Implemented here rather than next to [`FailureKind`] in `scheduler`: the classes of the
+/// engine's errors read together.
+impl crate::error::Diagnose for FailureKind {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            FailureKind::Exec(e) => e.class(),
+            FailureKind::Store(_) => Class::Environment,
+            FailureKind::Resolve(e) => e.class(),
+            FailureKind::Dao(e) => e.class(),
+            FailureKind::Splice(e) => e.class(),
+            FailureKind::NotDeterministic { .. } => Class::User,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            FailureKind::Exec(e) => e.hint(),
+            FailureKind::Dao(e) => e.hint(),
+            FailureKind::NotDeterministic { .. } => {
+                Some("the derivation is not reproducible: compare both paths".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Runs one resolved derivation.

@@ -38,16 +38,16 @@ pub trait SourceStore {
 }
 
 /// Everything that can go wrong while evaluating `.bramble` files.
+///
+/// Each message holds its cause and no variant has a `source`: these errors travel through
+/// Starlark diagnostics, which show the message alone.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Starlark error, already rendered with its location, source line and call stack.
     #[error("{rendered}")]
     Eval { rendered: String },
-    #[error("cannot read `{path}`: {source}")]
-    ReadFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read `{path}`: {error}")]
+    ReadFile { path: String, error: std::io::Error },
     #[error(
         "cannot load `{load}`: no module named `{prefix}` is known here (this project is `{package}`)"
     )]
@@ -117,7 +117,7 @@ pub enum Error {
     #[error("cannot add file sets from different directories (`{left}` and `{right}`)")]
     FilesBaseMismatch { left: String, right: String },
     #[error("invalid derivation: {0}")]
-    InvalidDerivation(#[from] crate::store::DerivationError),
+    InvalidDerivation(crate::store::DerivationError),
     #[error("cannot add the sources of `{name}` to the store: {message}")]
     Sources { name: String, message: String },
     #[error("{message}")]
@@ -143,4 +143,27 @@ pub enum Error {
         function: String,
         got: String,
     },
+}
+
+impl From<crate::store::DerivationError> for Error {
+    fn from(e: crate::store::DerivationError) -> Error {
+        Error::InvalidDerivation(e)
+    }
+}
+
+impl crate::error::Diagnose for Error {
+    /// Evaluation errors are the `.bramble` file's: the evaluator runs nothing else.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Aborted { .. } => Some(
+                "the statement builds a value too large to evaluate (a huge list or string?)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }

@@ -91,6 +91,16 @@ pub enum LockError {
     },
 }
 
+impl crate::error::Diagnose for LockError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some("fix or delete `bramble.lock`; a build records it again".into())
+    }
+}
+
 /// What is recorded for one fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockEntry {
@@ -492,9 +502,13 @@ pub struct Unpinned {
     pub specs: Vec<FetchSpec>,
 }
 
-impl Unpinned {
-    pub fn hint(&self) -> String {
-        "build once without `--locked` (and without CI=true) to record their hashes, then commit `bramble.lock`".into()
+impl crate::error::Diagnose for Unpinned {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some("build once without `--locked` (and without CI=true) to record their hashes, then commit `bramble.lock`".into())
     }
 }
 

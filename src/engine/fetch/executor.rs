@@ -20,13 +20,8 @@ pub struct WithFetchers<E> {
     pub fetcher: Fetcher,
 }
 
-fn exec_error(e: &FetchError) -> ExecError {
-    let mut message = error_chain(e);
-    if let Some(hint) = e.hint() {
-        message.push_str("\nhint: ");
-        message.push_str(&hint);
-    }
-    ExecError::Fetch { message }
+fn exec_error(e: FetchError) -> ExecError {
+    ExecError::Fetch(Box::new(e))
 }
 
 impl<E: Executor> Executor for WithFetchers<E> {
@@ -55,7 +50,7 @@ impl<E: Executor> Executor for WithFetchers<E> {
                 });
             }
             (Ok(Some(req)), _) => req,
-            (Err(e), _) => return Err(exec_error(&e)),
+            (Err(e), _) => return Err(exec_error(e)),
         };
         tokio::select! {
             r = self.stage(&req, &job) => r,
@@ -69,7 +64,7 @@ impl<E> WithFetchers<E> {
     /// already holds the pinned result) and hand the stored path to the scheduler, which
     /// registers it as the realisation with nothing copied or hashed again.
     async fn stage(&self, req: &FetchRequest, job: &Job) -> Result<Built, ExecError> {
-        let fetched = self.fetcher.fetch(req).await.map_err(|e| exec_error(&e))?;
+        let fetched = self.fetcher.fetch(req).await.map_err(exec_error)?;
         let store = &self.fetcher.store;
         // Kept from gc until the realisation is registered (dropped with the workspace). The
         // lock may wait for another fetch adding the same path: off the async threads.

@@ -55,9 +55,19 @@ pub enum GitError {
     },
 }
 
-impl GitError {
-    /// Advice for the user, if there is any.
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Diagnose for GitError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            GitError::BadUrl { .. } | GitError::NotACommitHash { .. } => Class::User,
+            GitError::Spawn { .. }
+            | GitError::Failed { .. }
+            | GitError::WrongCommit { .. }
+            | GitError::Io { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             GitError::NotACommitHash { url, rev } => Some(format!(
                 "pin a commit: `git ls-remote {url} {rev}` prints the hash `{rev}` points at now"
@@ -241,6 +251,7 @@ pub fn fetch(url: &str, rev: &str, dest: &Path, scratch: &Path) -> Result<(), Gi
 mod tests {
     use super::*;
     use crate::engine::fetch::test_git::make_repo;
+    use crate::error::Diagnose;
 
     #[test]
     fn fetches_a_pinned_commit_without_dot_git() {

@@ -261,9 +261,14 @@ pub enum MirrorError {
     },
 }
 
-impl MirrorError {
+impl crate::error::Diagnose for MirrorError {
+    /// A mirror URL or base names what the user configured.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
     /// Where to configure the mirror.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             MirrorError::Unconfigured {
                 name,
@@ -298,6 +303,7 @@ impl MirrorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Diagnose;
 
     fn layer(origin: Origin, entries: &[(&str, &[&str])]) -> Layer {
         Layer {

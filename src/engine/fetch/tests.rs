@@ -1,5 +1,6 @@
 use super::*;
 use crate::engine::fetch::test_http::Server;
+use crate::error::Diagnose;
 use sha2::{Digest, Sha256};
 
 struct Env {

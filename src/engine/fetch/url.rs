@@ -97,9 +97,23 @@ pub enum DownloadError {
     },
 }
 
-impl DownloadError {
-    /// Advice for the user, if there is any.
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Diagnose for DownloadError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            DownloadError::BadUrl { .. }
+            | DownloadError::Scheme { .. }
+            | DownloadError::Status { .. } => Class::User,
+            DownloadError::Connect { .. }
+            | DownloadError::Timeout { .. }
+            | DownloadError::Transfer { .. }
+            | DownloadError::TooLarge { .. }
+            | DownloadError::Client { .. }
+            | DownloadError::Io { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             DownloadError::Status { status: 404, .. } => Some(
                 "the file is not at that URL (any more); check the URL, or look for the file on a mirror".into(),
@@ -120,7 +134,9 @@ impl DownloadError {
             _ => None,
         }
     }
+}
 
+impl DownloadError {
     fn retryable(&self) -> bool {
         match self {
             DownloadError::Status { status, .. } => {
@@ -272,6 +288,7 @@ async fn attempt_once(
 mod tests {
     use super::*;
     use crate::engine::fetch::NoProgress;
+    use crate::error::Diagnose;
 
     use crate::engine::fetch::test_http as http;
 
