@@ -40,3 +40,45 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = crate::project::Error::ReadManifest {
+            path: "/p/bramble.toml".into(),
+            source: io,
+        };
+        assert_eq!(chain(&err), "cannot read `/p/bramble.toml`: no such file");
+        let err = crate::store::local::Error::Tree(crate::store::tree::TreeError::Io {
+            op: "open",
+            path: "/x".into(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        });
+        assert_eq!(chain(&err), "cannot open `/x`: denied");
+        assert_eq!(err.class(), Class::User);
+    }
+
+    #[test]
+    fn wrapped_errors_keep_the_class_and_hint_of_their_cause() {
+        let go = crate::golang::GoError::Missing {
+            module: "m".into(),
+            version: "v1".into(),
+        };
+        assert_eq!(go.class(), Class::User);
+        let lang = crate::lang::Error::Aborted {
+            location: "a.bramble:1:1".into(),
+            message: "too big".into(),
+        };
+        let project = crate::project::Error::Lang(lang);
+        assert_eq!(project.class(), Class::User);
+        assert!(project.hint().unwrap().contains("too large"));
+        let thread = crate::project::Error::Thread {
+            message: "panicked".into(),
+        };
+        assert_eq!(thread.class(), Class::Internal);
+    }
+}

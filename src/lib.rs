@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
-//! type; `project` joins `lang` and `store`; `engine` uses `store` and the sandbox spec, never
+//! type and the store's error (what its `SourceStore` returns); `project` joins `lang` and `store`; `engine` uses `store` and the sandbox spec, never
 //! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
 //! isolation happens in the `bramble-sandbox` helper it spawns.
 

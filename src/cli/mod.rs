@@ -210,3 +210,30 @@ fn init_tracing() {
         .without_time()
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_error_becomes_a_report_with_its_class_exit_code_and_hint() {
+        let err = CliError::from(crate::store::local::Error::NoHome);
+        assert_eq!(err.class, Class::Environment);
+        assert_eq!(err.exit_code(), EXIT_ENVIRONMENT);
+        assert!(err.hint.unwrap().contains("BRAMBLE_HOME"));
+
+        let err = CliError::from(crate::project::Error::NoManifest { start: "/p".into() });
+        assert_eq!(err.exit_code(), EXIT_USER);
+        assert_eq!(
+            err.message,
+            "no `bramble.toml` found in `/p` or any parent directory"
+        );
+        assert!(err.hint.unwrap().contains("[package]"));
+
+        let err = CliError::from(crate::project::Error::Thread {
+            message: "panicked".into(),
+        });
+        assert_eq!(err.exit_code(), EXIT_INTERNAL);
+        assert_eq!(err.hint, None);
+    }
+}
