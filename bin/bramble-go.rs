@@ -170,10 +170,13 @@ fn build(goroot: &Path, proxy: &Path, src: &Path, packages: &[String]) -> anyhow
         bail!("`go build` failed ({status})");
     }
     if std::fs::read_dir(&bin)?.next().is_none() {
-        bail!(
-            "`go build` wrote no program: none of {} is a main package\nhint: name the main packages in `packages` (e.g. `[\"./cmd/tool\"]`)",
-            packages.join(", ")
-        );
+        return Err(tool::hinted(
+            format!(
+                "`go build` wrote no program: none of {} is a main package",
+                packages.join(", ")
+            ),
+            "name the main packages in `packages` (e.g. `[\"./cmd/tool\"]`)",
+        ));
     }
     Ok(())
 }

@@ -329,9 +329,7 @@ pub enum ExecError {
         /// The build directory, kept for inspection (`--keep-failed`).
         kept: Option<PathBuf>,
     },
-    #[error(
-        "the builder did not create output `{output}`\nhint: a builder writes its output to the path in `${output}` (a file or a directory)"
-    )]
+    #[error("the builder did not create output `{output}`")]
     MissingOutput { output: String },
     /// A fetch failed (its class and hint are the fetch error's).
     #[error(transparent)]
@@ -360,6 +358,9 @@ impl crate::error::Diagnose for ExecError {
         match self {
             ExecError::Failed { hint, .. } | ExecError::Sandbox { hint, .. } => hint.clone(),
             ExecError::Fetch(e) => e.hint(),
+            ExecError::MissingOutput { output } => Some(format!(
+                "a builder writes its output to the path in `${output}` (a file or a directory)"
+            )),
             _ => None,
         }
     }
