@@ -13,94 +13,12 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::engine::sandbox::{DefaultLimits, SandboxConfig};
-use crate::engine::{BuildOptions, BuildReport, FailureKind, Plan};
+use crate::engine::{BuildReport, Plan};
 use crate::store::{Derivation, DerivationError, Hash, Templates};
 
-use super::session::{self, Request, Session};
+use super::context::{self, Request};
+use super::flags::{BuildFlags, locked};
 use super::{CliError, Context};
-
-/// Exit code when `--check` found an output that differs from the registered one (as Nix).
-pub const EXIT_NOT_DETERMINISTIC: u8 = 104;
-/// Exit code when the build was cancelled (Ctrl-C, SIGTERM).
-pub const EXIT_CANCELLED: u8 = 130;
-
-/// Options shared by every command that builds.
-#[derive(Debug, Clone, Args)]
-pub struct BuildFlags {
-    /// Concurrent builds [default: number of cores]
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
-    pub jobs: Option<usize>,
-    /// Keep building what does not depend on a failed derivation
-    #[arg(short = 'k', long)]
-    pub keep_going: bool,
-    /// Keep the build directory of a failed build for inspection
-    #[arg(long)]
-    pub keep_failed: bool,
-    /// Deepest nesting of derivations-as-output (a DAO in a .bramble file is level 1)
-    #[arg(long, value_name = "N", default_value_t = crate::engine::dao::Limits::default().max_depth)]
-    pub max_dao_depth: u32,
-    /// Longest a build may run, e.g. `90m`, `2h`; `0`: no limit [default: 24h]
-    #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
-    /// Longest a build may print nothing before it is stopped; `0`: no limit [default: 2h]
-    #[arg(long, value_name = "DURATION")]
-    pub max_silent_time: Option<String>,
-    /// Memory of each process of a build, e.g. `4G`; `0`: no limit [default: half the
-    /// machine's memory]
-    #[arg(long, value_name = "SIZE")]
-    pub max_memory: Option<String>,
-    /// Most processes and threads a build may have at once; `0`: no limit [default: 4096]
-    #[arg(long, value_name = "N")]
-    pub max_processes: Option<u32>,
-}
-
-impl BuildFlags {
-    /// How builds run: the helper, `--keep-failed` and the default limits (a derivation's
-    /// own limits win over these).
-    pub fn sandbox(&self, helper: &std::path::Path) -> Result<SandboxConfig, CliError> {
-        use crate::store::limits::{parse_duration_ms, parse_size};
-        let mut limits = DefaultLimits::default();
-        let flag = |name: &str, text: &str, parse: fn(&str) -> Result<u64, String>| {
-            parse(text)
-                .map(|n| (n > 0).then_some(n))
-                .map_err(|e| CliError::user(format!("`--{name}`: {e}")))
-        };
-        if let Some(t) = &self.timeout {
-            limits.timeout_ms = flag("timeout", t, parse_duration_ms)?;
-        }
-        if let Some(t) = &self.max_silent_time {
-            limits.silence_ms = flag("max-silent-time", t, parse_duration_ms)?;
-        }
-        if let Some(t) = &self.max_memory {
-            limits.memory_bytes = flag("max-memory", t, parse_size)?;
-        }
-        if let Some(n) = self.max_processes {
-            limits.processes = (n > 0).then_some(n);
-        }
-        Ok(SandboxConfig {
-            helper: helper.to_owned(),
-            keep_failed: self.keep_failed,
-            limits,
-        })
-    }
-
-    pub fn options(&self) -> Result<BuildOptions, CliError> {
-        let mut options = BuildOptions::default();
-        if let Some(jobs) = self.jobs {
-            if jobs == 0 {
-                return Err(CliError::user("`--jobs` must be at least 1"));
-            }
-            options.jobs = jobs;
-        }
-        options.keep_going = self.keep_going;
-        if self.max_dao_depth == 0 {
-            return Err(CliError::user("`--max-dao-depth` must be at least 1"));
-        }
-        options.dao_limits.max_depth = self.max_dao_depth;
-        Ok(options)
-    }
-}
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -134,7 +52,6 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs, ctx: &Context) -> Result<ExitCode, CliError> {
-    let session = Session::open(ctx)?;
     let (request, project_dir) = match &args.derivations {
         Some(file) => (
             read_derivations_file(file)?,
@@ -142,34 +59,28 @@ pub fn run(args: BuildArgs, ctx: &Context) -> Result<ExitCode, CliError> {
                 CliError::environment(format!("cannot read the current directory: {e}"))
             })?,
         ),
-        None => session::evaluate_refs(&session, &args.refs)?,
+        None => ctx.evaluate_refs(&args.refs)?,
     };
-    if super::lockfile::locked(args.locked)
-        && let Some(pins) = session
-            .pins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-    {
-        super::lockfile::require_pinned(pins)?;
+    if locked(args.locked) {
+        context::require_pinned(&request)?;
     }
     if args.dry_run {
-        return dry_run(&session, &request);
+        return dry_run(ctx, &request);
     }
     let mut options = args.flags.options()?;
     options.check = args.check;
-    options.dao_locked = args.derivations.is_none() && super::lockfile::locked(args.locked);
-    let config = args.flags.sandbox(&session.helper)?;
-    let report = session.build(&request, &options, config, false)?;
+    options.dao_locked = args.derivations.is_none() && locked(args.locked);
+    let config = args.flags.sandbox(&ctx.helper()?)?;
+    let report = ctx.build(&request, &options, config, false)?;
     if !args.check && !args.no_out_link {
         let base = args
             .out_link
             .clone()
             .unwrap_or_else(|| project_dir.join("result"));
-        link_results(&session, &report, &base)?;
+        link_results(ctx, &report, &base)?;
     }
-    print_results(&session, &report, args.json);
-    session::explain_failures(&report)?;
+    print_results(ctx, &report, args.json)?;
+    super::report::explain_failures(&report)?;
     // The process exits next: freeing every derivation of a large graph one by one costs
     // more than a tenth of a no-op build of 10,000 derivations, and the kernel reclaims it
     // all at once.
@@ -219,6 +130,7 @@ pub fn read_derivations_file(path: &Path) -> Result<Request, CliError> {
         derivations,
         roots,
         templates,
+        ..Request::default()
     })
 }
 
@@ -246,12 +158,12 @@ fn validate_and_hash(
     })
 }
 
-fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {
+fn dry_run(ctx: &Context, request: &Request) -> Result<ExitCode, CliError> {
     let has_dao = request.derivations.values().any(|d| d.dao);
     let (plan, not_generated) = if has_dao {
-        dao_plan(session, request)?
+        dao_plan(ctx, request)?
     } else {
-        (session.plan(request)?, Vec::new())
+        (ctx.plan(request)?, Vec::new())
     };
     if plan.to_build.is_empty() {
         eprintln!(
@@ -273,8 +185,8 @@ fn dry_run(session: &Session, request: &Request) -> Result<ExitCode, CliError> {
 
 /// The plan of a graph with DAOs: the realised ones spliced (as a build would), nothing built.
 /// Also returns the names of the DAOs not realised.
-fn dao_plan(session: &Session, request: &Request) -> Result<(Plan, Vec<String>), CliError> {
-    let view = session.expand(request)?;
+fn dao_plan(ctx: &Context, request: &Request) -> Result<(Plan, Vec<String>), CliError> {
+    let view = ctx.expand(request)?;
     // Dependencies first.
     let n = view.nodes.len();
     let mut missing = vec![0usize; n];
@@ -322,20 +234,21 @@ fn link_name(base: &Path, root: usize, output: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn link_results(session: &Session, report: &BuildReport, base: &Path) -> Result<(), CliError> {
+fn link_results(ctx: &Context, report: &BuildReport, base: &Path) -> Result<(), CliError> {
     for (i, root) in report.roots.iter().enumerate() {
         let Some(outputs) = &root.outputs else {
             continue;
         };
         for (output, path) in outputs {
             let link = link_name(base, i, output);
-            session.add_result_link(&link, path)?;
+            ctx.add_result_link(&link, path)?;
         }
     }
     Ok(())
 }
 
-fn print_results(session: &Session, report: &BuildReport, json: bool) {
+fn print_results(ctx: &Context, report: &BuildReport, json: bool) -> Result<(), CliError> {
+    let store = ctx.store()?;
     if json {
         let roots: Vec<serde_json::Value> = report
             .roots
@@ -350,7 +263,7 @@ fn print_results(session: &Session, report: &BuildReport, json: bool) {
                             name,
                             serde_json::json!({
                                 "store_path": path.to_string(),
-                                "path": session.host_path(path),
+                                "path": store.host_path(path),
                             }),
                         )
                     })
@@ -375,7 +288,7 @@ fn print_results(session: &Session, report: &BuildReport, json: bool) {
                 serde_json::json!({
                     "name": s.name,
                     "drv": s.dao.to_string(),
-                    "document": session.host_path(&s.document),
+                    "document": store.host_path(&s.document),
                     "result": s.result.to_string(),
                     "graph": s.graph.to_string(),
                     "derivations": derivations,
@@ -393,33 +306,11 @@ fn print_results(session: &Session, report: &BuildReport, json: bool) {
     } else {
         for root in &report.roots {
             for path in root.outputs.iter().flat_map(|o| o.values()) {
-                println!("{}", session.host_path(path).display());
+                println!("{}", store.host_path(path).display());
             }
         }
     }
-}
-
-/// The exit code and error for a report with failures.
-pub fn failure_error(report: &BuildReport) -> CliError {
-    if report.cancelled {
-        let mut err = CliError::user("the build was cancelled");
-        err.exit_code = Some(EXIT_CANCELLED);
-        return err;
-    }
-    let not_deterministic = report
-        .failures
-        .iter()
-        .any(|f| matches!(f.kind, FailureKind::NotDeterministic { .. }));
-    let n = report.failures.len();
-    let mut err = if n == 1 {
-        CliError::user("1 derivation failed to build")
-    } else {
-        CliError::user(format!("{n} derivations failed to build"))
-    };
-    if not_deterministic {
-        err.exit_code = Some(EXIT_NOT_DETERMINISTIC);
-    }
-    err
+    Ok(())
 }
 
 #[cfg(test)]

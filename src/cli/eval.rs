@@ -21,7 +21,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let _ = ctx;
     let (cwd, project) = project_ctx::find(None)?;
-    let evaluation = project::evaluate(
+    let mut evaluation = project::evaluate(
         &project,
         &cwd,
         &args.references,
@@ -29,7 +29,7 @@ pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &print_to_stderr,
     )?;
     // What a build would run: with bramble.lock's pins in the fetch derivations.
-    let (evaluation, _) = super::lockfile::pin(evaluation, &project.root)?;
+    project::lock::pin(&mut evaluation, &project.root)?;
     let text = if args.json {
         evaluation.to_json() + "\n"
     } else {

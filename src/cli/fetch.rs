@@ -7,10 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::engine::fetch::{
-    FetchError, FetchRequest, FetchSpec, Fetcher, Format, Pin, Progress, sha256_hex,
-};
-use crate::store::local::LocalStore;
+use crate::engine::fetch::{FetchRequest, FetchSpec, Format, Mirrors, Pin, sha256_hex};
 
 use super::{CliError, Context};
 
@@ -38,32 +35,6 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
-/// Download progress as plain lines on stderr: one when a download starts, then one per 10%
-/// (at least 1 MiB; per 16 MiB without a length), so small files print one line.
-#[derive(Debug, Default)]
-pub struct Lines {
-    /// Bytes at the last line printed, per URL (downloads run concurrently in builds).
-    last: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-}
-
-impl Progress for Lines {
-    fn download(&self, url: &str, done: u64, total: Option<u64>) {
-        let mut seen = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let step = total.map_or(16 << 20, |t| (t / 10).max(1 << 20));
-        let last = seen.entry(url.to_owned()).or_insert(0);
-        if done == 0 {
-            *last = 0;
-            eprintln!("downloading `{url}`");
-        } else if done >= *last + step {
-            *last = done;
-            match total {
-                Some(t) => eprintln!("  {} of {} KiB", done >> 10, t >> 10),
-                None => eprintln!("  {} KiB", done >> 10),
-            }
-        }
-    }
-}
-
 /// The store name for a URL: its last path component, cut to what a store name allows.
 pub fn default_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
@@ -87,12 +58,7 @@ pub fn default_name(url: &str) -> String {
     }
 }
 
-/// A fetch failure as the CLI shows it (for callers that map errors by function).
-pub fn fetch_error(e: &FetchError) -> CliError {
-    CliError::diagnosed(e)
-}
-
-pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
+pub fn run(args: FetchArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let spec = match &args.rev {
         Some(rev) => {
             if args.unpack.is_some() {
@@ -135,10 +101,7 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
     let req = FetchRequest { spec, name, pin };
     // The same checks a fetch derivation gets.
     FetchRequest::from_derivation(&req.to_derivation())?;
-    let store = LocalStore::open_default()?;
-    let mut fetcher = Fetcher::new(Arc::new(store));
-    fetcher.progress = Arc::new(Lines::default());
-    let mut mirrors = super::session::load_mirrors()?;
+    let mut mirrors: Arc<Mirrors> = ctx.mirrors()?.clone();
     if req
         .spec
         .url()
@@ -151,20 +114,24 @@ pub fn run(args: FetchArgs, _ctx: &Context) -> Result<ExitCode, CliError> {
         match crate::project::Project::find(&cwd) {
             Ok(project) => {
                 if let Some(layer) = project.mirrors {
-                    mirrors = mirrors.with_layer(layer);
+                    mirrors = Arc::new(mirrors.with_layer(layer));
                 }
             }
             Err(crate::project::Error::NoManifest { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    fetcher.mirrors = Arc::new(mirrors);
+    let mut fetcher = ctx.fetcher(Some(&mirrors))?;
+    let progress = Arc::new(super::progress::Progress::new(false));
+    fetcher.progress = progress.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| CliError::environment(format!("cannot start the async runtime: {e}")))?;
-    let fetched = runtime.block_on(fetcher.fetch(&req))?;
+    let fetched = runtime.block_on(fetcher.fetch(&req));
+    progress.finish();
+    let fetched = fetched?;
     let host = fetcher.store.host_path(&fetched.path);
     if args.json {
         let doc = serde_json::json!({

@@ -15,7 +15,6 @@ use clap::Args;
 
 use crate::engine::GraphView;
 
-use super::session::{self, Session};
 use super::{CliError, Context};
 
 #[derive(Debug, Args)]
@@ -26,9 +25,8 @@ pub struct GraphArgs {
 }
 
 pub fn run(args: GraphArgs, ctx: &Context) -> Result<ExitCode, CliError> {
-    let session = Session::open(ctx)?;
-    let (request, _) = session::evaluate_refs(&session, &args.refs)?;
-    let view = session.expand(&request)?;
+    let (request, _) = ctx.evaluate_refs(&args.refs)?;
+    let view = ctx.expand(&request)?;
     print!("{}", dot(&view));
     Ok(ExitCode::SUCCESS)
 }

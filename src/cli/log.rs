@@ -15,7 +15,6 @@ use clap::Args;
 
 use crate::store::{Hash, StorePath};
 
-use super::session::{self, Session};
 use super::{CliError, Context};
 
 #[derive(Debug, Args)]
@@ -29,12 +28,11 @@ pub struct LogArgs {
 }
 
 pub fn run(args: LogArgs, ctx: &Context) -> Result<ExitCode, CliError> {
-    let session = Session::open(ctx)?;
-    let drvs = derivations_of(&session, &args.target)?;
+    let drvs = derivations_of(ctx, &args.target)?;
     let mut stdout = std::io::stdout().lock();
     let raw = args.raw || !std::io::IsTerminal::is_terminal(&stdout);
     for drv in drvs {
-        let log = session.store.get_log(drv)?;
+        let log = ctx.store()?.get_log(drv)?;
         let Some(log) = log else {
             return Err(
                 CliError::user(format!("no build log of derivation `{drv}` in the store"))
@@ -53,7 +51,7 @@ pub fn run(args: LogArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn derivations_of(session: &Session, target: &str) -> Result<Vec<Hash>, CliError> {
+fn derivations_of(ctx: &Context, target: &str) -> Result<Vec<Hash>, CliError> {
     if let Ok(hash) = target.parse::<Hash>() {
         return Ok(vec![hash]);
     }
@@ -61,7 +59,7 @@ fn derivations_of(session: &Session, target: &str) -> Result<Vec<Hash>, CliError
     if let Ok(path) = StorePath::from_path_str(target)
         && (looks_like_path || !target.contains(':'))
     {
-        let info = session.store.path_info(&path)?;
+        let info = ctx.store()?.path_info(&path)?;
         let Some(info) = info else {
             return Err(CliError::user(format!(
                 "`{target}` is not a valid store path"
@@ -84,6 +82,6 @@ fn derivations_of(session: &Session, target: &str) -> Result<Vec<Hash>, CliError
              prints it; a reference looks like `./path:function`",
         ));
     }
-    let (request, _) = session::evaluate_refs(session, &[target.to_owned()])?;
+    let (request, _) = ctx.evaluate_refs(&[target.to_owned()])?;
     Ok(request.roots)
 }

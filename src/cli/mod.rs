@@ -2,6 +2,11 @@
 //! `run(args, ctx)` entry. This is the only module that prints: stdout carries data (and
 //! `--json`), stderr carries progress and messages.
 //!
+//! What the commands share has its own rooms: [`context`] (the store, helper and mirrors of
+//! the run, evaluating with the lock applied, building and recording the lock), [`flags`]
+//! (the options of every building command), [`report`] (rendering a build's failures),
+//! [`progress`] and [`terminal`] (what goes to the terminal).
+//!
 //! Errors reaching here are rendered as `error: <what>` plus an optional `hint:` line, and
 //! their [`Class`] picks the exit code. A module error becomes a [`CliError`] by `?`: its
 //! [`Diagnose`] implementation gives the class and the hint.
@@ -12,21 +17,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use context::Context;
+
 use crate::error::{Class, Diagnose};
 
 pub mod build;
+pub mod context;
 pub mod eval;
 pub mod fetch;
+pub mod flags;
 pub mod gc;
 pub mod graph;
-pub mod lockfile;
 pub mod log;
 pub mod ls;
 pub mod progress;
 mod project_ctx;
 pub mod repl;
+pub mod report;
 pub mod run;
-pub mod session;
 pub mod shell;
 pub mod store;
 pub mod terminal;
@@ -108,13 +116,6 @@ impl<E: Diagnose> From<E> for CliError {
     }
 }
 
-/// What every command gets besides its own arguments.
-#[derive(Debug)]
-pub struct Context {
-    /// Colour is allowed (`NO_COLOR` is unset).
-    pub color: bool,
-}
-
 #[derive(Debug, Parser)]
 #[command(
     name = "bramble",
@@ -158,9 +159,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let ctx = Context {
-        color: std::env::var_os("NO_COLOR").is_none(),
-    };
+    let ctx = Context::default();
     match run(cli.command, &ctx) {
         Ok(code) => code,
         Err(err) => {

@@ -1,8 +1,10 @@
 //! Rendering build progress: the one [`Reporter`] the CLI installs.
 //!
-//! On a terminal: a bar with done/total and the cached count, and one line per running build
-//! with its name and elapsed time. Otherwise: one plain line per finished (built or failed)
-//! derivation, so logs of CI runs stay readable; cached derivations are only counted.
+//! On a terminal: a bar with done/total and the cached count, one line per running build
+//! with its name and elapsed time, and a bar per download. Otherwise: one plain line per
+//! finished (built or failed) derivation, so logs of CI runs stay readable (cached
+//! derivations are only counted), and for a download one line when it starts and one per
+//! 10% (at least 1 MiB; per 16 MiB without a length), so a small file prints one line.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -26,10 +28,15 @@ enum State {
         multi: MultiProgress,
         main: ProgressBar,
         running: HashMap<Hash, ProgressBar>,
+        /// One bar per running download, by URL.
+        downloads: HashMap<String, ProgressBar>,
         cached: usize,
         built: usize,
     },
-    Plain,
+    Plain {
+        /// Bytes at the last line printed, per URL (downloads run concurrently).
+        downloads: HashMap<String, u64>,
+    },
     Quiet,
 }
 
@@ -50,11 +57,14 @@ impl Progress {
                 multi,
                 main,
                 running: HashMap::new(),
+                downloads: HashMap::new(),
                 cached: 0,
                 built: 0,
             }
         } else {
-            State::Plain
+            State::Plain {
+                downloads: HashMap::new(),
+            }
         };
         Progress {
             state: Mutex::new(state),
@@ -68,10 +78,11 @@ impl Progress {
             multi,
             main,
             running,
+            downloads,
             ..
         } = &*state
         {
-            for bar in running.values() {
+            for bar in running.values().chain(downloads.values()) {
                 bar.finish_and_clear();
             }
             main.finish_and_clear();
@@ -86,7 +97,7 @@ impl Progress {
             State::Bars { multi, .. } => {
                 let _ = multi.println(line);
             }
-            State::Plain | State::Quiet => eprintln!("{line}"),
+            State::Plain { .. } | State::Quiet => eprintln!("{line}"),
         }
     }
 }
@@ -105,12 +116,17 @@ impl Reporter for Progress {
                     *name = clean;
                 }
             }
+            Event::Download { url, .. } => {
+                if let std::borrow::Cow::Owned(clean) = super::terminal::sanitise(url) {
+                    *url = clean;
+                }
+            }
             Event::Planned { .. } => {}
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *state {
             State::Quiet => {}
-            State::Plain => match event {
+            State::Plain { downloads } => match event {
                 Event::Built { name, elapsed, .. } => {
                     // One write (an unbuffered `eprintln!` makes one per piece): the
                     // scheduler reports from its loop, between a build and its dependents.
@@ -131,16 +147,55 @@ impl Reporter for Progress {
                 } => {
                     eprintln!("spliced {name}: {generated} derivations generated, {new} new");
                 }
+                Event::Download { url, done, total } => {
+                    let step = total.map_or(16 << 20, |t| (t / 10).max(1 << 20));
+                    let last = downloads.entry(url.clone()).or_insert(0);
+                    if done == 0 {
+                        *last = 0;
+                        eprintln!("downloading `{url}`");
+                    } else if done >= *last + step {
+                        *last = done;
+                        match total {
+                            Some(t) => eprintln!("  {} of {} KiB", done >> 10, t >> 10),
+                            None => eprintln!("  {} KiB", done >> 10),
+                        }
+                    }
+                }
                 Event::Planned { .. } | Event::Cached { .. } | Event::Started { .. } => {}
             },
             State::Bars {
                 multi,
                 main,
                 running,
+                downloads,
                 cached,
                 built,
             } => {
                 match event {
+                    Event::Download { url, done, total } => {
+                        let bar = downloads.entry(url.clone()).or_insert_with(|| {
+                            let bar = multi.add(ProgressBar::no_length());
+                            bar.set_style(
+                                ProgressStyle::with_template(
+                                    "  {msg} {bytes}/{total_bytes} {bytes_per_sec}",
+                                )
+                                .expect("static template"),
+                            );
+                            bar.set_message(url.clone());
+                            bar
+                        });
+                        if let Some(total) = total {
+                            bar.set_length(total);
+                        }
+                        bar.set_position(done);
+                        if total.is_some_and(|t| done >= t)
+                            && let Some(bar) = downloads.remove(&url)
+                        {
+                            bar.finish_and_clear();
+                            multi.remove(&bar);
+                        }
+                        return;
+                    }
                     Event::Planned { total } => main.set_length(total as u64),
                     Event::Cached { .. } | Event::BuiltElsewhere { .. } => {
                         *cached += 1;

@@ -34,8 +34,8 @@ use crate::engine::sandbox::{add_root_view, run_interactive};
 use crate::lang::RunSpec;
 use crate::store::{STORE_DIR, StorePath};
 
-use super::build::BuildFlags;
-use super::session::{self, Session, store_error};
+use super::context::{self, store_error};
+use super::flags::BuildFlags;
 use super::{CliError, Context};
 
 #[derive(Debug, Args)]
@@ -55,10 +55,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
-    let session = Session::open(ctx)?;
-    let evaluated = session::evaluate(&session, std::slice::from_ref(&args.reference))?;
-    let runs: Vec<&RunSpec> = evaluated.evaluation.runs().collect();
-    let (run, extra) = match (&runs[..], &evaluated.evaluation.roots[..]) {
+    let evaluated = ctx.evaluate(std::slice::from_ref(&args.reference))?;
+    let runs: Vec<&RunSpec> = evaluated.runs().collect();
+    let (run, extra) = match (&runs[..], &evaluated.roots[..]) {
         ([run], _) => ((*run).clone(), args.args.clone()),
         ([], [root]) if root.derivations.len() == 1 => {
             let Some((cmd, rest)) = args.args.split_first() else {
@@ -88,7 +87,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     };
     // The host paths are checked before building: a typo should not wait for a build.
     let mounts = project_mounts(&run, &evaluated.project_root)?;
-    let mut request = evaluated.request();
+    let mut request = evaluated.request.clone();
     // The root view the derivation was built in (`derivation(root = ...)`), built with it.
     let root_ref = request
         .derivations
@@ -98,20 +97,22 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         .and_then(|found| found.into_iter().next().map(|(_, r)| r));
     request.roots = vec![run.derivation];
     request.roots.extend(root_ref.as_ref().map(|r| r.drv));
-    let report = session.build(
+    let helper = ctx.helper()?;
+    let report = ctx.build(
         &request,
         &args.flags.options()?,
-        args.flags.sandbox(&session.helper)?,
+        args.flags.sandbox(&helper)?,
         false,
     )?;
-    session::explain_failures(&report)?;
+    super::report::explain_failures(&report)?;
     let outputs = report.roots[0]
         .outputs
         .clone()
         .ok_or_else(|| CliError::internal("a successful build has outputs"))?;
     // An empty directory bound over hidden paths inside read-only binds (a tmpfs cannot be
     // mounted there).
-    let empty = session.store.tmp_dir("run-empty").map_err(store_error)?;
+    let store = ctx.store()?;
+    let empty = store.tmp_dir("run-empty").map_err(store_error)?;
     let mut mounts = mounts;
     mounts.empty_dir = empty.path().to_path_buf();
     let root = match &root_ref {
@@ -126,7 +127,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         None => None,
     };
     let mut spec = run_spec(
-        &session,
+        store,
         &run,
         &extra,
         &outputs,
@@ -135,19 +136,19 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &evaluated.cwd,
     )?;
     if let Some(root) = &root {
-        add_root_view(&mut spec, &session.host_path(root))
+        add_root_view(&mut spec, &store.host_path(root))
             .map_err(|e| CliError::user(e.to_string()))?;
         let path = spec.env.entry("PATH".into()).or_default();
         path.push_str(":/usr/bin:/bin");
     }
-    let scratch = session.store.tmp_dir("run").map_err(store_error)?;
-    let status = run_interactive(&session.helper, &spec, scratch.path())
+    let scratch = store.tmp_dir("run").map_err(store_error)?;
+    let status = run_interactive(&helper, &spec, scratch.path())
         .map_err(|e| CliError::environment(e.to_string()))?;
-    Ok(session::exit_code(status))
+    Ok(context::exit_code(status))
 }
 
 fn run_spec(
-    session: &Session,
+    store: &crate::store::local::LocalStore,
     run: &RunSpec,
     extra: &[String],
     outputs: &BTreeMap<String, StorePath>,
@@ -185,10 +186,10 @@ fn run_spec(
         spec.env.insert("TERM".into(), term);
     }
     let roots: Vec<StorePath> = outputs.values().cloned().collect();
-    let closure = session.store.closure(&roots).map_err(store_error)?;
+    let closure = store.closure(&roots).map_err(store_error)?;
     for path in &closure {
         spec.binds.push(Bind {
-            source: session.host_path(path),
+            source: store.host_path(path),
             target: path.in_store_dir().into(),
             writable: false,
         });

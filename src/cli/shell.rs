@@ -14,9 +14,8 @@ use clap::Args;
 
 use crate::engine::sandbox;
 
-use super::build::BuildFlags;
-use super::session::{self, Session};
-use super::{CliError, Context};
+use super::flags::BuildFlags;
+use super::{CliError, Context, context};
 
 #[derive(Debug, Args)]
 pub struct ShellArgs {
@@ -31,12 +30,9 @@ pub struct ShellArgs {
 }
 
 pub fn run(args: ShellArgs, ctx: &Context) -> Result<ExitCode, CliError> {
-    let session = Session::open(ctx)?;
     let request = match (&args.derivations, &args.reference) {
         (Some(file), _) => super::build::read_derivations_file(file)?,
-        (None, Some(reference)) => {
-            session::evaluate_refs(&session, std::slice::from_ref(reference))?.0
-        }
+        (None, Some(reference)) => ctx.evaluate_refs(std::slice::from_ref(reference))?.0,
         (None, None) => return Err(CliError::user("name the derivation to open a shell for")),
     };
     let [root] = request.roots[..] else {
@@ -45,12 +41,13 @@ pub fn run(args: ShellArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             request.roots.len()
         )));
     };
-    let config = args.flags.sandbox(&session.helper)?;
-    let job = session.prepare_root(&request, root, &args.flags.options()?, config)?;
-    let env = sandbox::prepare_shell(&session.store, &job)
+    let helper = ctx.helper()?;
+    let config = args.flags.sandbox(&helper)?;
+    let job = ctx.prepare_root(&request, root, &args.flags.options()?, config)?;
+    let env = sandbox::prepare_shell(ctx.store()?, &job)
         .map_err(|e| CliError::environment(e.to_string()))?;
     let status = env
-        .run(&session.helper)
+        .run(&helper)
         .map_err(|e| CliError::environment(e.to_string()))?;
-    Ok(session::exit_code(status))
+    Ok(context::exit_code(status))
 }

@@ -16,9 +16,8 @@ use clap::Args;
 use crate::engine::sandbox::SandboxExecutor;
 use crate::engine::{Cancel, ExecError, Executor};
 
-use super::build::BuildFlags;
-use super::session::{self, Session};
-use super::{CliError, Context};
+use super::flags::BuildFlags;
+use super::{CliError, Context, context};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -30,20 +29,19 @@ pub struct TestArgs {
 }
 
 pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
-    let session = Session::open(ctx)?;
     let reference = args.reference.clone().unwrap_or_else(|| "./...".to_owned());
-    let evaluated = session::evaluate(&session, std::slice::from_ref(&reference))?;
-    let tests = evaluated.evaluation.tests.clone();
+    let evaluated = ctx.evaluate(std::slice::from_ref(&reference))?;
+    let tests = &evaluated.tests;
     if tests.is_empty() {
         eprintln!("no tests registered by `{reference}`");
         return Ok(ExitCode::SUCCESS);
     }
     let options = args.flags.options()?;
-    let base = evaluated.request();
-    let executor =
-        SandboxExecutor::new(args.flags.sandbox(&session.helper)?, session.store.clone());
+    let base = &evaluated.request;
+    let helper = ctx.helper()?;
+    let executor = SandboxExecutor::new(args.flags.sandbox(&helper)?, ctx.store()?.clone());
     let mut failed = 0;
-    for test in &tests {
+    for test in tests {
         let drv = base.derivations.get(&test.derivation).ok_or_else(|| {
             CliError::internal(format!(
                 "test derivation `{}` is not known",
@@ -53,28 +51,22 @@ pub fn run(args: TestArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         let mut variant = (**drv).clone();
         variant.args.extend(test.args.iter().cloned());
         let hash = variant.hash();
-        let mut request = session::Request {
-            derivations: base.derivations.clone(),
+        let mut request = context::Request {
             roots: vec![hash],
-            templates: std::collections::HashMap::new(),
+            ..base.clone()
         };
         request.derivations.insert(hash, Arc::new(variant.clone()));
-        let job = session.prepare_root(
-            &request,
-            hash,
-            &options,
-            args.flags.sandbox(&session.helper)?,
-        )?;
+        let job = ctx.prepare_root(&request, hash, &options, args.flags.sandbox(&helper)?)?;
         let cancel = Cancel::new();
         let result = executor.prepare(&job).and_then(|prepared| {
-            session::block_on(&cancel, executor.execute(job, prepared, cancel.clone()))
+            context::block_on(&cancel, executor.execute(job, prepared, cancel.clone()))
         });
         let label = format!("{} ({})", variant.name, test.location);
         match result {
             // Passing is exiting with 0; outputs do not matter for a test.
             Ok(_) | Err(ExecError::MissingOutput { .. }) => println!("pass {label}"),
             Err(ExecError::Cancelled) => {
-                return Err(super::build::failure_error(&crate::engine::BuildReport {
+                return Err(super::report::failure_error(&crate::engine::BuildReport {
                     cancelled: true,
                     ..Default::default()
                 }));

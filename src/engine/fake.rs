@@ -216,6 +216,7 @@ impl FakeExecutor {
         Ok(Built {
             outputs,
             workspace: Some(Box::new(dir)),
+            fetched: None,
         })
     }
 }

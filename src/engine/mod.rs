@@ -302,6 +302,9 @@ pub struct StagedOutput {
 pub struct Built {
     pub outputs: Vec<StagedOutput>,
     pub workspace: Option<Box<dyn std::fmt::Debug + Send>>,
+    /// What a fetch derivation downloaded, for `bramble.lock` (collected in
+    /// [`BuildReport::fetches`]).
+    pub fetched: Option<fetch::FetchRecord>,
 }
 
 /// Why an executor produced no outputs.

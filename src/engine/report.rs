@@ -1,5 +1,5 @@
-//! The one interface through which a build reports progress. Only `cli` renders it (a
-//! progress bar on a terminal, one plain line per finished derivation otherwise).
+//! The one interface through which a build reports progress, downloads included. Only `cli`
+//! renders it (bars on a terminal, plain lines otherwise).
 
 use std::time::Duration;
 
@@ -35,6 +35,13 @@ pub enum Event {
         drv: Hash,
         name: String,
         elapsed: Duration,
+    },
+    /// `done` bytes of `url` arrived, of `total` if the server said; `done` is 0 when a
+    /// download (or a retry of one) starts.
+    Download {
+        url: String,
+        done: u64,
+        total: Option<u64>,
     },
 }
 

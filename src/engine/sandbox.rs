@@ -462,6 +462,7 @@ impl Executor for SandboxExecutor {
         Ok(Built {
             outputs,
             workspace: Some(Box::new(self.chores.workspace((dir, staging, tmp)))),
+            fetched: None,
         })
     }
 }

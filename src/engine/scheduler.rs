@@ -140,6 +140,8 @@ pub struct BuildReport {
     pub cancelled: bool,
     /// The DAOs spliced, in the order they were.
     pub splices: Vec<Splice>,
+    /// What the fetch derivations of this run downloaded (for `bramble.lock`).
+    pub fetches: Vec<super::fetch::FetchRecord>,
 }
 
 impl BuildReport {
@@ -261,7 +263,10 @@ struct Queued {
 
 /// How a finished task ended.
 enum TaskOutcome {
-    Built(BTreeMap<String, StorePath>),
+    Built(
+        BTreeMap<String, StorePath>,
+        Option<super::fetch::FetchRecord>,
+    ),
     BuiltElsewhere(BTreeMap<String, StorePath>),
     Failed(FailureKind),
     /// A DAO's document, read and validated (no build slot was held).
@@ -680,7 +685,8 @@ impl<'a, S: BuildStore, E: Executor> Run<'a, S, E> {
         }
         self.running -= 1;
         match finished.outcome {
-            TaskOutcome::Built(outputs) => {
+            TaskOutcome::Built(outputs, fetched) => {
+                self.report.fetches.extend(fetched);
                 self.reporter.event(Event::Built {
                     drv: node.hash,
                     name: node.drv.name.clone(),
@@ -1094,6 +1100,7 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
             }
             let register = expected.is_none();
             let paths = store.finish_build(key, drv_hash, &built.outputs, &closure, register)?;
+            let fetched = built.fetched.clone();
             drop(built);
             if let Some(expected) = expected {
                 for (output, registered) in expected {
@@ -1109,7 +1116,7 @@ impl<S: BuildStore, E: Executor> Task<S, E> {
             }
             drop(locks);
             tracing::debug!(drv = %drv.name, elapsed = ?started.elapsed(), "outputs added");
-            report.send(TaskOutcome::Built(paths));
+            report.send(TaskOutcome::Built(paths, fetched));
             Ok(())
         });
         finish.await.expect("the store does not panic")

@@ -49,14 +49,16 @@
 //! that one type (a deviation from the layering in DESIGN §1, which keeps `build` free of
 //! `project`, not the reverse).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::engine::fetch::{
     FetchError, FetchRecord, FetchRequest, FetchSpec, Format, Pin, parse_sha256, sha256_hex,
 };
+use crate::project::Evaluation;
 use crate::store::local::LocalStore;
 use crate::store::template::{self, OutputRef};
 use crate::store::{Derivation, Hash};
@@ -391,10 +393,9 @@ pub fn update(path: &Path, change: impl FnOnce(&mut Lock)) -> Result<Lock, LockE
     Ok(lock)
 }
 
-/// A derivation graph with the lock's pins written into its fetch derivations.
+/// What applying the lock changed in a derivation graph.
 #[derive(Debug, Clone, Default)]
 pub struct Pinned {
-    pub derivations: BTreeMap<Hash, Derivation>,
     /// Old hash → new hash of every derivation that changed (fetches that got a pin and
     /// everything depending on them).
     pub renamed: BTreeMap<Hash, Hash>,
@@ -411,14 +412,90 @@ impl Pinned {
 }
 
 /// Write the lock's pins into the fetch derivations of `derivations` that have no content
-/// hash of their own, and rewrite every dependent's templates to the new hashes.
+/// hash of their own, and rewrite every dependent's templates to the new hashes, in place:
+/// a derivation that does not change is neither copied nor hashed again.
 ///
 /// The pin becomes part of the fetch derivation (as in Nix's fixed-output derivations), so
 /// changing `bramble.lock` changes the build key and can never be hidden by a cached
 /// realisation. A lock entry whose `sha256` disagrees with the derivation's own `sha256` is
 /// stale and ignored (the fetch runs again and is re-recorded).
-pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pinned, FetchError> {
-    // Dependencies first (an iterative DFS; the graph is acyclic by construction of hashes).
+pub fn apply(
+    derivations: &mut BTreeMap<Hash, Derivation>,
+    lock: &Lock,
+) -> Result<Pinned, FetchError> {
+    let mut out = Pinned::default();
+    for old in dependencies_first(derivations) {
+        let drv = &derivations[&old];
+        // The content hash to write into a fetch, or `None` to rename a dependent.
+        let pin = match FetchRequest::from_derivation(drv)? {
+            // A fetch depends on nothing: only a pin of its own can change it. An `h1` pin
+            // (a Go module's, from `go.sum`) pins it alone: it is checked on every
+            // download, and the lock records nothing for it.
+            Some(req) if req.pin.hash.is_none() && req.pin.h1.is_none() => {
+                match lock.get(&req.spec) {
+                    Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
+                        Some(e.hash)
+                    }
+                    _ => {
+                        out.unpinned.push((old, req));
+                        continue;
+                    }
+                }
+            }
+            Some(_) => continue,
+            None => {
+                let renamed = &out.renamed;
+                let stale = !renamed.is_empty()
+                    && drv
+                        .dependencies()
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|d| renamed.contains_key(&d.drv));
+                if !stale {
+                    continue;
+                }
+                None
+            }
+        };
+        let mut new = derivations
+            .remove(&old)
+            .expect("every visited hash is in the map");
+        match pin {
+            Some(hash) => {
+                new.env.insert("hash".to_owned(), hash.to_string());
+            }
+            None => {
+                let renamed = &out.renamed;
+                let sub = |s: &String| {
+                    template::substitute(s, |r| {
+                        Some(
+                            OutputRef {
+                                drv: renamed.get(&r.drv).copied().unwrap_or(r.drv),
+                                output: r.output.clone(),
+                            }
+                            .template(),
+                        )
+                    })
+                    .unwrap_or_else(|_| s.clone())
+                };
+                new.builder = sub(&new.builder);
+                new.args = new.args.iter().map(sub).collect();
+                new.env = new.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect();
+                new.root = new.root.as_ref().map(sub);
+            }
+        }
+        let hash = new.hash();
+        if hash != old {
+            out.renamed.insert(old, hash);
+        }
+        derivations.insert(hash, new);
+    }
+    Ok(out)
+}
+
+/// Every hash of `derivations`, each after the derivations it depends on (an iterative DFS;
+/// the graph is acyclic by construction of hashes).
+fn dependencies_first(derivations: &BTreeMap<Hash, Derivation>) -> Vec<Hash> {
     let mut order = Vec::with_capacity(derivations.len());
     let mut state: BTreeMap<Hash, bool> = BTreeMap::new(); // false: visiting, true: done
     for &start in derivations.keys() {
@@ -443,56 +520,69 @@ pub fn apply(derivations: &BTreeMap<Hash, Derivation>, lock: &Lock) -> Result<Pi
             }
         }
     }
-    let mut out = Pinned::default();
-    for old in order {
-        let drv = &derivations[&old];
-        let mut new = drv.clone();
-        let mut unpinned = None;
-        if let Some(req) = FetchRequest::from_derivation(drv)? {
-            // An `h1` pin (a Go module's, from `go.sum`) pins the fetch on its own: it is
-            // checked on every download, and the lock records nothing for it.
-            if req.pin.hash.is_none() && req.pin.h1.is_none() {
-                match lock.get(&req.spec) {
-                    Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
-                        new.env.insert("hash".to_owned(), e.hash.to_string());
-                    }
-                    _ => unpinned = Some(req),
-                }
-            }
-        } else if drv
-            .dependencies()
-            .unwrap_or_default()
-            .iter()
-            .any(|d| out.renamed.contains_key(&d.drv))
-        {
-            let renamed = &out.renamed;
-            let sub = |s: &String| {
-                template::substitute(s, |r| {
-                    Some(
-                        OutputRef {
-                            drv: renamed.get(&r.drv).copied().unwrap_or(r.drv),
-                            output: r.output.clone(),
-                        }
-                        .template(),
-                    )
-                })
-                .unwrap_or_else(|_| s.clone())
-            };
-            new.builder = sub(&drv.builder);
-            new.args = drv.args.iter().map(sub).collect();
-            new.env = drv.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect();
-            new.root = drv.root.as_ref().map(sub);
+    order
+}
+
+/// The lock applied to one evaluation: what a build of it checks (`--locked`) and records.
+#[derive(Debug, Clone, Default)]
+pub struct Pins {
+    /// `bramble.lock` of the project.
+    pub lock_path: PathBuf,
+    /// Fetches pinned nowhere, with their derivation's hash.
+    pub unpinned: Vec<(Hash, FetchRequest)>,
+    /// The graph recorded for each DAO, by derivation hash.
+    pub dao_graphs: Arc<HashMap<Hash, Hash>>,
+}
+
+/// Why the lock could not be applied or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+impl crate::error::Diagnose for PinError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            PinError::Lock(e) => e.class(),
+            PinError::Fetch(e) => e.class(),
         }
-        let hash = new.hash();
-        if hash != old {
-            out.renamed.insert(old, hash);
-        }
-        if let Some(req) = unpinned {
-            out.unpinned.push((hash, req));
-        }
-        out.derivations.insert(hash, new);
     }
-    Ok(out)
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            PinError::Lock(e) => e.hint(),
+            PinError::Fetch(e) => e.hint(),
+        }
+    }
+}
+
+/// Apply `<project_root>/bramble.lock` to an evaluation: fetch derivations get their pins,
+/// and every derivation, root, `run()` value and test is renamed accordingly.
+pub fn pin(evaluation: &mut Evaluation, project_root: &Path) -> Result<Pins, PinError> {
+    let lock_path = project_root.join(LOCK_FILE);
+    let lock = Lock::read(&lock_path)?;
+    let pinned = apply(&mut evaluation.derivations, &lock)?;
+    if !pinned.renamed.is_empty() {
+        for root in &mut evaluation.roots {
+            for d in &mut root.derivations {
+                *d = pinned.rename(*d);
+            }
+            if let Some(run) = &mut root.run {
+                run.derivation = pinned.rename(run.derivation);
+            }
+        }
+        for test in &mut evaluation.tests {
+            test.derivation = pinned.rename(test.derivation);
+        }
+    }
+    Ok(Pins {
+        lock_path,
+        unpinned: pinned.unpinned,
+        dao_graphs: Arc::new(lock.dao_graphs()),
+    })
 }
 
 /// Fetches that are not pinned anywhere, refused under `--locked`.
@@ -513,7 +603,7 @@ impl crate::error::Diagnose for Unpinned {
 }
 
 /// Refuse unpinned fetches (for `--locked`).
-pub fn require_pinned(pinned: &Pinned) -> Result<(), Unpinned> {
+pub fn require_pinned(pinned: &Pins) -> Result<(), Unpinned> {
     if pinned.unpinned.is_empty() {
         return Ok(());
     }
@@ -526,18 +616,57 @@ pub fn require_pinned(pinned: &Pinned) -> Result<(), Unpinned> {
     })
 }
 
-/// Record in the lock file at `path` every fetch of `pinned` that was not pinned: from
-/// `records` (the fetches that ran, with the downloaded file's sha256) or, for one that was
-/// already realised (cached), from the store. Returns the specs newly recorded, for the
-/// `recorded hash of <url> in bramble.lock` messages.
+/// What a build added to the lock file, for the messages on stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Fetches whose hash was recorded.
+    pub fetches: Vec<FetchSpec>,
+    /// DAOs whose graph was recorded, by name.
+    pub daos: Vec<String>,
+}
+
+/// After a build of an evaluation pinned by `pins`: record every fetch that was pinned
+/// nowhere (from `fetched`, what the build downloaded, or from the store when it was
+/// cached) and the graph of every DAO in `spliced` (derivation hash, name, graph hash) that
+/// has none recorded. When fetches were recorded, they rename every derivation depending on
+/// them, DAOs included: each DAO is recorded under the hash the next evaluation will give
+/// it, computed from `graph` (the build's derivations, asked for only then) and the lock as
+/// just written.
 pub fn record(
+    pins: &Pins,
+    fetched: &[FetchRecord],
+    spliced: &[(Hash, String, Hash)],
+    graph: impl FnOnce() -> BTreeMap<Hash, Derivation>,
+    store: &LocalStore,
+) -> Result<Recorded, PinError> {
+    let (fetches, lock) = record_fetches(&pins.lock_path, &pins.unpinned, fetched, store)?;
+    let mut daos: Vec<(Hash, String, Hash)> = spliced
+        .iter()
+        .filter(|(drv, _, _)| !pins.dao_graphs.contains_key(drv))
+        .cloned()
+        .collect();
+    if let (Some(lock), false) = (lock, daos.is_empty() || fetches.is_empty()) {
+        let renamed = apply(&mut graph(), &lock)?;
+        for (drv, _, _) in &mut daos {
+            *drv = renamed.rename(*drv);
+        }
+    }
+    let daos = record_daos(&pins.lock_path, &daos)?;
+    Ok(Recorded { fetches, daos })
+}
+
+/// Record in the lock file at `path` every fetch of `unpinned`: from `records` (the fetches
+/// that ran, with the downloaded file's sha256) or, for one that was already realised
+/// (cached), from the store. Returns the specs newly recorded and, when it was written, the
+/// new lock.
+pub fn record_fetches(
     path: &Path,
-    pinned: &Pinned,
+    unpinned: &[(Hash, FetchRequest)],
     records: &[FetchRecord],
     store: &LocalStore,
-) -> Result<Vec<FetchSpec>, LockError> {
+) -> Result<(Vec<FetchSpec>, Option<Lock>), LockError> {
     let mut entries: Vec<(FetchSpec, LockEntry)> = Vec::new();
-    for (drv, req) in &pinned.unpinned {
+    for (drv, req) in unpinned {
         let ran = records.iter().rev().find(|r| r.spec == req.spec);
         let entry = match ran {
             Some(r) => Some(LockEntry {
@@ -559,17 +688,17 @@ pub fn record(
         }
     }
     if entries.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let mut recorded = Vec::new();
-    update(path, |lock| {
+    let lock = update(path, |lock| {
         for (spec, entry) in entries {
             if lock.insert(spec.clone(), entry) {
                 recorded.push(spec);
             }
         }
     })?;
-    Ok(recorded)
+    Ok((recorded, Some(lock)))
 }
 
 /// Record the graph of each DAO in `daos` (derivation hash, name, graph hash) that has none
@@ -739,11 +868,16 @@ mod tests {
                 .collect();
         let mut lock = Lock::default();
         lock.insert(url("https://x/busybox.deb"), entry("bb"));
-        let pinned = apply(&graph, &lock).unwrap();
+        let mut pinned_graph = graph.clone();
+        let pinned = apply(&mut pinned_graph, &lock).unwrap();
         assert_eq!(pinned.unpinned.len(), 1);
         assert_eq!(pinned.unpinned[0].1.spec, url("https://x/other"));
         assert_eq!(pinned.unpinned[0].0, other.hash());
-        let err = require_pinned(&pinned).unwrap_err();
+        let pins = Pins {
+            unpinned: pinned.unpinned.clone(),
+            ..Pins::default()
+        };
+        let err = require_pinned(&pins).unwrap_err();
         assert_eq!(
             err.to_string(),
             "a fetch is not pinned in `bramble.lock`: `https://x/other`"
@@ -751,23 +885,25 @@ mod tests {
         // fetch, user and top changed; other did not.
         assert_eq!(pinned.renamed.len(), 3);
         assert_eq!(pinned.rename(other.hash()), other.hash());
-        let new_fetch = &pinned.derivations[&pinned.rename(fh)];
+        let new_fetch = &pinned_graph[&pinned.rename(fh)];
         assert_eq!(new_fetch.env["hash"], Hash::digest("bb").to_string());
-        let new_user = &pinned.derivations[&pinned.rename(user.hash())];
+        let new_user = &pinned_graph[&pinned.rename(user.hash())];
         let nf = pinned.rename(fh);
         assert_eq!(new_user.builder, format!("{{{{ {nf}:out }}}}/bin/busybox"));
         assert_eq!(new_user.args[1], format!("{{{{ {nf}:out }}}}"));
-        let new_top = &pinned.derivations[&pinned.rename(top.hash())];
+        let new_top = &pinned_graph[&pinned.rename(top.hash())];
         assert!(new_top.env["dep"].contains(&pinned.rename(user.hash()).to_string()));
         // Every template of the result names a derivation of the result.
-        for d in pinned.derivations.values() {
+        for d in pinned_graph.values() {
             for dep in d.dependencies().unwrap() {
-                assert!(pinned.derivations.contains_key(&dep.drv));
+                assert!(pinned_graph.contains_key(&dep.drv));
             }
         }
         // An empty lock changes nothing.
-        let same = apply(&graph, &Lock::default()).unwrap();
+        let mut same_graph = graph.clone();
+        let same = apply(&mut same_graph, &Lock::default()).unwrap();
         assert!(same.renamed.is_empty());
+        assert_eq!(same_graph, graph);
         assert_eq!(same.unpinned.len(), 2);
     }
 
@@ -786,11 +922,79 @@ mod tests {
         let mut lock = Lock::default();
         lock.insert(spec, entry("stale"));
         for lock in [Lock::default(), lock] {
-            let pinned = apply(&graph, &lock).unwrap();
+            let pinned = apply(&mut graph.clone(), &lock).unwrap();
             assert!(pinned.unpinned.is_empty());
             assert!(pinned.renamed.is_empty());
-            assert!(require_pinned(&pinned).is_ok());
         }
+    }
+
+    /// The first build of a DAO that reads an unpinned fetch: the fetch is recorded, which
+    /// renames the DAO, and the DAO's graph is recorded under the hash the next evaluation
+    /// (with the lock as written) gives it, so that evaluation finds it.
+    #[test]
+    fn a_dao_is_recorded_under_the_hash_its_new_pins_give_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("home")).unwrap();
+        let fetch = FetchRequest {
+            spec: url("https://x/manifest"),
+            name: "manifest".into(),
+            pin: Pin::default(),
+        }
+        .to_derivation();
+        let mut dao = Derivation::new("gen", "/bin/sh");
+        dao.dao = true;
+        dao.env
+            .insert("manifest".into(), format!("{{{{ {}:out }}}}", fetch.hash()));
+        let evaluation = || Evaluation {
+            derivations: [fetch.clone(), dao.clone()]
+                .into_iter()
+                .map(|d| (d.hash(), d))
+                .collect(),
+            roots: Vec::new(),
+            tests: Vec::new(),
+        };
+        let mut first = evaluation();
+        let pins = pin(&mut first, dir.path()).unwrap();
+        assert_eq!(pins.unpinned.len(), 1);
+        assert_eq!(first, evaluation(), "an empty lock changes nothing");
+        let fetched = [FetchRecord {
+            spec: url("https://x/manifest"),
+            hash: Hash::digest("manifest content"),
+            sha256: None,
+        }];
+        let graph = Hash::digest("the generated graph");
+        let spliced = [(dao.hash(), "gen".to_owned(), graph)];
+        let recorded = record(
+            &pins,
+            &fetched,
+            &spliced,
+            || first.derivations.clone(),
+            &store,
+        )
+        .unwrap();
+        assert_eq!(recorded.fetches, [url("https://x/manifest")]);
+        assert_eq!(recorded.daos, ["gen"]);
+        // The next evaluation pins the fetch, renames the DAO, and finds its graph.
+        let mut second = evaluation();
+        let pins = pin(&mut second, dir.path()).unwrap();
+        assert!(pins.unpinned.is_empty());
+        let renamed = second
+            .derivations
+            .values()
+            .find(|d| d.dao)
+            .map(Derivation::hash)
+            .unwrap();
+        assert_ne!(renamed, dao.hash());
+        assert_eq!(*pins.dao_graphs, HashMap::from([(renamed, graph)]));
+        // Recording again adds nothing.
+        let again = record(
+            &pins,
+            &[],
+            &[(renamed, "gen".to_owned(), graph)],
+            BTreeMap::new,
+            &store,
+        );
+        assert_eq!(again.unwrap(), Recorded::default());
     }
 
     #[test]
@@ -820,14 +1024,19 @@ mod tests {
             .unwrap();
         let graph: BTreeMap<Hash, Derivation> =
             [ran, cached].into_iter().map(|d| (d.hash(), d)).collect();
-        let pinned = apply(&graph, &Lock::default()).unwrap();
+        let pinned = apply(&mut graph.clone(), &Lock::default()).unwrap();
         let records = [FetchRecord {
             spec: url("https://x/ran"),
             hash: Hash::digest("ran"),
             sha256: Some([9; 32]),
         }];
-        let recorded = record(&lock_path, &pinned, &records, &store).unwrap();
+        let (recorded, written) =
+            record_fetches(&lock_path, &pinned.unpinned, &records, &store).unwrap();
         assert_eq!(recorded.len(), 2);
+        assert_eq!(
+            written.unwrap().to_toml(),
+            Lock::read(&lock_path).unwrap().to_toml()
+        );
         let lock = Lock::read(&lock_path).unwrap();
         assert_eq!(
             lock.get(&url("https://x/ran")).unwrap().hash,
@@ -839,12 +1048,11 @@ mod tests {
             info.archive_hash
         );
         // Applying the lock now pins both; recording again changes nothing.
-        let again = apply(&graph, &lock).unwrap();
+        let again = apply(&mut graph.clone(), &lock).unwrap();
         assert!(again.unpinned.is_empty());
-        assert!(
-            record(&lock_path, &again, &records, &store)
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            record_fetches(&lock_path, &again.unpinned, &records, &store).unwrap(),
+            (Vec::new(), None)
         );
     }
 

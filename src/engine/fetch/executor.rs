@@ -83,10 +83,11 @@ impl<E> WithFetchers<E> {
                 placeholder: job.drv.placeholder(job.build_key, "out"),
                 path: store.host_path(&fetched.path),
                 scratch: None,
-                stored: Some(fetched.path),
+                stored: Some(fetched.path.clone()),
                 required_refs: Vec::new(),
             }],
             workspace: Some(Box::new(hold)),
+            fetched: fetched.record(req),
         })
     }
 }

@@ -41,7 +41,7 @@
 //!
 //! # How a fetch runs in a build
 //!
-//! 1. `cli` applies `bramble.lock` to the evaluation ([`crate::project::lock::apply`]): a
+//! 1. The evaluation gets `bramble.lock` applied ([`crate::project::lock::pin`]): a
 //!    fetch derivation without a content hash gets the lock's, which renames it and every
 //!    derivation depending on it. The pin is thus part of the build key: editing the lock
 //!    can never be hidden by a cached realisation. `--locked` (or `CI=true`) refuses a fetch
@@ -50,9 +50,9 @@
 //!    main process, with the network; every other derivation goes to the sandbox, which has
 //!    an empty network namespace. With a pinned path already in the store nothing is
 //!    downloaded.
-//! 3. After the build, `cli` records in `bramble.lock` every fetch that was pinned nowhere
-//!    (from [`Fetcher::records`], or from the store's realisation when it was cached) and
-//!    says so on stderr.
+//! 3. After the build, [`crate::project::lock::record`] records in `bramble.lock` every fetch
+//!    that was pinned nowhere (from the build report's [`crate::engine::BuildReport::fetches`],
+//!    or from the store's realisation when it was cached).
 
 pub mod apt;
 pub mod executor;
@@ -71,6 +71,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::engine::{NullReporter, Reporter};
 use crate::store::local::{LocalStore, hash_tree};
 use crate::store::output::content_address;
 use crate::store::tree::TreeError;
@@ -86,20 +87,6 @@ pub use url::{DownloadError, DownloadOptions};
 pub const FETCH_URL: &str = "builtin:fetch_url";
 /// The builder of git fetches.
 pub const FETCH_GIT: &str = "builtin:fetch_git";
-
-/// Progress of downloads, reported from any thread.
-pub trait Progress: Send + Sync {
-    /// `done` bytes of `url` arrived, of `total` if the server said.
-    fn download(&self, url: &str, done: u64, total: Option<u64>);
-}
-
-/// Ignores progress.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn download(&self, _url: &str, _done: u64, _total: Option<u64>) {}
-}
 
 /// What is fetched.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -482,6 +469,18 @@ pub struct Fetched {
     pub downloaded: bool,
 }
 
+impl Fetched {
+    /// What `bramble.lock` records of this result of `req`: `None` when nothing was
+    /// downloaded (the store held the pinned result).
+    pub fn record(&self, req: &FetchRequest) -> Option<FetchRecord> {
+        self.downloaded.then(|| FetchRecord {
+            spec: req.spec.clone(),
+            hash: self.hash,
+            sha256: self.sha256,
+        })
+    }
+}
+
 /// What one fetch produced, for `bramble.lock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRecord {
@@ -496,9 +495,9 @@ pub struct Fetcher {
     pub store: Arc<LocalStore>,
     pub download: DownloadOptions,
     pub limits: UnpackLimits,
-    pub progress: Arc<dyn Progress>,
+    /// Where download progress goes ([`crate::engine::Event::Download`]).
+    pub progress: Arc<dyn Reporter>,
     /// Every fetch that ran (downloaded and verified), in completion order.
-    pub records: Arc<std::sync::Mutex<Vec<FetchRecord>>>,
     /// Where `mirror://` URLs are downloaded from.
     pub mirrors: Arc<Mirrors>,
 }
@@ -517,8 +516,7 @@ impl Fetcher {
             store,
             download: DownloadOptions::default(),
             limits: UnpackLimits::default(),
-            progress: Arc::new(NoProgress),
-            records: Arc::default(),
+            progress: Arc::new(NullReporter),
             mirrors: Arc::default(),
         }
     }
@@ -668,14 +666,6 @@ impl Fetcher {
                 self.check_tree(req, out, None).await?
             }
         };
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(FetchRecord {
-                spec: req.spec.clone(),
-                hash: tree.hash,
-                sha256: tree.sha256,
-            });
         Ok(tree)
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::Progress;
+use crate::engine::{Event, Reporter};
 
 /// How to download.
 #[derive(Debug, Clone)]
@@ -183,7 +183,7 @@ pub async fn download(
     url: &str,
     dest: &Path,
     options: &DownloadOptions,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<Downloaded, DownloadError> {
     let parsed = check_url(url)?;
     let client = client(options)?;
@@ -227,7 +227,7 @@ async fn attempt_once(
     parsed: &reqwest::Url,
     part: &Path,
     max_bytes: u64,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<([u8; 32], u64), DownloadError> {
     let classify = |source: reqwest::Error| {
         let url = url.to_owned();
@@ -270,7 +270,14 @@ async fn attempt_once(
         .map_err(io("create"))?;
     let mut sha = Sha256::new();
     let mut done = 0u64;
-    progress.download(url, 0, total);
+    let report = |done| {
+        progress.event(Event::Download {
+            url: url.to_owned(),
+            done,
+            total,
+        })
+    };
+    report(0);
     while let Some(chunk) = response.chunk().await.map_err(classify)? {
         done += chunk.len() as u64;
         if done > max_bytes {
@@ -278,7 +285,7 @@ async fn attempt_once(
         }
         sha.update(&chunk);
         file.write_all(&chunk).map_err(io("write"))?;
-        progress.download(url, done, total);
+        report(done);
     }
     file.sync_all().map_err(io("fsync"))?;
     Ok((sha.finalize().into(), done))
@@ -287,7 +294,7 @@ async fn attempt_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::fetch::NoProgress;
+    use crate::engine::NullReporter;
     use crate::error::Diagnose;
 
     use crate::engine::fetch::test_http as http;
@@ -310,7 +317,7 @@ mod tests {
     }
 
     fn get(url: &str, dir: &Path) -> Result<Downloaded, DownloadError> {
-        rt().block_on(download(url, &dir.join("file"), &quick(), &NoProgress))
+        rt().block_on(download(url, &dir.join("file"), &quick(), &NullReporter))
     }
 
     fn leftovers(dir: &Path) -> usize {
@@ -342,7 +349,7 @@ mod tests {
                 &server.url("/big"),
                 &dir.path().join("file"),
                 &options,
-                &NoProgress,
+                &NullReporter,
             ))
             .unwrap_err();
         assert!(
@@ -368,7 +375,7 @@ mod tests {
                 &server.url("/big"),
                 &dir.path().join("file"),
                 &options,
-                &NoProgress,
+                &NullReporter,
             ))
             .unwrap();
         assert_eq!(d.size, 4096);
@@ -440,7 +447,7 @@ mod tests {
                     retries: 0,
                     ..quick()
                 },
-                &NoProgress,
+                &NullReporter,
             ))
             .unwrap_err();
         assert!(matches!(err, DownloadError::Transfer { .. }), "{err}");
@@ -465,7 +472,7 @@ mod tests {
                     retries: 1,
                     ..quick()
                 },
-                &NoProgress,
+                &NullReporter,
             ))
             .unwrap_err();
         assert!(matches!(err, DownloadError::Connect { .. }), "{err}");
