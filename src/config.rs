@@ -17,7 +17,65 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::engine::fetch::mirror::{self, Layer, Origin};
+use crate::store::fetch::check_name;
+
+/// Where a mirror's base URLs were configured (`mirror://NAME/...`, see
+/// `crate::engine::fetch::mirror`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `BRAMBLE_MIRROR_<NAME>`.
+    Env,
+    /// The `[mirrors]` table of this `bramble.toml`.
+    Project(PathBuf),
+    /// The `[mirrors]` table of this user config file.
+    User(PathBuf),
+    /// The apt sources below this root directory.
+    Apt(PathBuf),
+}
+
+impl Origin {
+    /// Where to look, for messages (`` `BRAMBLE_MIRROR_DEBIAN` ``, `` `[mirrors]` of `…` ``).
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            Origin::Env => format!("`{}`", crate::env::mirror_var(name)),
+            Origin::Project(p) | Origin::User(p) => {
+                format!("`[mirrors]` of `{}`", p.display())
+            }
+            Origin::Apt(root) => format!("the apt sources of `{}`", root.join("etc/apt").display()),
+        }
+    }
+}
+
+/// One configuration source: mirror name → base URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub origin: Origin,
+    pub table: BTreeMap<String, Vec<String>>,
+}
+
+impl Layer {
+    /// The `BRAMBLE_MIRROR_<NAME>` variables among `vars` (values split at white space).
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Layer {
+        let mut table = BTreeMap::new();
+        for (key, value) in vars {
+            let Some(upper) = key.strip_prefix(crate::env::BRAMBLE_MIRROR_PREFIX) else {
+                continue;
+            };
+            let name = upper.to_ascii_lowercase().replace('_', "-");
+            if check_name(&name).is_err() {
+                continue;
+            }
+            let urls: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
+            if !urls.is_empty() {
+                table.insert(name, urls);
+            }
+        }
+        Layer {
+            origin: Origin::Env,
+            table,
+        }
+    }
+}
 
 /// The largest configuration file read (a `bramble.lock` pinning thousands of fetches is
 /// well below).
@@ -136,7 +194,7 @@ impl MirrorTable {
     pub fn to_layer(&self, origin: Origin) -> Result<Layer, String> {
         let mut table = BTreeMap::new();
         for (name, urls) in &self.0 {
-            mirror::check_name(name).map_err(|e| format!("[mirrors]: {e}"))?;
+            check_name(name).map_err(|e| format!("[mirrors]: {e}"))?;
             let urls = match urls {
                 OneOrMany::One(u) => vec![u.clone()],
                 OneOrMany::Many(u) => u.clone(),

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! store    LEAF. Hash, StorePath, Derivation (canonical JSON, hashing, templates), the archive
-//!          format, reference scanning, output hashing. Pure code; store::local is the on-disk
-//!          store (SQLite database, atomic adds, locks, verify, gc).
+//!          format, reference scanning, output hashing, the description of a fetch (spec, pin,
+//!          record: store::fetch). Pure code; store::local is the on-disk store (SQLite
+//!          database, atomic adds, locks, verify, gc).
 //! lang     Starlark frontend: derivation(), files(), load(), run(), test(), sys, assert.
 //!          Produces derivation values; never builds, never touches the network.
 //! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
@@ -23,7 +24,8 @@
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
-//! type and the store's error (what its `SourceStore` returns); `project` joins `lang` and `store`; `engine` uses `store` and the sandbox spec, never
+//! type and the store's error (what its `SourceStore` returns); `project` joins `lang` and
+//! `store` (and `config`), never `engine`; `engine` uses `store` and the sandbox spec, never
 //! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
 //! isolation happens in the `bramble-sandbox` helper it spawns.
 

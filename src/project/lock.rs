@@ -45,9 +45,9 @@
 //! project), re-reads the file, applies the change, writes a temporary sibling, fsyncs it,
 //! renames it over `bramble.lock` and fsyncs the directory. Every writer's entries survive.
 //!
-//! The key type is the fetcher's own [`FetchSpec`], so `project` uses `engine::fetch` for
-//! that one type (a deviation from the layering in DESIGN §1, which keeps `build` free of
-//! `project`, not the reverse).
+//! What a fetch is ([`FetchSpec`], [`Pin`], [`FetchRequest`]) is the pure description in
+//! [`crate::store::fetch`]; the engine runs it and reports what it fetched in the build
+//! report, which [`record`] writes here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -55,10 +55,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::engine::fetch::{
-    FetchError, FetchRecord, FetchRequest, FetchSpec, Format, Pin, parse_sha256, sha256_hex,
-};
 use crate::project::Evaluation;
+use crate::store::fetch::{
+    FetchRecord, FetchRequest, FetchSpec, Format, InvalidFetch, Pin, parse_sha256, sha256_hex,
+};
 use crate::store::local::LocalStore;
 use crate::store::template::{self, OutputRef};
 use crate::store::{Derivation, Hash};
@@ -422,7 +422,7 @@ impl Pinned {
 pub fn apply(
     derivations: &mut BTreeMap<Hash, Derivation>,
     lock: &Lock,
-) -> Result<Pinned, FetchError> {
+) -> Result<Pinned, InvalidFetch> {
     let mut out = Pinned::default();
     for old in dependencies_first(derivations) {
         let drv = &derivations[&old];
@@ -540,21 +540,21 @@ pub enum PinError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
-    Fetch(#[from] FetchError),
+    Invalid(#[from] InvalidFetch),
 }
 
 impl crate::error::Diagnose for PinError {
     fn class(&self) -> crate::error::Class {
         match self {
             PinError::Lock(e) => e.class(),
-            PinError::Fetch(e) => e.class(),
+            PinError::Invalid(e) => e.class(),
         }
     }
 
     fn hint(&self) -> Option<String> {
         match self {
             PinError::Lock(e) => e.hint(),
-            PinError::Fetch(e) => e.hint(),
+            PinError::Invalid(e) => e.hint(),
         }
     }
 }

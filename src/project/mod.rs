@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 pub use reference::{Reference, Target};
 pub use sources::{MemorySources, SourceSink, StoreSources};
 
-use crate::engine::fetch::mirror::{Layer, Origin};
+use crate::config::{Layer, Origin};
 use crate::lang::{self, Library, Options, Returned, RunSpec, Session, TestSpec};
 use crate::store::{Derivation, Hash, host_platform};
 

@@ -50,7 +50,7 @@ impl<E: Executor> Executor for WithFetchers<E> {
                 });
             }
             (Ok(Some(req)), _) => req,
-            (Err(e), _) => return Err(exec_error(e)),
+            (Err(e), _) => return Err(exec_error(e.into())),
         };
         tokio::select! {
             r = self.stage(&req, &job) => r,

@@ -28,10 +28,8 @@ use std::process::{Command, Stdio};
 /// Why a git fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("`{url}` is not a git remote: {reason}")]
-    BadUrl { url: String, reason: &'static str },
-    #[error("`{rev}` is not a full commit hash (40 hexadecimal characters)")]
-    NotACommitHash { url: String, rev: String },
+    #[error(transparent)]
+    Invalid(#[from] crate::store::fetch::InvalidFetch),
     #[error("cannot run `git`")]
     Spawn { source: std::io::Error },
     #[error("cannot fetch commit `{rev}` from `{url}`: `git {step}` failed: {stderr}")]
@@ -59,7 +57,7 @@ impl crate::error::Diagnose for GitError {
     fn class(&self) -> crate::error::Class {
         use crate::error::Class;
         match self {
-            GitError::BadUrl { .. } | GitError::NotACommitHash { .. } => Class::User,
+            GitError::Invalid(e) => e.class(),
             GitError::Spawn { .. }
             | GitError::Failed { .. }
             | GitError::WrongCommit { .. }
@@ -69,9 +67,7 @@ impl crate::error::Diagnose for GitError {
 
     fn hint(&self) -> Option<String> {
         match self {
-            GitError::NotACommitHash { url, rev } => Some(format!(
-                "pin a commit: `git ls-remote {url} {rev}` prints the hash `{rev}` points at now"
-            )),
+            GitError::Invalid(e) => e.hint(),
             GitError::Spawn { .. } => Some("install git (e.g. `apt-get install git`)".into()),
             GitError::Failed { .. } => {
                 Some("check the URL and that the commit exists there (and was pushed)".into())
@@ -81,46 +77,13 @@ impl crate::error::Diagnose for GitError {
     }
 }
 
-/// Whether `rev` is a full commit hash (sha1, 40 hex digits).
-pub fn is_full_rev(rev: &str) -> bool {
-    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 fn is_local(url: &str) -> bool {
     url.starts_with('/') || url.starts_with("file://")
 }
 
-/// Check the remote and the pin before anything runs. A remote is an http(s), git, ssh or
-/// file URL, `user@host:path`, or an absolute path: never relative (a derivation means the
-/// same wherever it is built), never an option, never git's `ext::`/`fd::` transports.
+/// Check the remote and the pin before anything runs ([`crate::store::fetch::check_git`]).
 pub fn check(url: &str, rev: &str) -> Result<(), GitError> {
-    let bad = |reason| GitError::BadUrl {
-        url: url.to_owned(),
-        reason,
-    };
-    if url.is_empty() || url.starts_with('-') {
-        return Err(bad("it must not be empty or start with `-`"));
-    }
-    if url.contains("::") {
-        return Err(bad("git's `<transport>::` remote helpers are not allowed"));
-    }
-    let schemed = ["http://", "https://", "git://", "ssh://", "file://"]
-        .iter()
-        .any(|s| url.starts_with(s));
-    let scp_like =
-        !url.contains("://") && url.split_once(':').is_some_and(|(h, _)| h.contains('@'));
-    if !(schemed || scp_like || url.starts_with('/')) {
-        return Err(bad(
-            "use an http(s), git, ssh or file URL, `user@host:path`, or an absolute path",
-        ));
-    }
-    if !is_full_rev(rev) {
-        return Err(GitError::NotACommitHash {
-            url: url.to_owned(),
-            rev: rev.to_owned(),
-        });
-    }
-    Ok(())
+    Ok(crate::store::fetch::check_git(url, rev)?)
 }
 
 /// Fetch commit `rev` of `url` into `dest` (which must not exist), using `scratch` (an
@@ -252,6 +215,7 @@ mod tests {
     use super::*;
     use crate::engine::fetch::test_git::make_repo;
     use crate::error::Diagnose;
+    use crate::store::fetch::InvalidFetch;
 
     #[test]
     fn fetches_a_pinned_commit_without_dot_git() {
@@ -327,7 +291,10 @@ mod tests {
     fn refuses_branches_and_short_hashes() {
         for rev in ["main", "v1.0", "abc1234", &"g".repeat(40)] {
             let err = check("/x", rev).unwrap_err();
-            assert!(matches!(err, GitError::NotACommitHash { .. }), "{rev}");
+            assert!(
+                matches!(err, GitError::Invalid(InvalidFetch::NotACommitHash { .. })),
+                "{rev}"
+            );
             assert!(err.hint().unwrap().contains("git ls-remote"));
         }
     }
@@ -343,7 +310,10 @@ mod tests {
             "",
         ] {
             let err = check(url, &rev).unwrap_err();
-            assert!(matches!(err, GitError::BadUrl { .. }), "{url}");
+            assert!(
+                matches!(err, GitError::Invalid(InvalidFetch::GitRemote { .. })),
+                "{url}"
+            );
         }
         for url in [
             "/srv/repo",

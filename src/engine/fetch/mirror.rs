@@ -18,118 +18,11 @@
 //! connection error) or a result that does not match its pin moves on to the next, and when
 //! all fail the error names every URL tried.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// The scheme of mirror URLs.
-pub const SCHEME: &str = "mirror://";
-
-/// A parsed `mirror://NAME/path`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MirrorUrl<'a> {
-    pub name: &'a str,
-    /// Everything after `NAME/` (never empty, no leading `/`).
-    pub path: &'a str,
-}
-
-impl<'a> MirrorUrl<'a> {
-    /// Parse `url` if it is a mirror URL: `Ok(None)` for any other scheme.
-    pub fn parse(url: &'a str) -> Result<Option<MirrorUrl<'a>>, MirrorError> {
-        let Some(rest) = url.strip_prefix(SCHEME) else {
-            return Ok(None);
-        };
-        let bad = |reason: &str| MirrorError::BadUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (name, path) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("expected `mirror://NAME/path`"))?;
-        check_name(name).map_err(|reason| bad(&reason))?;
-        let path = path.trim_start_matches('/');
-        if path.is_empty() {
-            return Err(bad("the path after the mirror's name is empty"));
-        }
-        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad("the path contains white space"));
-        }
-        Ok(Some(MirrorUrl { name, path }))
-    }
-}
-
-/// A mirror name: lower-case letters, digits and `-`, starting with a letter or digit.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a mirror name (lower-case letters, digits and `-`)"
-        ))
-    }
-}
-
-/// Where a mirror's base URLs were configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// `BRAMBLE_MIRROR_<NAME>`.
-    Env,
-    /// The `[mirrors]` table of this `bramble.toml`.
-    Project(PathBuf),
-    /// The `[mirrors]` table of this user config file.
-    User(PathBuf),
-    /// The apt sources below this root directory.
-    Apt(PathBuf),
-}
-
-impl Origin {
-    /// Where to look, for messages (`` `BRAMBLE_MIRROR_DEBIAN` ``, `` `[mirrors]` of `…` ``).
-    pub fn describe(&self, name: &str) -> String {
-        match self {
-            Origin::Env => format!("`{}`", crate::env::mirror_var(name)),
-            Origin::Project(p) | Origin::User(p) => {
-                format!("`[mirrors]` of `{}`", p.display())
-            }
-            Origin::Apt(root) => format!("the apt sources of `{}`", root.join("etc/apt").display()),
-        }
-    }
-}
-
-/// One configuration source: mirror name → base URLs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layer {
-    pub origin: Origin,
-    pub table: BTreeMap<String, Vec<String>>,
-}
-
-impl Layer {
-    /// The `BRAMBLE_MIRROR_<NAME>` variables among `vars` (values split at white space).
-    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Layer {
-        let mut table = BTreeMap::new();
-        for (key, value) in vars {
-            let Some(upper) = key.strip_prefix(crate::env::BRAMBLE_MIRROR_PREFIX) else {
-                continue;
-            };
-            let name = upper.to_ascii_lowercase().replace('_', "-");
-            if check_name(&name).is_err() {
-                continue;
-            }
-            let urls: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
-            if !urls.is_empty() {
-                table.insert(name, urls);
-            }
-        }
-        Layer {
-            origin: Origin::Env,
-            table,
-        }
-    }
-}
+pub use crate::config::{Layer, Origin};
+pub use crate::store::fetch::{MirrorUrl, SCHEME, check_name};
 
 /// The mirror configuration of one bramble run: layers in precedence order, then (for the
 /// Debian names) the apt sources, read the first time they are needed.
@@ -241,8 +134,8 @@ impl Mirrors {
 /// Why a mirror URL cannot be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    #[error("`{url}` is not a valid mirror URL: {reason}")]
-    BadUrl { url: String, reason: String },
+    #[error(transparent)]
+    Invalid(#[from] crate::store::fetch::InvalidFetch),
     #[error("cannot fetch `{url}`: the mirror `{name}` is not configured")]
     Unconfigured {
         url: String,
@@ -295,15 +188,18 @@ impl crate::error::Diagnose for MirrorError {
             MirrorError::BadBase { .. } => {
                 Some("a mirror's base URL is an http or https URL".into())
             }
-            MirrorError::BadUrl { .. } => None,
+            MirrorError::Invalid(e) => e.hint(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::error::Diagnose;
+    use crate::store::fetch::InvalidFetch;
 
     fn layer(origin: Origin, entries: &[(&str, &[&str])]) -> Layer {
         Layer {
@@ -335,7 +231,7 @@ mod tests {
             "mirror://debian/a b",
         ] {
             assert!(
-                matches!(MirrorUrl::parse(bad), Err(MirrorError::BadUrl { .. })),
+                matches!(MirrorUrl::parse(bad), Err(InvalidFetch::MirrorUrl { .. })),
                 "{bad}"
             );
         }

@@ -57,7 +57,6 @@
 pub mod apt;
 pub mod executor;
 pub mod git;
-pub mod h1;
 pub mod mirror;
 pub mod unpack;
 pub mod url;
@@ -67,132 +66,29 @@ pub(crate) mod test_git;
 #[cfg(test)]
 pub(crate) mod test_http;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::{NullReporter, Reporter};
 use crate::store::local::{LocalStore, hash_tree};
-use crate::store::output::content_address;
 use crate::store::tree::TreeError;
-use crate::store::{Derivation, Hash, StorePath};
+use crate::store::{Hash, StorePath};
 
+pub use crate::store::fetch::{
+    FETCH_GIT, FETCH_URL, FetchRecord, FetchRequest, FetchSpec, H1, InvalidFetch, Pin, h1,
+    parse_sha256, sha256_hex,
+};
 pub use git::GitError;
-pub use h1::H1;
 pub use mirror::{MirrorError, Mirrors};
 pub use unpack::{Format, UnpackError, UnpackLimits};
 pub use url::{DownloadError, DownloadOptions};
 
-/// The builder of URL fetches.
-pub const FETCH_URL: &str = "builtin:fetch_url";
-/// The builder of git fetches.
-pub const FETCH_GIT: &str = "builtin:fetch_git";
-
-/// What is fetched.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum FetchSpec {
-    Url { url: String, unpack: Option<Format> },
-    Git { url: String, rev: String },
-}
-
-impl FetchSpec {
-    /// The URL, for messages.
-    pub fn url(&self) -> &str {
-        match self {
-            FetchSpec::Url { url, .. } | FetchSpec::Git { url, .. } => url,
-        }
-    }
-}
-
-impl std::fmt::Display for FetchSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FetchSpec::Url { url, .. } => f.write_str(url),
-            FetchSpec::Git { url, rev } => write!(f, "{url} at {rev}"),
-        }
-    }
-}
-
-/// What the result must be.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pin {
-    /// Content hash of the result (the store archive of the tree or file).
-    pub hash: Option<Hash>,
-    /// sha256 of the downloaded file (URL fetches only).
-    pub sha256: Option<[u8; 32]>,
-    /// Go's module hash of the downloaded `.zip` or `.mod` ([`h1`], URL fetches only).
-    pub h1: Option<H1>,
-}
-
-impl Pin {
-    pub fn is_empty(&self) -> bool {
-        self.hash.is_none() && self.sha256.is_none() && self.h1.is_none()
-    }
-
-    /// Parse a user-written pin: a bramble hash (32 base32 characters) is a content hash;
-    /// 64 hex digits, optionally after `sha256:`, are a file sha256; `h1:<base64>` is Go's
-    /// module hash.
-    pub fn parse(text: &str) -> Result<Pin, String> {
-        if text.starts_with("h1:") {
-            return text.parse().map(|h| Pin {
-                h1: Some(h),
-                ..Pin::default()
-            });
-        }
-        let hex = text.strip_prefix("sha256:").unwrap_or(text);
-        if let Some(sha) = parse_sha256(hex) {
-            return Ok(Pin {
-                sha256: Some(sha),
-                ..Pin::default()
-            });
-        }
-        if text.starts_with("sha256:") {
-            return Err(format!(
-                "`{text}` is not `sha256:` followed by 64 hex digits"
-            ));
-        }
-        text.parse::<Hash>()
-            .map(|h| Pin {
-                hash: Some(h),
-                ..Pin::default()
-            })
-            .map_err(|_| {
-                format!(
-                    "`{text}` is neither a bramble content hash (32 characters of base32), a sha256 (64 hex digits) nor a Go module hash (`h1:...`)"
-                )
-            })
-    }
-}
-
-/// Parse 64 hex digits.
-pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(hex.as_bytes())
-        .ok()?;
-    bytes.try_into().ok()
-}
-
-/// Print a sha256 as 64 lower-case hex digits.
-pub fn sha256_hex(sha: &[u8; 32]) -> String {
-    data_encoding::HEXLOWER.encode(sha)
-}
-
-/// One fetch: what, under which store name, pinned to what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchRequest {
-    pub spec: FetchSpec,
-    pub name: String,
-    pub pin: Pin,
-}
-
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("fetch derivation `{name}` is invalid: {reason}")]
-    BadDerivation { name: String, reason: String },
+    #[error(transparent)]
+    Invalid(#[from] InvalidFetch),
     #[error(transparent)]
     Download(#[from] DownloadError),
     #[error(transparent)]
@@ -250,13 +146,12 @@ impl crate::error::Diagnose for FetchError {
     fn class(&self) -> crate::error::Class {
         use crate::error::Class;
         match self {
+            FetchError::Invalid(e) => e.class(),
             FetchError::Download(e) => e.class(),
             FetchError::Git(e) => e.class(),
             FetchError::Mirror(e) => e.class(),
             // The archive the fetch names is refused (or cannot be read) as a whole.
-            FetchError::BadDerivation { .. }
-            | FetchError::Mismatch { .. }
-            | FetchError::Unpack { .. } => Class::User,
+            FetchError::Mismatch { .. } | FetchError::Unpack { .. } => Class::User,
             FetchError::Store { .. }
             | FetchError::Tree { .. }
             | FetchError::Mirrors { .. }
@@ -268,6 +163,7 @@ impl crate::error::Diagnose for FetchError {
 
     fn hint(&self) -> Option<String> {
         match self {
+            FetchError::Invalid(e) => e.hint(),
             FetchError::Download(e) => e.hint(),
             FetchError::Git(e) => e.hint(),
             FetchError::Mirror(e) => e.hint(),
@@ -297,155 +193,6 @@ impl crate::error::Diagnose for FetchError {
             ),
             _ => None,
         }
-    }
-}
-
-impl FetchRequest {
-    /// The fetch a derivation describes, or `None` when its builder is not a fetcher.
-    pub fn from_derivation(drv: &Derivation) -> Result<Option<FetchRequest>, FetchError> {
-        if drv.builder != FETCH_URL && drv.builder != FETCH_GIT {
-            return Ok(None);
-        }
-        let bad = |reason: String| FetchError::BadDerivation {
-            name: drv.name.clone(),
-            reason,
-        };
-        if !drv.args.is_empty() {
-            return Err(bad("a fetcher takes no arguments".into()));
-        }
-        if drv.sources.is_some() {
-            return Err(bad("a fetcher has no sources".into()));
-        }
-        if drv.dao {
-            return Err(bad("a fetcher cannot be a DAO".into()));
-        }
-        if drv.outputs != ["out"] {
-            return Err(bad("a fetcher has exactly the output `out`".into()));
-        }
-        let allowed: &[&str] = if drv.builder == FETCH_URL {
-            &["url", "unpack", "hash", "sha256", "h1"]
-        } else {
-            &["url", "rev", "hash"]
-        };
-        for (k, v) in &drv.env {
-            if !allowed.contains(&k.as_str()) {
-                return Err(bad(format!(
-                    "unknown setting `{k}` (expected one of {})",
-                    allowed.join(", ")
-                )));
-            }
-            if v.contains("{{") {
-                return Err(bad(format!(
-                    "`{k}` refers to another derivation; a fetcher depends on nothing"
-                )));
-            }
-        }
-        let get = |k: &str| drv.env.get(k).map(String::as_str);
-        let url = get("url")
-            .ok_or_else(|| bad("`url` is missing".into()))?
-            .to_owned();
-        let spec = if drv.builder == FETCH_URL {
-            if mirror::MirrorUrl::parse(&url)?.is_none() {
-                url::check_url(&url)?;
-            }
-            let unpack = get("unpack")
-                .map(|u| {
-                    Format::from_name(u).ok_or_else(|| {
-                        bad(format!(
-                            "`{u}` is not an archive format (one of {})",
-                            Format::ALL.map(Format::name).join(", ")
-                        ))
-                    })
-                })
-                .transpose()?;
-            FetchSpec::Url { url, unpack }
-        } else {
-            let rev = get("rev").ok_or_else(|| bad("`rev` is missing".into()))?;
-            git::check(&url, rev)?;
-            FetchSpec::Git {
-                url,
-                rev: rev.to_ascii_lowercase(),
-            }
-        };
-        let mut pin = Pin::default();
-        if let Some(h) = get("hash") {
-            pin.hash = Some(h.parse().map_err(|e| bad(format!("`hash`: {e}")))?);
-        }
-        if let Some(s) = get("sha256") {
-            pin.sha256 = Some(
-                parse_sha256(s.strip_prefix("sha256:").unwrap_or(s))
-                    .ok_or_else(|| bad(format!("`sha256`: `{s}` is not 64 hex digits")))?,
-            );
-        }
-        if let Some(h) = get("h1") {
-            pin.h1 = Some(h.parse().map_err(|e| bad(format!("`h1`: {e}")))?);
-            let url = spec.url();
-            if !matches!(spec, FetchSpec::Url { .. }) || h1::Target::of_url(url).is_none() {
-                return Err(bad(format!(
-                    "an `h1` pin checks a Go module's `.zip` or `.mod` file; `{url}` names neither"
-                )));
-            }
-        }
-        Ok(Some(FetchRequest {
-            spec,
-            name: drv.name.clone(),
-            pin,
-        }))
-    }
-
-    /// The derivation describing this fetch (the inverse of [`FetchRequest::from_derivation`]).
-    pub fn to_derivation(&self) -> Derivation {
-        let mut env = BTreeMap::new();
-        let builder = match &self.spec {
-            FetchSpec::Url { url, unpack } => {
-                env.insert("url".to_owned(), url.clone());
-                if let Some(f) = unpack {
-                    env.insert("unpack".to_owned(), f.name().to_owned());
-                }
-                if let Some(s) = &self.pin.sha256 {
-                    env.insert("sha256".to_owned(), sha256_hex(s));
-                }
-                if let Some(h) = &self.pin.h1 {
-                    env.insert("h1".to_owned(), h.to_string());
-                }
-                FETCH_URL
-            }
-            FetchSpec::Git { url, rev } => {
-                env.insert("url".to_owned(), url.clone());
-                env.insert("rev".to_owned(), rev.clone());
-                FETCH_GIT
-            }
-        };
-        if let Some(h) = &self.pin.hash {
-            env.insert("hash".to_owned(), h.to_string());
-        }
-        let mut drv = Derivation::new(self.name.clone(), builder);
-        drv.env = env;
-        drv
-    }
-
-    /// The key under which the store remembers the result of downloading a file with
-    /// sha256 `sha256` (unpacked as this request says, under its name): a realisation of
-    /// this key is the store path a `sha256` pin alone names, so a file already fetched
-    /// (from any URL) is not downloaded again. Derivation build keys are hashes of JSON
-    /// documents; this text is not one, so the two never meet.
-    pub fn sha256_key(&self, sha256: &[u8; 32]) -> Option<Hash> {
-        let FetchSpec::Url { unpack, .. } = &self.spec else {
-            return None;
-        };
-        Some(Hash::digest(format!(
-            "bramble fetched file sha256:{} unpack:{} name:{}",
-            sha256_hex(sha256),
-            unpack.map_or("none", Format::name),
-            self.name
-        )))
-    }
-
-    /// The store path of the result, when the content hash is pinned.
-    pub fn expected_path(&self) -> Option<StorePath> {
-        self.pin
-            .hash
-            .and_then(|h| content_address(&self.name, h, false, &BTreeSet::new()).ok())
     }
 }
 
@@ -479,14 +226,6 @@ impl Fetched {
             sha256: self.sha256,
         })
     }
-}
-
-/// What one fetch produced, for `bramble.lock`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchRecord {
-    pub spec: FetchSpec,
-    pub hash: Hash,
-    pub sha256: Option<[u8; 32]>,
 }
 
 /// Runs fetches against a store.
@@ -726,12 +465,12 @@ impl Fetcher {
         file: &Path,
     ) -> Result<(), FetchError> {
         let url = req.spec.url().to_owned();
-        let target = h1::Target::of_url(&url).ok_or_else(|| FetchError::BadDerivation {
+        let target = h1::Target::of_url(&url).ok_or_else(|| InvalidFetch::Derivation {
             name: req.name.clone(),
             reason: format!("an `h1` pin needs a `.zip` or `.mod` URL, not `{url}`"),
         })?;
         let (path, u) = (file.to_owned(), url.clone());
-        let actual = tokio::task::spawn_blocking(move || h1::hash_file(&path, &u, target))
+        let actual = tokio::task::spawn_blocking(move || hash_h1_file(&path, &u, target))
             .await
             .map_err(|_| FetchError::Join { what: url.clone() })?
             .map_err(|reason| FetchError::GoModule {
@@ -785,6 +524,47 @@ impl Fetcher {
 
 /// The `<module>@<version>` (`/go.mod` for a `.mod`) a Go module file is of, for messages:
 /// from a `mirror://` URL, else from the top directory of a zip (checked against the URL).
+/// Hash the downloaded `file` of `url` as `target` says, checking a zip strictly (see the
+/// module docs). The error is a reason, for the caller to wrap with the URL.
+fn hash_h1_file(file: &Path, url: &str, target: h1::Target) -> Result<H1, String> {
+    let io = |e: std::io::Error| format!("cannot read `{}`: {e}", file.display());
+    match target {
+        h1::Target::Mod => {
+            let f = std::fs::File::open(file).map_err(io)?;
+            let mut content = Vec::new();
+            f.take(h1::MAX_GO_MOD + 1)
+                .read_to_end(&mut content)
+                .map_err(io)?;
+            if content.len() as u64 > h1::MAX_GO_MOD {
+                return Err(format!(
+                    "the go.mod is larger than {} bytes",
+                    h1::MAX_GO_MOD
+                ));
+            }
+            Ok(h1::hash_mod(&content))
+        }
+        h1::Target::Zip => {
+            let size = std::fs::metadata(file).map_err(io)?.len();
+            if size > h1::MAX_ZIP {
+                return Err(format!(
+                    "the module zip is larger than {} bytes",
+                    h1::MAX_ZIP
+                ));
+            }
+            let f = std::fs::File::open(file).map_err(io)?;
+            let (h, top) = h1::hash_zip(std::io::BufReader::new(f), None)?;
+            if let Some(top) = top
+                && !h1::top_fits_url(&top, url)
+            {
+                return Err(format!(
+                    "its files are below `{top}`, which is not the module and version `{url}` names"
+                ));
+            }
+            Ok(h)
+        }
+    }
+}
+
 fn module_named(url: &str, target: h1::Target, file: &Path) -> Option<String> {
     let suffix = if target == h1::Target::Mod {
         "/go.mod"

@@ -1,6 +1,9 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::engine::fetch::test_http::Server;
 use crate::error::Diagnose;
+use crate::store::Derivation;
 use sha2::{Digest, Sha256};
 
 struct Env {
@@ -252,7 +255,7 @@ fn derivations_round_trip_and_are_checked() {
     bad.env.insert("rev".into(), "main".into());
     assert!(matches!(
         FetchRequest::from_derivation(&bad),
-        Err(FetchError::Git(GitError::NotACommitHash { .. }))
+        Err(InvalidFetch::NotACommitHash { .. })
     ));
     let mut bad = git.to_derivation();
     bad.env.insert(
@@ -261,13 +264,13 @@ fn derivations_round_trip_and_are_checked() {
     );
     assert!(matches!(
         FetchRequest::from_derivation(&bad),
-        Err(FetchError::BadDerivation { .. })
+        Err(InvalidFetch::Derivation { .. })
     ));
     let mut bad = git.to_derivation();
     bad.args.push("x".into());
     assert!(matches!(
         FetchRequest::from_derivation(&bad),
-        Err(FetchError::BadDerivation { .. })
+        Err(InvalidFetch::Derivation { .. })
     ));
 }
 
@@ -395,7 +398,7 @@ fn a_mirror_url_failing_everywhere_names_every_url_tried() {
     let drv = url_req("mirror://M/x".into(), None, Pin::default()).to_derivation();
     assert!(matches!(
         FetchRequest::from_derivation(&drv),
-        Err(FetchError::Mirror(MirrorError::BadUrl { .. }))
+        Err(InvalidFetch::MirrorUrl { .. })
     ));
 }
 

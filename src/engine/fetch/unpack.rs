@@ -42,88 +42,13 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use crate::store::archive::{COPY_BUFFER, check_target};
+pub use crate::store::fetch::Format;
 use crate::store::tree;
 
 /// Memory the xz decoder may use (its dictionary); xz files made with `-9` need 64 MiB.
 const XZ_MEMLIMIT: u64 = 256 << 20;
 /// Deepest nesting of a path inside an archive.
 const MAX_COMPONENTS: usize = 256;
-
-/// What an archive is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Format {
-    Tar,
-    TarGz,
-    TarXz,
-    TarBz2,
-    TarZst,
-    Zip,
-    Deb,
-}
-
-impl Format {
-    /// Every format, with its name.
-    pub const ALL: [Format; 7] = [
-        Format::Tar,
-        Format::TarGz,
-        Format::TarXz,
-        Format::TarBz2,
-        Format::TarZst,
-        Format::Zip,
-        Format::Deb,
-    ];
-
-    /// The name used in `fetch_url(unpack = ...)`, the derivation and `bramble.lock`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Tar => "tar",
-            Format::TarGz => "tar.gz",
-            Format::TarXz => "tar.xz",
-            Format::TarBz2 => "tar.bz2",
-            Format::TarZst => "tar.zst",
-            Format::Zip => "zip",
-            Format::Deb => "deb",
-        }
-    }
-
-    /// Parse a format name (see [`Format::name`]).
-    pub fn from_name(name: &str) -> Option<Format> {
-        Format::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    /// Guess the format from the end of a file name or URL path (`.tgz`, `.tar.xz`, `.deb`…).
-    pub fn guess(name: &str) -> Option<Format> {
-        let name = name.split(['?', '#']).next().unwrap_or(name);
-        let lower = name.to_ascii_lowercase();
-        let table: [(&str, Format); 14] = [
-            (".tar.gz", Format::TarGz),
-            (".tgz", Format::TarGz),
-            (".tar.xz", Format::TarXz),
-            (".txz", Format::TarXz),
-            (".tar.bz2", Format::TarBz2),
-            (".tbz2", Format::TarBz2),
-            (".tbz", Format::TarBz2),
-            (".tar.zst", Format::TarZst),
-            (".tzst", Format::TarZst),
-            (".tar", Format::Tar),
-            (".zip", Format::Zip),
-            (".deb", Format::Deb),
-            (".udeb", Format::Deb),
-            // A Rust crate as the registries serve it.
-            (".crate", Format::TarGz),
-        ];
-        table
-            .into_iter()
-            .find(|(suffix, _)| lower.ends_with(suffix))
-            .map(|(_, f)| f)
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Bounds on what one extraction may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

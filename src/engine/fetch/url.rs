@@ -70,10 +70,8 @@ pub struct Downloaded {
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("`{url}` is not a valid URL: {reason}")]
-    BadUrl { url: String, reason: String },
-    #[error("cannot download `{url}`: the scheme `{scheme}` is not supported (use http or https)")]
-    Scheme { url: String, scheme: String },
+    #[error(transparent)]
+    Invalid(#[from] crate::store::fetch::InvalidFetch),
     #[error("cannot download `{url}`: the server answered {status}")]
     Status { url: String, status: u16 },
     #[error("cannot download `{url}`: cannot connect")]
@@ -101,9 +99,8 @@ impl crate::error::Diagnose for DownloadError {
     fn class(&self) -> crate::error::Class {
         use crate::error::Class;
         match self {
-            DownloadError::BadUrl { .. }
-            | DownloadError::Scheme { .. }
-            | DownloadError::Status { .. } => Class::User,
+            DownloadError::Invalid(e) => e.class(),
+            DownloadError::Status { .. } => Class::User,
             DownloadError::Connect { .. }
             | DownloadError::Timeout { .. }
             | DownloadError::Transfer { .. }
@@ -115,6 +112,7 @@ impl crate::error::Diagnose for DownloadError {
 
     fn hint(&self) -> Option<String> {
         match self {
+            DownloadError::Invalid(e) => e.hint(),
             DownloadError::Status { status: 404, .. } => Some(
                 "the file is not at that URL (any more); check the URL, or look for the file on a mirror".into(),
             ),
@@ -150,19 +148,9 @@ impl DownloadError {
     }
 }
 
-/// Check that `url` is an http(s) URL.
+/// Check that `url` is an http or https URL ([`crate::store::fetch::check_http_url`]).
 pub fn check_url(url: &str) -> Result<reqwest::Url, DownloadError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::BadUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
-    match parsed.scheme() {
-        "http" | "https" => Ok(parsed),
-        other => Err(DownloadError::Scheme {
-            url: url.to_owned(),
-            scheme: other.to_owned(),
-        }),
-    }
+    Ok(crate::store::fetch::check_http_url(url)?)
 }
 
 fn client(options: &DownloadOptions) -> Result<reqwest::Client, DownloadError> {
@@ -296,6 +284,7 @@ mod tests {
     use super::*;
     use crate::engine::NullReporter;
     use crate::error::Diagnose;
+    use crate::store::fetch::InvalidFetch;
 
     use crate::engine::fetch::test_http as http;
 
@@ -485,11 +474,11 @@ mod tests {
     fn only_http_and_https() {
         assert!(matches!(
             check_url("ftp://x/y"),
-            Err(DownloadError::Scheme { .. })
+            Err(DownloadError::Invalid(InvalidFetch::Scheme { .. }))
         ));
         assert!(matches!(
             check_url("not a url"),
-            Err(DownloadError::BadUrl { .. })
+            Err(DownloadError::Invalid(InvalidFetch::Url { .. }))
         ));
         assert!(check_url("https://example.invalid/a.tar.gz").is_ok());
     }

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -92,7 +91,7 @@ fn path_module_version(path: &str) -> Option<(&str, &str)> {
 /// Whether a zip's top directory `<module>@<version>/` fits the URL it came from: exactly the
 /// module and version of a mirror URL; for another URL, the version of its file name and a
 /// module path that ends its path (`.../<base>/<module>/@v/<version>.zip`).
-fn top_fits_url(top: &str, url: &str) -> bool {
+pub fn top_fits_url(top: &str, url: &str) -> bool {
     let Some((module, version)) = top.strip_suffix('/').and_then(|t| t.rsplit_once('@')) else {
         return false;
     };
@@ -128,41 +127,6 @@ impl Target {
             Some(Target::Mod)
         } else {
             None
-        }
-    }
-}
-
-/// Hash the downloaded `file` of `url` as `target` says, checking a zip strictly (see the
-/// module docs). The error is a reason, for the caller to wrap with the URL.
-pub fn hash_file(file: &Path, url: &str, target: Target) -> Result<H1, String> {
-    let io = |e: std::io::Error| format!("cannot read `{}`: {e}", file.display());
-    match target {
-        Target::Mod => {
-            let f = std::fs::File::open(file).map_err(io)?;
-            let mut content = Vec::new();
-            f.take(MAX_GO_MOD + 1)
-                .read_to_end(&mut content)
-                .map_err(io)?;
-            if content.len() as u64 > MAX_GO_MOD {
-                return Err(format!("the go.mod is larger than {MAX_GO_MOD} bytes"));
-            }
-            Ok(hash_mod(&content))
-        }
-        Target::Zip => {
-            let size = std::fs::metadata(file).map_err(io)?.len();
-            if size > MAX_ZIP {
-                return Err(format!("the module zip is larger than {MAX_ZIP} bytes"));
-            }
-            let f = std::fs::File::open(file).map_err(io)?;
-            let (h, top) = hash_zip(std::io::BufReader::new(f), None)?;
-            if let Some(top) = top
-                && !top_fits_url(&top, url)
-            {
-                return Err(format!(
-                    "its files are below `{top}`, which is not the module and version `{url}` names"
-                ));
-            }
-            Ok(h)
         }
     }
 }
