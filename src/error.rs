@@ -60,6 +60,15 @@ mod tests {
         });
         assert_eq!(chain(&err), "cannot open `/x`: denied");
         assert_eq!(err.class(), Class::User);
+        // Through the engine's errors and a build failure, still once.
+        let err = crate::engine::FailureKind::Splice(crate::engine::Error::Store(
+            crate::engine::StoreError::Local(err),
+        ));
+        assert_eq!(
+            chain(&err),
+            "cannot splice the generated derivations: cannot open `/x`: denied"
+        );
+        assert_eq!(err.class(), Class::User);
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! ```text
 //! store    LEAF. Hash, StorePath, Derivation (canonical JSON, hashing, templates), the archive
 //!          format, reference scanning, output hashing, the description of a fetch (spec, pin,
-//!          record: store::fetch). Pure code; store::local is the on-disk store (SQLite
-//!          database, atomic adds, locks, verify, gc).
+//!          record: store::fetch), the one topological order (store::order). Pure code;
+//!          store::local is the on-disk store (SQLite database, atomic adds, locks, verify, gc).
 //! lang     Starlark frontend: derivation(), files(), load(), run(), test(), sys, assert.
 //!          Produces derivation values; never builds, never touches the network.
 //! project  bramble.toml / bramble.lock, module resolution, lang values -> store derivations.
-//! engine   the graph (petgraph) and scheduler (tokio): sandbox client, fetchers, DAO splicing.
+//! engine   the graph (petgraph) and scheduler (tokio: loop, task, splice, plan), the store
+//!          protocol a build speaks (BuildStore), sandbox client, fetchers, DAO splicing.
 //! cli      clap commands and terminal output: the only module that prints.
 //! debian   Debian package sets: the Packages index, version ordering, the dependency
 //!          closure, the DAO document, merging unpacked packages (run by `bramble-debian`).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::engine::{BuildReport, Plan};
+use crate::engine::BuildReport;
 use crate::store::{Derivation, DerivationError, Hash, Templates};
 
 use super::context::{self, Request};
@@ -159,12 +159,7 @@ fn validate_and_hash(
 }
 
 fn dry_run(ctx: &Context, request: &Request) -> Result<ExitCode, CliError> {
-    let has_dao = request.derivations.values().any(|d| d.dao);
-    let (plan, not_generated) = if has_dao {
-        dao_plan(ctx, request)?
-    } else {
-        (ctx.plan(request)?, Vec::new())
-    };
+    let plan = ctx.plan(request)?;
     if plan.to_build.is_empty() {
         eprintln!(
             "nothing to build: {} derivations in the store",
@@ -177,49 +172,10 @@ fn dry_run(ctx: &Context, request: &Request) -> Result<ExitCode, CliError> {
         }
         eprintln!("{} derivations are already in the store", plan.cached.len());
     }
-    for name in not_generated {
+    for (_, name) in &plan.not_generated {
         eprintln!("note: DAO `{name}` has not run yet: what it generates is not known");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The plan of a graph with DAOs: the realised ones spliced (as a build would), nothing built.
-/// Also returns the names of the DAOs not realised.
-fn dao_plan(ctx: &Context, request: &Request) -> Result<(Plan, Vec<String>), CliError> {
-    let view = ctx.expand(request)?;
-    // Dependencies first.
-    let n = view.nodes.len();
-    let mut missing = vec![0usize; n];
-    let mut dependents = vec![Vec::new(); n];
-    let mut seen = std::collections::HashSet::new();
-    for (from, to, _) in &view.edges {
-        if seen.insert((*from, *to)) {
-            missing[*from] += 1;
-            dependents[*to].push(*from);
-        }
-    }
-    let mut ready: Vec<usize> = (0..n).rev().filter(|&i| missing[i] == 0).collect();
-    let mut plan = Plan::default();
-    let mut not_generated = Vec::new();
-    while let Some(i) = ready.pop() {
-        let node = &view.nodes[i];
-        let entry = (node.hash, node.name.clone());
-        if node.realised {
-            plan.cached.push(entry);
-        } else {
-            plan.to_build.push(entry);
-            if node.dao {
-                not_generated.push(node.name.clone());
-            }
-        }
-        for &d in &dependents[i] {
-            missing[d] -= 1;
-            if missing[d] == 0 {
-                ready.push(d);
-            }
-        }
-    }
-    Ok((plan, not_generated))
 }
 
 /// `result`, `result-dev`, `result-2`, `result-2-dev`…: one link per output of each root.

@@ -219,25 +219,29 @@ impl Context {
     }
 
     /// The graph of `request` with every DAO realised in the store spliced in, building
-    /// nothing (for `graph` and `--dry-run`).
+    /// nothing (for `graph`).
     pub fn expand(&self, request: &Request) -> Result<engine::GraphView, CliError> {
         let graph = graph(request)?;
-        let mut options = BuildOptions::default();
-        if let Some(pins) = &request.pins {
-            options.dao_graphs = pins.dao_graphs.clone();
-        }
+        let options = dry_options(request);
         let cancel = Cancel::new();
         block_on(
             &cancel,
             engine::expand(self.store()?.clone(), graph, &options),
         )
-        .map_err(|e| CliError::environment(e.to_string()))
+        .map_err(CliError::from)
     }
 
-    /// What `--dry-run` prints.
+    /// What `--dry-run` prints: what a build of `request` would do, every DAO realised in the
+    /// store spliced in.
     pub fn plan(&self, request: &Request) -> Result<Plan, CliError> {
-        engine::plan(&**self.store()?, &graph(request)?)
-            .map_err(|e| CliError::environment(e.to_string()))
+        let graph = graph(request)?;
+        let options = dry_options(request);
+        let cancel = Cancel::new();
+        block_on(
+            &cancel,
+            engine::plan(self.store()?.clone(), graph, &options),
+        )
+        .map_err(CliError::from)
     }
 
     /// Where a store path is on the host.
@@ -364,6 +368,15 @@ pub fn graph(request: &Request) -> Result<BuildGraph, CliError> {
         .map_err(|e| CliError::user(e.to_string()))
 }
 
+/// The options of a graph walk that builds nothing: the DAO graphs the lock recorded.
+fn dry_options(request: &Request) -> BuildOptions {
+    let mut options = BuildOptions::default();
+    if let Some(pins) = &request.pins {
+        options.dao_graphs = pins.dao_graphs.clone();
+    }
+    options
+}
+
 /// Run a build to completion, reporting to `progress` (finished at the end).
 pub fn run_build<S: engine::BuildStore, E: engine::Executor>(
     store: Arc<S>,
@@ -381,7 +394,7 @@ pub fn run_build<S: engine::BuildStore, E: engine::Executor>(
     let cancel = Cancel::new();
     let report = block_on(&cancel, engine::run(&parts, graph, options, cancel.clone()));
     progress.finish();
-    report.map_err(|e| CliError::environment(e.to_string()))
+    report.map_err(CliError::from)
 }
 
 /// References evaluated in the current project: the build request (every derivation, with

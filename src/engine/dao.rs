@@ -65,11 +65,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Deserialize;
 
-use crate::store::path::STORE_DIR;
+use crate::store::order::{cycle_through, dependencies_first};
 use crate::store::template;
-use crate::store::{Derivation, DerivationError, Hash, StorePath};
+use crate::store::{Derivation, DerivationError, Hash, STORE_DIR, StorePath};
 
 use super::fetch::{FETCH_GIT, FETCH_URL, FetchRequest};
 use super::tool::{DEBIAN_BUILDER, GO_BUILDER};
@@ -367,17 +368,19 @@ fn find_local(text: &str) -> Result<Vec<template::Found<'_>>, Problem> {
 
 /// Store paths named literally in `text` (`/bramble/store/<hash>-<name>`).
 fn literal_paths(text: &str, into: &mut BTreeSet<StorePath>) -> Result<(), Problem> {
-    let prefix = concat!("/bramble/store", "/");
-    debug_assert_eq!(&prefix[..prefix.len() - 1], STORE_DIR);
     let mut from = 0;
-    while let Some(pos) = text[from..].find(prefix) {
-        let start = from + pos + prefix.len();
+    while let Some(pos) = text[from..].find(STORE_DIR) {
+        let start = from + pos + STORE_DIR.len();
+        let Some(start) = text[start..].starts_with('/').then_some(start + 1) else {
+            from = start;
+            continue;
+        };
         let end = text[start..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || "+-._?=".contains(c)))
             .map_or(text.len(), |n| start + n);
         let base = &text[start..end];
         let path: StorePath = base.parse().map_err(|_| Problem::MalformedPath {
-            path: format!("{prefix}{}", base.chars().take(240).collect::<String>()),
+            path: format!("{STORE_DIR}/{}", base.chars().take(240).collect::<String>()),
         })?;
         into.insert(path);
         from = end;
@@ -581,53 +584,30 @@ fn check_derivation(drv: &Derivation) -> Result<(), Problem> {
     }
 }
 
-/// Entry indices, dependencies first (Kahn's algorithm, ties in document order); a cycle is
-/// an error naming its ids.
+/// Entry indices, dependencies first ([`dependencies_first`]); a cycle is an error naming
+/// its ids.
 fn topological(
     entries: &[(String, Entry)],
     deps: &[BTreeSet<usize>],
 ) -> Result<Vec<usize>, Problem> {
-    let n = entries.len();
-    let mut missing: Vec<usize> = deps.iter().map(BTreeSet::len).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut graph = DiGraph::<(), (), usize>::with_capacity(entries.len(), deps.len());
+    for _ in entries {
+        graph.add_node(());
+    }
     for (i, ds) in deps.iter().enumerate() {
         for &d in ds {
-            dependents[d].push(i);
+            graph.add_edge(NodeIndex::new(i), NodeIndex::new(d), ());
         }
     }
-    let mut ready: Vec<usize> = (0..n).rev().filter(|&i| missing[i] == 0).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop() {
-        order.push(i);
-        for &d in &dependents[i] {
-            missing[d] -= 1;
-            if missing[d] == 0 {
-                ready.push(d);
-            }
+    match dependencies_first(&graph) {
+        Ok(order) => Ok(order.into_iter().map(NodeIndex::index).collect()),
+        Err(on_cycle) => {
+            let ids: Vec<&str> = cycle_through(&graph, on_cycle)
+                .into_iter()
+                .map(|i| entries[i.index()].0.as_str())
+                .collect();
+            Err(Problem::Cycle(ids.join(" -> ")))
         }
-    }
-    if order.len() == n {
-        return Ok(order);
-    }
-    // Every unordered entry is on a cycle or depends on one: walk unordered dependencies
-    // from one of them until an entry repeats.
-    let start = (0..n)
-        .find(|&i| missing[i] > 0)
-        .expect("some entry is unordered");
-    let mut path = vec![start];
-    let mut at = start;
-    loop {
-        let next = *deps[at]
-            .iter()
-            .find(|&&d| missing[d] > 0)
-            .expect("an unordered entry has an unordered dependency");
-        if let Some(pos) = path.iter().position(|&p| p == next) {
-            let mut names: Vec<&str> = path[pos..].iter().map(|&i| entries[i].0.as_str()).collect();
-            names.push(&entries[next].0);
-            return Err(Problem::Cycle(names.join(" -> ")));
-        }
-        path.push(next);
-        at = next;
     }
 }
 

@@ -18,6 +18,7 @@ use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 
+use crate::store::order::{cycle_through, dependencies_first};
 use crate::store::{Derivation, Hash, OutputRef, Templates};
 
 use super::Error;
@@ -205,26 +206,23 @@ impl BuildGraph {
         }
     }
 
+    /// Every node, dependencies first ([`dependencies_first`]); a cycle is an error naming
+    /// it.
+    pub fn dependencies_first(&self) -> Result<Vec<NodeIndex>, Error> {
+        dependencies_first(&self.graph).map_err(|on_cycle| {
+            let names: Vec<&str> = cycle_through(&self.graph, on_cycle)
+                .into_iter()
+                .map(|i| self.graph[i].drv.name.as_str())
+                .collect();
+            Error::Cycle {
+                path: names.join(" -> "),
+            }
+        })
+    }
+
     /// Fail with the names along a cycle if there is one.
     pub fn check_acyclic(&self) -> Result<(), Error> {
-        if petgraph::algo::toposort(&self.graph, None).is_ok() {
-            return Ok(());
-        }
-        for scc in petgraph::algo::tarjan_scc(&self.graph) {
-            let self_loop = scc.len() == 1 && self.graph.contains_edge(scc[0], scc[0]);
-            if scc.len() > 1 || self_loop {
-                let mut names: Vec<String> = scc
-                    .iter()
-                    .rev()
-                    .map(|&i| self.graph[i].drv.name.clone())
-                    .collect();
-                names.push(names[0].clone());
-                return Err(Error::Cycle {
-                    path: names.join(" -> "),
-                });
-            }
-        }
-        Ok(())
+        self.dependencies_first().map(drop)
     }
 
     pub fn node(&self, index: NodeIndex) -> &Node {

@@ -9,46 +9,58 @@
 //!
 //! # How a build runs
 //!
-//! 1. [`BuildGraph`] collects the roots and everything their templates name (one node per
-//!    derivation; a missing derivation, a missing output or a cycle is an error).
-//! 2. [`run`] (the scheduler, on tokio) owns the graph. A node whose dependencies are all
-//!    realised is *resolved* (templates replaced by `/bramble/store/<path>`), which gives its
-//!    build key. If the store has a realisation for every output of that key, the node is
-//!    done without building (cached). Because the key depends on the inputs' *content*, an
-//!    input rebuilt to identical bytes leaves its dependents cached (early cutoff).
-//! 3. Otherwise the node waits for one of the `jobs` build slots. Its task takes the store's
-//!    per-key build lock (several bramble processes may share a store; whoever holds the lock
-//!    builds, the others find the realisation when they get it), runs the [`Executor`], adds
-//!    each output to the store and registers all realisations together. Nothing is registered
+//! 1. [`BuildGraph`] ([`graph`]) collects the roots and everything their templates name (one
+//!    node per derivation; a missing derivation, a missing output or a cycle is an error).
+//! 2. [`run`] (the loop of [`scheduler`], on tokio) owns the graph. A node whose
+//!    dependencies are all realised is *resolved* (templates replaced by
+//!    `/bramble/store/<path>`), which gives its build key. If the store has a realisation
+//!    for every output of that key, the node is done without building (cached). Because the
+//!    key depends on the inputs' *content*, an input rebuilt to identical bytes leaves its
+//!    dependents cached (early cutoff).
+//! 3. Otherwise the node waits for one of the `jobs` build slots. Its task
+//!    (`scheduler/task.rs`) takes the store's per-key build lock (several bramble processes
+//!    may share a store; whoever holds the lock builds, the others find the realisation when
+//!    they get it), runs the [`Executor`], adds each output to the store and registers all
+//!    realisations together. Nothing is registered
 //!    for a build that failed or was cancelled. The store work before the builder runs is one
 //!    call ([`BuildStore::start_build`]: lock, recheck, pins, input closure) made with the
 //!    executor's [`Executor::prepare`] on one blocking thread, and the work after it another
 //!    ([`BuildStore::finish_build`]), so a build step hands work between threads as rarely as
 //!    it can: each handoff costs wake-ups on both sides, which a chain of small builds pays on
 //!    its critical path at every step.
-//! 4. A failure stops new builds and cancels running ones, unless `keep_going`: then
+//! 4. A realised DAO (derivations as output, [`dao`]) does not release its dependents: its
+//!    document is read, validated and spliced into the graph (`scheduler/splice.rs`), and
+//!    its dependents wait for the generated result instead.
+//! 5. A failure stops new builds and cancels running ones, unless `keep_going`: then
 //!    everything that does not depend on the failure still builds. Cancellation (Ctrl-C)
 //!    kills running sandboxes and returns a report marked cancelled.
+//!
+//! Progress goes to a [`Reporter`] as [`Event`]s while the build runs; the [`BuildReport`]
+//! (both in [`report`]) says what happened. [`expand`] and [`plan()`] walk the same loop
+//! without building (`bramble graph`, `--dry-run`).
 //!
 //! `--check` rebuilds the requested roots even when realised and compares the result's store
 //! paths with the registered ones (as `nix-build --check` does for the requested
 //! derivations); a difference is a [`FailureKind::NotDeterministic`].
 //!
-//! The store side ([`BuildStore`]) and the executor ([`Executor`]) are small traits so the
-//! scheduler is tested with in-memory fakes; [`sandbox`] holds the real executor.
+//! The store side ([`BuildStore`], the protocol the scheduler speaks) and the executor
+//! ([`Executor`]) are small traits so the scheduler is tested with in-memory fakes
+//! (`scheduler/fake.rs`); [`local_store`] adapts the on-disk store and [`sandbox`] holds the
+//! real executor.
 
 pub mod dao;
 pub mod fetch;
 pub mod graph;
-pub mod local;
+pub mod local_store;
 pub mod report;
 pub mod sandbox;
 pub mod scheduler;
 pub mod tool;
 pub mod workspace;
 
+/// The in-memory store and executor the scheduler is tested with.
 #[cfg(test)]
-mod fake;
+pub(crate) use scheduler::fake;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -58,11 +70,11 @@ use std::sync::Arc;
 use crate::store::{Derivation, DerivationError, Hash, StorePath};
 
 pub use graph::BuildGraph;
-pub use report::{Event, NullReporter, Reporter};
-pub use scheduler::{
-    BuildOptions, BuildReport, Engine, Failure, FailureKind, GraphView, Plan, RootResult, Splice,
-    ViewNode, expand, plan, run,
+pub use report::{
+    BuildReport, Event, Failure, FailureKind, GraphView, NullReporter, Reporter, RootResult,
+    Splice, ViewNode,
 };
+pub use scheduler::{BuildOptions, Engine, Plan, expand, plan, run};
 
 /// Errors that stop a build before or outside any one derivation.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +95,7 @@ pub enum Error {
     Cycle { path: String },
     #[error(transparent)]
     Derivation(DerivationError),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -96,135 +108,95 @@ impl crate::error::Diagnose for Error {
             | Error::UnknownOutput { .. }
             | Error::Cycle { .. }
             | Error::Derivation(_) => Class::User,
-            Error::Store(_) => Class::Environment,
+            Error::Store(e) => e.class(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Store(e) => e.hint(),
+            _ => None,
         }
     }
 }
 
-/// A failure of the store behind [`BuildStore`]; displays its whole cause chain.
-#[derive(Debug)]
-pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
-
-impl StoreError {
-    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-        StoreError(Box::new(error))
-    }
+/// A failure of the store behind [`BuildStore`]. Its causes are its `source`s, rendered
+/// once each by [`crate::error::chain`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The local store failed.
+    #[error(transparent)]
+    Local(#[from] crate::store::local::Error),
+    /// A DAO's document cannot be opened or read (`what`: `cannot open`, `cannot read`…).
+    #[error("{what} `{}`", path.display())]
+    Document {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A DAO's output holds no document: neither a regular file nor a directory with a
+    /// regular [`dao::DOCUMENT_FILE`].
+    #[error("cannot read `{}`: {problem}", path.display())]
+    NotADocument { path: PathBuf, problem: String },
+    /// A failure of the in-memory store the scheduler is tested with.
+    #[cfg(test)]
+    #[error("{0}")]
+    Fake(String),
 }
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
+impl crate::error::Diagnose for StoreError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            StoreError::Local(e) => e.class(),
+            StoreError::Document { .. } => Class::Environment,
+            // The DAO's builder wrote something else than a document.
+            StoreError::NotADocument { .. } => Class::User,
+            #[cfg(test)]
+            StoreError::Fake(_) => Class::Environment,
         }
-        Ok(())
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::Local(e) => e.hint(),
+            _ => None,
+        }
     }
 }
 
-impl std::error::Error for StoreError {}
-
-/// What the scheduler needs from a store: realisations, locks, closures, adding outputs.
+/// What the scheduler asks of a store: whether build keys are realised, the two blocking
+/// sections around a builder's run, and what a DAO's document needs (its text, and the
+/// closure its generated derivations may name).
 ///
 /// Methods may block (SQLite, file locks, copying); the scheduler calls the slow ones
-/// (`start_build`, `finish_build`, `closure`) from blocking threads.
+/// (`start_build`, `finish_build`, `closure`, `read_document`) from blocking threads.
 pub trait BuildStore: Send + Sync + 'static {
-    /// Held while one process builds one build key; dropping it releases the lock.
+    /// Held while one process builds one build key, or while a build reads a pinned input;
+    /// dropping it releases the lock.
     type Lock: Send + 'static;
 
-    /// The realised path of `output` for `key`, if registered and valid.
-    fn realisation(&self, key: Hash, output: &str) -> Result<Option<StorePath>, StoreError>;
-
-    /// [`BuildStore::realisation`] for many `(key, output)` pairs, in order. Stores override
-    /// it to answer in one round trip (a no-op build asks about every derivation).
-    fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, StoreError> {
-        wanted
-            .iter()
-            .map(|(key, output)| self.realisation(*key, output))
-            .collect()
-    }
-
-    /// Take the exclusive build lock for `key`, waiting for other processes.
-    fn lock_build(&self, key: Hash) -> Result<Self::Lock, StoreError>;
-
-    /// `paths` and everything they reference, transitively.
-    fn closure(&self, paths: &BTreeSet<StorePath>) -> Result<BTreeSet<StorePath>, StoreError>;
-
-    /// Keep `paths` (and so their closures) from being garbage-collected while held.
-    fn pin(&self, paths: &BTreeSet<StorePath>) -> Result<Vec<Self::Lock>, StoreError>;
-
-    /// Move one staged output of derivation `drv` into the store (hash modulo
-    /// self-references, canonicalise, scan for references among `inputs`) and return its
-    /// final path. Not yet a realisation.
-    fn add_output(
-        &self,
-        output: &StagedOutput,
-        drv: Hash,
-        inputs: &BTreeSet<StorePath>,
-    ) -> Result<StorePath, StoreError>;
-
-    /// The document of a realised DAO output: the output itself when it is a file, else its
-    /// [`dao::DOCUMENT_FILE`]. At most `limit + 1` bytes are read, so an oversized document
-    /// can be reported as such.
-    fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError>;
-
-    /// The realised path of every output of `key`, by output, or `None` if one is missing
-    /// (one [`BuildStore::realisations`] lookup).
-    fn realised(
-        &self,
-        key: Hash,
-        outputs: &[String],
-    ) -> Result<Option<BTreeMap<String, StorePath>>, StoreError> {
-        let wanted: Vec<(Hash, &str)> = outputs.iter().map(|o| (key, o.as_str())).collect();
-        let found = self.realisations(&wanted)?;
-        Ok(found.iter().all(Option::is_some).then(|| {
-            outputs
-                .iter()
-                .cloned()
-                .zip(found.into_iter().flatten())
-                .collect()
-        }))
-    }
-
-    /// Register the realisations of every output of `key` in one transaction.
-    fn register(
-        &self,
-        key: Hash,
-        drv: Hash,
-        outputs: &BTreeMap<String, StorePath>,
-    ) -> Result<(), StoreError>;
+    /// The realised path of each `(key, output)` pair, in order (`None`: not registered or
+    /// not valid), in one round trip (a no-op build asks about every derivation).
+    fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, StoreError>;
 
     /// Everything a build does in the store before its builder runs, in one call (one
-    /// blocking section): take the build lock of `key`; if `recheck`, look for a
-    /// realisation of every output again (another process may have built it while we
-    /// waited); otherwise pin `inputs` and read their closure. Stores override it to do
-    /// the same with fewer round trips.
+    /// blocking section): take the build lock of `key`, waiting for other processes; if
+    /// `recheck`, look for a realisation of every output again (another process may have
+    /// built it while we waited); otherwise pin `inputs` against garbage collection and read
+    /// their closure.
     fn start_build(
         &self,
         key: Hash,
         outputs: &[String],
         inputs: &BTreeSet<StorePath>,
         recheck: bool,
-    ) -> Result<BuildStart<Self::Lock>, StoreError> {
-        let lock = self.lock_build(key)?;
-        if recheck && let Some(found) = self.realised(key, outputs)? {
-            return Ok(BuildStart::Realised(found));
-        }
-        let pins = self.pin(inputs)?;
-        let closure = self.closure(inputs)?;
-        Ok(BuildStart::Build {
-            lock,
-            pins,
-            closure,
-        })
-    }
+    ) -> Result<BuildStart<Self::Lock>, StoreError>;
 
     /// Everything a successful build does in the store after its builder ran, in one call:
-    /// add every staged output of derivation `drv` (references among `inputs`, the input
-    /// closure) and, if `register`, register the realisations of `key`. Returns the paths
-    /// by output name. Stores override it to register the paths and the realisations in
-    /// one transaction.
+    /// add every staged output of derivation `drv` (hashed modulo self-references,
+    /// canonicalised, references scanned among `inputs`, the input closure) and, if
+    /// `register`, register the realisations of `key`. Returns the paths by output name.
     fn finish_build(
         &self,
         key: Hash,
@@ -232,20 +204,16 @@ pub trait BuildStore: Send + Sync + 'static {
         outputs: &[StagedOutput],
         inputs: &BTreeSet<StorePath>,
         register: bool,
-    ) -> Result<BTreeMap<String, StorePath>, StoreError> {
-        let mut paths = BTreeMap::new();
-        for staged in outputs {
-            let path = match &staged.stored {
-                Some(stored) => stored.clone(),
-                None => self.add_output(staged, drv, inputs)?,
-            };
-            paths.insert(staged.name.clone(), path);
-        }
-        if register {
-            self.register(key, drv, &paths)?;
-        }
-        Ok(paths)
-    }
+    ) -> Result<BTreeMap<String, StorePath>, StoreError>;
+
+    /// `paths` and everything they reference, transitively (what a DAO's generated
+    /// derivations may name).
+    fn closure(&self, paths: &BTreeSet<StorePath>) -> Result<BTreeSet<StorePath>, StoreError>;
+
+    /// The document of a realised DAO output: the output itself when it is a file, else its
+    /// [`dao::DOCUMENT_FILE`]. At most `limit + 1` bytes are read, so an oversized document
+    /// can be reported as such.
+    fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError>;
 }
 
 /// What [`BuildStore::start_build`] found.
@@ -376,7 +344,7 @@ impl crate::error::Diagnose for FailureKind {
         use crate::error::Class;
         match self {
             FailureKind::Exec(e) => e.class(),
-            FailureKind::Store(_) => Class::Environment,
+            FailureKind::Store(e) => e.class(),
             FailureKind::Resolve(e) => e.class(),
             FailureKind::Dao(e) => e.class(),
             FailureKind::Splice(e) => e.class(),
@@ -387,6 +355,7 @@ impl crate::error::Diagnose for FailureKind {
     fn hint(&self) -> Option<String> {
         match self {
             FailureKind::Exec(e) => e.hint(),
+            FailureKind::Store(e) => e.hint(),
             FailureKind::Dao(e) => e.hint(),
             FailureKind::NotDeterministic { .. } => {
                 Some("the derivation is not reproducible: compare both paths".into())
@@ -440,10 +409,6 @@ impl Cancel {
     /// Fire the signal; every waiter of [`Cancel::cancelled`] wakes.
     pub fn cancel(&self) {
         self.sender.send_replace(true);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        *self.sender.borrow()
     }
 
     /// Wait until the signal fires (at once if it has).

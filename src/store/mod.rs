@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod hash;
 pub mod limits;
 pub mod local;
+pub mod order;
 pub mod output;
 pub mod path;
 pub mod template;

@@ -12,10 +12,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use crate::support::archive::deb_with_links;
-use crate::support::{Bramble, http, sha256_hex, stderr, stdout, with_stdin};
+use crate::support::{Bramble, ServedProject, sha256_hex, stderr, stdout, with_stdin};
 
 fn host_file(path: &str) -> Vec<u8> {
     std::fs::read(std::fs::canonicalize(path).unwrap()).unwrap()
@@ -148,15 +147,9 @@ def broken():
     return packages(["broken"], index = _index(), name = "broken-set")
 "#;
 
-struct Setup {
-    server: http::Server,
-    bramble: Bramble,
-    project: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let server = http::Server::start();
+/// The project of `MODULE` with the fixture archive served as the `debian` mirror.
+fn setup() -> ServedProject {
+    ServedProject::new("example.com/debian", |server| {
         let mut index = String::new();
         for (name, version, fields, body) in packages() {
             let file = format!("pool/main/{name}_{version}_amd64.deb");
@@ -173,49 +166,14 @@ impl Setup {
         let index = gz.finish().unwrap();
         let sha = sha256_hex(&index);
         server.file("/debian/dists/test/main/binary-amd64/Packages.gz", index);
-        let bramble = Bramble::new();
-        let project = bramble.tempdir();
-        std::fs::write(
-            project.path().join("bramble.toml"),
-            "[package]\nname = \"example.com/debian\"\n",
-        )
-        .unwrap();
-        std::fs::write(
-            project.path().join("default.bramble"),
-            MODULE.replace("@SHA@", &sha),
-        )
-        .unwrap();
-        bramble.give(project.path());
-        Setup {
-            server,
-            bramble,
-            project,
-        }
-    }
-
-    fn bramble(&self, args: &[&str]) -> Output {
-        self.bramble
-            .command(self.project.path(), args)
-            .env("BRAMBLE_MIRROR_DEBIAN", self.server.url("/debian"))
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.bramble(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        out
-    }
+        MODULE.replace("@SHA@", &sha)
+    })
+    .mirror("debian", "/debian")
 }
 
 #[test]
 fn a_package_set_is_resolved_assembled_and_runs_in_a_root_view() {
-    let s = Setup::new();
+    let s = setup();
     // The set: `say` needs `libc-test (>= 2.36~rc1)` (the first alternative does not
     // exist; 2.36~rc0 is too old) and `shell (>= 2)` (only dash-test's versioned Provides
     // meets it; `aaa-shell` provides it without a version).
@@ -242,7 +200,7 @@ fn a_package_set_is_resolved_assembled_and_runs_in_a_root_view() {
     );
     assert!(tree.join("usr/lib64/ld-linux-x86-64.so.2").is_file());
     // The generated graph is recorded like any DAO's; the .debs are pinned by the index.
-    let lock = std::fs::read_to_string(s.project.path().join("bramble.lock")).unwrap();
+    let lock = std::fs::read_to_string(s.dir.path().join("bramble.lock")).unwrap();
     assert!(
         lock.contains("[[dao]]") && lock.contains("name = \"test-set-set\""),
         "{lock}"
@@ -266,7 +224,7 @@ fn a_package_set_is_resolved_assembled_and_runs_in_a_root_view() {
     );
     // An output refers only to store paths of its closure: a store path it names that the
     // build does not depend on (greeting's, as plain text) is no reference; the root view is.
-    let module = s.project.path().join("default.bramble");
+    let module = s.dir.path().join("default.bramble");
     let text = std::fs::read_to_string(&module).unwrap();
     let other = format!(
         "/bramble/store/{}",
@@ -297,10 +255,7 @@ fn a_package_set_is_resolved_assembled_and_runs_in_a_root_view() {
     // `bramble shell` opens the build's environment in the same view: its shell is the
     // set's dash at /bin/sh (the set has no `cat` or `readlink`: dash's builtins read the
     // marks), `say` is on PATH, and /bin links into the read-only /usr.
-    let mut shell = s
-        .bramble
-        .command(s.project.path(), &["shell", "./:program"]);
-    shell.env("BRAMBLE_MIRROR_DEBIAN", s.server.url("/debian"));
+    let shell = s.command(&["shell", "./:program"]);
     let out = with_stdin(
         shell,
         b"read v < /usr/share/marks/dash-test; say \"shell sees dash $v\"\n\
@@ -317,7 +272,7 @@ fn a_package_set_is_resolved_assembled_and_runs_in_a_root_view() {
 
 #[test]
 fn an_unsatisfiable_dependency_names_the_package_and_the_dependency() {
-    let s = Setup::new();
+    let s = setup();
     let out = s.bramble(&["build", "--no-out-link", "./:broken"]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -335,9 +290,9 @@ fn an_unsatisfiable_dependency_names_the_package_and_the_dependency() {
 /// lock unchanged, while a graph that differs from the recorded one still fails.
 #[test]
 fn the_lock_of_a_package_set_does_not_depend_on_the_bytes_of_bramble_debian() {
-    let s = Setup::new();
+    let s = setup();
     s.ok(&["build", "--no-out-link", "./:set"]);
-    let lock_path = s.project.path().join("bramble.lock");
+    let lock_path = s.dir.path().join("bramble.lock");
     let lock = std::fs::read_to_string(&lock_path).unwrap();
     assert_eq!(lock.matches("[[dao]]").count(), 1, "{lock}");
 
@@ -354,7 +309,7 @@ fn the_lock_of_a_package_set_does_not_depend_on_the_bytes_of_bramble_debian() {
     let build = |bramble: &Bramble, tool: &Path| {
         bramble
             .command(
-                s.project.path(),
+                s.dir.path(),
                 &["build", "--locked", "--no-out-link", "./:set"],
             )
             .env("BRAMBLE_MIRROR_DEBIAN", s.server.url("/debian"))

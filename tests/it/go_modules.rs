@@ -13,8 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::{Bramble, built_names, http, stderr, stdout};
-use bramble::engine::fetch::h1;
+use crate::support::{ServedProject, built_names, http, stderr, stdout};
+use bramble::store::fetch::h1;
 
 /// (module path, version, files below `<module>@<version>/`).
 type Module = (&'static str, &'static str, Vec<(&'static str, String)>);
@@ -99,46 +99,38 @@ def hello():
     return go_binary("hello", _src(), go = toolchain(), goroot = "usr/lib/go", root = toolchain(), modfiles = files(["go.mod", "go.sum"]))
 "#;
 
+/// The Go project with the fixture modules served as the `goproxy` mirror.
 struct Setup {
-    server: http::Server,
-    bramble: Bramble,
-    project: tempfile::TempDir,
+    project: ServedProject,
     /// (module, version) → (zip, go.mod) as served.
     files: Vec<(String, String, Vec<u8>, String)>,
 }
 
+impl std::ops::Deref for Setup {
+    type Target = ServedProject;
+    fn deref(&self) -> &ServedProject {
+        &self.project
+    }
+}
+
 impl Setup {
     fn new(go: Option<(&str, &str)>) -> Setup {
-        let server = http::Server::start();
         let mut files = Vec::new();
-        for (module, version, content) in modules() {
-            let zip = zip_of(module, version, &content);
-            let go_mod = content[0].1.clone();
-            server.file(&proxy_path(module, version, "zip"), zip.clone());
-            server.file(&proxy_path(module, version, "mod"), go_mod.clone());
-            files.push((module.to_owned(), version.to_owned(), zip, go_mod));
-        }
-        let bramble = Bramble::new();
-        let project = bramble.tempdir();
-        std::fs::write(
-            project.path().join("bramble.toml"),
-            "[package]\nname = \"example.com/go\"\n",
-        )
-        .unwrap();
         let zeros = "0".repeat(64);
         let (url, sha) = go.unwrap_or(("http://127.0.0.1:1/none.tar", &zeros));
-        std::fs::write(
-            project.path().join("default.bramble"),
-            MODULE.replace("@GO_URL@", url).replace("@GO_SHA@", sha),
-        )
-        .unwrap();
-        std::fs::write(project.path().join("main.go"), MAIN).unwrap();
-        let s = Setup {
-            server,
-            bramble,
-            project,
-            files,
-        };
+        let project = ServedProject::new("example.com/go", |server| {
+            for (module, version, content) in modules() {
+                let zip = zip_of(module, version, &content);
+                let go_mod = content[0].1.clone();
+                server.file(&proxy_path(module, version, "zip"), zip.clone());
+                server.file(&proxy_path(module, version, "mod"), go_mod.clone());
+                files.push((module.to_owned(), version.to_owned(), zip, go_mod));
+            }
+            MODULE.replace("@GO_URL@", url).replace("@GO_SHA@", sha)
+        })
+        .mirror("goproxy", "/goproxy");
+        std::fs::write(project.dir.path().join("main.go"), MAIN).unwrap();
+        let s = Setup { project, files };
         s.require("v1.0.0");
         s
     }
@@ -167,29 +159,9 @@ impl Setup {
              example.com/shout v0.0.1/go.mod {old_m}\n\
              example.com/shout v0.1.0 {sz}\nexample.com/shout v0.1.0/go.mod {sm}\n"
         );
-        std::fs::write(self.project.path().join("go.mod"), go_mod).unwrap();
-        std::fs::write(self.project.path().join("go.sum"), go_sum).unwrap();
-        self.bramble.give(self.project.path());
-    }
-
-    fn bramble(&self, args: &[&str]) -> Output {
-        self.bramble.give(self.project.path());
-        self.bramble
-            .command(self.project.path(), args)
-            .env("BRAMBLE_MIRROR_GOPROXY", self.server.url("/goproxy"))
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.bramble(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        out
+        std::fs::write(self.dir.path().join("go.mod"), go_mod).unwrap();
+        std::fs::write(self.dir.path().join("go.sum"), go_sum).unwrap();
+        self.bramble.give(self.dir.path());
     }
 
     fn hits(&self, module: &str, version: &str, ext: &str) -> usize {
@@ -249,7 +221,7 @@ fn the_module_dao_fetches_each_module_file_once_into_a_proxy() {
     assert!(std::fs::read_link(proxy.join("example.com/shout/@v/v0.0.1.zip")).is_err());
     assert!(std::fs::read_link(proxy.join("example.com/shout/@v/v0.0.1.mod")).is_ok());
     // The generated graph is recorded like any DAO's; h1-pinned fetches need no lock entry.
-    let lock = std::fs::read_to_string(s.project.path().join("bramble.lock")).unwrap();
+    let lock = std::fs::read_to_string(s.dir.path().join("bramble.lock")).unwrap();
     assert!(lock.contains("name = \"hello-modules\""), "{lock}");
     assert!(!lock.contains("[[url]]"), "{lock}");
     // Again (and --locked): nothing is fetched or built.
@@ -266,13 +238,13 @@ fn the_sources_may_be_a_directory_derivation() {
     let s = Setup::new(None);
     let mut tar = tar::Builder::new(Vec::new());
     for file in ["go.mod", "go.sum", "main.go"] {
-        tar.append_path_with_name(s.project.path().join(file), file)
+        tar.append_path_with_name(s.dir.path().join(file), file)
             .unwrap();
     }
     s.server.file("/src.tar", tar.into_inner().unwrap());
-    let module = std::fs::read_to_string(s.project.path().join("default.bramble")).unwrap();
+    let module = std::fs::read_to_string(s.dir.path().join("default.bramble")).unwrap();
     std::fs::write(
-        s.project.path().join("default.bramble"),
+        s.dir.path().join("default.bramble"),
         module.replace("@SRC_URL@", &s.server.url("/src.tar")),
     )
     .unwrap();
@@ -314,13 +286,13 @@ fn a_tampered_module_zip_is_refused_by_its_h1_pin_and_nothing_is_stored() {
         s.stored()
     );
     // A go.mod requirement missing from go.sum names the module and says what to run.
-    let go_sum = std::fs::read_to_string(s.project.path().join("go.sum")).unwrap();
+    let go_sum = std::fs::read_to_string(s.dir.path().join("go.sum")).unwrap();
     let without: String = go_sum
         .lines()
         .filter(|l| !l.starts_with("example.com/shout v0.1.0"))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(s.project.path().join("go.sum"), without).unwrap();
+    std::fs::write(s.dir.path().join("go.sum"), without).unwrap();
     let out = s.bramble(&["build", "--no-out-link", "./:modules"]);
     let err = stderr(&out);
     assert!(
@@ -331,7 +303,7 @@ fn a_tampered_module_zip_is_refused_by_its_h1_pin_and_nothing_is_stored() {
     check_error(&out, "go_sum_missing_requirement");
     // A malformed line is named by file and line.
     std::fs::write(
-        s.project.path().join("go.sum"),
+        s.dir.path().join("go.sum"),
         go_sum + "example.com/x v1.0.0\n",
     )
     .unwrap();

@@ -14,8 +14,8 @@ fn dao(name: &str, deps: &[&Derivation], document: serde_json::Value) -> Derivat
     d
 }
 
-fn names(report: &BuildReport, f: &Fixture) -> Vec<String> {
-    let _ = report;
+/// The derivations the fake executor ran, in start order.
+fn started(f: &Fixture) -> Vec<String> {
     f.engine.executor.started.lock().unwrap().clone()
 }
 
@@ -50,7 +50,7 @@ async fn the_original_scenario_runs_a_b_y_x_d_e() {
     let refs: Vec<&Derivation> = all.iter().collect();
     let report = f.build(&refs, &[&e], jobs(1)).await;
     assert!(report.success(), "{:?}", report.failures);
-    assert_eq!(names(&report, &f), ["a", "b", "c", "y", "x", "d", "e"]);
+    assert_eq!(started(&f), ["a", "b", "c", "y", "x", "d", "e"]);
     assert_eq!(report.built, 7);
     let splice = &report.splices[0];
     assert_eq!(splice.name, "c");
@@ -98,6 +98,42 @@ async fn a_rebuild_splices_the_stored_document_without_running_the_generator() {
     assert_eq!(second.splices.len(), 1);
     assert_eq!(second.splices[0].graph, first.splices[0].graph);
     assert_eq!(first.roots[0].outputs, second.roots[0].outputs);
+}
+
+#[tokio::test]
+async fn a_plan_names_the_daos_not_generated_and_splices_the_stored_ones() {
+    let f = Fixture::new();
+    let (mut all, e) = scenario();
+    all.push(e.clone());
+    let refs: Vec<&Derivation> = all.iter().collect();
+    let graph = |drvs: &[&Derivation]| {
+        BuildGraph::from_derivations(drvs.iter().map(|d| (*d).clone()), &[e.hash()]).unwrap()
+    };
+    let names = |list: &[(Hash, String)]| list.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+    f.build(&refs[..2], &[&all[1]], jobs(1)).await;
+    let before = plan(f.engine.store.clone(), graph(&refs), &jobs(1))
+        .await
+        .unwrap();
+    assert_eq!(names(&before.cached), ["a", "b"]);
+    assert_eq!(names(&before.to_build), ["c", "d", "e"]);
+    assert_eq!(names(&before.not_generated), ["c"]);
+
+    f.build(&refs, &[&e], jobs(1)).await;
+    let runs = f.engine.executor.total_runs();
+    let after = plan(f.engine.store.clone(), graph(&refs), &jobs(1))
+        .await
+        .unwrap();
+    assert!(after.to_build.is_empty() && after.not_generated.is_empty());
+    let mut cached = names(&after.cached);
+    let at = |n: &str| cached.iter().position(|c| c == n).unwrap();
+    assert!(at("y") < at("x") && at("x") < at("d") && at("b") < at("c"));
+    cached.sort();
+    assert_eq!(cached, ["a", "b", "c", "d", "e", "x", "y"]);
+    assert_eq!(
+        f.engine.executor.total_runs(),
+        runs,
+        "a plan builds nothing"
+    );
 }
 
 #[tokio::test]

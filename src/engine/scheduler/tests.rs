@@ -1,6 +1,10 @@
+//! The scheduler on the in-memory fakes ([`super::fake`]): caching and early cutoff, the
+//! jobs limit, failures with and without keep-going, cancellation, `--check`, two runs
+//! sharing a store, and the dry-run plan.
+
 use std::sync::atomic::Ordering;
 
-use crate::engine::fake::{FakeExecutor, FakeStore};
+use super::fake::{FakeExecutor, FakeStore};
 use crate::engine::report::NullReporter;
 use crate::store::Derivation;
 
@@ -288,8 +292,9 @@ async fn dry_run_plan() {
     let top = drv("top", &[&base], &[]);
     f.build(&[&base], &[&base], jobs(1)).await;
     let graph = BuildGraph::from_derivations([base.clone(), top.clone()], &[top.hash()]).unwrap();
-    let p = plan(&*f.engine.store, &graph).unwrap();
+    let p = plan(f.engine.store.clone(), graph, &jobs(1)).await.unwrap();
     assert_eq!(p.cached, vec![(base.hash(), "base".to_owned())]);
     assert_eq!(p.to_build, vec![(top.hash(), "top".to_owned())]);
+    assert!(p.not_generated.is_empty());
     assert_eq!(f.engine.executor.total_runs(), 1);
 }

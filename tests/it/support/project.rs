@@ -119,6 +119,8 @@ impl Fixture {
 pub struct Project {
     pub bramble: Bramble,
     pub dir: tempfile::TempDir,
+    /// Variables every command of the project gets (a mirror's base URL).
+    env: Vec<(String, String)>,
 }
 
 impl Project {
@@ -137,14 +139,20 @@ impl Project {
         .unwrap();
         std::fs::write(dir.path().join("default.bramble"), module).unwrap();
         std::fs::copy(BUSYBOX, dir.path().join("busybox")).unwrap();
-        Project { bramble, dir }
+        Project {
+            bramble,
+            dir,
+            env: Vec::new(),
+        }
     }
 
     /// The `bramble` command with this project's store, in the project directory, which is
     /// first handed to the user `bramble` runs as (files the test wrote included).
     pub fn command(&self, args: &[&str]) -> Command {
         self.bramble.give(self.dir.path());
-        self.bramble.command(self.dir.path(), args)
+        let mut command = self.bramble.command(self.dir.path(), args);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
     }
 
     pub fn bramble(&self, args: &[&str]) -> Output {
@@ -154,7 +162,12 @@ impl Project {
     /// [`Project::bramble`], which must succeed.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.bramble(args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
         out
     }
 
@@ -182,6 +195,16 @@ impl ServedProject {
         let server = super::http::Server::start();
         let project = Project::new(package, &module(&server));
         ServedProject { project, server }
+    }
+
+    /// Serve the mirror `name` (`mirror://NAME/...`) from `path` on the fixture server: every
+    /// command gets `BRAMBLE_MIRROR_<NAME>`.
+    pub fn mirror(mut self, name: &str, path: &str) -> Self {
+        let base = self.server.url(path);
+        self.project
+            .env
+            .push((bramble::env::mirror_var(name), base));
+        self
     }
 }
 

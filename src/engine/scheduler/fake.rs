@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use crate::store::{Hash, StorePath};
 
-use super::{BuildStore, Built, Cancel, ExecError, Executor, Job, StagedOutput, StoreError};
+use crate::engine::{
+    BuildStart, BuildStore, Built, Cancel, ExecError, Executor, Job, StagedOutput, StoreError,
+};
 
 #[derive(Debug, Default)]
 pub struct FakeStore {
@@ -50,67 +52,109 @@ impl FakeStore {
     }
 }
 
-impl BuildStore for FakeStore {
-    type Lock = FakeLock;
-
-    fn realisation(&self, key: Hash, output: &str) -> Result<Option<StorePath>, StoreError> {
+impl FakeStore {
+    /// The realised path of `output` for `key`, if registered.
+    pub fn realisation(&self, key: Hash, output: &str) -> Result<Option<StorePath>, StoreError> {
         let map = self.realisations.lock().unwrap();
         Ok(map.get(&(key, output.to_owned())).cloned())
     }
 
-    fn lock_build(&self, key: Hash) -> Result<FakeLock, StoreError> {
+    /// Take the exclusive build lock for `key`, waiting for other holders.
+    fn lock_build(&self, key: Hash) -> FakeLock {
         let (set, cond) = &*self.locks;
         let mut held = set.lock().unwrap();
         while held.contains(&key) {
             held = cond.wait(held).unwrap();
         }
         held.insert(key);
-        Ok(FakeLock {
+        FakeLock {
             key,
             locks: self.locks.clone(),
+        }
+    }
+
+    /// Add one staged output: its path is named after its content.
+    fn add_output(&self, output: &StagedOutput) -> Result<StorePath, StoreError> {
+        let content = std::fs::read(&output.path).map_err(|e| {
+            StoreError::Fake(format!("cannot read `{}`: {e}", output.path.display()))
+        })?;
+        let path = StorePath::new(Hash::digest(&content), output.placeholder.name()).unwrap();
+        self.contents.lock().unwrap().insert(path.clone(), content);
+        Ok(path)
+    }
+}
+
+impl BuildStore for FakeStore {
+    type Lock = FakeLock;
+
+    fn realisations(&self, wanted: &[(Hash, &str)]) -> Result<Vec<Option<StorePath>>, StoreError> {
+        wanted
+            .iter()
+            .map(|(key, output)| self.realisation(*key, output))
+            .collect()
+    }
+
+    fn start_build(
+        &self,
+        key: Hash,
+        outputs: &[String],
+        inputs: &BTreeSet<StorePath>,
+        recheck: bool,
+    ) -> Result<BuildStart<FakeLock>, StoreError> {
+        let lock = self.lock_build(key);
+        if recheck {
+            let found: Vec<Option<StorePath>> = outputs
+                .iter()
+                .map(|o| self.realisation(key, o))
+                .collect::<Result<_, _>>()?;
+            if found.iter().all(Option::is_some) {
+                let found = outputs.iter().cloned().zip(found.into_iter().flatten());
+                return Ok(BuildStart::Realised(found.collect()));
+            }
+        }
+        Ok(BuildStart::Build {
+            lock,
+            pins: Vec::new(),
+            closure: inputs.clone(),
         })
+    }
+
+    fn finish_build(
+        &self,
+        key: Hash,
+        _drv: Hash,
+        outputs: &[StagedOutput],
+        _inputs: &BTreeSet<StorePath>,
+        register: bool,
+    ) -> Result<BTreeMap<String, StorePath>, StoreError> {
+        let mut paths = BTreeMap::new();
+        for staged in outputs {
+            let path = match &staged.stored {
+                Some(stored) => stored.clone(),
+                None => self.add_output(staged)?,
+            };
+            paths.insert(staged.name.clone(), path);
+        }
+        if register {
+            let mut map = self.realisations.lock().unwrap();
+            for (output, path) in &paths {
+                map.insert((key, output.clone()), path.clone());
+            }
+            self.registrations.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(paths)
     }
 
     fn closure(&self, paths: &BTreeSet<StorePath>) -> Result<BTreeSet<StorePath>, StoreError> {
         Ok(paths.clone())
     }
 
-    fn pin(&self, _paths: &BTreeSet<StorePath>) -> Result<Vec<FakeLock>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    fn add_output(
-        &self,
-        output: &StagedOutput,
-        _drv: Hash,
-        _inputs: &BTreeSet<StorePath>,
-    ) -> Result<StorePath, StoreError> {
-        let content = std::fs::read(&output.path).map_err(StoreError::new)?;
-        let path = StorePath::new(Hash::digest(&content), output.placeholder.name()).unwrap();
-        self.contents.lock().unwrap().insert(path.clone(), content);
-        Ok(path)
-    }
-
     fn read_document(&self, output: &StorePath, limit: usize) -> Result<Vec<u8>, StoreError> {
         let contents = self.contents.lock().unwrap();
-        let content = contents.get(output).ok_or_else(|| {
-            StoreError::new(std::io::Error::other(format!("no content for `{output}`")))
-        })?;
+        let content = contents
+            .get(output)
+            .ok_or_else(|| StoreError::Fake(format!("no content for `{output}`")))?;
         Ok(content[..content.len().min(limit + 1)].to_vec())
-    }
-
-    fn register(
-        &self,
-        key: Hash,
-        _drv: Hash,
-        outputs: &BTreeMap<String, StorePath>,
-    ) -> Result<(), StoreError> {
-        let mut map = self.realisations.lock().unwrap();
-        for (output, path) in outputs {
-            map.insert((key, output.clone()), path.clone());
-        }
-        self.registrations.fetch_add(1, Ordering::SeqCst);
-        Ok(())
     }
 }
 
