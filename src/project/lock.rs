@@ -493,34 +493,23 @@ pub fn apply(
     Ok(out)
 }
 
-/// Every hash of `derivations`, each after the derivations it depends on (an iterative DFS;
-/// the graph is acyclic by construction of hashes).
+/// Every hash of `derivations`, each after the derivations it depends on (the one
+/// topological order, [`crate::store::order::dependencies_first`]).
 fn dependencies_first(derivations: &BTreeMap<Hash, Derivation>) -> Vec<Hash> {
-    let mut order = Vec::with_capacity(derivations.len());
-    let mut state: BTreeMap<Hash, bool> = BTreeMap::new(); // false: visiting, true: done
-    for &start in derivations.keys() {
-        let mut stack = vec![(start, false)];
-        while let Some((h, expanded)) = stack.pop() {
-            if expanded {
-                state.insert(h, true);
-                order.push(h);
-                continue;
-            }
-            if state.contains_key(&h) {
-                continue;
-            }
-            state.insert(h, false);
-            stack.push((h, true));
-            if let Some(drv) = derivations.get(&h) {
-                for dep in drv.dependencies().unwrap_or_default() {
-                    if derivations.contains_key(&dep.drv) && !state.contains_key(&dep.drv) {
-                        stack.push((dep.drv, false));
-                    }
-                }
+    let mut graph = petgraph::graphmap::DiGraphMap::<Hash, ()>::with_capacity(
+        derivations.len(),
+        derivations.len(),
+    );
+    for (&hash, drv) in derivations {
+        graph.add_node(hash);
+        for dep in drv.dependencies().unwrap_or_default() {
+            if derivations.contains_key(&dep.drv) {
+                graph.add_edge(hash, dep.drv, ());
             }
         }
     }
-    order
+    crate::store::order::dependencies_first(&graph)
+        .expect("derivation hashes form no cycle: a derivation names its dependencies' hashes")
 }
 
 /// The lock applied to one evaluation: what a build of it checks (`--locked`) and records.
