@@ -13,14 +13,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use bramble::debian;
 
+mod tool;
+
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tool::main(run)
 }
 
 fn out_dir() -> anyhow::Result<PathBuf> {
@@ -37,9 +33,11 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             let bytes = std::fs::read(index).with_context(|| format!("cannot read `{index}`"))?;
             let text = debian::decompress(&bytes).map_err(anyhow::Error::msg)?;
             let packages = debian::index::parse(&text)
+                .map_err(tool::diagnosed)
                 .with_context(|| format!("cannot parse the index `{index}`"))?;
             let universe = debian::Universe::new(&packages, arch);
             let closure = debian::resolve::closure(&universe, wanted)
+                .map_err(tool::diagnosed)
                 .with_context(|| format!("cannot resolve the package set `{name}`"))?;
             let out = out_dir()?;
             std::fs::create_dir(&out)

@@ -16,27 +16,16 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 use bramble::golang;
 
+mod tool;
+
 fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tool::main(run)
 }
 
 fn out_dir() -> anyhow::Result<PathBuf> {
     std::env::var_os("out")
         .map(PathBuf::from)
         .context("`$out` is not set")
-}
-
-fn go_error(e: golang::GoError) -> anyhow::Error {
-    match e.hint() {
-        Some(hint) => anyhow::anyhow!("{e}\nhint: {hint}"),
-        None => anyhow::anyhow!("{e}"),
-    }
 }
 
 fn run(args: Vec<String>) -> anyhow::Result<()> {
@@ -70,14 +59,15 @@ fn modules(name: &str, src: &Path) -> anyhow::Result<()> {
         }
     };
     let Some(go_mod) = read("go.mod")? else {
-        bail!(
-            "`go.mod` is missing from the sources of `{name}`\nhint: give `go_binary` the module's root (its `src` must hold `go.mod` at the top)"
-        );
+        return Err(tool::hinted(
+            format!("`go.mod` is missing from the sources of `{name}`"),
+            "give `go_binary` the module's root (its `src` must hold `go.mod` at the top)",
+        ));
     };
-    let gomod = golang::parse_go_mod("go.mod", &go_mod).map_err(go_error)?;
-    let sums =
-        golang::parse_go_sum("go.sum", &read("go.sum")?.unwrap_or_default()).map_err(go_error)?;
-    let modules = golang::modules(&gomod, &sums).map_err(go_error)?;
+    let gomod = golang::parse_go_mod("go.mod", &go_mod).map_err(tool::diagnosed)?;
+    let sums = golang::parse_go_sum("go.sum", &read("go.sum")?.unwrap_or_default())
+        .map_err(tool::diagnosed)?;
+    let modules = golang::modules(&gomod, &sums).map_err(tool::diagnosed)?;
     let out = out_dir()?;
     std::fs::create_dir(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
     let doc = golang::document::document(name, &modules);
@@ -180,10 +170,13 @@ fn build(goroot: &Path, proxy: &Path, src: &Path, packages: &[String]) -> anyhow
         bail!("`go build` failed ({status})");
     }
     if std::fs::read_dir(&bin)?.next().is_none() {
-        bail!(
-            "`go build` wrote no program: none of {} is a main package\nhint: name the main packages in `packages` (e.g. `[\"./cmd/tool\"]`)",
-            packages.join(", ")
-        );
+        return Err(tool::hinted(
+            format!(
+                "`go build` wrote no program: none of {} is a main package",
+                packages.join(", ")
+            ),
+            "name the main packages in `packages` (e.g. `[\"./cmd/tool\"]`)",
+        ));
     }
     Ok(())
 }

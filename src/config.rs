@@ -97,8 +97,13 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
 }
 
-impl ConfigError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Diagnose for ConfigError {
+    /// A configuration file is the user's.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             ConfigError::NotRegular { .. } => Some(
                 "configuration files are read only when they are regular files: replace the link or special file by the file itself".into(),
@@ -266,6 +271,7 @@ pub fn toml_message(e: &toml::de::Error, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Diagnose;
 
     #[test]
     fn reads_mirrors_as_one_url_or_a_list() {

@@ -24,11 +24,14 @@
 //! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml) and the reading of
 //!          configuration files (regular files only).
 //! env      every BRAMBLE_* environment variable, declared once.
+//! error    the Diagnose trait: every module error's class (user, environment, internal:
+//!          the exit code) and hint.
 //! ```
 //!
 //! Dependency direction: `store` is the leaf; `lang` uses `store` only for the derivation
-//! type; `project` joins `lang` and `store` (and `config`), never `engine`; `engine` uses
-//! `store` and the sandbox spec, never `lang`; `cli` drives everything. The main process never changes its own namespaces: all
+//! type and the store's error (what its `SourceStore` returns); `project` joins `lang` and
+//! `store` (and `config`), never `engine`; `engine` uses `store` and the sandbox spec, never
+//! `lang`; `cli` drives everything. The main process never changes its own namespaces: all
 //! isolation happens in the `bramble-sandbox` helper it spawns.
 
 // "Only `cli` prints": everything else reports through return values and the reporter.
@@ -39,6 +42,7 @@ pub mod config;
 pub mod debian;
 pub mod engine;
 pub mod env;
+pub mod error;
 pub mod golang;
 pub mod lang;
 pub mod project;

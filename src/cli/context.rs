@@ -19,7 +19,7 @@ use crate::engine::{
 use crate::lang::{RunSpec, TestSpec};
 use crate::project::lock::{self, LOCK_FILE, Pins};
 use crate::project::{Evaluation, Root};
-use crate::store::local::{LocalStore, error_chain};
+use crate::store::local::LocalStore;
 use crate::store::{Derivation, Hash, StorePath, Templates};
 
 use super::CliError;
@@ -112,9 +112,8 @@ impl Context {
         };
         // `print()` of `.bramble` files: text others may have written.
         let printer = |line: &str| eprintln!("{}", super::terminal::sanitise(line));
-        let mut evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)
-            .map_err(super::project_ctx::error)?;
-        let pins = lock::pin(&mut evaluation, &project.root).map_err(|e| pin_error(&e))?;
+        let mut evaluation = crate::project::evaluate(&project, &cwd, refs, &sink, &printer)?;
+        let pins = lock::pin(&mut evaluation, &project.root)?;
         let mirrors = match &project.mirrors {
             Some(layer) => Some(Arc::new(self.mirrors()?.with_layer(layer.clone()))),
             None => None,
@@ -199,7 +198,7 @@ impl Context {
             &cancel,
             engine::expand(self.store()?.clone(), graph, &options),
         )
-        .map_err(|e| CliError::environment(e.to_string()))
+        .map_err(CliError::from)
     }
 
     /// What `--dry-run` prints: what a build of `request` would do, every DAO realised in the
@@ -212,7 +211,7 @@ impl Context {
             &cancel,
             engine::plan(self.store()?.clone(), graph, &options),
         )
-        .map_err(|e| CliError::environment(e.to_string()))
+        .map_err(CliError::from)
     }
 
     /// Where a store path is on the host.
@@ -268,8 +267,7 @@ fn record(
             .map(|(hash, drv)| (*hash, Derivation::clone(drv)))
             .collect()
     };
-    let recorded =
-        lock::record(pins, &report.fetches, &spliced, graph, store).map_err(|e| pin_error(&e))?;
+    let recorded = lock::record(pins, &report.fetches, &spliced, graph, store)?;
     for spec in &recorded.fetches {
         eprintln!("recorded hash of {spec} in {LOCK_FILE}");
     }
@@ -279,54 +277,19 @@ fn record(
     Ok(())
 }
 
-/// A lock-file failure as the CLI shows it.
-pub(super) fn pin_error(e: &lock::PinError) -> CliError {
-    match e {
-        lock::PinError::Lock(e) => CliError::user(error_chain(e)).with_hint(format!(
-            "fix or delete `{LOCK_FILE}`; a build records it again"
-        )),
-        lock::PinError::Invalid(e) => {
-            let err = CliError::user(error_chain(e));
-            match e.hint() {
-                Some(h) => err.with_hint(h),
-                None => err,
-            }
-        }
-    }
-}
-
 /// Refuse unpinned fetches (`--locked`).
 pub fn require_pinned(request: &Request) -> Result<(), CliError> {
     match &request.pins {
-        Some(pins) => lock::require_pinned(pins)
-            .map_err(|e| CliError::user(e.to_string()).with_hint(e.hint())),
+        Some(pins) => Ok(lock::require_pinned(pins)?),
         None => Ok(()),
     }
 }
 
 pub(crate) use super::store::store_error;
 
-impl From<engine::job::RootError> for CliError {
-    fn from(e: engine::job::RootError) -> CliError {
-        use engine::job::RootError as E;
-        match e {
-            E::UnknownRoot { .. } => CliError::internal(e.to_string()),
-            E::Derivation(_) => CliError::user(e.to_string()),
-            E::Closure(e) => store_error(e),
-        }
-    }
-}
-
 /// The mirror configuration of this run without a project's.
 pub fn load_mirrors() -> Result<Mirrors, CliError> {
-    let user = crate::config::UserConfig::load().map_err(|e| {
-        let hint = e.hint();
-        let err = CliError::user(error_chain(&e));
-        match hint {
-            Some(h) => err.with_hint(h),
-            None => err,
-        }
-    })?;
+    let user = crate::config::UserConfig::load()?;
     let mut layers = vec![Layer::from_env(std::env::vars())];
     layers.extend(user.mirrors);
     let apt_root = std::env::var_os(crate::env::BRAMBLE_APT_ROOT)
@@ -401,7 +364,7 @@ pub fn run_build<S: engine::BuildStore, E: engine::Executor>(
     let cancel = Cancel::new();
     let report = block_on(&cancel, engine::run(&parts, graph, options, cancel.clone()));
     progress.finish();
-    report.map_err(|e| CliError::environment(e.to_string()))
+    report.map_err(CliError::from)
 }
 
 /// References evaluated in the current project: the build request (every derivation, with

@@ -27,11 +27,9 @@ pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         &args.references,
         &MemorySources::default(),
         &print_to_stderr,
-    )
-    .map_err(project_ctx::error)?;
+    )?;
     // What a build would run: with bramble.lock's pins in the fetch derivations.
-    project::lock::pin(&mut evaluation, &project.root)
-        .map_err(|e| super::context::pin_error(&e))?;
+    project::lock::pin(&mut evaluation, &project.root)?;
     let text = if args.json {
         evaluation.to_json() + "\n"
     } else {

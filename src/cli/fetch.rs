@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::engine::fetch::{FetchError, FetchRequest, FetchSpec, Format, Mirrors, Pin, sha256_hex};
-use crate::store::local::error_chain;
+use crate::engine::fetch::{FetchRequest, FetchSpec, Format, Mirrors, Pin, sha256_hex};
 
 use super::{CliError, Context};
 
@@ -59,27 +58,6 @@ pub fn default_name(url: &str) -> String {
     }
 }
 
-/// A fetch failure as the CLI shows it.
-pub fn fetch_error(e: &FetchError) -> CliError {
-    let message = error_chain(e);
-    let err = match e {
-        FetchError::Mismatch { .. }
-        | FetchError::Mirror(_)
-        | FetchError::Invalid(_)
-        | FetchError::Unpack { .. }
-        | FetchError::Git(crate::engine::fetch::GitError::Invalid(_)) => CliError::user(message),
-        FetchError::Download(crate::engine::fetch::DownloadError::Status { .. })
-        | FetchError::Download(crate::engine::fetch::DownloadError::Invalid(_)) => {
-            CliError::user(message)
-        }
-        _ => CliError::environment(message),
-    };
-    match e.hint() {
-        Some(h) => err.with_hint(h),
-        None => err,
-    }
-}
-
 pub fn run(args: FetchArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let spec = match &args.rev {
         Some(rev) => {
@@ -122,7 +100,7 @@ pub fn run(args: FetchArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.url));
     let req = FetchRequest { spec, name, pin };
     // The same checks a fetch derivation gets.
-    FetchRequest::from_derivation(&req.to_derivation()).map_err(|e| fetch_error(&e.into()))?;
+    FetchRequest::from_derivation(&req.to_derivation())?;
     let mut mirrors: Arc<Mirrors> = ctx.mirrors()?.clone();
     if req
         .spec
@@ -140,7 +118,7 @@ pub fn run(args: FetchArgs, ctx: &Context) -> Result<ExitCode, CliError> {
                 }
             }
             Err(crate::project::Error::NoManifest { .. }) => {}
-            Err(e) => return Err(super::project_ctx::error(e)),
+            Err(e) => return Err(e.into()),
         }
     }
     let mut fetcher = ctx.fetcher(Some(&mirrors))?;
@@ -153,7 +131,7 @@ pub fn run(args: FetchArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::environment(format!("cannot start the async runtime: {e}")))?;
     let fetched = runtime.block_on(fetcher.fetch(&req));
     progress.finish();
-    let fetched = fetched.map_err(|e| fetch_error(&e))?;
+    let fetched = fetched?;
     let host = fetcher.store.host_path(&fetched.path);
     if args.json {
         let doc = serde_json::json!({

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::store::{open_store, parse_store_path, store_error};
+use super::store::{open_store, parse_store_path};
 use super::{CliError, Context};
 use crate::store::local::GcOptions;
 
@@ -27,12 +27,10 @@ pub fn run(args: GcArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         .map(|p| parse_store_path(p))
         .collect::<Result<Vec<_>, _>>()?;
     let store = open_store()?;
-    let report = store
-        .gc(&GcOptions {
-            dry_run: args.dry_run,
-            extra_roots,
-        })
-        .map_err(store_error)?;
+    let report = store.gc(&GcOptions {
+        dry_run: args.dry_run,
+        extra_roots,
+    })?;
     let mut out = std::io::stdout().lock();
     let write_err =
         |e: std::io::Error| CliError::environment(format!("cannot write to stdout: {e}"));

@@ -15,7 +15,6 @@ use clap::Args;
 
 use crate::store::{Hash, StorePath};
 
-use super::context::store_error;
 use super::{CliError, Context};
 
 #[derive(Debug, Args)]
@@ -33,7 +32,7 @@ pub fn run(args: LogArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let mut stdout = std::io::stdout().lock();
     let raw = args.raw || !std::io::IsTerminal::is_terminal(&stdout);
     for drv in drvs {
-        let log = ctx.store()?.get_log(drv).map_err(store_error)?;
+        let log = ctx.store()?.get_log(drv)?;
         let Some(log) = log else {
             return Err(
                 CliError::user(format!("no build log of derivation `{drv}` in the store"))
@@ -60,7 +59,7 @@ fn derivations_of(ctx: &Context, target: &str) -> Result<Vec<Hash>, CliError> {
     if let Ok(path) = StorePath::from_path_str(target)
         && (looks_like_path || !target.contains(':'))
     {
-        let info = ctx.store()?.path_info(&path).map_err(store_error)?;
+        let info = ctx.store()?.path_info(&path)?;
         let Some(info) = info else {
             return Err(CliError::user(format!(
                 "`{target}` is not a valid store path"

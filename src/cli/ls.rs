@@ -33,7 +33,7 @@ pub fn run(args: LsArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let files = if path.is_dir() {
         let dir = std::fs::canonicalize(&path)
             .map_err(|e| CliError::user(format!("cannot read `{}`: {e}", path.display())))?;
-        all_modules(&dir).map_err(project_ctx::error)?
+        all_modules(&dir)?
     } else {
         let file = if path.extension().is_some_and(|x| x == "bramble") {
             path.clone()
@@ -52,8 +52,7 @@ pub fn run(args: LsArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             .iter()
             .map(|f| session.module_info(f).map_err(Into::into))
             .collect()
-    })
-    .map_err(project_ctx::error)?;
+    })?;
     if args.json {
         println!(
             "{}",

@@ -8,7 +8,8 @@
 //! [`progress`] and [`terminal`] (what goes to the terminal).
 //!
 //! Errors reaching here are rendered as `error: <what>` plus an optional `hint:` line, and
-//! their [`ErrorClass`] picks the exit code.
+//! their [`Class`] picks the exit code. A module error becomes a [`CliError`] by `?`: its
+//! [`Diagnose`] implementation gives the class and the hint.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -17,6 +18,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use context::Context;
+
+use crate::error::{Class, Diagnose};
 
 pub mod build;
 pub mod context;
@@ -44,18 +47,10 @@ pub const EXIT_ENVIRONMENT: u8 = 2;
 /// Exit code for an internal bug.
 pub const EXIT_INTERNAL: u8 = 70;
 
-/// Who is to blame for a failure: decides the exit code and the wording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    User,
-    Environment,
-    Internal,
-}
-
 /// An error as the CLI reports it.
 #[derive(Debug)]
 pub struct CliError {
-    pub class: ErrorClass,
+    pub class: Class,
     pub message: String,
     pub hint: Option<String>,
     /// Overrides the class's exit code (e.g. `--check` found a difference).
@@ -65,7 +60,7 @@ pub struct CliError {
 impl CliError {
     pub fn user(message: impl Into<String>) -> CliError {
         CliError {
-            class: ErrorClass::User,
+            class: Class::User,
             message: message.into(),
             hint: None,
             exit_code: None,
@@ -74,7 +69,7 @@ impl CliError {
 
     pub fn environment(message: impl Into<String>) -> CliError {
         CliError {
-            class: ErrorClass::Environment,
+            class: Class::Environment,
             message: message.into(),
             hint: None,
             exit_code: None,
@@ -83,7 +78,7 @@ impl CliError {
 
     pub fn internal(message: impl Into<String>) -> CliError {
         CliError {
-            class: ErrorClass::Internal,
+            class: Class::Internal,
             message: message.into(),
             hint: None,
             exit_code: None,
@@ -95,12 +90,29 @@ impl CliError {
         self
     }
 
+    /// A module error as the CLI reports it: its class, its message with each cause once,
+    /// its hint.
+    pub fn diagnosed<E: Diagnose>(err: &E) -> CliError {
+        CliError {
+            class: err.class(),
+            message: crate::error::chain(err),
+            hint: err.hint(),
+            exit_code: None,
+        }
+    }
+
     fn exit_code(&self) -> u8 {
         self.exit_code.unwrap_or(match self.class {
-            ErrorClass::User => EXIT_USER,
-            ErrorClass::Environment => EXIT_ENVIRONMENT,
-            ErrorClass::Internal => EXIT_INTERNAL,
+            Class::User => EXIT_USER,
+            Class::Environment => EXIT_ENVIRONMENT,
+            Class::Internal => EXIT_INTERNAL,
         })
+    }
+}
+
+impl<E: Diagnose> From<E> for CliError {
+    fn from(err: E) -> CliError {
+        CliError::diagnosed(&err)
     }
 }
 
@@ -156,7 +168,7 @@ pub fn main() -> ExitCode {
             if let Some(hint) = &err.hint {
                 eprintln!("hint: {}", terminal::sanitise(hint));
             }
-            if err.class == ErrorClass::Internal {
+            if err.class == Class::Internal {
                 eprintln!("note: this is a bug in bramble; please report it");
             }
             ExitCode::from(err.exit_code())
@@ -196,4 +208,31 @@ fn init_tracing() {
         )
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_error_becomes_a_report_with_its_class_exit_code_and_hint() {
+        let err = CliError::from(crate::store::local::Error::NoHome);
+        assert_eq!(err.class, Class::Environment);
+        assert_eq!(err.exit_code(), EXIT_ENVIRONMENT);
+        assert!(err.hint.unwrap().contains("BRAMBLE_HOME"));
+
+        let err = CliError::from(crate::project::Error::NoManifest { start: "/p".into() });
+        assert_eq!(err.exit_code(), EXIT_USER);
+        assert_eq!(
+            err.message,
+            "no `bramble.toml` found in `/p` or any parent directory"
+        );
+        assert!(err.hint.unwrap().contains("[package]"));
+
+        let err = CliError::from(crate::project::Error::Thread {
+            message: "panicked".into(),
+        });
+        assert_eq!(err.exit_code(), EXIT_INTERNAL);
+        assert_eq!(err.hint, None);
+    }
 }

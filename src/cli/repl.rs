@@ -64,8 +64,7 @@ pub fn run(args: ReplArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             },
         );
         Ok(failed)
-    })
-    .map_err(project_ctx::error)?;
+    })?;
     Ok(if failed && !interactive {
         ExitCode::from(super::EXIT_USER)
     } else {

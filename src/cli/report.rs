@@ -17,7 +17,11 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
         return Ok(());
     }
     for failure in &report.failures {
-        let what = format!("building `{}` failed: {}", failure.name, failure.kind);
+        let what = format!(
+            "building `{}` failed: {}",
+            failure.name,
+            crate::error::chain(&failure.kind)
+        );
         eprintln!("error: {}", super::terminal::sanitise(&what));
         match &failure.kind {
             FailureKind::Exec(
@@ -48,15 +52,11 @@ pub fn explain_failures(report: &BuildReport) -> Result<(), CliError> {
                     eprintln!("note: the build directory was kept at `{}`", kept.display());
                 }
             }
-            FailureKind::NotDeterministic { .. } => {
-                eprintln!("hint: the derivation is not reproducible: compare both paths")
-            }
-            FailureKind::Dao(e) => {
-                if let Some(hint) = e.hint() {
+            kind => {
+                if let Some(hint) = crate::error::Diagnose::hint(kind) {
                     eprintln!("hint: {hint}");
                 }
             }
-            _ => {}
         }
     }
     Err(failure_error(report))

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, Context, ErrorClass};
+use super::{CliError, Context};
 use crate::store::StorePath;
 use crate::store::local::fs::TreeError;
 use crate::store::local::{self, LocalStore, VerifyOptions, VerifyProblem};
@@ -66,101 +66,22 @@ pub enum StoreCommand {
     },
 }
 
-/// Render a store error for the terminal: class, message with its causes, hint.
+/// A store error as the CLI reports it (for callers that map errors by function).
 pub(crate) fn store_error(err: local::Error) -> CliError {
-    use local::Error as E;
-    let message = local::error_chain(&err);
-    let (class, hint): (ErrorClass, Option<String>) = match &err {
-        E::NewerSchema { .. } => (
-            ErrorClass::Environment,
-            Some(
-                "this store was written by a newer bramble: upgrade bramble, or set BRAMBLE_HOME to use another store"
-                    .into(),
-            ),
-        ),
-        E::CorruptDatabase { .. } => (
-            ErrorClass::Environment,
-            Some("run `bramble store verify --repair`; if that fails, move the database aside".into()),
-        ),
-        E::DatabaseLost { .. } => (
-            ErrorClass::Environment,
-            Some("nothing was deleted; rebuild the database from the objects with `bramble store repair --rebuild-db` (which realisations and build logs cannot survive: the next builds run again and find their outputs stored)".into()),
-        ),
-        E::UntrustedHome { .. } => (
-            ErrorClass::Environment,
-            Some("the store's home and everything in it must belong to the user running bramble, with no symlinks in place of its files; set BRAMBLE_HOME to a directory of your own".into()),
-        ),
-        E::NoHome => (
-            ErrorClass::Environment,
-            Some("set BRAMBLE_HOME to the directory that should hold the store".into()),
-        ),
-        E::Name(_) => (
-            ErrorClass::User,
-            Some("names use letters, digits and `+-._?=`; pass `--name` to choose one".into()),
-        ),
-        E::NotValid { .. } => (
-            ErrorClass::User,
-            Some("it is not registered in this store (BRAMBLE_HOME selects the store); add it first with `bramble store add`".into()),
-        ),
-        E::InvalidReference { .. } => (ErrorClass::Internal, None),
-        E::ContainsStore { .. } => (
-            ErrorClass::User,
-            Some("add a directory that does not contain BRAMBLE_HOME, or move the store elsewhere".into()),
-        ),
-        E::SourceChanged { .. } => (
-            ErrorClass::User,
-            Some("make sure nothing writes to the directory while it is being added".into()),
-        ),
-        E::BadDerivation { .. } => (ErrorClass::Environment, None),
-        E::Tree(tree) => match tree {
-            TreeError::Io { source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
-                (ErrorClass::User, None)
-            }
-            TreeError::Io { .. } => (ErrorClass::Environment, None),
-            TreeError::Unsupported { .. }
-            | TreeError::Setuid { .. }
-            | TreeError::ForeignHardlink { .. }
-            | TreeError::Xattr { .. }
-            | TreeError::DuplicateAfterRewrite { .. } => (
-                ErrorClass::User,
-                Some("a store object holds only regular files, directories and symlinks, without setuid/setgid bits or hardlinks to files outside it".into()),
-            ),
-            TreeError::BadName { .. } | TreeError::TooDeep { .. } => (ErrorClass::User, None),
-            TreeError::Changed { .. } => (
-                ErrorClass::User,
-                Some("make sure nothing writes to the directory while it is being added".into()),
-            ),
-            TreeError::Archive(_) => (ErrorClass::User, None),
-        },
-        E::Io { .. } | E::Database { .. } => (ErrorClass::Environment, None),
-    };
-    let err = CliError {
-        class,
-        message,
-        hint: None,
-        exit_code: None,
-    };
-    match hint {
-        Some(h) => err.with_hint(h),
-        None => err,
-    }
+    err.into()
 }
 
 /// Open the default store, with CLI errors.
 pub(crate) fn open_store() -> Result<LocalStore, CliError> {
-    LocalStore::open_default().map_err(store_error)
+    Ok(LocalStore::open_default()?)
 }
 
 /// Parse a store path given on the command line.
 pub(crate) fn parse_store_path(text: &str) -> Result<StorePath, CliError> {
     StorePath::from_path_str(text).map_err(|e| {
-        CliError::user(e.to_string())
-            .with_hint("a store path looks like `<store>/<32-char hash>-<name>`, as printed by `bramble store add`")
+        CliError::from(e).with_hint(
+            "a store path looks like `<store>/<32-char hash>-<name>`, as printed by `bramble store add`",
+        )
     })
 }
 
@@ -196,7 +117,7 @@ fn add(path: &std::path::Path, name: Option<String>) -> Result<ExitCode, CliErro
         }
     };
     let store = open_store()?;
-    let added = store.add_dir(path, &name).map_err(store_error)?;
+    let added = store.add_dir(path, &name)?;
     writeln!(std::io::stdout(), "{}", store.host_path(&added).display()).map_err(stdout_error)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -205,9 +126,8 @@ fn path_info(text: &str, json: bool) -> Result<ExitCode, CliError> {
     let path = parse_store_path(text)?;
     let store = open_store()?;
     let info = store
-        .path_info(&path)
-        .map_err(store_error)?
-        .ok_or_else(|| store_error(local::Error::NotValid { path: path.clone() }))?;
+        .path_info(&path)?
+        .ok_or_else(|| local::Error::NotValid { path: path.clone() })?;
     let host = store.host_path(&path);
     let mut out = std::io::stdout().lock();
     if json {
@@ -244,9 +164,7 @@ fn path_info(text: &str, json: bool) -> Result<ExitCode, CliError> {
 
 fn verify(repair: bool) -> Result<ExitCode, CliError> {
     let store = open_store()?;
-    let report = store
-        .verify(&VerifyOptions { repair })
-        .map_err(store_error)?;
+    let report = store.verify(&VerifyOptions { repair })?;
     let mut out = std::io::stdout().lock();
     for problem in &report.problems {
         let line = match problem {
@@ -308,7 +226,7 @@ fn repair(rebuild_db: bool) -> Result<ExitCode, CliError> {
             .with_hint("`bramble store repair --rebuild-db` rebuilds the database from the objects; `bramble store verify --repair` removes broken objects"));
     }
     let store = open_store()?;
-    let report = store.rebuild_db().map_err(store_error)?;
+    let report = store.rebuild_db()?;
     let mut out = std::io::stdout().lock();
     for path in &report.registered {
         writeln!(out, "registered {}", store.host_path(path).display()).map_err(stdout_error)?;
@@ -341,7 +259,7 @@ fn export(text: &str) -> Result<ExitCode, CliError> {
     let path = parse_store_path(text)?;
     let store = open_store()?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    store.export(&path, out).map_err(store_error)?;
+    store.export(&path, out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -357,7 +275,7 @@ fn import(file: &std::path::Path, name: &str) -> Result<ExitCode, CliError> {
     }
     .map_err(|e| {
         let is_archive = matches!(&e, local::Error::Tree(TreeError::Archive(_)));
-        let err = store_error(e);
+        let err = CliError::from(e);
         if is_archive {
             err.with_hint(format!(
                 "`{}` is not a complete bramble archive; export it again with `bramble store export`",

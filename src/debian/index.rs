@@ -124,6 +124,13 @@ pub enum IndexError {
     TooMany,
 }
 
+impl crate::error::Diagnose for IndexError {
+    /// The index comes from the Debian archive (a mirror), not from the user.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::Environment
+    }
+}
+
 /// Parse a whole (decompressed) `Packages` index.
 pub fn parse(text: &str) -> Result<Vec<Package>, IndexError> {
     let mut packages = Vec::new();

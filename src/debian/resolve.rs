@@ -47,6 +47,13 @@ pub enum ResolveError {
     },
 }
 
+impl crate::error::Diagnose for ResolveError {
+    /// The packages asked for are the user's choice.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+}
+
 /// The packages of an index, by name and by what they provide.
 #[derive(Debug)]
 pub struct Universe<'a> {

@@ -23,6 +23,12 @@ pub struct VersionError {
     pub problem: &'static str,
 }
 
+impl crate::error::Diagnose for VersionError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+}
+
 impl Version {
     /// Parse `[epoch:]upstream[-revision]`.
     pub fn parse(text: &str) -> Result<Version, VersionError> {

@@ -161,9 +161,14 @@ impl fmt::Display for DaoError {
 
 impl std::error::Error for DaoError {}
 
-impl DaoError {
+impl crate::error::Diagnose for DaoError {
+    /// A DAO's document is written by the user's generator.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
     /// Advice for the user, when there is some beyond the message.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match &self.problem {
             Problem::Sources => Some(
                 "generated derivations cannot carry files: put them in the DAO's output and \
@@ -567,8 +572,8 @@ fn entry_strings(entry: &Entry) -> impl Iterator<Item = &str> {
 fn check_derivation(drv: &Derivation) -> Result<(), Problem> {
     drv.validate().map_err(|e| match e {
         DerivationError::Invalid { problem, .. } => Problem::Derivation(problem),
-        DerivationError::Name { source, .. } => Problem::Derivation(source.to_string()),
-        DerivationError::Template { source, .. } => Problem::Derivation(source.to_string()),
+        DerivationError::Name { problem, .. } => Problem::Derivation(problem.to_string()),
+        DerivationError::Template { problem, .. } => Problem::Derivation(problem.to_string()),
         DerivationError::Json(m) => Problem::Derivation(m),
     })?;
     match FetchRequest::from_derivation(drv) {

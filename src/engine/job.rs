@@ -24,6 +24,24 @@ pub enum RootError {
     Closure(crate::store::local::Error),
 }
 
+impl crate::error::Diagnose for RootError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            RootError::UnknownRoot { .. } => crate::error::Class::Internal,
+            RootError::Derivation(e) => e.class(),
+            RootError::Closure(e) => e.class(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            RootError::UnknownRoot { .. } => None,
+            RootError::Derivation(e) => e.hint(),
+            RootError::Closure(e) => e.hint(),
+        }
+    }
+}
+
 /// Build everything derivation `root` of `derivations` needs and return it as a resolved
 /// job whose inputs are its input closure.
 ///

@@ -69,7 +69,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::store::local::error_chain;
 use crate::store::{Derivation, DerivationError, Hash, StorePath};
 
 pub use graph::BuildGraph;
@@ -98,19 +97,40 @@ pub enum Error {
     Cycle { path: String },
     #[error(transparent)]
     Derivation(DerivationError),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// A failure of the store behind [`BuildStore`]. It is reported as text (in a build's
-/// failures, in [`Error::Store`]), so its message carries its causes.
+impl crate::error::Diagnose for Error {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            Error::UnknownRoot { .. } => Class::Internal,
+            Error::UnknownDerivation { .. }
+            | Error::UnknownOutput { .. }
+            | Error::Cycle { .. }
+            | Error::Derivation(_) => Class::User,
+            Error::Store(e) => e.class(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Store(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// A failure of the store behind [`BuildStore`]. Its causes are its `source`s, rendered
+/// once each by [`crate::error::chain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The local store failed: its message, then its causes.
-    #[error("{}", error_chain(.0))]
+    /// The local store failed.
+    #[error(transparent)]
     Local(#[from] crate::store::local::Error),
     /// A DAO's document cannot be opened or read (`what`: `cannot open`, `cannot read`…).
-    #[error("{what} `{}`: {source}", path.display())]
+    #[error("{what} `{}`", path.display())]
     Document {
         what: String,
         path: PathBuf,
@@ -124,6 +144,27 @@ pub enum StoreError {
     #[cfg(test)]
     #[error("{0}")]
     Fake(String),
+}
+
+impl crate::error::Diagnose for StoreError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            StoreError::Local(e) => e.class(),
+            StoreError::Document { .. } => Class::Environment,
+            // The DAO's builder wrote something else than a document.
+            StoreError::NotADocument { .. } => Class::User,
+            #[cfg(test)]
+            StoreError::Fake(_) => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            StoreError::Local(e) => e.hint(),
+            _ => None,
+        }
+    }
 }
 
 /// What the scheduler asks of a store: whether build keys are realised, the two blocking
@@ -261,13 +302,11 @@ pub enum ExecError {
         /// The build directory, kept for inspection (`--keep-failed`).
         kept: Option<PathBuf>,
     },
-    #[error(
-        "the builder did not create output `{output}`\nhint: a builder writes its output to the path in `${output}` (a file or a directory)"
-    )]
+    #[error("the builder did not create output `{output}`")]
     MissingOutput { output: String },
-    /// A fetch failed: the fetcher's message (what, where) and its hint lines.
-    #[error("{message}")]
-    Fetch { message: String },
+    /// A fetch failed (its class and hint are the fetch error's).
+    #[error(transparent)]
+    Fetch(Box<fetch::FetchError>),
     #[error("the build was cancelled")]
     Cancelled,
     /// The build could not be set up or its sandbox not started; the message renders the
@@ -350,6 +389,60 @@ pub enum SetupError {
     /// The executor of a graph expansion, which never builds, was asked to.
     #[error("nothing is built while expanding a graph")]
     NotBuilding,
+}
+
+impl crate::error::Diagnose for ExecError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            // The builder, its limits and its outputs are the user's.
+            ExecError::Failed { .. }
+            | ExecError::Sandbox { .. }
+            | ExecError::MissingOutput { .. }
+            | ExecError::Cancelled => Class::User,
+            ExecError::Fetch(e) => e.class(),
+            ExecError::Setup { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            ExecError::Failed { hint, .. } | ExecError::Sandbox { hint, .. } => hint.clone(),
+            ExecError::Fetch(e) => e.hint(),
+            ExecError::MissingOutput { output } => Some(format!(
+                "a builder writes its output to the path in `${output}` (a file or a directory)"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Implemented here rather than next to [`FailureKind`] in `scheduler`: the classes of the
+/// engine's errors read together.
+impl crate::error::Diagnose for FailureKind {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            FailureKind::Exec(e) => e.class(),
+            FailureKind::Store(e) => e.class(),
+            FailureKind::Resolve(e) => e.class(),
+            FailureKind::Dao(e) => e.class(),
+            FailureKind::Splice(e) => e.class(),
+            FailureKind::NotDeterministic { .. } => Class::User,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            FailureKind::Exec(e) => e.hint(),
+            FailureKind::Store(e) => e.hint(),
+            FailureKind::Dao(e) => e.hint(),
+            FailureKind::NotDeterministic { .. } => {
+                Some("the derivation is not reproducible: compare both paths".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Runs one resolved derivation.

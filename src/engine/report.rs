@@ -92,8 +92,8 @@ pub enum FailureKind {
     Resolve(#[from] DerivationError),
     #[error(transparent)]
     Dao(#[from] DaoError),
-    #[error("cannot splice the generated derivations: {0}")]
-    Splice(Error),
+    #[error("cannot splice the generated derivations")]
+    Splice(#[source] Error),
     #[error(
         "output `{output}` differs from the registered one: registered `{registered}`, rebuilt `{rebuilt}`"
     )]

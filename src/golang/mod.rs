@@ -71,20 +71,25 @@ pub enum GoError {
     Conflict { file: String, reason: String },
 }
 
-impl GoError {
-    /// Advice for the user.
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
+impl crate::error::Diagnose for GoError {
+    /// `go.mod` and `go.sum` are the user's.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
             GoError::Missing { .. } => {
-                Some("run `go mod tidy` (it adds the missing lines to `go.sum`) and build again")
+                "run `go mod tidy` (it adds the missing lines to `go.sum`) and build again"
             }
-            GoError::Malformed { .. } | GoError::Conflict { .. } => Some(
-                "`go.sum` is written by `go mod tidy`; restore it from version control or run `go mod tidy` again",
-            ),
-            GoError::LocalReplace { .. } => Some(
-                "vendor the directory into the module, or publish it as a module version and replace by that",
-            ),
-        }
+            GoError::Malformed { .. } | GoError::Conflict { .. } => {
+                "`go.sum` is written by `go mod tidy`; restore it from version control or run `go mod tidy` again"
+            }
+            GoError::LocalReplace { .. } => {
+                "vendor the directory into the module, or publish it as a module version and replace by that"
+            }
+        };
+        Some(hint.to_owned())
     }
 }
 
@@ -276,6 +281,7 @@ pub fn modules(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Diagnose;
 
     const SUM: &str = "\
 example.com/a v1.0.0 h1:OA7LnY1oYP1T3IvELMcxEsinjuvi0jU+H+9bS2wl0j4=

@@ -304,10 +304,10 @@ fn bramble_functions(builder: &mut GlobalsBuilder) {
                     let p = s
                         .sources
                         .add_sources(&drv.name, &files.base, &files.files)
-                        .map_err(|message| {
+                        .map_err(|error| {
                             err(Error::Sources {
                                 name: drv.name.clone(),
-                                message,
+                                error: Box::new(error),
                             })
                         })?;
                     s.registry.borrow_mut().sources.insert(key, p.clone());

@@ -2,8 +2,9 @@
 //!
 //! Built on starlark-rust. Every `.bramble` file sees the standard Starlark builtins plus
 //! `derivation`, `files`, `run`, `test`, `print`, `sys` and `assert` (see [`builtins`]).
-//! `lang` uses `store` only for the [`Derivation`](crate::store::Derivation) type: it never
-//! builds and never touches the network. Adding source files to the store is delegated to a
+//! `lang` uses `store` only for the [`Derivation`](crate::store::Derivation) type and the
+//! store's error (what a [`SourceStore`] returns): it never builds and never touches the
+//! network. Adding source files to the store is delegated to a
 //! [`SourceStore`] supplied by the caller (`project`), because a derivation's hash depends
 //! on the content address of its sources and `str(drv)` must be known at once.
 //!
@@ -34,20 +35,25 @@ use crate::store::StorePath;
 pub trait SourceStore {
     /// Store exactly `files` (relative, sorted, `/`-separated paths below `root`) with their
     /// layout, for derivation `name`. Identical file sets must give the same path.
-    fn add_sources(&self, name: &str, root: &Path, files: &[String]) -> Result<StorePath, String>;
+    fn add_sources(
+        &self,
+        name: &str,
+        root: &Path,
+        files: &[String],
+    ) -> Result<StorePath, crate::store::local::Error>;
 }
 
 /// Everything that can go wrong while evaluating `.bramble` files.
+///
+/// Each message holds its cause and no variant has a `source`: these errors travel through
+/// Starlark diagnostics, which show the message alone.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Starlark error, already rendered with its location, source line and call stack.
     #[error("{rendered}")]
     Eval { rendered: String },
-    #[error("cannot read `{path}`: {source}")]
-    ReadFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read `{path}`: {error}")]
+    ReadFile { path: String, error: std::io::Error },
     #[error(
         "cannot load `{load}`: no module named `{prefix}` is known here (this project is `{package}`)"
     )]
@@ -117,9 +123,12 @@ pub enum Error {
     #[error("cannot add file sets from different directories (`{left}` and `{right}`)")]
     FilesBaseMismatch { left: String, right: String },
     #[error("invalid derivation: {0}")]
-    InvalidDerivation(#[from] crate::store::DerivationError),
-    #[error("cannot add the sources of `{name}` to the store: {message}")]
-    Sources { name: String, message: String },
+    InvalidDerivation(crate::store::DerivationError),
+    #[error("cannot add the sources of `{name}` to the store: {}", crate::error::chain(&**.error))]
+    Sources {
+        name: String,
+        error: Box<crate::store::local::Error>,
+    },
     #[error("{message}")]
     Assertion { message: String },
     #[error("module `{module}` has no function `{function}`")]
@@ -143,4 +152,32 @@ pub enum Error {
         function: String,
         got: String,
     },
+}
+
+impl From<crate::store::DerivationError> for Error {
+    fn from(e: crate::store::DerivationError) -> Error {
+        Error::InvalidDerivation(e)
+    }
+}
+
+impl crate::error::Diagnose for Error {
+    /// Evaluation errors are the `.bramble` file's (the evaluator runs nothing else), but
+    /// for the store's when sources cannot be added.
+    fn class(&self) -> crate::error::Class {
+        match self {
+            Error::Sources { error, .. } => error.class(),
+            _ => crate::error::Class::User,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::Sources { error, .. } => error.hint(),
+            Error::Aborted { .. } => Some(
+                "the statement builds a value too large to evaluate (a huge list or string?)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
 }

@@ -418,10 +418,10 @@ impl<'a> Session<'a> {
                 cycle: cycle.join(" -> "),
             }));
         }
-        let source = std::fs::read_to_string(file).map_err(|source| {
+        let source = std::fs::read_to_string(file).map_err(|error| {
             starlark::Error::new_other(Error::ReadFile {
                 path: display.clone(),
-                source,
+                error,
             })
         })?;
         let source = loads::rewrite(&display, &source).map_err(|p| {

@@ -93,6 +93,16 @@ pub enum LockError {
     },
 }
 
+impl crate::error::Diagnose for LockError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some("fix or delete `bramble.lock`; a build records it again".into())
+    }
+}
+
 /// What is recorded for one fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockEntry {
@@ -522,6 +532,22 @@ pub enum PinError {
     Invalid(#[from] InvalidFetch),
 }
 
+impl crate::error::Diagnose for PinError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            PinError::Lock(e) => e.class(),
+            PinError::Invalid(e) => e.class(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            PinError::Lock(e) => e.hint(),
+            PinError::Invalid(e) => e.hint(),
+        }
+    }
+}
+
 /// Apply `<project_root>/bramble.lock` to an evaluation: fetch derivations get their pins,
 /// and every derivation, root, `run()` value and test is renamed accordingly.
 pub fn pin(evaluation: &mut Evaluation, project_root: &Path) -> Result<Pins, PinError> {
@@ -555,9 +581,13 @@ pub struct Unpinned {
     pub specs: Vec<FetchSpec>,
 }
 
-impl Unpinned {
-    pub fn hint(&self) -> String {
-        "build once without `--locked` (and without CI=true) to record their hashes, then commit `bramble.lock`".into()
+impl crate::error::Diagnose for Unpinned {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some("build once without `--locked` (and without CI=true) to record their hashes, then commit `bramble.lock`".into())
     }
 }
 

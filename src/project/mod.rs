@@ -42,7 +42,7 @@ const EVAL_STACK_BYTES: usize = 512 << 20;
 pub enum Error {
     #[error("no `bramble.toml` found in `{start}` or any parent directory")]
     NoManifest { start: String },
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     ReadManifest {
         path: String,
         source: std::io::Error,
@@ -63,10 +63,23 @@ pub enum Error {
     Thread { message: String },
 }
 
-impl Error {
-    /// Whether the error is the user's to fix (everything but thread failures).
-    pub fn is_user_error(&self) -> bool {
-        !matches!(self, Error::Thread { .. })
+impl crate::error::Diagnose for Error {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            Error::Lang(e) => e.class(),
+            Error::Thread { .. } => crate::error::Class::Internal,
+            _ => crate::error::Class::User,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            Error::NoManifest { .. } => Some(
+                "create a `bramble.toml` at the project root with `[package]` and `name = \"github.com/you/project\"`".into(),
+            ),
+            Error::Lang(e) => e.hint(),
+            _ => None,
+        }
     }
 }
 

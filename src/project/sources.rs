@@ -17,9 +17,9 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::store::archive::{ArchiveError, Sink, Writer};
-use crate::store::local::LocalStore;
-use crate::store::local::fs::{RestoreOptions, Restorer};
+use crate::store::archive::{Sink, Writer};
+use crate::store::local::fs::{RestoreOptions, Restorer, TreeError};
+use crate::store::local::{Error, LocalStore};
 use crate::store::output::content_address;
 use crate::store::{Hash, StorePath};
 
@@ -29,41 +29,17 @@ pub use crate::lang::SourceStore as SourceSink;
 pub const SOURCE_NAME: &str = "source";
 
 enum Entry<'a> {
-    /// The path in the object (for messages) and the host file.
-    File(&'a str, &'a Path),
+    /// The host file.
+    File(&'a Path),
     Dir(BTreeMap<&'a [u8], Entry<'a>>),
-}
-
-/// Why a file set could not be encoded.
-#[derive(Debug)]
-enum EmitError<E> {
-    Sink(E),
-    Io {
-        file: String,
-        source: std::io::Error,
-    },
-    Shape {
-        file: String,
-        problem: &'static str,
-    },
-}
-
-impl<E: std::fmt::Display> std::fmt::Display for EmitError<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EmitError::Sink(e) => write!(f, "{e}"),
-            EmitError::Io { file, source } => write!(f, "cannot read `{file}`: {source}"),
-            EmitError::Shape { file, problem } => write!(f, "`{file}` {problem}"),
-        }
-    }
 }
 
 /// Push the tree of `entries` (path in the object, host file) into `sink`, directory entries
 /// in byte-wise order as the archive format requires.
-fn emit_entries<S: Sink>(
-    entries: &[(String, PathBuf)],
-    sink: &mut S,
-) -> Result<(), EmitError<S::Error>> {
+fn emit_entries<S: Sink>(entries: &[(String, PathBuf)], sink: &mut S) -> Result<(), Error>
+where
+    Error: From<S::Error>,
+{
     let mut tree: BTreeMap<&[u8], Entry> = BTreeMap::new();
     for (file, host) in entries {
         let parts: Vec<&str> = file.split('/').collect();
@@ -75,68 +51,68 @@ fn emit_entries<S: Sink>(
             dir = match entry {
                 Entry::Dir(d) => d,
                 Entry::File(..) => {
-                    return Err(EmitError::Shape {
-                        file: file.clone(),
-                        problem: "is below a file",
-                    });
+                    return Err(TreeError::BadName {
+                        path: host.clone(),
+                        reason: "it is listed below a file",
+                    }
+                    .into());
                 }
             };
         }
         let last = parts[parts.len() - 1];
-        if dir
-            .insert(last.as_bytes(), Entry::File(file, host))
-            .is_some()
-        {
-            return Err(EmitError::Shape {
-                file: file.clone(),
-                problem: "is listed twice or is also a directory",
-            });
+        if dir.insert(last.as_bytes(), Entry::File(host)).is_some() {
+            return Err(TreeError::BadName {
+                path: host.clone(),
+                reason: "it is listed twice or is also a directory",
+            }
+            .into());
         }
     }
-    sink.begin_directory(None).map_err(EmitError::Sink)?;
+    sink.begin_directory(None)?;
     emit_dir(&tree, sink)?;
-    sink.end_directory().map_err(EmitError::Sink)
+    Ok(sink.end_directory()?)
 }
 
-fn emit_dir<S: Sink>(
-    dir: &BTreeMap<&[u8], Entry>,
-    sink: &mut S,
-) -> Result<(), EmitError<S::Error>> {
+fn emit_dir<S: Sink>(dir: &BTreeMap<&[u8], Entry>, sink: &mut S) -> Result<(), Error>
+where
+    Error: From<S::Error>,
+{
     for (name, entry) in dir {
         match entry {
             Entry::Dir(sub) => {
-                sink.begin_directory(Some(name)).map_err(EmitError::Sink)?;
+                sink.begin_directory(Some(name))?;
                 emit_dir(sub, sink)?;
-                sink.end_directory().map_err(EmitError::Sink)?;
+                sink.end_directory()?;
             }
-            Entry::File(rel, path) => {
-                let io = |source| EmitError::Io {
-                    file: (*rel).to_owned(),
+            Entry::File(path) => {
+                let io = |source| TreeError::Io {
+                    op: "read",
+                    path: path.to_path_buf(),
                     source,
                 };
                 let meta = std::fs::symlink_metadata(path).map_err(io)?;
                 if meta.file_type().is_symlink() {
                     let target = std::fs::read_link(path).map_err(io)?;
-                    sink.symlink(Some(name), target.as_os_str().as_encoded_bytes())
-                        .map_err(EmitError::Sink)?;
+                    sink.symlink(Some(name), target.as_os_str().as_encoded_bytes())?;
                     continue;
                 }
-                // O_NOFOLLOW: a file swapped for a symlink since the check is refused.
+                // O_NOFOLLOW: a file swapped for a symlink since the check is refused;
+                // O_NONBLOCK: a fifo cannot hang the open (it is refused below).
                 let mut file = OpenOptions::new()
                     .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                     .open(path)
                     .map_err(io)?;
                 let meta = file.metadata().map_err(io)?;
                 if !meta.is_file() {
-                    return Err(EmitError::Shape {
-                        file: (*rel).to_owned(),
-                        problem: "is not a regular file or symlink",
-                    });
+                    return Err(TreeError::Unsupported {
+                        path: path.to_path_buf(),
+                        kind: "special file",
+                    }
+                    .into());
                 }
                 let executable = meta.permissions().mode() & 0o111 != 0;
-                sink.file(Some(name), executable, meta.len(), &mut file)
-                    .map_err(EmitError::Sink)?;
+                sink.file(Some(name), executable, meta.len(), &mut file)?;
             }
         }
     }
@@ -144,7 +120,7 @@ fn emit_dir<S: Sink>(
 }
 
 /// The store path of the source object holding `files` below `root` (writes nothing).
-pub fn source_address(root: &Path, files: &[String]) -> Result<StorePath, String> {
+pub fn source_address(root: &Path, files: &[String]) -> Result<StorePath, Error> {
     address_of(&to_entries(root, files))
 }
 
@@ -152,12 +128,17 @@ fn to_entries(root: &Path, files: &[String]) -> Vec<(String, PathBuf)> {
     files.iter().map(|f| (f.clone(), root.join(f))).collect()
 }
 
-fn address_of(entries: &[(String, PathBuf)]) -> Result<StorePath, String> {
-    let mut writer = Writer::new(Sha256::new()).map_err(|e| e.to_string())?;
-    emit_entries::<Writer<Sha256>>(entries, &mut writer).map_err(|e| e.to_string())?;
-    let (sha, _) = writer.finish().map_err(|e: ArchiveError| e.to_string())?;
+fn address_of(entries: &[(String, PathBuf)]) -> Result<StorePath, Error> {
+    let mut writer = Writer::new(Sha256::new())?;
+    emit_entries::<Writer<Sha256>>(entries, &mut writer)?;
+    let (sha, _) = writer.finish()?;
     let digest = Hash::from_sha256(&sha.finalize().into());
-    content_address(SOURCE_NAME, digest, false, &BTreeSet::new()).map_err(|e| e.to_string())
+    Ok(content_address(
+        SOURCE_NAME,
+        digest,
+        false,
+        &BTreeSet::new(),
+    )?)
 }
 
 /// A [`SourceSink`] that computes the address the store would give and writes nothing
@@ -175,7 +156,7 @@ impl MemorySources {
 }
 
 impl SourceSink for MemorySources {
-    fn add_sources(&self, _name: &str, root: &Path, files: &[String]) -> Result<StorePath, String> {
+    fn add_sources(&self, _name: &str, root: &Path, files: &[String]) -> Result<StorePath, Error> {
         let path = source_address(root, files)?;
         self.added
             .lock()
@@ -194,10 +175,10 @@ pub struct StoreSources<'a> {
 }
 
 impl SourceSink for StoreSources<'_> {
-    fn add_sources(&self, _name: &str, root: &Path, files: &[String]) -> Result<StorePath, String> {
+    fn add_sources(&self, _name: &str, root: &Path, files: &[String]) -> Result<StorePath, Error> {
         let entries = to_entries(root, files);
         let expected = address_of(&entries)?;
-        self.add_entries(&entries, expected)
+        self.add_entries(&entries, expected, root)
     }
 }
 
@@ -206,16 +187,13 @@ impl StoreSources<'_> {
         &self,
         entries: &[(String, PathBuf)],
         expected: StorePath,
-    ) -> Result<StorePath, String> {
+        root: &Path,
+    ) -> Result<StorePath, Error> {
         // Kept from gc until this process ends, like every source it adds.
-        if self
-            .store
-            .keep_valid(&expected)
-            .map_err(|e| e.to_string())?
-        {
+        if self.store.keep_valid(&expected)? {
             return Ok(expected);
         }
-        let tmp = self.store.tmp_dir("sources").map_err(|e| e.to_string())?;
+        let tmp = self.store.tmp_dir("sources")?;
         let staged = tmp.path().join(SOURCE_NAME);
         let mut restorer = Restorer::new(
             &staged,
@@ -223,17 +201,14 @@ impl StoreSources<'_> {
                 read_only: false,
                 fsync: false,
             },
-        )
-        .map_err(|e| e.to_string())?;
-        emit_entries(entries, &mut restorer).map_err(|e| e.to_string())?;
-        let path = self
-            .store
-            .add_dir(&staged, SOURCE_NAME)
-            .map_err(|e| crate::store::local::error_chain(&e))?;
+        )?;
+        emit_entries(entries, &mut restorer)?;
+        let path = self.store.add_dir(&staged, SOURCE_NAME)?;
         if path != expected {
-            return Err(format!(
-                "the sources changed while they were being added (expected `{expected}`, got `{path}`)"
-            ));
+            // Between hashing and copying.
+            return Err(Error::SourceChanged {
+                path: root.to_owned(),
+            });
         }
         Ok(path)
     }
@@ -310,5 +285,33 @@ mod tests {
             source_address(a.path(), &files).unwrap(),
             source_address(b.path(), &files).unwrap()
         );
+    }
+
+    #[test]
+    fn errors_are_the_stores_with_the_host_path() {
+        use crate::error::{Class, Diagnose};
+        let p = project();
+        let fifo = p.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = source_address(p.path(), &list(&["fifo"])).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tree(TreeError::Unsupported { path, .. }) if *path == fifo),
+            "{err:?}"
+        );
+        assert_eq!(err.class(), Class::User);
+        assert!(err.hint().is_some());
+        let err = source_address(p.path(), &list(&["missing"])).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tree(TreeError::Io { path, .. }) if path.ends_with("missing")),
+            "{err:?}"
+        );
+        assert_eq!(err.class(), Class::User);
     }
 }

@@ -125,6 +125,18 @@ pub enum ArchiveError {
     Misuse(&'static str),
 }
 
+impl crate::error::Diagnose for ArchiveError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            ArchiveError::Read { .. } | ArchiveError::Write(_) => Class::Environment,
+            ArchiveError::Misuse(_) => Class::Internal,
+            // A malformed archive, or a file that changed while it was archived.
+            _ => Class::User,
+        }
+    }
+}
+
 /// Check one entry name; returns the reason it is invalid.
 pub fn check_name(name: &[u8]) -> Result<(), &'static str> {
     if name.is_empty() {

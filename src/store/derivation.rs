@@ -153,17 +153,28 @@ impl<P: Borrow<StorePath>> std::fmt::Display for InStoreDir<P> {
 /// Why a derivation is not well-formed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DerivationError {
-    #[error("derivation `{name}`: {source}")]
+    // The problems are typed fields, not `source`s: the message names them, and a
+    // derivation error is shown on its own (in Starlark diagnostics, DAO problems).
+    #[error("derivation `{name}`: {problem}")]
     Name {
         name: String,
-        source: StorePathError,
+        problem: StorePathError,
     },
-    #[error("derivation `{name}`: {source}")]
-    Template { name: String, source: TemplateError },
+    #[error("derivation `{name}`: {problem}")]
+    Template {
+        name: String,
+        problem: TemplateError,
+    },
     #[error("derivation `{name}`: {problem}")]
     Invalid { name: String, problem: String },
     #[error("malformed derivation JSON: {0}")]
     Json(String),
+}
+
+impl crate::error::Diagnose for DerivationError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
 }
 
 /// Largest canonical JSON accepted by [`Derivation::from_json`].
@@ -233,9 +244,9 @@ impl Derivation {
                 problem,
             })
         };
-        validate_name(name).map_err(|source| DerivationError::Name {
+        validate_name(name).map_err(|problem| DerivationError::Name {
             name: name.clone(),
-            source,
+            problem,
         })?;
         if self.builder.is_empty() {
             return invalid("the builder is empty".into());
@@ -245,17 +256,19 @@ impl Derivation {
         }
         let mut seen = BTreeSet::new();
         for output in &self.outputs {
-            template::validate_output_name(output).map_err(|source| DerivationError::Template {
-                name: name.clone(),
-                source,
+            template::validate_output_name(output).map_err(|problem| {
+                DerivationError::Template {
+                    name: name.clone(),
+                    problem,
+                }
             })?;
             if !seen.insert(output) {
                 return invalid(format!("output `{output}` is listed twice"));
             }
-            validate_name(&self.output_path_name(output)).map_err(|source| {
+            validate_name(&self.output_path_name(output)).map_err(|problem| {
                 DerivationError::Name {
                     name: name.clone(),
-                    source,
+                    problem,
                 }
             })?;
         }
@@ -318,9 +331,9 @@ impl Derivation {
         let mut spans = Vec::new();
         let mut refs = Vec::new();
         for (string, s) in self.strings().enumerate() {
-            let found = template::find(s).map_err(|source| DerivationError::Template {
+            let found = template::find(s).map_err(|problem| DerivationError::Template {
                 name: self.name.clone(),
-                source,
+                problem,
             })?;
             for (range, r) in found {
                 spans.push(Span {
@@ -417,9 +430,9 @@ impl Derivation {
             template::replace(text, templates.in_string(string), |r| {
                 lookup(r).map(InStoreDir)
             })
-            .map_err(|source| DerivationError::Template {
+            .map_err(|problem| DerivationError::Template {
                 name: self.name.clone(),
-                source,
+                problem,
             })
         };
         let args_from = 1;

@@ -28,6 +28,12 @@ pub struct ParseHashError {
     pub input: String,
 }
 
+impl crate::error::Diagnose for ParseHashError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+}
+
 /// The encoding, built once: building it takes longer than encoding a hash, and hashes are
 /// printed and parsed for every template of every derivation.
 fn base32() -> &'static data_encoding::Encoding {

@@ -31,6 +31,12 @@ pub enum StorePathError {
     Name { name: String, reason: &'static str },
 }
 
+impl crate::error::Diagnose for StorePathError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+}
+
 /// Check a store object name: 1 to 211 characters from `A-Za-z0-9+-._?=`, not starting with `.`.
 pub fn validate_name(name: &str) -> Result<(), StorePathError> {
     let reason = if name.is_empty() {

@@ -61,6 +61,15 @@ pub enum TemplateError {
     Misplaced { offset: usize },
 }
 
+impl crate::error::Diagnose for TemplateError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            TemplateError::Misplaced { .. } => crate::error::Class::Internal,
+            _ => crate::error::Class::User,
+        }
+    }
+}
+
 /// Check an output name: 1 to 64 characters from `A-Za-z0-9_-`, not starting with `-`.
 pub fn validate_output_name(name: &str) -> Result<(), TemplateError> {
     let reason = if name.is_empty() {

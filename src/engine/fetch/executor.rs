@@ -11,7 +11,6 @@
 
 use super::{FetchError, FetchRequest, Fetcher};
 use crate::engine::{Built, Cancel, ExecError, Executor, Job, SetupError, StagedOutput};
-use crate::store::local::error_chain;
 
 /// Runs fetch derivations itself and everything else with `inner`.
 #[derive(Debug)]
@@ -20,13 +19,8 @@ pub struct WithFetchers<E> {
     pub fetcher: Fetcher,
 }
 
-fn exec_error(e: &FetchError) -> ExecError {
-    let mut message = error_chain(e);
-    if let Some(hint) = e.hint() {
-        message.push_str("\nhint: ");
-        message.push_str(&hint);
-    }
-    ExecError::Fetch { message }
+fn exec_error(e: FetchError) -> ExecError {
+    ExecError::Fetch(Box::new(e))
 }
 
 impl<E: Executor> Executor for WithFetchers<E> {
@@ -56,7 +50,7 @@ impl<E: Executor> Executor for WithFetchers<E> {
                 .into());
             }
             (Ok(Some(req)), _) => req,
-            (Err(e), _) => return Err(exec_error(&e.into())),
+            (Err(e), _) => return Err(exec_error(e.into())),
         };
         tokio::select! {
             r = self.stage(&req, &job) => r,
@@ -70,7 +64,7 @@ impl<E> WithFetchers<E> {
     /// already holds the pinned result) and hand the stored path to the scheduler, which
     /// registers it as the realisation with nothing copied or hashed again.
     async fn stage(&self, req: &FetchRequest, job: &Job) -> Result<Built, ExecError> {
-        let fetched = self.fetcher.fetch(req).await.map_err(|e| exec_error(&e))?;
+        let fetched = self.fetcher.fetch(req).await.map_err(exec_error)?;
         let store = &self.fetcher.store;
         // Kept from gc until the realisation is registered (dropped with the workspace). The
         // lock may wait for another fetch adding the same path: off the async threads.

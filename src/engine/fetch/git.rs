@@ -53,9 +53,19 @@ pub enum GitError {
     },
 }
 
-impl GitError {
-    /// Advice for the user, if there is any.
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Diagnose for GitError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            GitError::Invalid(e) => e.class(),
+            GitError::Spawn { .. }
+            | GitError::Failed { .. }
+            | GitError::WrongCommit { .. }
+            | GitError::Io { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             GitError::Invalid(e) => e.hint(),
             GitError::Spawn { .. } => Some("install git (e.g. `apt-get install git`)".into()),
@@ -204,6 +214,7 @@ pub fn fetch(url: &str, rev: &str, dest: &Path, scratch: &Path) -> Result<(), Gi
 mod tests {
     use super::*;
     use crate::engine::fetch::test_git::make_repo;
+    use crate::error::Diagnose;
     use crate::store::fetch::InvalidFetch;
 
     #[test]

@@ -154,9 +154,14 @@ pub enum MirrorError {
     },
 }
 
-impl MirrorError {
+impl crate::error::Diagnose for MirrorError {
+    /// A mirror URL or base names what the user configured.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
     /// Where to configure the mirror.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             MirrorError::Unconfigured {
                 name,
@@ -193,6 +198,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::error::Diagnose;
     use crate::store::fetch::InvalidFetch;
 
     fn layer(origin: Origin, entries: &[(&str, &[&str])]) -> Layer {

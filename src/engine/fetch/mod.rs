@@ -142,9 +142,26 @@ pub enum FetchError {
     Join { what: String },
 }
 
-impl FetchError {
-    /// Advice for the user, if there is any.
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Diagnose for FetchError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            FetchError::Invalid(e) => e.class(),
+            FetchError::Download(e) => e.class(),
+            FetchError::Git(e) => e.class(),
+            FetchError::Mirror(e) => e.class(),
+            // The archive the fetch names is refused (or cannot be read) as a whole.
+            FetchError::Mismatch { .. } | FetchError::Unpack { .. } => Class::User,
+            FetchError::Store { .. }
+            | FetchError::Tree { .. }
+            | FetchError::Mirrors { .. }
+            | FetchError::H1Mismatch { .. }
+            | FetchError::GoModule { .. }
+            | FetchError::Join { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             FetchError::Invalid(e) => e.hint(),
             FetchError::Download(e) => e.hint(),

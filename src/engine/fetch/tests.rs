@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::engine::fetch::test_http::Server;
+use crate::error::Diagnose;
 use crate::store::Derivation;
 use sha2::{Digest, Sha256};
 

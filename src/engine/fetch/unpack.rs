@@ -123,6 +123,16 @@ pub enum UnpackError {
     UnknownDebData { archive: PathBuf, member: String },
 }
 
+impl crate::error::Diagnose for UnpackError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            UnpackError::Io { .. } => crate::error::Class::Environment,
+            // An archive that cannot be read or is refused.
+            _ => crate::error::Class::User,
+        }
+    }
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()
 }

@@ -95,10 +95,24 @@ pub enum DownloadError {
     },
 }
 
-impl DownloadError {
-    /// Advice for the user, if there is any.
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Diagnose for DownloadError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
         match self {
+            DownloadError::Invalid(e) => e.class(),
+            DownloadError::Status { .. } => Class::User,
+            DownloadError::Connect { .. }
+            | DownloadError::Timeout { .. }
+            | DownloadError::Transfer { .. }
+            | DownloadError::TooLarge { .. }
+            | DownloadError::Client { .. }
+            | DownloadError::Io { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            DownloadError::Invalid(e) => e.hint(),
             DownloadError::Status { status: 404, .. } => Some(
                 "the file is not at that URL (any more); check the URL, or look for the file on a mirror".into(),
             ),
@@ -118,7 +132,9 @@ impl DownloadError {
             _ => None,
         }
     }
+}
 
+impl DownloadError {
     fn retryable(&self) -> bool {
         match self {
             DownloadError::Status { status, .. } => {
@@ -267,6 +283,7 @@ async fn attempt_once(
 mod tests {
     use super::*;
     use crate::engine::NullReporter;
+    use crate::error::Diagnose;
     use crate::store::fetch::InvalidFetch;
 
     use crate::engine::fetch::test_http as http;

@@ -48,12 +48,12 @@ impl<S: BuildStore, E: Executor> Loop<'_, S, E> {
             let generated = (|| {
                 let text = store
                     .read_document(&document, limits.max_bytes)
-                    .map_err(|e| problem(Problem::Document(e.to_string())))?;
+                    .map_err(|e| problem(Problem::Document(crate::error::chain(&e))))?;
                 let mut wanted = inputs;
                 wanted.insert(document.clone());
                 let allowed = store
                     .closure(&wanted)
-                    .map_err(|e| problem(Problem::Document(e.to_string())))?;
+                    .map_err(|e| problem(Problem::Document(crate::error::chain(&e))))?;
                 let origin = dao::Origin {
                     name: &node.drv.name,
                     hash: node.hash,

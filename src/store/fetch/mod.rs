@@ -137,9 +137,13 @@ pub enum InvalidFetch {
     NotACommitHash { url: String, rev: String },
 }
 
-impl InvalidFetch {
-    /// Advice for the user, if there is any.
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Diagnose for InvalidFetch {
+    /// What a fetch names (its URL, pin, arguments) is the user's.
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::User
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             InvalidFetch::NotACommitHash { url, rev } => Some(format!(
                 "pin a commit: `git ls-remote {url} {rev}` prints the hash `{rev}` points at now"

@@ -76,6 +76,7 @@ use super::archive::Writer;
 use super::output::{RefScanner, Rewrite, Tee, content_address};
 use super::path::{StorePathError, validate_name};
 use super::{Derivation, DerivationError, Hash, StorePath};
+use crate::error::{Class, Diagnose};
 
 /// Errors of the local store.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,103 @@ pub enum Error {
 impl From<super::archive::ArchiveError> for Error {
     fn from(e: super::archive::ArchiveError) -> Error {
         Error::Tree(TreeError::Archive(e))
+    }
+}
+
+/// Advice for a tree that a store object cannot hold.
+const TREE_SHAPE_HINT: &str = "a store object holds only regular files, directories and symlinks, without setuid/setgid bits or hardlinks to files outside it";
+/// Advice for a tree that changed while it was added.
+const CHANGED_HINT: &str = "make sure nothing writes to the directory while it is being added";
+
+impl Diagnose for Error {
+    fn class(&self) -> Class {
+        match self {
+            Error::Name(_)
+            | Error::NotValid { .. }
+            | Error::ContainsStore { .. }
+            | Error::SourceChanged { .. } => Class::User,
+            Error::InvalidReference { .. } => Class::Internal,
+            Error::Tree(e) => e.class(),
+            Error::Io { .. }
+            | Error::Database { .. }
+            | Error::NewerSchema { .. }
+            | Error::CorruptDatabase { .. }
+            | Error::DatabaseLost { .. }
+            | Error::UntrustedHome { .. }
+            | Error::NoHome
+            | Error::BadDerivation { .. } => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            Error::NewerSchema { .. } => {
+                "this store was written by a newer bramble: upgrade bramble, or set BRAMBLE_HOME to use another store"
+            }
+            Error::CorruptDatabase { .. } => {
+                "run `bramble store verify --repair`; if that fails, move the database aside"
+            }
+            Error::DatabaseLost { .. } => {
+                "nothing was deleted; rebuild the database from the objects with `bramble store repair --rebuild-db` (which realisations and build logs cannot survive: the next builds run again and find their outputs stored)"
+            }
+            Error::UntrustedHome { .. } => {
+                "the store's home and everything in it must belong to the user running bramble, with no symlinks in place of its files; set BRAMBLE_HOME to a directory of your own"
+            }
+            Error::NoHome => "set BRAMBLE_HOME to the directory that should hold the store",
+            Error::Name(_) => "names use letters, digits and `+-._?=`; pass `--name` to choose one",
+            Error::NotValid { .. } => {
+                "it is not registered in this store (BRAMBLE_HOME selects the store); add it first with `bramble store add`"
+            }
+            Error::ContainsStore { .. } => {
+                "add a directory that does not contain BRAMBLE_HOME, or move the store elsewhere"
+            }
+            Error::SourceChanged { .. } => CHANGED_HINT,
+            Error::Tree(e) => return e.hint(),
+            Error::InvalidReference { .. }
+            | Error::BadDerivation { .. }
+            | Error::Io { .. }
+            | Error::Database { .. } => return None,
+        };
+        Some(hint.to_owned())
+    }
+}
+
+/// The tree errors are classified here, where the store reads trees: a path the user named
+/// is missing or unreadable (their mistake) or the disk failed (the environment's).
+impl Diagnose for TreeError {
+    fn class(&self) -> Class {
+        match self {
+            TreeError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Class::User
+            }
+            TreeError::Io { .. } => Class::Environment,
+            TreeError::Unsupported { .. }
+            | TreeError::Setuid { .. }
+            | TreeError::ForeignHardlink { .. }
+            | TreeError::Xattr { .. }
+            | TreeError::DuplicateAfterRewrite { .. }
+            | TreeError::BadName { .. }
+            | TreeError::TooDeep { .. }
+            | TreeError::Changed { .. } => Class::User,
+            TreeError::Archive(e) => e.class(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            TreeError::Unsupported { .. }
+            | TreeError::Setuid { .. }
+            | TreeError::ForeignHardlink { .. }
+            | TreeError::Xattr { .. }
+            | TreeError::DuplicateAfterRewrite { .. } => Some(TREE_SHAPE_HINT.to_owned()),
+            TreeError::Changed { .. } => Some(CHANGED_HINT.to_owned()),
+            _ => None,
+        }
     }
 }
 
@@ -869,13 +967,4 @@ fn store_restore() -> RestoreOptions {
 mod tests;
 
 /// An error and its sources, joined with `: ` (for reports that carry an error as text).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use crate::error::chain as error_chain;
