@@ -18,7 +18,7 @@ use crate::engine::{
 };
 use crate::lang::{RunSpec, TestSpec};
 use crate::project::lock::{self, LOCK_FILE, Pins};
-use crate::project::{Evaluation, Root};
+use crate::project::{Evaluation, Project, Root};
 use crate::store::local::LocalStore;
 use crate::store::{Derivation, Hash, StorePath, Templates};
 
@@ -55,7 +55,7 @@ impl Context {
         if let Some(store) = self.store.get() {
             return Ok(store);
         }
-        let store = Arc::new(LocalStore::open_default().map_err(store_error)?);
+        let store = Arc::new(LocalStore::open_default()?);
         Ok(self.store.get_or_init(|| store))
     }
 
@@ -106,7 +106,7 @@ impl Context {
     /// become part of the fetch derivations (and so of every build key that depends on
     /// them). Starlark `print()` goes to stderr.
     pub fn evaluate(&self, refs: &[String]) -> Result<Evaluated, CliError> {
-        let (cwd, project) = super::project_ctx::find(None)?;
+        let (cwd, project) = find_project(None)?;
         let sink = crate::project::StoreSources {
             store: self.store()?,
         };
@@ -240,7 +240,7 @@ impl Context {
             _ => {}
         }
         crate::store::local::replace_symlink(&target, link).map_err(io)?;
-        self.store()?.add_indirect_root(link).map_err(store_error)?;
+        self.store()?.add_indirect_root(link)?;
         Ok(())
     }
 }
@@ -277,6 +277,14 @@ fn record(
     Ok(())
 }
 
+/// The working directory and the project containing it (or containing `start`).
+pub fn find_project(start: Option<&Path>) -> Result<(PathBuf, Project), CliError> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::environment(format!("cannot read the working directory: {e}")))?;
+    let project = Project::find(start.unwrap_or(&cwd))?;
+    Ok((cwd, project))
+}
+
 /// Refuse unpinned fetches (`--locked`).
 pub fn require_pinned(request: &Request) -> Result<(), CliError> {
     match &request.pins {
@@ -284,8 +292,6 @@ pub fn require_pinned(request: &Request) -> Result<(), CliError> {
         None => Ok(()),
     }
 }
-
-pub(crate) use super::store::store_error;
 
 /// The mirror configuration of this run without a project's.
 pub fn load_mirrors() -> Result<Mirrors, CliError> {

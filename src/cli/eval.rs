@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use super::context::find_project;
 use super::terminal::print_to_stderr;
-use super::{CliError, Context, project_ctx};
+use super::{CliError, Context};
 use crate::project::{self, Evaluation, MemorySources};
 
 #[derive(Debug, clap::Args)]
@@ -20,7 +21,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let _ = ctx;
-    let (cwd, project) = project_ctx::find(None)?;
+    let (cwd, project) = find_project(None)?;
     let mut evaluation = project::evaluate(
         &project,
         &cwd,

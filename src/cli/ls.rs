@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::context::find_project;
 use super::terminal::print_to_stderr;
-use super::{CliError, Context, project_ctx};
+use super::{CliError, Context};
 use crate::lang::{ModuleInfo, Session};
 use crate::project::{MemorySources, reference::all_modules, run_on_big_stack};
 
@@ -29,7 +30,7 @@ pub fn run(args: LsArgs, ctx: &Context) -> Result<ExitCode, CliError> {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."))
     };
-    let (_, project) = project_ctx::find(Some(&start))?;
+    let (_, project) = find_project(Some(&start))?;
     let files = if path.is_dir() {
         let dir = std::fs::canonicalize(&path)
             .map_err(|e| CliError::user(format!("cannot read `{}`: {e}", path.display())))?;

@@ -31,7 +31,6 @@ pub mod graph;
 pub mod log;
 pub mod ls;
 pub mod progress;
-mod project_ctx;
 pub mod repl;
 pub mod report;
 pub mod run;

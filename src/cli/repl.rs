@@ -6,8 +6,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use super::context::find_project;
 use super::terminal::print_to_stderr;
-use super::{CliError, Context, project_ctx};
+use super::{CliError, Context};
 use crate::lang::Session;
 use crate::project::{MemorySources, run_on_big_stack};
 
@@ -16,7 +17,7 @@ pub struct ReplArgs {}
 
 pub fn run(args: ReplArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let _ = (args, ctx);
-    let (_, project) = project_ctx::find(None)?;
+    let (_, project) = find_project(None)?;
     let interactive = std::io::stdin().is_terminal();
     let chunks: Vec<String> = if interactive {
         Vec::new()

@@ -31,11 +31,11 @@ use bramble_sandbox::Bind;
 use clap::Args;
 
 use crate::engine::sandbox::run_interactive;
-use crate::engine::sandbox::spec::{self, Program, ProgramError};
+use crate::engine::sandbox::spec::{self, Program};
 use crate::lang::RunSpec;
 use crate::store::STORE_DIR;
 
-use super::context::{self, store_error};
+use super::context;
 use super::flags::BuildFlags;
 use super::{CliError, Context};
 
@@ -113,7 +113,7 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     // An empty directory bound over hidden paths inside read-only binds (a tmpfs cannot be
     // mounted there).
     let store = ctx.store()?;
-    let empty = store.tmp_dir("run-empty").map_err(store_error)?;
+    let empty = store.tmp_dir("run-empty")?;
     let root = match &root_ref {
         Some(r) => Some(
             report.roots[1]
@@ -142,16 +142,9 @@ pub fn run(args: RunArgs, ctx: &Context) -> Result<ExitCode, CliError> {
         },
         term: std::env::var("TERM").ok(),
     };
-    let spec = spec::program(store, &program).map_err(|e| match e {
-        ProgramError::Closure(e) => store_error(e),
-        ProgramError::NoOutputs { .. } => CliError::internal(e.to_string()),
-        ProgramError::RootView(e) => CliError::user(e.to_string()),
-        ProgramError::Invalid { .. } => CliError::user(e.to_string())
-            .with_hint("check the `paths`, `read_only_paths` and `hidden_paths` of `run()`"),
-    })?;
-    let scratch = store.tmp_dir("run").map_err(store_error)?;
-    let status = run_interactive(&helper, &spec, scratch.path())
-        .map_err(|e| CliError::environment(e.to_string()))?;
+    let spec = spec::program(store, &program)?;
+    let scratch = store.tmp_dir("run")?;
+    let status = run_interactive(&helper, &spec, scratch.path())?;
     Ok(context::exit_code(status))
 }
 

@@ -44,10 +44,7 @@ pub fn run(args: ShellArgs, ctx: &Context) -> Result<ExitCode, CliError> {
     let helper = ctx.helper()?;
     let config = args.flags.sandbox(&helper)?;
     let job = ctx.prepare_root(&request, root, &args.flags.options()?, config)?;
-    let env = sandbox::prepare_shell(ctx.store()?, &job)
-        .map_err(|e| CliError::environment(e.to_string()))?;
-    let status = env
-        .run(&helper)
-        .map_err(|e| CliError::environment(e.to_string()))?;
+    let env = sandbox::prepare_shell(ctx.store()?, &job)?;
+    let status = env.run(&helper)?;
     Ok(context::exit_code(status))
 }

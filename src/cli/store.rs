@@ -66,11 +66,6 @@ pub enum StoreCommand {
     },
 }
 
-/// A store error as the CLI reports it (for callers that map errors by function).
-pub(crate) fn store_error(err: local::Error) -> CliError {
-    err.into()
-}
-
 /// Open the default store, with CLI errors.
 pub(crate) fn open_store() -> Result<LocalStore, CliError> {
     Ok(LocalStore::open_default()?)

@@ -391,6 +391,31 @@ pub enum SetupError {
     NotBuilding,
 }
 
+impl crate::error::Diagnose for SetupError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            SetupError::Tool(e) => e.class(),
+            SetupError::TempDir(e) | SetupError::Hold(e) => e.class(),
+            // What the derivation asks for.
+            SetupError::RootNotInStore { .. }
+            | SetupError::RootWithoutUsr { .. }
+            | SetupError::Spec(_)
+            | SetupError::NoShell { .. } => Class::User,
+            SetupError::NotPrepared { .. } | SetupError::NotBuilding => Class::Internal,
+            _ => Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            SetupError::Tool(e) => e.hint(),
+            SetupError::TempDir(e) | SetupError::Hold(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
 impl crate::error::Diagnose for ExecError {
     fn class(&self) -> crate::error::Class {
         use crate::error::Class;
@@ -401,7 +426,7 @@ impl crate::error::Diagnose for ExecError {
             | ExecError::MissingOutput { .. }
             | ExecError::Cancelled => Class::User,
             ExecError::Fetch(e) => e.class(),
-            ExecError::Setup { .. } => Class::Environment,
+            ExecError::Setup(e) => e.class(),
         }
     }
 
@@ -409,6 +434,7 @@ impl crate::error::Diagnose for ExecError {
         match self {
             ExecError::Failed { hint, .. } | ExecError::Sandbox { hint, .. } => hint.clone(),
             ExecError::Fetch(e) => e.hint(),
+            ExecError::Setup(e) => e.hint(),
             ExecError::MissingOutput { output } => Some(format!(
                 "a builder writes its output to the path in `${output}` (a file or a directory)"
             )),

@@ -53,8 +53,7 @@ use std::path::PathBuf;
 pub enum ToolError {
     #[error(
         "the builder `{builder}` needs version {version} of the tool `{tool}`, this bramble has \
-         version {TOOL_VERSION}\nhint: use the `lib/` of the same bramble \
-         (`load(\"bramble/...\", ...)`), or a bramble of that version"
+         version {TOOL_VERSION}"
     )]
     Version {
         builder: String,
@@ -66,7 +65,7 @@ pub enum ToolError {
     #[error("cannot find the running bramble")]
     CurrentExe { source: io::Error },
     #[error(
-        "the tool `{}` does not exist\nhint: install `{name}` next to `bramble` or set {var}",
+        "the tool `{}` does not exist",
         program.display()
     )]
     Missing {
@@ -80,6 +79,29 @@ pub enum ToolError {
     Resolve { path: PathBuf, source: io::Error },
     #[error("no dynamic loader is mapped into bramble (a static build?)")]
     NoLoader,
+}
+
+impl crate::error::Diagnose for ToolError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            ToolError::Version { .. } | ToolError::Unknown { .. } => crate::error::Class::User,
+            _ => crate::error::Class::Environment,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            ToolError::Version { .. } => Some(
+                "use the `lib/` of the same bramble (`load(\"bramble/...\", ...)`), or a bramble \
+                 of that version"
+                    .into(),
+            ),
+            ToolError::Missing { name, var, .. } => {
+                Some(format!("install `{name}` next to `bramble` or set {var}"))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The tools bramble can provide.
@@ -240,16 +262,19 @@ mod tests {
             super::tool_of(super::GO_BUILDER).unwrap(),
             Some("bramble-go")
         );
+        let newer = super::tool_of("builtin:bramble-go@7").unwrap_err();
         assert_eq!(
-            super::tool_of("builtin:bramble-go@7")
-                .unwrap_err()
-                .to_string(),
+            newer.to_string(),
             format!(
                 "the builder `builtin:bramble-go@7` needs version 7 of the tool `bramble-go`, \
-                 this bramble has version {}\nhint: use the `lib/` of the same bramble \
-                 (`load(\"bramble/...\", ...)`), or a bramble of that version",
+                 this bramble has version {}",
                 super::TOOL_VERSION
             )
+        );
+        assert_eq!(
+            crate::error::Diagnose::hint(&newer).unwrap(),
+            "use the `lib/` of the same bramble (`load(\"bramble/...\", ...)`), or a bramble of \
+             that version"
         );
         assert_eq!(
             super::entries("nope").unwrap_err().to_string(),

@@ -208,6 +208,28 @@ pub enum ProgramError {
     },
 }
 
+impl crate::error::Diagnose for ProgramError {
+    fn class(&self) -> crate::error::Class {
+        use crate::error::Class;
+        match self {
+            ProgramError::NoOutputs { .. } => Class::Internal,
+            ProgramError::Closure(e) => e.class(),
+            ProgramError::RootView(_) | ProgramError::Invalid { .. } => Class::User,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            ProgramError::Closure(e) => e.hint(),
+            ProgramError::RootView(e) => e.hint(),
+            ProgramError::Invalid { .. } => {
+                Some("check the `paths`, `read_only_paths` and `hidden_paths` of `run()`".into())
+            }
+            ProgramError::NoOutputs { .. } => None,
+        }
+    }
+}
+
 /// The spec of `program`, the caller's stdin, stdout and stderr its own; validated.
 pub fn program(store: &LocalStore, program: &Program) -> Result<Spec, ProgramError> {
     let out = program
