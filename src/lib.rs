@@ -21,8 +21,8 @@
 //!          closure, the DAO document, merging unpacked packages (run by `bramble-debian`).
 //! golang   Go modules: go.mod and go.sum, the DAO document of pinned module fetches (h1),
 //!          the file-based module proxy (run by `bramble-go`).
-//! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml), mirror layers, and the reading of
-//!          configuration files (regular files only).
+//! config   the user's config file ($XDG_CONFIG_HOME/bramble/config.toml), mirror layers,
+//!          and the reading of configuration files (regular files only).
 //! env      every BRAMBLE_* environment variable, declared once.
 //! error    the Diagnose trait: every module error's class (user, environment, internal:
 //!          the exit code) and hint.
