@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::engine::fetch::executor::WithFetchers;
+use crate::engine::fetch::executor::FetchingExecutor;
 use crate::engine::fetch::mirror::Layer;
 use crate::engine::fetch::{Fetcher, Mirrors};
 use crate::engine::sandbox::{SandboxConfig, SandboxExecutor};
@@ -152,7 +152,7 @@ impl Context {
         let progress = Arc::new(Progress::new(quiet));
         let mut fetcher = self.fetcher(request.mirrors.as_ref())?;
         fetcher.progress = progress.clone();
-        let executor = Arc::new(WithFetchers {
+        let executor = Arc::new(FetchingExecutor {
             inner: SandboxExecutor::new(config, store.clone()),
             fetcher,
         });

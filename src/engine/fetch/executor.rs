@@ -14,7 +14,7 @@ use crate::engine::{Built, Cancel, ExecError, Executor, Job, SetupError, StagedO
 
 /// Runs fetch derivations itself and everything else with `inner`.
 #[derive(Debug)]
-pub struct WithFetchers<E> {
+pub struct FetchingExecutor<E> {
     pub inner: E,
     pub fetcher: Fetcher,
 }
@@ -23,7 +23,7 @@ fn exec_error(e: FetchError) -> ExecError {
     ExecError::Fetch(Box::new(e))
 }
 
-impl<E: Executor> Executor for WithFetchers<E> {
+impl<E: Executor> Executor for FetchingExecutor<E> {
     /// The inner executor's preparation, for a derivation that is not a fetch.
     type Prepared = Option<E::Prepared>;
 
@@ -59,7 +59,7 @@ impl<E: Executor> Executor for WithFetchers<E> {
     }
 }
 
-impl<E> WithFetchers<E> {
+impl<E> FetchingExecutor<E> {
     /// Fetch `req` into the store ([`Fetcher::fetch`]: nothing is downloaded when the store
     /// already holds the pinned result) and hand the stored path to the scheduler, which
     /// registers it as the realisation with nothing copied or hashed again.
@@ -106,7 +106,7 @@ mod tests {
         let store = Arc::new(LocalStore::open(dir.path()).unwrap());
         let server = Server::start();
         server.file("/f.txt", "content\n");
-        let executor = WithFetchers {
+        let executor = FetchingExecutor {
             inner: FakeExecutor::default(),
             fetcher: Fetcher::new(store.clone()),
         };

@@ -46,7 +46,7 @@
 //!    derivation depending on it. The pin is thus part of the build key: editing the lock
 //!    can never be hidden by a cached realisation. `--locked` (or `CI=true`) refuses a fetch
 //!    pinned nowhere.
-//! 2. The engine's executor is [`executor::WithFetchers`]: fetch derivations run here, in the
+//! 2. The engine's executor is [`executor::FetchingExecutor`]: fetch derivations run here, in the
 //!    main process, with the network; every other derivation goes to the sandbox, which has
 //!    an empty network namespace. With a pinned path already in the store nothing is
 //!    downloaded.
