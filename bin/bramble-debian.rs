@@ -19,12 +19,6 @@ fn main() -> ExitCode {
     tool::main(run)
 }
 
-fn out_dir() -> anyhow::Result<PathBuf> {
-    std::env::var_os("out")
-        .map(PathBuf::from)
-        .context("`$out` is not set")
-}
-
 fn run(args: Vec<String>) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("resolve") if args.len() >= 5 => {
@@ -39,7 +33,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             let closure = debian::resolve::closure(&universe, wanted)
                 .map_err(tool::diagnosed)
                 .with_context(|| format!("cannot resolve the package set `{name}`"))?;
-            let out = out_dir()?;
+            let out = tool::out_dir()?;
             std::fs::create_dir(&out)
                 .with_context(|| format!("cannot create `{}`", out.display()))?;
             let doc = debian::document::document(name, &closure);
@@ -53,7 +47,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             Ok(())
         }
         Some("assemble") => {
-            let out = out_dir()?;
+            let out = tool::out_dir()?;
             let trees: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
             let stats = debian::assemble::assemble(&out, &trees).map_err(anyhow::Error::msg)?;
             eprintln!(

@@ -10,7 +10,7 @@
 //!   `SRC` (`.`: the build directory, where the derivation's sources are) offline against the
 //!   proxy, the binaries into `$out/bin/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
@@ -22,17 +22,11 @@ fn main() -> ExitCode {
     tool::main(run)
 }
 
-fn out_dir() -> anyhow::Result<PathBuf> {
-    std::env::var_os("out")
-        .map(PathBuf::from)
-        .context("`$out` is not set")
-}
-
 fn run(args: Vec<String>) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("modules") if args.len() == 3 => modules(&args[1], Path::new(&args[2])),
         Some("proxy") => {
-            let out = out_dir()?;
+            let out = tool::out_dir()?;
             let n = golang::proxy::assemble(&out, &args[1..]).map_err(anyhow::Error::msg)?;
             eprintln!("module proxy: {n} module versions");
             Ok(())
@@ -68,7 +62,7 @@ fn modules(name: &str, src: &Path) -> anyhow::Result<()> {
     let sums = golang::parse_go_sum("go.sum", &read("go.sum")?.unwrap_or_default())
         .map_err(tool::diagnosed)?;
     let modules = golang::modules(&gomod, &sums).map_err(tool::diagnosed)?;
-    let out = out_dir()?;
+    let out = tool::out_dir()?;
     std::fs::create_dir(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
     let doc = golang::document::document(name, &modules);
     let file = out.join(bramble::engine::dao::DOCUMENT_FILE);
@@ -112,7 +106,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 fn build(goroot: &Path, proxy: &Path, src: &Path, packages: &[String]) -> anyhow::Result<()> {
-    let out = out_dir()?;
+    let out = tool::out_dir()?;
     let build = std::env::current_dir().context("no working directory")?;
     let module = if src == Path::new(".") {
         build.clone()

@@ -56,3 +56,11 @@ pub fn main(run: impl FnOnce(Vec<String>) -> anyhow::Result<()>) -> ExitCode {
         }
     }
 }
+
+/// The output directory of the build (`$out`).
+pub fn out_dir() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    std::env::var_os("out")
+        .map(std::path::PathBuf::from)
+        .context("`$out` is not set")
+}

@@ -424,39 +424,43 @@ pub fn apply(
     lock: &Lock,
 ) -> Result<Pinned, InvalidFetch> {
     let mut out = Pinned::default();
-    for old in dependencies_first(derivations) {
-        let drv = &derivations[&old];
-        // The content hash to write into a fetch, or `None` to rename a dependent.
-        let pin = match FetchRequest::from_derivation(drv)? {
-            // A fetch depends on nothing: only a pin of its own can change it. An `h1` pin
-            // (a Go module's, from `go.sum`) pins it alone: it is checked on every
-            // download, and the lock records nothing for it.
-            Some(req) if req.pin.hash.is_none() && req.pin.h1.is_none() => {
-                match lock.get(&req.spec) {
-                    Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
-                        Some(e.hash)
-                    }
-                    _ => {
-                        out.unpinned.push((old, req));
-                        continue;
-                    }
-                }
-            }
-            Some(_) => continue,
-            None => {
-                let renamed = &out.renamed;
-                let stale = !renamed.is_empty()
-                    && drv
-                        .dependencies()
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|d| renamed.contains_key(&d.drv));
-                if !stale {
-                    continue;
-                }
-                None
-            }
+    // The fetches first: only a pin written into a fetch renames anything, so when the lock
+    // pins none of them the graph is neither ordered nor its templates parsed. A fetch
+    // depends on nothing, and an `h1` pin (a Go module's, from `go.sum`) pins it alone: it
+    // is checked on every download, and the lock records nothing for it.
+    let mut pins: BTreeMap<Hash, Hash> = BTreeMap::new();
+    for (&hash, drv) in derivations.iter() {
+        let Some(req) = FetchRequest::from_derivation(drv)? else {
+            continue;
         };
+        if req.pin.hash.is_some() || req.pin.h1.is_some() {
+            continue;
+        }
+        match lock.get(&req.spec) {
+            Some(e) if req.pin.sha256.is_none() || req.pin.sha256 == e.sha256 => {
+                pins.insert(hash, e.hash);
+            }
+            _ => out.unpinned.push((hash, req)),
+        }
+    }
+    if pins.is_empty() {
+        return Ok(out);
+    }
+    for old in dependencies_first(derivations) {
+        // The content hash to write into a fetch, or `None` to rename a dependent.
+        let pin = pins.get(&old).copied();
+        if pin.is_none() {
+            let renamed = &out.renamed;
+            let stale = !renamed.is_empty()
+                && derivations[&old]
+                    .dependencies()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|d| renamed.contains_key(&d.drv));
+            if !stale {
+                continue;
+            }
+        }
         let mut new = derivations
             .remove(&old)
             .expect("every visited hash is in the map");
